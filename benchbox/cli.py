@@ -1,0 +1,193 @@
+"""The `benchbox` command line (typer). Errors a user can act on are printed as one message,
+without a traceback, and the exit code is non-zero."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import click
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from benchbox.errors import BenchboxError
+
+app = typer.Typer(help="Honest, reproducible comparisons of CNN backbones on small medical imaging data sets.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+backbones_app = typer.Typer(help="Inspect backbone plugins.", no_args_is_help=True)
+app.add_typer(backbones_app, name="backbones")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _registry():
+    from benchbox.plugins import load_registry
+
+    return load_registry()
+
+
+class RichReporter:
+    """Progress bars for folds and epochs."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+        self.folds = None
+        self.epochs = None
+
+    def message(self, text):
+        self.progress.console.print(f"[cyan]{text}[/]")
+
+    def cells_start(self, total, done):
+        self.folds = self.progress.add_task("folds", total=total, completed=done)
+
+    def fold_start(self, dataset, backbone, fold, epochs):
+        if self.epochs is not None:
+            self.progress.remove_task(self.epochs)
+        self.epochs = self.progress.add_task(f"{dataset} x {backbone} fold {fold}: epochs", total=epochs)
+
+    def epoch(self, done, total):
+        self.progress.update(self.epochs, completed=done)
+
+    def fold_end(self, record):
+        self.progress.advance(self.folds)
+        self.progress.console.print(
+            f"  {record['dataset']} x {record['backbone']} fold {record['fold']}: "
+            f"trained in {record['train_seconds']:.1f} s, {record['n_test']} test images")
+
+
+@app.command()
+def run(suite: Path = typer.Argument(..., help="Suite file (TOML)."),
+        data_dir: Optional[Path] = typer.Option(None, "--data-dir", envvar="BENCHBOX_DATA",
+                                                help="Root of the raw data sources (default: user cache)."),
+        run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Write (or resume) this run directory."),
+        new: bool = typer.Option(False, "--new", help="Start a new run even if an unfinished one exists.")):
+    """Run a suite: train and evaluate every dataset x backbone x fold, then print the comparison.
+
+    Rerunning the same command resumes an unfinished run of the same suite."""
+    from benchbox.report import print_terminal
+    from benchbox.runner import run_suite
+    from benchbox.store import RunStore
+    from benchbox.suite import load_suite
+    from benchbox.summary import summarize
+
+    registry = _registry()
+    s = load_suite(suite, registry, check_availability=True)
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    with Progress(*columns, console=console, transient=False) as progress:
+        out = run_suite(s, registry, run_dir=run_dir, data_dir=str(data_dir) if data_dir else None,
+                        new=new, reporter=RichReporter(progress))
+    summary, problems = summarize(RunStore(out), registry)
+    print_terminal(summary, console, title=f"{s.name}: {s.protocol.label}, {s.training.epochs} epochs", problems=problems)
+    console.print(f"run directory: [bold]{out}[/] (report.md, summary.csv, confusion.csv, folds/)")
+
+
+@app.command()
+def validate(suite: Path = typer.Argument(..., help="Suite file (TOML).")):
+    """Check a suite file and list every problem at once."""
+    from benchbox.suite import load_suite
+
+    s = load_suite(suite, _registry())
+    console.print(f"[green]{suite}: valid[/] — {len(s.cells)} cell(s) x {s.protocol.n_folds} fold(s) "
+                  f"({s.protocol.label}), {s.training.epochs} epochs")
+    for d, b in s.cells:
+        console.print(f"  {d} ({s.datasets[d].plugin}) x {b} ({s.backbones[b].plugin})")
+
+
+@app.command()
+def plugins():
+    """List every dataset, backbone and evaluator plugin with its origin and availability."""
+    registry = _registry()
+    table = Table(title="benchbox plugins")
+    for col in ("kind", "name", "origin", "available", "description"):
+        table.add_column(col)
+    for kind in ("dataset", "backbone", "evaluator"):
+        for name, entry in sorted(registry.table(kind).items()):
+            avail = entry.availability
+            table.add_row(kind, name, entry.origin, "yes" if avail.ok else f"[red]no[/]: {avail.reason}",
+                          getattr(entry.obj, "description", ""))
+    console.print(table)
+    for plugin, error in registry.broken:
+        console.print(f"[red]broken plugin {plugin}:[/] {error}")
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="A run directory written by `benchbox run`."),
+           format: str = typer.Option("terminal", "--format", "-f", help="terminal, markdown, csv or latex."),
+           output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout.")):
+    """Re-render a run's tables from its stored fold records alone."""
+    from benchbox.report import FORMATS, print_terminal, render_text
+    from benchbox.store import RunStore
+    from benchbox.summary import summarize
+
+    if format not in FORMATS:
+        raise BenchboxError(f"--format {format!r}: choose one of {', '.join(FORMATS)}")
+    store = RunStore(run_dir)
+    manifest = store.manifest()
+    summary, problems = summarize(store, _registry())
+    title = f"{manifest['suite']}: {manifest.get('protocol_label', '')}"
+    if format == "terminal" and output is None:
+        print_terminal(summary, console, title=title, problems=problems)
+        return
+    text = render_text(summary, "markdown" if format == "terminal" else format, title, problems)
+    if output:
+        output.write_text(text)
+        console.print(f"wrote {output}")
+    else:
+        sys.stdout.write(text)
+
+
+@backbones_app.command("describe")
+def backbones_describe(name: str = typer.Argument(..., help="Backbone plugin, e.g. keras/inception_v3."),
+                       cutoff: Optional[int] = typer.Option(None, "--cutoff", help="Frozen layers (default: the study's)."),
+                       input_size: str = typer.Option("200x266", "--input", help="HEIGHTxWIDTH.")):
+    """Parameters (total / frozen / trainable), depth, last frozen layer, preprocessing, MACs."""
+    registry = _registry()
+    backbone = registry.get("backbone", name)
+    options = dict(backbone.defaults)
+    if cutoff is not None:
+        options["cutoff"] = cutoff
+    size = parse_size(input_size)
+    problems = backbone.check_options({**options, "weights": "none"})
+    if problems:
+        raise BenchboxError(f"{name}: " + "; ".join(problems))
+    facts = backbone.describe(options, size)
+    table = Table(title=name, show_header=False)
+    table.add_column("fact")
+    table.add_column("value")
+    for key, value in facts.items():
+        table.add_row(key, f"{value:,}" if isinstance(value, int) else str(value))
+    console.print(table)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+        return h, w
+    except ValueError:
+        raise BenchboxError(f"input size {text!r}: write HEIGHTxWIDTH, e.g. 200x266") from None
+
+
+def main():
+    try:
+        rv = app(standalone_mode=False)
+    except BenchboxError as exc:
+        err_console.print("[bold red]error:[/] ", end="")
+        err_console.print(str(exc), markup=False, highlight=False)
+        sys.exit(1)
+    except click.exceptions.Abort:
+        err_console.print("aborted")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("interrupted; rerun the same command to resume")
+        sys.exit(130)
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""The plain values that flow between stages, and the three plugin interfaces.
+
+Everything here is framework-free: a test can build any of these values by hand.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+SAMPLE_COLUMNS = ("id", "label", "group", "source")
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Whether a plugin can run here; if not, why and how to fix it."""
+
+    ok: bool
+    reason: str = ""
+
+    @staticmethod
+    def needs_modules(*modules: str, install: str) -> "Availability":
+        missing = [m for m in modules if importlib.util.find_spec(m) is None]
+        if missing:
+            return Availability(False, f"missing {', '.join(missing)}; install with: {install}")
+        return Availability(True)
+
+
+@dataclass
+class SampleSet:
+    """What a Dataset plugin returns: one row per image, and a way to get its pixels.
+
+    ``table`` has at least the columns id, label, group (patient), source; ``load`` returns a
+    uint8 array (N, H, W) of grayscale images, padded and resized to ``size`` (height, width).
+    """
+
+    table: pd.DataFrame
+    classes: tuple[str, ...]
+    positive_class: str
+    load: Callable[[pd.DataFrame, tuple[int, int]], np.ndarray]
+    notes: list[str] = field(default_factory=list)
+    fingerprint: str = ""
+
+    def __post_init__(self):
+        missing = [c for c in SAMPLE_COLUMNS if c not in self.table.columns]
+        if missing:
+            raise ValueError(f"sample table lacks columns {missing}")
+        if self.positive_class not in self.classes:
+            raise ValueError(f"positive class {self.positive_class!r} not in {self.classes}")
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Integer labels in the order of ``classes``."""
+        index = {c: i for i, c in enumerate(self.classes)}
+        return self.table["label"].map(index).to_numpy(dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    epochs: int = 10
+    batch_size: int = 64
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+
+
+@dataclass
+class FoldJob:
+    """Everything an engine needs to train on one fold and predict the other: plain arrays."""
+
+    x_train: np.ndarray  # uint8 (N, H, W) grayscale
+    y_train: np.ndarray  # int64 (N,)
+    x_test: np.ndarray
+    num_classes: int
+    options: Mapping[str, Any]  # the backbone's options, defaults merged with the suite's
+    training: TrainingConfig
+    seed: int
+    progress: Callable[[int, int], None] | None = None  # (epoch done, epochs) for progress bars
+
+
+@dataclass
+class FoldOutput:
+    """What an engine returns for one fold."""
+
+    probabilities: np.ndarray  # float (N_test, num_classes), rows sum to one
+    train_seconds: float
+    predict_seconds: float
+    info: dict = field(default_factory=dict)  # e.g. frozen/trainable parameter counts
+
+
+class Dataset:
+    """A Dataset plugin: a named source of labelled, grouped images."""
+
+    name: str = ""
+    description: str = ""
+    #: options a suite may set, with their defaults
+    defaults: Mapping[str, Any] = {}
+
+    def availability(self) -> Availability:
+        return Availability(True)
+
+    def samples(self, options: Mapping[str, Any], seed: int, data_dir: str | None) -> SampleSet:
+        raise NotImplementedError
+
+
+class Backbone:
+    """A Backbone plugin: builds a network (cutoff + head) and trains/predicts on a fold."""
+
+    name: str = ""  # "framework/network", e.g. "keras/mobilenet_v2"
+    framework: str = ""
+    description: str = ""
+    defaults: Mapping[str, Any] = {}
+
+    def availability(self) -> Availability:
+        return Availability(True)
+
+    def check_options(self, options: Mapping[str, Any]) -> list[str]:
+        """Problems with option *values* (keys are checked by the suite); empty when fine."""
+        return []
+
+    def prepare(self, options: Mapping[str, Any]) -> None:
+        """Fail fast, before any training, when e.g. the requested weights cannot be had."""
+
+    def fit_predict(self, job: FoldJob) -> FoldOutput:
+        raise NotImplementedError
+
+    def describe(self, options: Mapping[str, Any], input_size: Sequence[int]) -> dict:
+        return {"framework": self.framework}
+
+
+class Evaluator:
+    """An Evaluator plugin: turns the fold records of one cell into named metrics."""
+
+    name: str = ""
+    description: str = ""
+
+    def availability(self) -> Availability:
+        return Availability(True)
+
+    def evaluate(self, records: Sequence[Mapping[str, Any]], classes: Sequence[str],
+                 positive_class: str) -> dict[str, float]:
+        raise NotImplementedError

@@ -1,0 +1,35 @@
+"""One exception family: every error a user can act on is a BenchboxError.
+
+The CLI prints these as one message without a traceback and exits non-zero; anything else is a
+bug and keeps its traceback.
+"""
+
+
+class BenchboxError(Exception):
+    """An error with a message that names the file, field or plugin and says what to do."""
+
+
+class SuiteError(BenchboxError):
+    """A suite file is invalid; ``problems`` lists every problem found, not just the first."""
+
+    def __init__(self, path, problems):
+        self.path = str(path)
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"{self.path}: {len(self.problems)} problem(s)\n{lines}")
+
+
+class PluginError(BenchboxError):
+    """A plugin is missing, unavailable or misbehaving."""
+
+
+class DataError(BenchboxError):
+    """Input data is missing, incomplete or unreadable."""
+
+
+class WeightsError(BenchboxError):
+    """Requested weights cannot be found or loaded."""
+
+
+class StoreError(BenchboxError):
+    """A run directory is missing, foreign or damaged."""

@@ -1,0 +1,71 @@
+"""What the Keras and PyTorch backbone plugins share: the study's settings per network (Table 1
+of Apostolopoulos & Mpesiana 2020, used as plugin defaults) and the validation of backbone
+options. Framework-free; the plugins add the framework code.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+from benchbox.contracts import Backbone
+
+#: network -> the study's layer cutoff (Keras layers frozen from the input) and hidden dense head
+STUDY = {
+    "vgg19": {"cutoff": 18, "head": [1024]},
+    "mobilenet_v2": {"cutoff": 10, "head": [1000, 750]},
+    "inception_v3": {"cutoff": 249, "head": [1000]},
+    "xception": {"cutoff": 120, "head": [1000, 750]},
+    "inception_resnet_v2": {"cutoff": 730, "head": []},
+}
+
+#: what the paper leaves open, set to the Keras defaults (documented in docs/backbones.md)
+COMMON_DEFAULTS = {"dropout": 0.5, "pooling": "avg", "weights": "imagenet", "input_size": [200, 266],
+                   "cache_prefix": True}
+POOLINGS = ("avg", "max")
+
+
+def study_defaults(network: str) -> dict:
+    defaults = {**STUDY[network], **COMMON_DEFAULTS}
+    defaults["head"] = list(defaults["head"])
+    if network == "mobilenet_v2":
+        defaults["alpha"] = 1.0
+    return defaults
+
+
+def weights_kind(weights: str) -> str:
+    """'imagenet', 'none' or 'file'."""
+    if weights.lower() in ("imagenet", "none"):
+        return weights.lower()
+    return "file"
+
+
+class NetworkBackbone(Backbone):
+    """A study network in one framework; subclasses implement building and training."""
+
+    network: str = ""
+
+    def __init__(self):
+        self.defaults = study_defaults(self.network)
+        self.name = f"{self.framework}/{self.network}"
+
+    def check_options(self, options: Mapping[str, Any]) -> list[str]:
+        problems = []
+        cutoff = options.get("cutoff")
+        if not isinstance(cutoff, int) or isinstance(cutoff, bool) or cutoff < 0:
+            problems.append(f"cutoff: must be an integer >= 0, got {cutoff!r}")
+        head = options.get("head")
+        if not isinstance(head, list) or not all(isinstance(u, int) and not isinstance(u, bool) and u > 0 for u in head):
+            problems.append(f"head: must be a list of positive integers (hidden dense sizes, [] for none), got {head!r}")
+        dropout = options.get("dropout")
+        if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+            problems.append(f"dropout: must be a number in [0, 1), got {dropout!r}")
+        if options.get("pooling") not in POOLINGS:
+            problems.append(f"pooling: must be one of {', '.join(POOLINGS)}, got {options.get('pooling')!r}")
+        weights = options.get("weights")
+        if isinstance(weights, str) and weights_kind(weights) == "file" and not os.path.exists(os.path.expanduser(weights)):
+            problems.append(f"weights: {weights!r} is neither 'imagenet', 'none' nor an existing file")
+        alpha = options.get("alpha")
+        if "alpha" in options and (not isinstance(alpha, (int, float)) or alpha <= 0):
+            problems.append(f"alpha: must be a positive width multiplier, got {alpha!r}")
+        return problems

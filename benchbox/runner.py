@@ -1,0 +1,179 @@
+"""The runner: suite -> plan of cells -> folds -> fold records in the run store -> summary.
+
+Everything that can fail before training (unavailable plugins, missing weights or data) is
+checked first, so a run stops at once instead of after an hour. Finished folds are never redone.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from benchbox.contracts import FoldJob, SampleSet
+from benchbox.environment import environment
+from benchbox.errors import BenchboxError, PluginError
+from benchbox.report import write_views
+from benchbox.splitters import assign_folds, train_test_indices
+from benchbox.store import RunStore, find_resumable
+from benchbox.suite import Suite
+from benchbox.summary import summarize
+
+
+class Reporter:
+    """Progress callbacks; the CLI draws rich progress bars, tests use this silent default."""
+
+    def message(self, text: str) -> None: ...
+    def cells_start(self, total_folds: int, done: int) -> None: ...
+    def fold_start(self, dataset: str, backbone: str, fold: int, epochs: int) -> None: ...
+    def epoch(self, done: int, total: int) -> None: ...
+    def fold_end(self, record: dict) -> None: ...
+
+
+@dataclass
+class PreparedDataset:
+    alias: str
+    samples: SampleSet
+    folds: np.ndarray
+
+
+def fold_seed(seed: int, dataset: str, backbone: str, fold: int) -> int:
+    """One seed per (suite seed, cell, fold): weight init and shuffling are reproducible."""
+    key = [seed, zlib.crc32(dataset.encode()), zlib.crc32(backbone.encode()), fold]
+    return int(np.random.SeedSequence(key).generate_state(1)[0] % (2**31 - 1))
+
+
+def prepare_datasets(suite: Suite, registry, data_dir=None) -> dict[str, PreparedDataset]:
+    used = {d for d, _ in suite.cells}
+    prepared = {}
+    for alias in used:
+        entry = suite.datasets[alias]
+        plugin = registry.get("dataset", entry.plugin)
+        options = dict(entry.options)
+        samples = plugin.samples(options, suite.seed, data_dir or suite.data_dir)
+        if options.get("positive_class"):
+            if options["positive_class"] not in samples.classes:
+                raise BenchboxError(f"{suite.path}: datasets.{alias}.positive_class: "
+                                    f"{options['positive_class']!r} is not a class of this data set; "
+                                    f"classes: {', '.join(samples.classes)}")
+            samples.positive_class = options["positive_class"]
+        folds = assign_folds(suite.protocol, samples.labels, samples.table["group"].to_numpy(), suite.seed)
+        prepared[alias] = PreparedDataset(alias, samples, folds)
+    return prepared
+
+
+def check_backbones(suite: Suite, registry) -> None:
+    """Availability and weights for every backbone, before any training."""
+    problems = []
+    for alias in {b for _, b in suite.cells}:
+        entry = suite.backbones[alias]
+        try:
+            registry.get("backbone", entry.plugin).prepare(entry.options)
+        except BenchboxError as exc:
+            problems.append(f"backbones.{alias} ({entry.plugin}): {exc}")
+    if problems:
+        raise PluginError("cannot start the run:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def run_suite(suite: Suite, registry, run_dir=None, data_dir=None, new: bool = False,
+              reporter: Reporter | None = None) -> Path:
+    """Run (or resume) every cell of the suite; return the run directory."""
+    reporter = reporter or Reporter()
+    check_backbones(suite, registry)
+    datasets = prepare_datasets(suite, registry, data_dir)
+    for name in suite.evaluators:
+        registry.get("evaluator", name)
+
+    if run_dir is None and not new:
+        run_dir = find_resumable(suite.output_dir, suite.name, suite.digest)
+        if run_dir is not None:
+            reporter.message(f"resuming unfinished run {run_dir}")
+    if run_dir is None:
+        run_dir = suite.output_dir / f"{suite.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        while run_dir.exists():
+            run_dir = Path(f"{run_dir}x")
+    store = RunStore(run_dir)
+    if store.manifest_path.exists():
+        manifest = store.manifest()
+        if manifest.get("suite_digest") != suite.digest:
+            raise BenchboxError(f"{run_dir} holds a run of a different suite (or an edited one); "
+                                "start a new run with --new or choose another --run-dir")
+    else:
+        manifest = _manifest(suite, registry, datasets)
+        store.create(manifest, suite.text)
+    for alias, ds in datasets.items():
+        previous = store.read_split(alias)
+        ids = ds.samples.table["id"].tolist()
+        if previous and (previous["ids"] != ids or previous["fold"] != ds.folds.tolist()):
+            raise BenchboxError(f"{run_dir}: the folds of dataset {alias!r} differ from the stored split "
+                                "(the data changed since the run started); start a new run with --new")
+        if not previous:
+            store.write_split(alias, ids, ds.folds, suite.protocol.label)
+    registry.pm.hook.benchbox_run_start(run_dir=run_dir, manifest=manifest)
+
+    n_folds = suite.protocol.n_folds
+    done = sum(store.has_record(d, b, f) for d, b in suite.cells for f in range(n_folds))
+    reporter.cells_start(len(suite.cells) * n_folds, done)
+    started = time.time()
+    for ds_alias, bb_alias in suite.cells:
+        ds = datasets[ds_alias]
+        entry = suite.backbones[bb_alias]
+        backbone = registry.get("backbone", entry.plugin)
+        todo = [f for f in range(n_folds) if not store.has_record(ds_alias, bb_alias, f)]
+        if not todo:
+            continue
+        images = ds.samples.load(ds.samples.table, entry.input_size)
+        labels = ds.samples.labels
+        for fold in todo:
+            train_idx, test_idx = train_test_indices(ds.folds, fold)
+            reporter.fold_start(ds_alias, bb_alias, fold, suite.training.epochs)
+            job = FoldJob(x_train=images[train_idx], y_train=labels[train_idx], x_test=images[test_idx],
+                          num_classes=len(ds.samples.classes), options=entry.options,
+                          training=suite.training, seed=fold_seed(suite.seed, ds_alias, bb_alias, fold),
+                          progress=reporter.epoch)
+            out = backbone.fit_predict(job)
+            record = {"dataset": ds_alias, "backbone": bb_alias, "fold": fold, "seed": job.seed,
+                      "classes": list(ds.samples.classes),
+                      "test_ids": ds.samples.table["id"].iloc[test_idx].tolist(),
+                      "test_indices": test_idx.tolist(), "y_true": labels[test_idx].tolist(),
+                      "probabilities": np.asarray(out.probabilities, dtype=float).tolist(),
+                      "n_train": int(len(train_idx)), "n_test": int(len(test_idx)),
+                      "train_seconds": out.train_seconds, "predict_seconds": out.predict_seconds,
+                      "info": out.info}
+            store.write_record(record)
+            reporter.fold_end(record)
+            registry.pm.hook.benchbox_fold_end(run_dir=run_dir, record=record)
+
+    summary, problems = summarize(store, registry)
+    write_views(run_dir, summary, f"{suite.name}", problems)
+    elapsed = time.time() - started
+    store.update_manifest(status="complete", finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                          last_session_seconds=round(elapsed, 2))
+    registry.pm.hook.benchbox_run_end(run_dir=run_dir, summary=summary)
+    return Path(run_dir)
+
+
+def _manifest(suite: Suite, registry, datasets: dict[str, PreparedDataset]) -> dict:
+    ds_meta = {}
+    for alias, ds in datasets.items():
+        t = ds.samples.table
+        ds_meta[alias] = {"plugin": suite.datasets[alias].plugin, "options": suite.datasets[alias].options,
+                          "classes": list(ds.samples.classes), "positive_class": ds.samples.positive_class,
+                          "images": int(len(t)), "patients": int(t["group"].nunique()),
+                          "class_counts": {str(k): int(v) for k, v in t["label"].value_counts().items()},
+                          "fingerprint": ds.samples.fingerprint, "notes": list(ds.samples.notes)}
+    cells = []
+    for d, b in suite.cells:
+        entry = suite.backbones[b]
+        backbone = registry.backbones[entry.plugin].obj
+        cells.append({"dataset": d, "backbone": b, "plugin": entry.plugin, "framework": backbone.framework,
+                      "options": entry.options, "folds": suite.protocol.n_folds})
+    return {"suite": suite.name, "suite_path": str(suite.path), "suite_digest": suite.digest,
+            "suite_as_run": suite.raw, "seed": suite.seed, "protocol": suite.protocol.__dict__,
+            "protocol_label": suite.protocol.label, "training": suite.training.__dict__,
+            "evaluators": suite.evaluators, "datasets": ds_meta, "cells": cells,
+            "environment": environment(), "status": "running",
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

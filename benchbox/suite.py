@@ -1,0 +1,269 @@
+"""Suites: TOML files that declare data sets, backbones, a protocol and training settings.
+
+``load_suite`` parses and validates a file against the installed plugins and reports every
+problem at once (file, key, what is allowed). The result is a plain ``Suite`` value. The schema
+is documented in docs/suites.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+from benchbox.contracts import TrainingConfig
+from benchbox.errors import SuiteError
+from benchbox.splitters import Protocol
+
+TOP_KEYS = {"name", "description", "seed", "output_dir", "data_dir", "evaluators", "protocol",
+            "training", "datasets", "backbones", "experiments"}
+PROTOCOL_KEYS = {"kind": str, "k": int, "stratified": bool, "grouped": bool, "test_fraction": float}
+TRAINING_KEYS = {"epochs": int, "batch_size": int, "optimizer": str, "learning_rate": float}
+OPTIMIZERS = ("adam",)
+PROTOCOL_KINDS = ("kfold", "holdout")
+DEFAULT_EVALUATORS = ("paper",)
+ALIAS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# keys every backbone understands, handled by the runner rather than the plugin
+COMMON_BACKBONE_KEYS = {"plugin": str, "input_size": list, "weights": str}
+COMMON_DATASET_KEYS = {"plugin": str, "positive_class": str}
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    alias: str
+    plugin: str
+    options: dict
+
+
+@dataclass(frozen=True)
+class BackboneEntry:
+    alias: str
+    plugin: str
+    options: dict  # plugin defaults merged with the suite's values, input_size and weights included
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        h, w = self.options["input_size"]
+        return int(h), int(w)
+
+
+@dataclass
+class Suite:
+    path: Path
+    name: str
+    seed: int
+    description: str
+    output_dir: Path
+    data_dir: str | None
+    protocol: Protocol
+    training: TrainingConfig
+    datasets: dict[str, DatasetEntry]
+    backbones: dict[str, BackboneEntry]
+    cells: list[tuple[str, str]]  # (dataset alias, backbone alias), in run order
+    evaluators: list[str]
+    raw: dict = field(repr=False, default_factory=dict)
+    text: str = field(repr=False, default="")
+
+    @property
+    def digest(self) -> str:
+        """Identity of what the suite computes (used to decide whether a run can be resumed)."""
+        return hashlib.sha256(json.dumps(self.raw, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _type_ok(value, expected) -> bool:
+    if expected is bool:
+        return isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if expected is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if expected is type(None):
+        return True
+    return isinstance(value, expected)
+
+
+def _type_name(expected) -> str:
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string",
+            list: "a list", dict: "a table"}.get(expected, expected.__name__)
+
+
+class _Checker:
+    def __init__(self, path):
+        self.path = path
+        self.problems: list[str] = []
+
+    def add(self, key, message):
+        self.problems.append(f"{key}: {message}")
+
+    def keys(self, where: str, table: dict, allowed):
+        for key in table:
+            if key not in allowed:
+                self.add(f"{where}.{key}" if where else key,
+                         f"unknown key; allowed: {', '.join(sorted(allowed))}")
+
+    def typed(self, where: str, table: dict, schema: dict):
+        for key, expected in schema.items():
+            if key in table and not _type_ok(table[key], expected):
+                self.add(f"{where}.{key}", f"must be {_type_name(expected)}, got {table[key]!r}")
+
+
+def _schema_from_defaults(defaults: dict) -> dict:
+    schema = {}
+    for key, value in defaults.items():
+        schema[key] = type(None) if value is None else (float if isinstance(value, float) else type(value))
+    return schema
+
+
+def load_suite(path, registry, check_availability: bool = False) -> Suite:
+    """Parse and validate a suite file; raise SuiteError listing every problem."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SuiteError(path, [f"cannot read the file: {exc.strerror}"]) from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SuiteError(path, [f"not valid TOML: {exc}"]) from None
+    return validate_suite(raw, path, registry, text=text, check_availability=check_availability)
+
+
+def validate_suite(raw: dict, path, registry, text: str = "", check_availability: bool = False) -> Suite:
+    c = _Checker(path)
+    c.keys("", raw, TOP_KEYS)
+    c.typed("", raw, {"name": str, "description": str, "seed": int, "output_dir": str,
+                      "data_dir": str, "evaluators": list, "protocol": dict, "training": dict,
+                      "datasets": dict, "backbones": dict, "experiments": list})
+    name = raw.get("name")
+    if not isinstance(name, str) or not ALIAS.match(name):
+        c.add("name", "required: a name of letters, digits, '-', '_' or '.' (it names the run directory)")
+    seed = raw.get("seed", 0)
+
+    protocol_raw = raw.get("protocol", {}) if isinstance(raw.get("protocol", {}), dict) else {}
+    c.keys("protocol", protocol_raw, PROTOCOL_KEYS)
+    c.typed("protocol", protocol_raw, PROTOCOL_KEYS)
+    kind = protocol_raw.get("kind", "kfold")
+    if kind not in PROTOCOL_KINDS:
+        c.add("protocol.kind", f"unknown protocol {kind!r}; allowed: {', '.join(PROTOCOL_KINDS)}")
+    k = protocol_raw.get("k", 10)
+    if isinstance(k, int) and k < 2:
+        c.add("protocol.k", f"must be at least 2, got {k}")
+    frac = protocol_raw.get("test_fraction", 0.2)
+    if isinstance(frac, (int, float)) and not 0 < frac < 1:
+        c.add("protocol.test_fraction", f"must be between 0 and 1, got {frac}")
+
+    training_raw = raw.get("training", {}) if isinstance(raw.get("training", {}), dict) else {}
+    c.keys("training", training_raw, TRAINING_KEYS)
+    c.typed("training", training_raw, TRAINING_KEYS)
+    for key in ("epochs", "batch_size"):
+        v = training_raw.get(key, 1)
+        if isinstance(v, int) and v < 1:
+            c.add(f"training.{key}", f"must be at least 1, got {v}")
+    opt = training_raw.get("optimizer", "adam")
+    if isinstance(opt, str) and opt.lower() not in OPTIMIZERS:
+        c.add("training.optimizer", f"unknown optimizer {opt!r}; allowed: {', '.join(OPTIMIZERS)}")
+    lr = training_raw.get("learning_rate", 1e-3)
+    if isinstance(lr, (int, float)) and not lr > 0:
+        c.add("training.learning_rate", f"must be positive, got {lr}")
+
+    datasets = _entries(c, raw, "datasets", registry, "dataset", COMMON_DATASET_KEYS, check_availability)
+    backbones = _entries(c, raw, "backbones", registry, "backbone", COMMON_BACKBONE_KEYS, check_availability)
+    for alias, entry in backbones.items():
+        size = entry.options.get("input_size")
+        if not (isinstance(size, list) and len(size) == 2 and all(_type_ok(v, int) and v >= 32 for v in size)):
+            c.add(f"backbones.{alias}.input_size", f"must be [height, width], integers >= 32, got {size!r}")
+
+    cells = _cells(c, raw, datasets, backbones)
+
+    evaluators = raw.get("evaluators", list(DEFAULT_EVALUATORS))
+    if isinstance(evaluators, list):
+        for i, ev in enumerate(evaluators):
+            if ev not in registry.evaluators:
+                c.add(f"evaluators[{i}]", f"unknown evaluator {ev!r}; available: "
+                      f"{', '.join(sorted(registry.evaluators)) or 'none'}")
+
+    if c.problems:
+        raise SuiteError(path, c.problems)
+    return Suite(
+        path=Path(path), name=name, seed=seed, description=raw.get("description", ""),
+        output_dir=Path(raw.get("output_dir", "runs")), data_dir=raw.get("data_dir"),
+        protocol=Protocol(kind=kind, k=k, stratified=protocol_raw.get("stratified", True),
+                          grouped=protocol_raw.get("grouped", False), test_fraction=float(frac)),
+        training=TrainingConfig(epochs=training_raw.get("epochs", 10), batch_size=training_raw.get("batch_size", 64),
+                                optimizer=opt.lower(), learning_rate=float(lr)),
+        datasets=datasets, backbones=backbones, cells=cells, evaluators=list(evaluators), raw=raw, text=text)
+
+
+def _entries(c: _Checker, raw, section, registry, kind, common, check_availability):
+    """Validate [datasets.ALIAS] / [backbones.ALIAS] tables against their plugins' options."""
+    entries = {}
+    tables = raw.get(section)
+    if not isinstance(tables, dict) or not tables:
+        c.add(section, f"required: at least one [{section}.NAME] table with plugin = \"...\"")
+        return entries
+    available = registry.table(kind)
+    for alias, table in tables.items():
+        where = f"{section}.{alias}"
+        if not ALIAS.match(alias):
+            c.add(where, "names may use letters, digits, '-', '_' and '.' only")
+        if not isinstance(table, dict):
+            c.add(where, "must be a table")
+            continue
+        plugin = table.get("plugin")
+        if not isinstance(plugin, str):
+            c.add(f"{where}.plugin", f"required; available: {', '.join(sorted(available)) or 'none'}")
+            continue
+        if plugin not in available:
+            c.add(f"{where}.plugin", f"unknown {kind} plugin {plugin!r}; available: "
+                  f"{', '.join(sorted(available)) or 'none'}")
+            continue
+        obj = available[plugin].obj
+        if check_availability and not available[plugin].availability.ok:
+            c.add(f"{where}.plugin", f"{plugin} is unavailable: {available[plugin].availability.reason}")
+        defaults = dict(obj.defaults)
+        schema = {**_schema_from_defaults(defaults), **common}
+        c.keys(where, table, schema)
+        c.typed(where, table, schema)
+        options = {**defaults, **{k: v for k, v in table.items() if k != "plugin"}}
+        if kind == "backbone":
+            for problem in obj.check_options(options):
+                c.add(where, problem)
+        entries[alias] = (DatasetEntry if kind == "dataset" else BackboneEntry)(alias, plugin, options)
+    return entries
+
+
+def _cells(c: _Checker, raw, datasets, backbones) -> list[tuple[str, str]]:
+    """Dataset x backbone pairs: every pairing, unless [[experiments]] names them."""
+    experiments = raw.get("experiments")
+    if experiments is None:
+        return [(d, b) for d in datasets for b in backbones]
+    cells = []
+    for i, exp in enumerate(experiments if isinstance(experiments, list) else []):
+        where = f"experiments[{i}]"
+        if not isinstance(exp, dict):
+            c.add(where, "must be a table with datasets = [...] and backbones = [...]")
+            continue
+        c.keys(where, exp, {"datasets", "backbones"})
+        lists = {}
+        for key, known in (("datasets", datasets), ("backbones", backbones)):
+            names = exp.get(key)
+            if not isinstance(names, list) or not names:
+                c.add(f"{where}.{key}", f"required: a non-empty list of names from [{key}.*]: {', '.join(known)}")
+                names = []
+            for name in names:
+                if name not in known:
+                    c.add(f"{where}.{key}", f"unknown name {name!r}; defined: {', '.join(known) or 'none'}")
+            lists[key] = [n for n in names if n in known]
+        for d in lists.get("datasets", []):
+            for b in lists.get("backbones", []):
+                if (d, b) not in cells:
+                    cells.append((d, b))
+    return cells

@@ -1,0 +1,85 @@
+"""Keras 3 backbones: the study's five networks from keras.applications.
+
+Importing this module does not import Keras; the engine (engine.py) does, when a model is built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from benchbox import hookimpl
+from benchbox.contracts import Availability
+from benchbox.networks import NetworkBackbone, weights_kind
+
+INSTALL = "pip install 'benchbox[keras]'  (Keras 3 with TensorFlow)"
+URL_BASE = "https://storage.googleapis.com/tensorflow/keras-applications/"
+
+
+@dataclass(frozen=True)
+class KerasApp:
+    cls: str  # keras.applications class
+    preprocessing: str  # "tf": x/127.5 - 1; "caffe": BGR mean subtraction
+    notop_file: str
+    file_hash: str | None
+
+
+APPS = {
+    "vgg19": KerasApp("VGG19", "caffe", "vgg19/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
+                      "253f8cb515780f3b799900260a226db6"),
+    "mobilenet_v2": KerasApp("MobileNetV2", "tf",
+                             "mobilenet_v2/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{alpha}_{rows}_no_top.h5",
+                             None),
+    "inception_v3": KerasApp("InceptionV3", "tf", "inception_v3/inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
+                             "bcbd6486424b2319ff4ef7d526e38f63"),
+    "xception": KerasApp("Xception", "tf", "xception/xception_weights_tf_dim_ordering_tf_kernels_notop.h5",
+                         "b0042744bf5b25fce3cb969f33bebb97"),
+    "inception_resnet_v2": KerasApp("InceptionResNetV2", "tf",
+                                    "inception_resnet_v2/inception_resnet_v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
+                                    "d19885ff4a710c122648d3b5c3b684e4"),
+}
+
+
+def imagenet_file(network: str, options) -> tuple[str, str, str | None]:
+    """(file name in the Keras cache, download URL, md5) of the no-top ImageNet weights."""
+    app = APPS[network]
+    rel = app.notop_file
+    if network == "mobilenet_v2":
+        h, w = options["input_size"]
+        rows = h if h == w and h in (96, 128, 160, 192, 224) else 224  # as keras.applications chooses
+        rel = rel.format(alpha=float(options["alpha"]), rows=rows)
+    return rel.rsplit("/", 1)[1], URL_BASE + rel, app.file_hash
+
+
+class KerasBackbone(NetworkBackbone):
+    framework = "keras"
+
+    def __init__(self, network: str):
+        self.network = network
+        super().__init__()
+        self.description = f"keras.applications.{APPS[network].cls}, cutoff + dense head"
+
+    def availability(self):
+        return Availability.needs_modules("keras", "tensorflow", install=INSTALL)
+
+    def prepare(self, options):
+        from benchbox_keras import engine
+
+        engine.ensure_weights(self.network, options)
+
+    def fit_predict(self, job):
+        from benchbox_keras import engine
+
+        return engine.fit_predict(self.network, job)
+
+    def describe(self, options, input_size):
+        from benchbox_keras import engine
+
+        return engine.describe(self.network, {**options, "input_size": list(input_size)})
+
+
+@hookimpl
+def benchbox_backbones():
+    return [KerasBackbone(network) for network in APPS]
+
+
+__all__ = ["KerasBackbone", "APPS", "imagenet_file", "weights_kind"]

@@ -1,0 +1,230 @@
+"""The Keras 3 engine: build backbone + cutoff + head, train on a fold, predict the other.
+
+Model layout: input (H, W, 1) in 0..255 -> gray_to_rgb -> imagenet_preprocess (the network's
+own: x/127.5-1, or Caffe mean subtraction for VGG) -> keras.applications base (layers[:cutoff]
+frozen; a frozen BatchNormalization runs in inference mode in Keras 3) -> global pooling ->
+hidden Dense(ReLU) layers, Dropout between them when there are two or more -> Dense softmax.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import time
+
+import numpy as np
+
+from benchbox.contracts import FoldJob, FoldOutput
+from benchbox.errors import BenchboxError, WeightsError
+from benchbox.networks import weights_kind
+from benchbox_keras import APPS, imagenet_file
+
+CAFFE_MEAN = [103.939, 116.779, 123.68]
+
+
+def import_keras():
+    """Import Keras, working around a crash: torchvision segfaults when its C extension loads
+    after TensorFlow's, so when torchvision is installed it is imported first."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import sys
+
+    if "tensorflow" not in sys.modules and importlib.util.find_spec("torchvision") is not None:
+        import torchvision  # noqa: F401
+    import keras
+
+    return keras
+
+
+def keras_cache_dir() -> str:
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    return os.path.join(home, "models")
+
+
+def ensure_weights(network: str, options) -> None:
+    """Make sure the requested weights can be loaded, downloading ImageNet weights into the Keras
+    cache if needed; fail with what to do otherwise."""
+    kind = weights_kind(options["weights"])
+    if kind == "none":
+        return
+    if kind == "file":
+        path = os.path.expanduser(options["weights"])
+        if not os.path.isfile(path):
+            raise WeightsError(f"keras/{network}: weights file {path} not found")
+        return
+    fname, url, md5 = imagenet_file(network, options)
+    cached = os.path.join(keras_cache_dir(), fname)
+    if os.path.exists(cached):
+        return
+    keras = import_keras()
+    try:
+        keras.utils.get_file(fname, url, cache_subdir="models", file_hash=md5)
+    except Exception as exc:  # no network, proxy, checksum: all end the same way for the user
+        raise WeightsError(
+            f"keras/{network}: ImageNet weights are not in the Keras cache and could not be downloaded "
+            f"({type(exc).__name__}: {exc}).\n"
+            f"    Keras looks for: {cached}\n"
+            f"    It downloads from: {url}\n"
+            f"    To fix: on a machine with a network run `benchbox weights fetch keras/{network}` and copy "
+            f"{fname} into {keras_cache_dir()} (or set KERAS_HOME); or, in the suite's [backbones.*] table, "
+            f"set weights = \"none\" (random initialisation) or weights = \"/path/to/no_top_weights.h5\"."
+        ) from None
+
+
+def _preprocess_layer(keras, network):
+    if APPS[network].preprocessing == "caffe":
+        # grayscale repeated to 3 channels, so the RGB->BGR swap is a no-op; subtract BGR means
+        return keras.layers.Normalization(mean=CAFFE_MEAN, variance=[1.0, 1.0, 1.0], name="imagenet_preprocess")
+    return keras.layers.Normalization(mean=127.5, variance=127.5**2, name="imagenet_preprocess")
+
+
+def build_model(network: str, options, num_classes: int, seed: int):
+    """The full model and its base; cutoff applied, weights loaded."""
+    keras = import_keras()
+    keras.utils.set_random_seed(seed)
+    h, w = (int(v) for v in options["input_size"])
+    kind = weights_kind(options["weights"])
+    kwargs = {"include_top": False, "weights": "imagenet" if kind == "imagenet" else None,
+              "input_shape": (h, w, 3)}
+    if network == "mobilenet_v2":
+        kwargs["alpha"] = float(options["alpha"])
+    try:
+        base = getattr(keras.applications, APPS[network].cls)(**kwargs)
+    except ValueError as exc:
+        raise BenchboxError(f"keras/{network}: cannot build for input_size {[h, w]} with {kwargs}: {exc}") from None
+    cutoff = int(options["cutoff"])
+    if cutoff > len(base.layers):
+        raise BenchboxError(f"keras/{network}: cutoff {cutoff} is beyond the network's depth of "
+                            f"{len(base.layers)} Keras layers; choose cutoff <= {len(base.layers)}")
+    for layer in base.layers[:cutoff]:
+        layer.trainable = False
+    inputs = keras.Input((h, w, 1), name="xray")
+    x = keras.layers.Concatenate(name="gray_to_rgb")([inputs, inputs, inputs])
+    x = _preprocess_layer(keras, network)(x)
+    x = base(x)
+    pool = keras.layers.GlobalAveragePooling2D if options["pooling"] == "avg" else keras.layers.GlobalMaxPooling2D
+    x = pool(name="pooling")(x)
+    head = list(options["head"])
+    for i, units in enumerate(head):
+        x = keras.layers.Dense(units, activation="relu", name=f"head_dense_{i + 1}")(x)
+        if len(head) >= 2 and i < len(head) - 1:
+            x = keras.layers.Dropout(float(options["dropout"]), name=f"head_dropout_{i + 1}")(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="predictions")(x)
+    model = keras.Model(inputs, outputs, name=f"benchbox_{network}")
+    if kind == "file":
+        load_weights_file(network, base, model, os.path.expanduser(options["weights"]))
+    return model, base
+
+
+def load_weights_file(network, base, model, path):
+    """A no-top backbone weights file (as keras.applications takes) or a whole benchbox model's."""
+    errors = []
+    for target in (base, model):
+        try:
+            target.load_weights(path)
+            return
+        except Exception as exc:
+            errors.append(f"{target.name}: {exc}")
+    raise WeightsError(f"keras/{network}: cannot load weights file {path} into the backbone or the whole "
+                       f"model; it must be a Keras weights file (.h5 or .weights.h5) of this network "
+                       f"and configuration. Details: {' | '.join(errors)}")
+
+
+def save_weights(model, path) -> None:
+    """Save a whole benchbox model's weights (load again with weights = PATH)."""
+    model.save_weights(str(path))
+
+
+class _EpochProgress:
+    def __init__(self, keras, job):
+        class Callback(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                if job.progress:
+                    job.progress(epoch + 1, job.training.epochs)
+        self.callback = Callback()
+
+
+def as_input(x: np.ndarray) -> np.ndarray:
+    return x.astype("float32")[..., None]
+
+
+def fit_predict(network: str, job: FoldJob) -> FoldOutput:
+    keras = import_keras()
+    model, base = build_model(network, job.options, job.num_classes, job.seed)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=job.training.learning_rate),
+                  loss="sparse_categorical_crossentropy")
+    x_train, x_test = as_input(job.x_train), as_input(job.x_test)
+    bs = job.training.batch_size
+    t0 = time.perf_counter()
+    model.fit(x_train, job.y_train, epochs=job.training.epochs, batch_size=bs, shuffle=True, verbose=0,
+              callbacks=[_EpochProgress(keras, job).callback])
+    train_seconds = time.perf_counter() - t0
+    model.predict(x_test[:bs], batch_size=bs, verbose=0)  # warm-up: tracing is not throughput
+    t0 = time.perf_counter()
+    probs = model.predict(x_test, batch_size=bs, verbose=0)
+    predict_seconds = time.perf_counter() - t0
+    return FoldOutput(probabilities=np.asarray(probs, dtype=np.float64), train_seconds=train_seconds,
+                      predict_seconds=predict_seconds, info=parameter_counts(model))
+
+
+_STATISTICS = ("moving_mean", "moving_variance", "imagenet_preprocess/")
+
+
+def parameter_counts(model) -> dict:
+    """Learnable parameters only (BatchNorm moving statistics and the fixed preprocessing are
+    state, not parameters, as in PyTorch), so the two frameworks' counts compare."""
+    def learnable(w):
+        return not any(s in w.path for s in _STATISTICS)
+
+    total = int(sum(np.prod(w.shape) for w in model.weights if learnable(w)))
+    trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights if learnable(w)))
+    return {"params_total": total, "params_trainable": trainable, "params_frozen": total - trainable}
+
+
+def count_macs(model) -> int:
+    """Multiply-accumulates per image of convolutions and dense layers (batch norm, pooling and
+    activations are left out, as timm and most papers do)."""
+    macs = 0
+    for layer in _leaf_layers(model):
+        name = type(layer).__name__
+        out = getattr(layer, "output", None)
+        if out is None:
+            continue
+        shape = tuple(d for d in out.shape[1:])
+        if name == "Conv2D":
+            kh, kw = layer.kernel_size
+            cin = layer.input.shape[-1]
+            macs += shape[0] * shape[1] * kh * kw * cin * layer.filters // layer.groups
+        elif name == "DepthwiseConv2D":
+            kh, kw = layer.kernel_size
+            macs += shape[0] * shape[1] * kh * kw * shape[2]
+        elif name == "SeparableConv2D":
+            kh, kw = layer.kernel_size
+            cin = layer.input.shape[-1]
+            macs += shape[0] * shape[1] * (kh * kw * cin * layer.depth_multiplier + cin * layer.depth_multiplier * layer.filters)
+        elif name == "Dense":
+            macs += int(np.prod(layer.input.shape[1:])) * layer.units
+    return int(macs)
+
+
+def _leaf_layers(model):
+    for layer in model.layers:
+        if hasattr(layer, "layers") and layer.layers:
+            yield from _leaf_layers(layer)
+        else:
+            yield layer
+
+
+def describe(network: str, options) -> dict:
+    model, base = build_model(network, {**options, "weights": "none"}, num_classes=3, seed=0)
+    cutoff = int(options["cutoff"])
+    counts = parameter_counts(model)
+    return {
+        "framework": "keras", "model": f"keras.applications.{APPS[network].cls}",
+        "depth": f"{len(base.layers)} Keras layers", "cutoff": cutoff,
+        "last_frozen_layer": base.layers[cutoff - 1].name if cutoff else "(none)",
+        **counts, "input_size": list(options["input_size"]),
+        "preprocessing": ("grayscale x3, BGR mean subtraction (Caffe)" if APPS[network].preprocessing == "caffe"
+                          else "grayscale x3, x/127.5 - 1"),
+        "gmacs": round(count_macs(model) / 1e9, 3),
+        "head": list(options["head"]), "pooling": options["pooling"], "weights": options["weights"],
+    }

@@ -1,0 +1,97 @@
+"""The embedded default data set: synthetic, X-ray-like images generated on the fly.
+
+Each image shows a bright body outline with two dark lung fields and rib texture. Classes differ
+in the lungs, as the study's do: ``normal`` lungs are clear, ``pneumonia`` has one dense
+consolidation in a lower lobe, ``covid`` has bilateral, peripheral, hazy opacities. Every patient
+has an anatomy (size, position, contrast) shared by all their images, so patient-grouped folds
+matter here as they do in real data. Deterministic: the same seed and id give the same pixels,
+at any size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pandas as pd
+
+from benchbox import hookimpl
+from benchbox.contracts import Dataset, SampleSet
+
+CLASSES = ("covid", "pneumonia", "normal")
+
+
+def _rng(*parts) -> np.random.Generator:
+    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+def _blob(yy, xx, cy, cx, ry, rx):
+    return np.exp(-(((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2))
+
+
+def render(label: str, patient: dict, image_seed: int, size: tuple[int, int]) -> np.ndarray:
+    """One synthetic chest X-ray as uint8 (height, width); resolution independent."""
+    h, w = size
+    rng = np.random.default_rng(image_seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    yy, xx = yy / h, xx / w
+    cx = 0.5 + patient["shift"] + rng.normal(0, 0.01)
+    sc = patient["scale"]
+    body = np.clip(1.6 * _blob(yy, xx, 0.6, cx, 0.62 * sc, 0.4 * sc) ** 0.6, 0, 1)
+    img = 0.04 + 0.7 * body * patient["contrast"]
+    lungs = np.zeros_like(img)
+    centres = []
+    for side in (-1, 1):
+        lx = cx + side * 0.15 * sc
+        centres.append(lx)
+        lungs += np.clip(1.5 * _blob(yy, xx, 0.5, lx, 0.3 * sc, 0.11 * sc) ** 1.5, 0, 1)
+    img -= 0.5 * lungs * body
+    img += 0.05 * np.sin(yy * 70 + rng.uniform(0, 6.28)) * lungs  # ribs
+    img += 0.25 * _blob(yy, xx, 0.45, cx, 0.35, 0.035)  # spine and mediastinum
+    if label == "pneumonia":  # one dense lobar consolidation, lower lobe
+        lx = centres[int(rng.integers(0, 2))]
+        img += 0.55 * _blob(yy, xx, 0.62 + rng.normal(0, 0.03), lx, 0.12, 0.08) * lungs
+    elif label == "covid":  # bilateral, peripheral, hazy (ground-glass) opacities
+        for side, lx in zip((-1, 1), centres):
+            haze = _blob(yy, xx, 0.58 + rng.normal(0, 0.04), lx + side * 0.05 * sc, 0.2, 0.06)
+            img += (0.3 + 0.1 * rng.normal(0, 1, size=img.shape)) * haze * lungs
+    img += rng.normal(0, 0.03, size=img.shape)
+    return (np.clip(img, 0, 1) * 255).astype(np.uint8)
+
+
+class SyntheticXrays(Dataset):
+    name = "synthetic"
+    description = "X-ray-like synthetic images in 3 classes with patient groups (no downloads)"
+    defaults = {"images": 120, "patients": 40, "positive_class": "covid"}
+
+    def samples(self, options, seed, data_dir):
+        n, n_patients = int(options["images"]), int(options["patients"])
+        if n_patients < 3 or n < n_patients:
+            raise ValueError("synthetic: need patients >= 3 and images >= patients")
+        order = _rng(seed, "classes").permutation(n_patients)
+        patient_label = {p: CLASSES[i % 3] for i, p in enumerate(order)}
+        patients = {}
+        for p in range(n_patients):
+            r = _rng(seed, "patient", p)
+            patients[p] = {"shift": r.normal(0, 0.03), "scale": r.uniform(0.9, 1.1),
+                           "contrast": r.uniform(0.8, 1.2)}
+        owner = np.concatenate([np.arange(n_patients), _rng(seed, "owners").integers(0, n_patients, n - n_patients)])
+        rows = [{"id": f"syn-{i:05d}", "label": patient_label[int(p)], "group": f"patient-{int(p):04d}",
+                 "source": "synthetic", "patient_index": int(p)} for i, p in enumerate(owner)]
+        table = pd.DataFrame(rows)
+
+        def load(sub: pd.DataFrame, size):
+            out = np.empty((len(sub), *size), dtype=np.uint8)
+            for k, row in enumerate(sub.itertuples(index=False)):
+                image_seed = int.from_bytes(hashlib.sha256(f"{seed}/{row.id}".encode()).digest()[:8], "little")
+                out[k] = render(row.label, patients[row.patient_index], image_seed, size)
+            return out
+
+        return SampleSet(table=table, classes=CLASSES, positive_class=options["positive_class"],
+                         load=load, fingerprint=f"synthetic:seed={seed}:n={n}:patients={n_patients}")
+
+
+@hookimpl
+def benchbox_datasets():
+    return [SyntheticXrays()]

@@ -1,0 +1,97 @@
+"""PyTorch backbones: the study's five networks from torchvision (VGG19, MobileNet v2) and timm
+(Inception v3, Xception, Inception-ResNet v2).
+
+Keras cutoffs count Keras layers. Here a cutoff is mapped by counting *weight-carrying* layers:
+the first ``cutoff`` Keras layers hold N convolutions / batch norms / dense layers (from
+keras_layers.json), and the first N weight-carrying modules of the PyTorch network are frozen
+(a timm SeparableConv2d counts as one, as Keras's SeparableConv2D does). The five networks have
+exactly as many weight-carrying modules in both frameworks (16, 104, 188, 80, 448), so the
+mapping is one to one; see docs/backbones.md.
+
+Importing this module does not import PyTorch; engine.py does, when a model is built.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from benchbox import hookimpl
+from benchbox.contracts import Availability
+from benchbox.networks import NetworkBackbone
+
+INSTALL = "pip install 'benchbox[torch]'  (torch, torchvision, timm)"
+
+
+@dataclass(frozen=True)
+class TorchNet:
+    library: str  # "torchvision" | "timm"
+    model: str  # constructor name in that library
+
+
+NETS = {
+    "vgg19": TorchNet("torchvision", "vgg19"),
+    "mobilenet_v2": TorchNet("torchvision", "mobilenet_v2"),
+    "inception_v3": TorchNet("timm", "inception_v3"),
+    "xception": TorchNet("timm", "legacy_xception"),
+    "inception_resnet_v2": TorchNet("timm", "inception_resnet_v2"),
+}
+
+
+@lru_cache(maxsize=None)
+def keras_layers(network: str) -> list:
+    """The Keras layer list [name, class, has_weights] of a network (tools/gen_keras_layer_table.py)."""
+    table = json.loads((Path(__file__).parent / "keras_layers.json").read_text())
+    return table["networks"][network]
+
+
+def keras_weighted_layers(network: str, cutoff: int) -> int:
+    """How many weight-carrying layers the first ``cutoff`` Keras layers hold."""
+    return sum(flag for _, _, flag in keras_layers(network)[:cutoff])
+
+
+class TorchBackbone(NetworkBackbone):
+    framework = "torch"
+
+    def __init__(self, network: str):
+        self.network = network
+        super().__init__()
+        net = NETS[network]
+        self.description = f"{net.library} {net.model}, Keras cutoff mapped by weight-carrying layers"
+
+    def availability(self):
+        modules = ("torch", "torchvision") + (("timm",) if NETS[self.network].library == "timm" else ())
+        return Availability.needs_modules(*modules, install=INSTALL)
+
+    def check_options(self, options):
+        problems = super().check_options(options)
+        depth = len(keras_layers(self.network))
+        cutoff = options.get("cutoff")
+        if isinstance(cutoff, int) and cutoff > depth:
+            problems.append(f"cutoff: {cutoff} is beyond the depth of {self.network} ({depth} Keras layers)")
+        if self.network == "mobilenet_v2" and options.get("alpha", 1.0) != 1.0:
+            problems.append("alpha: torchvision's MobileNet v2 takes width_mult; only 1.0 has ImageNet weights "
+                            "and only 1.0 is supported here (use keras/mobilenet_v2 for alpha 0.35)")
+        return problems
+
+    def prepare(self, options):
+        from benchbox_torch import engine
+
+        engine.ensure_weights(self.network, options)
+
+    def fit_predict(self, job):
+        from benchbox_torch import engine
+
+        return engine.fit_predict(self.network, job)
+
+    def describe(self, options, input_size):
+        from benchbox_torch import engine
+
+        return engine.describe(self.network, {**options, "input_size": list(input_size)})
+
+
+@hookimpl
+def benchbox_backbones():
+    return [TorchBackbone(network) for network in NETS]

@@ -1,0 +1,308 @@
+"""The PyTorch engine: build backbone + cutoff + head, train on a fold, predict the other.
+
+Model: input (N, 1, H, W) in 0..255 -> repeat to 3 channels -> the network's own ImageNet
+normalisation -> feature extractor (first N weight-carrying modules frozen, their BatchNorm kept
+in eval mode even while training) -> global pooling -> hidden Linear+ReLU layers (Dropout between
+them when there are two or more) -> Linear to the classes; softmax for probabilities.
+Adam uses eps=1e-7, Keras's default, so both frameworks train with the same optimiser.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from benchbox.contracts import FoldJob, FoldOutput
+from benchbox.errors import BenchboxError, WeightsError
+from benchbox.networks import weights_kind
+from benchbox_torch import NETS, keras_layers, keras_weighted_layers
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+_BN = nn.modules.batchnorm._BatchNorm
+
+
+def weight_units(module: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Weight-carrying modules in definition order; a SeparableConv2d counts as one."""
+    out = []
+
+    def walk(mod, prefix):
+        if type(mod).__name__ == "SeparableConv2d" or any(True for _ in mod.parameters(recurse=False)):
+            out.append((prefix, mod))
+            if type(mod).__name__ == "SeparableConv2d":
+                return
+        for name, child in mod.named_children():
+            walk(child, f"{prefix}.{name}" if prefix else name)
+
+    walk(module, "")
+    return out
+
+
+class TimmFeatures(nn.Module):
+    """A timm model used up to its last feature map."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model.forward_features(x)
+
+
+class BenchboxNet(nn.Module):
+    def __init__(self, base: nn.Module, head: nn.Module, mean, std, frozen_bn: list[nn.Module]):
+        super().__init__()
+        self.base, self.head = base, head
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+        self._frozen_bn = frozen_bn
+
+    def features(self, x):
+        x = x.float().expand(-1, 3, -1, -1) / 255.0
+        return self.base((x - self.mean) / self.std)
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for bn in self._frozen_bn:  # frozen BatchNorm keeps its ImageNet statistics
+            bn.eval()
+        return self
+
+
+# --- weights ----------------------------------------------------------------------------
+def _torchvision_weights(network):
+    import torchvision
+
+    return torchvision.models.get_model_weights(NETS[network].model).IMAGENET1K_V1
+
+
+def _timm_hub_id(network):
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(NETS[network].model)
+    return cfg.hf_hub_id or f"timm/{NETS[network].model}"
+
+
+def imagenet_location(network) -> tuple[str, str]:
+    """(where the framework caches the file, where it downloads it from)."""
+    if NETS[network].library == "torchvision":
+        url = _torchvision_weights(network).url
+        return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url)), url
+    hub_id = _timm_hub_id(network)
+    from huggingface_hub import constants
+
+    return (os.path.join(constants.HF_HUB_CACHE, "models--" + hub_id.replace("/", "--")),
+            f"https://huggingface.co/{hub_id}")
+
+
+def ensure_weights(network: str, options) -> None:
+    kind = weights_kind(options["weights"])
+    if kind == "none":
+        return
+    if kind == "file":
+        if not os.path.isfile(os.path.expanduser(options["weights"])):
+            raise WeightsError(f"torch/{network}: weights file {options['weights']} not found")
+        return
+    cached, url = imagenet_location(network)
+    try:
+        if NETS[network].library == "torchvision":
+            if not os.path.exists(cached):
+                torch.hub.load_state_dict_from_url(url, progress=True, check_hash=True)
+        else:
+            import timm
+
+            timm.create_model(NETS[network].model, pretrained=True)
+    except Exception as exc:
+        raise WeightsError(
+            f"torch/{network}: ImageNet weights are not in the cache and could not be downloaded "
+            f"({type(exc).__name__}: {str(exc)[:200]}).\n"
+            f"    {NETS[network].library} looks in: {cached}\n"
+            f"    It downloads from: {url}\n"
+            f"    To fix: on a machine with a network run `benchbox weights fetch torch/{network}` and copy the "
+            f"cache over; or, in the suite's [backbones.*] table, set weights = \"none\" (random "
+            f"initialisation) or weights = \"/path/to/weights.safetensors\" (or a .pth state dict)."
+        ) from None
+
+
+def load_state_dict_file(path: str) -> dict:
+    """A state dict from .safetensors or a torch file, never executing code (weights_only)."""
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    sd = torch.load(path, map_location="cpu", weights_only=True)
+    return sd.get("state_dict", sd) if isinstance(sd, dict) else sd
+
+
+def load_weights_file(network, net: BenchboxNet, path: str) -> None:
+    """A whole benchbox model's state dict, or the original network's (classifier ignored)."""
+    try:
+        sd = load_state_dict_file(path)
+    except Exception as exc:
+        raise WeightsError(f"torch/{network}: cannot read weights file {path}: {exc}") from None
+    if any(k.startswith("head.") for k in sd) and any(k.startswith("base.") for k in sd):
+        try:
+            net.load_state_dict(sd, strict=True)
+            return
+        except RuntimeError as exc:
+            raise WeightsError(f"torch/{network}: {path} is a benchbox model of another configuration: {exc}") from None
+    base_sd = net.base.state_dict()
+    prefix = "features." if NETS[network].library == "torchvision" else "model."
+    mapped = {}
+    for key, value in sd.items():
+        for candidate in (key, key.removeprefix("features."), prefix + key):
+            if candidate in base_sd:
+                mapped[candidate] = value
+                break
+    missing = [k for k in base_sd if k not in mapped]
+    if missing:
+        raise WeightsError(f"torch/{network}: {path} does not fit the network: {len(missing)} of "
+                           f"{len(base_sd)} tensors missing (e.g. {missing[:3]})")
+    net.base.load_state_dict(mapped, strict=True)
+
+
+def save_weights(net: BenchboxNet, path) -> None:
+    """Save a whole benchbox model (load again with weights = PATH)."""
+    path = str(path)
+    if path.endswith(".safetensors"):
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, path)
+    else:
+        torch.save(net.state_dict(), path)
+
+
+# --- building ---------------------------------------------------------------------------
+def _base(network: str, options, pretrained: bool):
+    net = NETS[network]
+    if net.library == "torchvision":
+        import torchvision
+
+        kwargs = {"weights": _torchvision_weights(network) if pretrained else None}
+        if network == "mobilenet_v2":
+            kwargs["width_mult"] = float(options.get("alpha", 1.0))
+        model = getattr(torchvision.models, net.model)(**kwargs)
+        return model.features, IMAGENET_MEAN, IMAGENET_STD
+    import timm
+
+    model = timm.create_model(net.model, pretrained=pretrained, num_classes=0, global_pool="")
+    return TimmFeatures(model), tuple(model.pretrained_cfg["mean"]), tuple(model.pretrained_cfg["std"])
+
+
+def build_model(network: str, options, num_classes: int, seed: int) -> tuple[BenchboxNet, dict]:
+    torch.manual_seed(seed)
+    kind = weights_kind(options["weights"])
+    base, mean, std = _base(network, options, pretrained=kind == "imagenet")
+    cutoff = int(options["cutoff"])
+    depth = len(keras_layers(network))
+    if cutoff > depth:
+        raise BenchboxError(f"torch/{network}: cutoff {cutoff} is beyond the network's depth of {depth} "
+                            f"Keras layers; choose cutoff <= {depth}")
+    units = weight_units(base)
+    n_frozen = keras_weighted_layers(network, cutoff)
+    frozen = units[:n_frozen]
+    for _, mod in frozen:
+        for p in mod.parameters():
+            p.requires_grad_(False)
+    frozen_bn = [m for _, mod in frozen for m in mod.modules() if isinstance(m, _BN)]
+    h, w = (int(v) for v in options["input_size"])
+    with torch.no_grad():
+        base.eval()
+        channels = base(torch.zeros(1, 3, h, w)).shape[1]
+    layers = [nn.AdaptiveAvgPool2d(1) if options["pooling"] == "avg" else nn.AdaptiveMaxPool2d(1), nn.Flatten()]
+    head = list(options["head"])
+    width = channels
+    for i, units_ in enumerate(head):
+        layers += [nn.Linear(width, units_), nn.ReLU()]
+        if len(head) >= 2 and i < len(head) - 1:
+            layers.append(nn.Dropout(float(options["dropout"])))
+        width = units_
+    layers.append(nn.Linear(width, num_classes))
+    net = BenchboxNet(base, nn.Sequential(*layers), mean, std, frozen_bn)
+    if kind == "file":
+        load_weights_file(network, net, os.path.expanduser(options["weights"]))
+    info = {"frozen_units": n_frozen, "units": len(units),
+            "last_frozen_layer": frozen[-1][0] if frozen else "(none)", **parameter_counts(net)}
+    return net, info
+
+
+def parameter_counts(net: nn.Module) -> dict:
+    total = sum(p.numel() for p in net.parameters())
+    trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
+    return {"params_total": int(total), "params_trainable": int(trainable), "params_frozen": int(total - trainable)}
+
+
+# --- training ---------------------------------------------------------------------------
+def train(net: BenchboxNet, x: np.ndarray, y: np.ndarray, training, seed: int, progress=None) -> None:
+    params = [p for p in net.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=training.learning_rate, eps=1e-7)
+    loss_fn = nn.CrossEntropyLoss()
+    xs = torch.from_numpy(np.ascontiguousarray(x)).unsqueeze(1)
+    ys = torch.from_numpy(np.asarray(y, dtype=np.int64))
+    generator = torch.Generator().manual_seed(seed)
+    bs = training.batch_size
+    net.train()
+    for epoch in range(training.epochs):
+        order = torch.randperm(len(xs), generator=generator)
+        for start in range(0, len(xs), bs):
+            idx = order[start:start + bs]
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(net(xs[idx]), ys[idx])
+            loss.backward()
+            optimizer.step()
+        if progress:
+            progress(epoch + 1, training.epochs)
+
+
+@torch.no_grad()
+def predict(net: BenchboxNet, x: np.ndarray, batch_size: int) -> np.ndarray:
+    net.eval()
+    xs = torch.from_numpy(np.ascontiguousarray(x)).unsqueeze(1)
+    out = [torch.softmax(net(xs[i:i + batch_size]).double(), dim=1) for i in range(0, len(xs), batch_size)]
+    return torch.cat(out).numpy() if out else np.zeros((0, net.head[-1].out_features))
+
+
+def fit_predict(network: str, job: FoldJob) -> FoldOutput:
+    net, info = build_model(network, job.options, job.num_classes, job.seed)
+    t0 = time.perf_counter()
+    train(net, job.x_train, job.y_train, job.training, job.seed, job.progress)
+    train_seconds = time.perf_counter() - t0
+    predict(net, job.x_test[:1], job.training.batch_size)  # warm-up, excluded from throughput
+    t0 = time.perf_counter()
+    probs = predict(net, job.x_test, job.training.batch_size)
+    return FoldOutput(probabilities=probs, train_seconds=train_seconds,
+                      predict_seconds=time.perf_counter() - t0, info=info)
+
+
+def count_gmacs(net: BenchboxNet, h: int, w: int) -> float | None:
+    try:
+        from torch.utils.flop_counter import FlopCounterMode
+    except ImportError:
+        return None
+    net.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        net(torch.zeros(1, 1, h, w))
+    return round(counter.get_total_flops() / 2 / 1e9, 3)
+
+
+def describe(network: str, options) -> dict:
+    net, info = build_model(network, {**options, "weights": "none"}, num_classes=3, seed=0)
+    h, w = (int(v) for v in options["input_size"])
+    lib = NETS[network]
+    return {
+        "framework": "torch", "model": f"{lib.library} {lib.model}",
+        "depth": f"{info['units']} weight-carrying modules ({len(keras_layers(network))} Keras layers)",
+        "cutoff": int(options["cutoff"]),
+        "last_frozen_layer": info["last_frozen_layer"],
+        "frozen_modules": f"{info['frozen_units']} of {info['units']}",
+        **parameter_counts(net), "input_size": [h, w],
+        "preprocessing": f"grayscale x3, /255, mean {tuple(round(float(v), 3) for v in net.mean.flatten())}, "
+                         f"std {tuple(round(float(v), 3) for v in net.std.flatten())}",
+        "gmacs": count_gmacs(net, h, w),
+        "head": list(options["head"]), "pooling": options["pooling"], "weights": options["weights"],
+    }
