@@ -19,8 +19,8 @@ app = typer.Typer(help="Honest, reproducible comparisons of CNN backbones on sma
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 backbones_app = typer.Typer(help="Inspect backbone plugins.", no_args_is_help=True)
 app.add_typer(backbones_app, name="backbones")
-console = Console()
-err_console = Console(stderr=True)
+console = Console(width=None if sys.stdout.isatty() else 140)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
 
 def _registry():

@@ -79,7 +79,7 @@ def render_text(summary: pd.DataFrame, fmt: str, title: str = "", problems=()) -
 
 def print_terminal(summary: pd.DataFrame, console: Console | None = None, title: str = "", problems=()):
     console = console or Console()
-    table = comparison_frame(summary)
+    table = comparison_frame(summary).drop(columns=["Framework", "TP", "FP", "TN", "FN"])
     rt = Table(title=title or "benchbox comparison", caption="pooled over test folds, ± fold std")
     for col in table.columns:
         rt.add_column(col, justify="left" if col in ("Dataset", "Backbone", "Framework") else "right")

@@ -1,0 +1,81 @@
+import importlib.util
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+DATA = SHARED / "data"
+WEIGHTS = SHARED / "weights"
+
+HAS_KERAS = importlib.util.find_spec("keras") is not None and importlib.util.find_spec("tensorflow") is not None
+HAS_TORCH = importlib.util.find_spec("torch") is not None and importlib.util.find_spec("torchvision") is not None
+needs_keras = pytest.mark.skipif(not HAS_KERAS, reason="Keras 3 + TensorFlow not installed (pip install 'benchbox[keras]')")
+needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="PyTorch not installed (pip install 'benchbox[torch]')")
+needs_data = pytest.mark.skipif(not (DATA / "chest_xray").is_dir(), reason=f"real X-rays not found at {DATA}")
+
+
+@pytest.fixture(scope="session")
+def registry():
+    from benchbox.plugins import load_registry
+
+    return load_registry()
+
+
+def write_suite(path: Path, body: str) -> Path:
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+TINY_SUITE = """
+name = "{name}"
+seed = 3
+output_dir = "{out}"
+
+[protocol]
+k = 3
+grouped = true
+
+[training]
+epochs = 1
+batch_size = 8
+
+[datasets.syn]
+plugin = "synthetic"
+images = 30
+patients = 12
+
+{backbones}
+"""
+
+KERAS_MNV2 = """
+[backbones.k-mnv2]
+plugin = "keras/mobilenet_v2"
+weights = "none"
+input_size = [48, 48]
+alpha = 0.35
+"""
+
+TORCH_MNV2 = """
+[backbones.t-mnv2]
+plugin = "torch/mobilenet_v2"
+weights = "none"
+input_size = [48, 48]
+"""
+
+
+def tiny_suite(tmp_path: Path, backbones: str, name: str = "tiny") -> Path:
+    return write_suite(tmp_path / f"{name}.toml",
+                       TINY_SUITE.format(name=name, out=tmp_path / "runs", backbones=backbones))
+
+
+def run_cli(*args, cwd=None, env=None, timeout=600):
+    """The real `benchbox` command in a subprocess."""
+    exe = Path(sys.executable).with_name("benchbox")
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True, cwd=cwd,
+                          env=full_env, timeout=timeout)

@@ -1,0 +1,98 @@
+import pytest
+
+from benchbox.errors import SuiteError
+from benchbox.suite import load_suite
+from conftest import ROOT, write_suite
+
+GOOD = """
+name = "good"
+seed = 1
+[protocol]
+k = 5
+grouped = true
+[training]
+epochs = 2
+batch_size = 4
+[datasets.syn]
+plugin = "synthetic"
+images = 40
+[backbones.a]
+plugin = "torch/mobilenet_v2"
+weights = "none"
+input_size = [64, 64]
+[backbones.b]
+plugin = "keras/vgg19"
+weights = "none"
+cutoff = 5
+[[experiments]]
+datasets = ["syn"]
+backbones = ["a"]
+"""
+
+
+def test_good_suite(tmp_path, registry):
+    s = load_suite(write_suite(tmp_path / "s.toml", GOOD), registry)
+    assert s.cells == [("syn", "a")]
+    assert s.protocol.grouped and s.protocol.k == 5
+    assert s.backbones["a"].options["cutoff"] == 10  # the study's default for MobileNet v2
+    assert s.backbones["b"].options["cutoff"] == 5  # overridden by the suite
+    assert s.training.learning_rate == pytest.approx(1e-3)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "suites").glob("*.toml")), ids=lambda p: p.name)
+def test_shipped_suites_validate(path, registry):
+    load_suite(path, registry)
+
+
+BAD = [
+    ("colour = 1", "colour: unknown key; allowed:"),
+    ('[training]\noptimiser = "adam"', "training.optimiser: unknown key; allowed: batch_size, epochs"),
+    ('[training]\noptimizer = "sgd"', "training.optimizer: unknown optimizer 'sgd'; allowed: adam"),
+    ("[training]\nepochs = 0", "training.epochs: must be at least 1"),
+    ('[training]\nepochs = "ten"', "training.epochs: must be an integer"),
+    ('[protocol]\nkind = "loo"', "protocol.kind: unknown protocol 'loo'; allowed: kfold, holdout"),
+    ("[protocol]\nk = 1", "protocol.k: must be at least 2"),
+    ('[datasets.x]\nplugin = "mnist"', "datasets.x.plugin: unknown dataset plugin 'mnist'; available:"),
+    ('[backbones.x]\nplugin = "keras/resnet50"', "backbones.x.plugin: unknown backbone plugin 'keras/resnet50'; available:"),
+    ('[backbones.x]\nplugin = "keras/vgg19"\ncutof = 3', "backbones.x.cutof: unknown key; allowed:"),
+    ('[backbones.x]\nplugin = "keras/vgg19"\nhead = [0]', "head: must be a list of positive integers"),
+    ('[backbones.x]\nplugin = "keras/vgg19"\npooling = "sum"', "pooling: must be one of avg, max"),
+    ('[backbones.x]\nplugin = "keras/vgg19"\ninput_size = [10, 10]', "backbones.x.input_size: must be [height, width]"),
+    ('[backbones.x]\nplugin = "keras/vgg19"\nweights = "/no/such/file.h5"', "weights: '/no/such/file.h5' is neither"),
+    ('[backbones.x]\nplugin = "torch/vgg19"\ncutoff = 99', "cutoff: 99 is beyond the depth of vgg19 (22 Keras layers)"),
+    ('[[experiments]]\ndatasets = ["syn"]\nbackbones = ["nope"]', "experiments[0].backbones: unknown name 'nope'"),
+    ('evaluators = ["auc"]', "evaluators[0]: unknown evaluator 'auc'; available: paper"),
+]
+
+
+@pytest.mark.parametrize("extra,message", BAD, ids=[m.split(":")[0] for _, m in BAD])
+def test_each_bad_suite_names_key_and_choices(tmp_path, registry, extra, message):
+    base = 'name = "bad"\n' + ("" if extra.startswith("[datasets") else '[datasets.syn]\nplugin = "synthetic"\n')
+    if not extra.startswith("[backbones"):
+        base += '[backbones.a]\nplugin = "torch/mobilenet_v2"\n'
+    # top-level keys must come before the tables
+    text = (extra + "\n" + base) if not extra.startswith("[") else (base + extra + "\n")
+    path = write_suite(tmp_path / "bad.toml", text)
+    with pytest.raises(SuiteError) as exc:
+        load_suite(path, registry)
+    assert str(path) in str(exc.value)
+    assert any(message in p for p in exc.value.problems), exc.value.problems
+
+
+def test_every_problem_reported_at_once(tmp_path, registry):
+    path = write_suite(tmp_path / "s.toml", 'seed = "x"\n[training]\nepochs = 0\n[protocol]\nk = 1\n')
+    with pytest.raises(SuiteError) as exc:
+        load_suite(path, registry)
+    text = "\n".join(exc.value.problems)
+    for key in ("name:", "seed:", "training.epochs:", "protocol.k:", "datasets:", "backbones:"):
+        assert key in text
+
+
+def test_not_toml(tmp_path, registry):
+    with pytest.raises(SuiteError, match="not valid TOML"):
+        load_suite(write_suite(tmp_path / "s.toml", "name = \n"), registry)
+
+
+def test_missing_file(tmp_path, registry):
+    with pytest.raises(SuiteError, match="cannot read"):
+        load_suite(tmp_path / "nope.toml", registry)
