@@ -68,7 +68,8 @@ def assign_folds(protocol: Protocol, labels, groups, seed: int) -> np.ndarray:
     else:
         splitter = KFold(n_splits=k, shuffle=True, random_state=seed)
     fold = np.full(n, -1, dtype=np.int64)
-    for f, (_, test) in enumerate(splitter.split(placeholder, labels, groups)):
+    split_groups = groups if protocol.grouped else None
+    for f, (_, test) in enumerate(splitter.split(placeholder, labels, split_groups)):
         fold[test] = f
     return fold
 

@@ -1,0 +1,68 @@
+"""A conformance kit for backbone plugin authors, in the spirit of scikit-learn's check_estimator.
+
+    from benchbox.testing import check_backbone
+    def test_my_backbone():
+        check_backbone(MyBackbone(), options={"input_size": [64, 64]})
+
+It trains the backbone on tiny synthetic folds through the public contract only (no framework
+knowledge) and raises AssertionError naming the first rule broken.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from benchbox.contracts import Backbone, FoldJob, TrainingConfig
+
+
+def _tiny_fold(num_classes: int, size, seed: int = 0, n_train: int = 12, n_test: int = 6):
+    rng = np.random.default_rng(seed)
+    h, w = size
+    y_train = np.arange(n_train) % num_classes
+    x_train = rng.integers(0, 60, (n_train, h, w), dtype=np.uint8)
+    x_test = rng.integers(0, 60, (n_test, h, w), dtype=np.uint8)
+    for x, y in ((x_train, y_train),):
+        for i, label in enumerate(y):  # class-dependent brightness: learnable, not required to be
+            x[i] += np.uint8(60 * label)
+    return x_train, y_train, x_test
+
+
+def check_backbone(backbone: Backbone, options: dict | None = None, epochs: int = 1, batch_size: int = 4) -> dict:
+    """Check a backbone plugin against the contract; return the options used."""
+    assert isinstance(backbone.name, str) and "/" in backbone.name, \
+        f"name {backbone.name!r}: use 'framework/network', e.g. 'keras/resnet50'"
+    assert backbone.framework, f"{backbone.name}: set `framework`"
+    avail = backbone.availability()
+    assert avail.ok, f"{backbone.name}: unavailable here: {avail.reason}"
+    opts = {**dict(backbone.defaults), "weights": "none", **(options or {})}
+    for key in (options or {}):
+        assert key in backbone.defaults, f"{backbone.name}: option {key!r} is not declared in `defaults`"
+    problems = backbone.check_options(opts)
+    assert problems == [], f"{backbone.name}: its own defaults are rejected by check_options: {problems}"
+    assert "input_size" in opts, f"{backbone.name}: declare input_size in `defaults`"
+    backbone.prepare(opts)  # weights = "none" must never need the network
+    size = tuple(opts["input_size"])
+    training = TrainingConfig(epochs=epochs, batch_size=batch_size)
+
+    outputs = {}
+    for num_classes in (2, 3):
+        x_train, y_train, x_test = _tiny_fold(num_classes, size)
+        job = FoldJob(x_train, y_train, x_test, num_classes, opts, training, seed=11)
+        out = backbone.fit_predict(job)
+        p = np.asarray(out.probabilities, dtype=float)
+        assert p.shape == (len(x_test), num_classes), \
+            f"{backbone.name}: probabilities have shape {p.shape}, expected {(len(x_test), num_classes)}"
+        assert np.isfinite(p).all() and (p >= 0).all() and (p <= 1).all(), f"{backbone.name}: probabilities outside [0, 1]"
+        assert np.allclose(p.sum(axis=1), 1.0, atol=1e-5), f"{backbone.name}: probability rows do not sum to one"
+        assert out.train_seconds >= 0 and out.predict_seconds >= 0, f"{backbone.name}: negative timings"
+        info = out.info or {}
+        if {"params_total", "params_frozen", "params_trainable"} <= set(info):
+            assert info["params_frozen"] + info["params_trainable"] == info["params_total"], \
+                f"{backbone.name}: frozen + trainable parameters != total"
+        outputs[num_classes] = p
+
+    x_train, y_train, x_test = _tiny_fold(3, size)
+    again = backbone.fit_predict(FoldJob(x_train, y_train, x_test, 3, opts, training, seed=11))
+    assert np.allclose(again.probabilities, outputs[3], atol=1e-6), \
+        f"{backbone.name}: the same seed gave different predictions (seed weight init and shuffling)"
+    return opts
