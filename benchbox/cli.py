@@ -19,6 +19,8 @@ app = typer.Typer(help="Honest, reproducible comparisons of CNN backbones on sma
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 backbones_app = typer.Typer(help="Inspect backbone plugins.", no_args_is_help=True)
 app.add_typer(backbones_app, name="backbones")
+weights_app = typer.Typer(help="ImageNet weights in the frameworks' caches.", no_args_is_help=True)
+app.add_typer(weights_app, name="weights")
 console = Console(width=None if sys.stdout.isatty() else 140)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
@@ -160,6 +162,31 @@ def backbones_describe(name: str = typer.Argument(..., help="Backbone plugin, e.
     for key, value in facts.items():
         table.add_row(key, f"{value:,}" if isinstance(value, int) else str(value))
     console.print(table)
+
+
+@weights_app.command("fetch")
+def weights_fetch(names: Optional[List[str]] = typer.Argument(None, help="Backbones (default: every available one)."),
+                  alpha: float = typer.Option(1.0, "--alpha", help="MobileNet v2 width multiplier (Keras)."),
+                  input_size: str = typer.Option("224x224", "--input", help="HEIGHTxWIDTH (Keras MobileNet v2 picks its file by it).")):
+    """Download ImageNet weights into the framework caches, for later offline runs."""
+    from benchbox.errors import PluginError
+
+    registry = _registry()
+    names = names or sorted(n for n, e in registry.backbones.items() if e.availability.ok)
+    failed = []
+    for name in names:
+        backbone = registry.get("backbone", name)
+        options = {**backbone.defaults, "weights": "imagenet", "input_size": list(parse_size(input_size))}
+        if "alpha" in options and backbone.framework == "keras":
+            options["alpha"] = alpha
+        try:
+            backbone.prepare(options)
+            console.print(f"[green]ok[/] {name}")
+        except BenchboxError as exc:
+            failed.append(name)
+            err_console.print(f"[red]failed[/] {name}: {exc}", markup=False)
+    if failed:
+        raise PluginError(f"could not fetch weights for {len(failed)} backbone(s): {', '.join(failed)}")
 
 
 def parse_size(text: str) -> tuple[int, int]:
