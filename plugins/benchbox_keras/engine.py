@@ -57,7 +57,8 @@ def ensure_weights(network: str, options) -> None:
         return
     keras = import_keras()
     try:
-        keras.utils.get_file(fname, url, cache_subdir="models", file_hash=md5)
+        keras.utils.get_file(fname, url, cache_dir=os.path.dirname(keras_cache_dir()), cache_subdir="models",
+                             file_hash=md5)
     except Exception as exc:  # no network, proxy, checksum: all end the same way for the user
         raise WeightsError(
             f"keras/{network}: ImageNet weights are not in the Keras cache and could not be downloaded "
@@ -83,14 +84,16 @@ def build_model(network: str, options, num_classes: int, seed: int):
     keras.utils.set_random_seed(seed)
     h, w = (int(v) for v in options["input_size"])
     kind = weights_kind(options["weights"])
-    kwargs = {"include_top": False, "weights": "imagenet" if kind == "imagenet" else None,
-              "input_shape": (h, w, 3)}
+    kwargs = {"include_top": False, "weights": None, "input_shape": (h, w, 3)}
     if network == "mobilenet_v2":
         kwargs["alpha"] = float(options["alpha"])
     try:
         base = getattr(keras.applications, APPS[network].cls)(**kwargs)
     except ValueError as exc:
         raise BenchboxError(f"keras/{network}: cannot build for input_size {[h, w]} with {kwargs}: {exc}") from None
+    if kind == "imagenet":  # the file keras.applications would load, from the cache ensure_weights fills
+        ensure_weights(network, options)
+        base.load_weights(os.path.join(keras_cache_dir(), imagenet_file(network, options)[0]))
     cutoff = int(options["cutoff"])
     if cutoff > len(base.layers):
         raise BenchboxError(f"keras/{network}: cutoff {cutoff} is beyond the network's depth of "
