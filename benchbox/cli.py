@@ -19,6 +19,8 @@ app = typer.Typer(help="Honest, reproducible comparisons of CNN backbones on sma
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 backbones_app = typer.Typer(help="Inspect backbone plugins.", no_args_is_help=True)
 app.add_typer(backbones_app, name="backbones")
+plugin_app = typer.Typer(help="Create plugins.", no_args_is_help=True)
+app.add_typer(plugin_app, name="plugin")
 weights_app = typer.Typer(help="ImageNet weights in the frameworks' caches.", no_args_is_help=True)
 app.add_typer(weights_app, name="weights")
 console = Console(width=None if sys.stdout.isatty() else 140)
@@ -187,6 +189,16 @@ def weights_fetch(names: Optional[List[str]] = typer.Argument(None, help="Backbo
             err_console.print(f"[red]failed[/] {name}: {exc}", markup=False)
     if failed:
         raise PluginError(f"could not fetch weights for {len(failed)} backbone(s): {', '.join(failed)}")
+
+
+@plugin_app.command("new")
+def plugin_new(name: str = typer.Argument(..., help="Short name, e.g. resnet (makes benchbox-resnet/)."),
+               directory: Path = typer.Option(Path("."), "--dir", help="Where to create the package.")):
+    """Scaffold a backbone plugin package: entry point, a Keras ResNet50 backbone, conformance test."""
+    from benchbox.scaffold import scaffold
+
+    root = scaffold(name, directory)
+    console.print(f"created {root}\n  next: pip install -e {root} && benchbox plugins && python -m pytest {root}/tests")
 
 
 def parse_size(text: str) -> tuple[int, int]:
