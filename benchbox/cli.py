@@ -21,6 +21,8 @@ backbones_app = typer.Typer(help="Inspect backbone plugins.", no_args_is_help=Tr
 app.add_typer(backbones_app, name="backbones")
 plugin_app = typer.Typer(help="Create plugins.", no_args_is_help=True)
 app.add_typer(plugin_app, name="plugin")
+data_app = typer.Typer(help="Data sets: describe them, fetch their sources.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
 weights_app = typer.Typer(help="ImageNet weights in the frameworks' caches.", no_args_is_help=True)
 app.add_typer(weights_app, name="weights")
 console = Console(width=None if sys.stdout.isatty() else 140)
@@ -189,6 +191,53 @@ def weights_fetch(names: Optional[List[str]] = typer.Argument(None, help="Backbo
             err_console.print(f"[red]failed[/] {name}: {exc}", markup=False)
     if failed:
         raise PluginError(f"could not fetch weights for {len(failed)} backbone(s): {', '.join(failed)}")
+
+
+@data_app.command("describe")
+def data_describe(names: Optional[List[str]] = typer.Argument(None, help="Dataset plugins (default: all)."),
+                  data_dir: Optional[Path] = typer.Option(None, "--data-dir", envvar="BENCHBOX_DATA",
+                                                          help="Root of the raw data sources."),
+                  seed: int = typer.Option(0, "--seed", help="Seed of the composition draw.")):
+    """Class counts, patients and sources of data sets (their default options)."""
+    registry = _registry()
+    for name in names or sorted(registry.datasets):
+        dataset = registry.get("dataset", name)
+        try:
+            samples = dataset.samples(dict(dataset.defaults), seed, str(data_dir) if data_dir else None)
+        except BenchboxError as exc:
+            if names:
+                raise
+            console.print(f"[yellow]{name}: unavailable here[/] — {exc}", markup=True, highlight=False)
+            continue
+        t = samples.table
+        table = Table(title=f"{name}: {len(t)} images, {t['group'].nunique()} patients "
+                            f"(positive class: {samples.positive_class})")
+        for col in ("class", "images", "patients", "sources"):
+            table.add_column(col, justify="left" if col in ("class", "sources") else "right")
+        for cls in samples.classes:
+            sub = t[t["label"] == cls]
+            table.add_row(cls, str(len(sub)), str(sub["group"].nunique()),
+                          ", ".join(f"{k} {v}" for k, v in sub["source"].value_counts().items()))
+        console.print(table)
+        for note in samples.notes:
+            console.print(f"  {'[yellow]warning:[/] ' if 'shortfall' in note or 'skipped' in note else ''}{note}")
+
+
+@data_app.command("fetch")
+def data_fetch(sources: Optional[List[str]] = typer.Argument(None, help="cohen and/or kermany (default: both)."),
+               data_dir: Optional[Path] = typer.Option(None, "--data-dir", envvar="BENCHBOX_DATA",
+                                                       help="Root to download into.")):
+    """Download the raw sources (GitHub for Cohen, Mendeley Data for Kermany) into the data root."""
+    from benchbox.datadir import data_root
+    from benchbox_xray.fetch import SOURCES, fetch
+
+    root = data_root(data_dir)
+    for name in sources or list(SOURCES):
+        with Progress(TextColumn(f"{name}"), BarColumn(), TextColumn("{task.completed:,.0f} bytes"),
+                      console=console) as progress:
+            task = progress.add_task(name, total=None)
+            target = fetch(name, root, lambda done, total: progress.update(task, completed=done, total=total or None))
+        console.print(f"[green]{name}[/] -> {target}")
 
 
 @plugin_app.command("new")

@@ -82,8 +82,21 @@ def run_suite(suite: Suite, registry, run_dir=None, data_dir=None, new: bool = F
               reporter: Reporter | None = None) -> Path:
     """Run (or resume) every cell of the suite; return the run directory."""
     reporter = reporter or Reporter()
-    check_backbones(suite, registry)
-    datasets = prepare_datasets(suite, registry, data_dir)
+    problems = []  # weights and data are both checked, so one attempt reports everything missing
+    try:
+        check_backbones(suite, registry)
+    except BenchboxError as exc:
+        problems.append(str(exc))
+    try:
+        datasets = prepare_datasets(suite, registry, data_dir)
+    except BenchboxError as exc:
+        problems.append(str(exc))
+    if problems:
+        raise BenchboxError("\n".join(problems))
+    for alias, ds in datasets.items():
+        for note in ds.samples.notes:
+            if "shortfall" in note or "skipped" in note or "missing" in note:
+                reporter.message(f"warning: {alias}: {note}")
     for name in suite.evaluators:
         registry.get("evaluator", name)
 

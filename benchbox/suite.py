@@ -234,10 +234,22 @@ def _entries(c: _Checker, raw, section, registry, kind, common, check_availabili
         c.typed(where, table, schema)
         options = {**defaults, **{k: v for k, v in table.items() if k != "plugin"}}
         if kind == "backbone":
+            options["weights"] = _resolve_path(options.get("weights"), c.path)
             for problem in obj.check_options(options):
                 c.add(where, problem)
         entries[alias] = (DatasetEntry if kind == "dataset" else BackboneEntry)(alias, plugin, options)
     return entries
+
+
+def _resolve_path(value, suite_path):
+    """A relative weights path is tried against the working directory, then the suite's folder."""
+    if not isinstance(value, str) or value.lower() in ("imagenet", "none"):
+        return value
+    path = Path(value).expanduser()
+    if path.is_absolute() or path.exists():
+        return str(path)
+    beside = Path(suite_path).parent / path
+    return str(beside.resolve()) if beside.exists() else value
 
 
 def _cells(c: _Checker, raw, datasets, backbones) -> list[tuple[str, str]]:

@@ -1,0 +1,147 @@
+"""Readers for the two raw sources of the study, in their ORIGINAL layouts.
+
+- Cohen et al., covid-chestxray-dataset: ``metadata.csv`` + ``images/``.
+- Kermany et al. 2018, chest_xray: ``chest_xray/{train,test,val}/{NORMAL,PNEUMONIA}/*.jpeg``.
+
+Each reader returns a DataFrame with one row per image: id, path, label (covid, bacterial, viral,
+normal, other), finding, group (patient), source, site (hospital/location where known), view,
+split. Nothing here decodes pixels.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from benchbox.errors import DataError
+
+COHEN_DIR = "covid-chestxray-dataset"
+KERMANY_DIR = "chest_xray"
+FRONTAL_VIEWS = {"pa", "ap", "ap supine", "ap semi erect", "ap erect"}
+
+VIRAL = ("sars", "mers", "influenza", "varicella", "herpes", "viral", "h1n1", "rsv")
+BACTERIAL = ("streptococcus", "klebsiella", "e.coli", "e. coli", "legionella", "mycoplasma", "chlamydophila",
+             "staphylococcus", "nocardia", "bacterial", "pseudomonas", "haemophilus")
+
+
+def cohen_label(finding: str) -> str:
+    """Map a ``finding`` of any metadata.csv version to covid/viral/bacterial/normal/other.
+
+    Early versions say ``COVID-19`` or ``COVID-19, ARDS``; later ones are hierarchical, e.g.
+    ``Pneumonia/Viral/COVID-19`` or ``Pneumonia/Bacterial/Streptococcus``."""
+    f = str(finding).strip().lower()
+    if "covid" in f:
+        return "covid"
+    if f in ("no finding", "normal"):
+        return "normal"
+    if "/viral" in f or any(v in f for v in VIRAL):
+        return "viral"
+    if "/bacterial" in f or any(b in f for b in BACTERIAL):
+        return "bacterial"
+    return "other"  # fungal (Pneumocystis), unspecified pneumonia, ARDS, lipoid, todo
+
+
+def read_cohen(root: Path) -> tuple[pd.DataFrame, list[str]]:
+    """Frontal chest X-rays of Cohen's collection, and notes on what was left out."""
+    base = Path(root) / COHEN_DIR
+    meta_path = base / "metadata.csv"
+    if not meta_path.exists():
+        raise DataError(f"Cohen's covid-chestxray-dataset not found: {meta_path} is missing. Expected layout: "
+                        f"{base}/metadata.csv and {base}/images/. Run `benchbox data fetch cohen` or place a "
+                        "checkout of github.com/ieee8023/covid-chestxray-dataset there (see docs/datasets.md).")
+    meta = pd.read_csv(meta_path, dtype=str, keep_default_na=False, encoding_errors="replace")
+    meta.columns = [c.strip().lower() for c in meta.columns]
+    missing_cols = [c for c in ("patientid", "finding", "filename") if c not in meta.columns]
+    if missing_cols:
+        raise DataError(f"{meta_path}: missing column(s) {missing_cols}; is this Cohen's metadata.csv?")
+    notes = []
+    n_rows = len(meta)
+    if "modality" in meta.columns:
+        meta = meta[meta["modality"].str.strip().str.lower().isin(["x-ray", "xray"])]
+    else:
+        notes.append(f"{meta_path}: no 'modality' column (an early version); CT is excluded by the 'folder' column only")
+    if "folder" in meta.columns:
+        meta = meta[meta["folder"].str.strip().isin(["images", ""])]
+    if "view" in meta.columns:
+        meta = meta[meta["view"].str.strip().str.lower().isin(FRONTAL_VIEWS)]
+    meta = meta.drop_duplicates(subset="filename", keep="first")
+    paths = [base / "images" / name for name in meta["filename"]]
+    exists = [p.exists() for p in paths]
+    absent = [p.name for p, ok in zip(paths, exists) if not ok]
+    if absent and len(absent) == len(paths):
+        raise DataError(f"{base / 'images'}: none of the {len(paths)} images listed in metadata.csv is there "
+                        f"(e.g. {absent[0]}); place the images/ folder of the repository next to metadata.csv")
+    if absent:
+        notes.append(f"cohen: {len(absent)} image(s) listed in metadata.csv are missing from images/ and were left "
+                     f"out (e.g. {', '.join(absent[:3])})")
+    meta = meta[exists]
+    table = pd.DataFrame({
+        "id": "cohen/" + meta["filename"],
+        "path": [str(base / "images" / f) for f in meta["filename"]],
+        "label": [cohen_label(f) for f in meta["finding"]],
+        "finding": meta["finding"].to_numpy(),
+        "group": "cohen:" + meta["patientid"].str.strip(),
+        "source": "cohen",
+        "site": meta["location"].to_numpy() if "location" in meta.columns else "",
+        "view": meta["view"].to_numpy() if "view" in meta.columns else "",
+        "split": "",
+    })
+    notes.insert(0, f"cohen: {len(table)} frontal X-ray images selected from {n_rows} metadata rows")
+    return table.reset_index(drop=True), notes
+
+
+KERMANY_NAME = re.compile(r"^(?P<person>person\d+)_(?P<kind>bacteria|virus)_\d+$", re.I)
+NORMAL_NAME = re.compile(r"^(?P<patient>(?:NORMAL2-)?IM-\d+)-\d+$", re.I)
+
+
+def kermany_patient_and_label(folder: str, stem: str) -> tuple[str, str]:
+    """(patient, label) from a Kermany file name: personN_bacteria_M / personN_virus_M, or
+    IM-XXXX-YYYY / NORMAL2-IM-XXXX-YYYY for normals (the XXXX part names the patient)."""
+    if folder.upper() == "PNEUMONIA":
+        m = KERMANY_NAME.match(stem)
+        if not m:
+            raise ValueError(f"unexpected pneumonia file name {stem!r} (want personN_bacteria_M or personN_virus_M)")
+        return m["person"].lower(), "bacterial" if m["kind"].lower() == "bacteria" else "viral"
+    m = NORMAL_NAME.match(stem)
+    return (m["patient"].upper() if m else stem), "normal"
+
+
+def _kermany_base(root: Path) -> Path | None:
+    for candidate in (Path(root) / KERMANY_DIR, Path(root) / KERMANY_DIR / KERMANY_DIR):  # Kaggle zips nest it
+        if any((candidate / split).is_dir() for split in ("train", "test", "val")):
+            return candidate
+    return None
+
+
+def read_kermany(root: Path) -> tuple[pd.DataFrame, list[str]]:
+    base = _kermany_base(root)
+    if base is None:
+        raise DataError(f"Kermany's chest_xray not found under {Path(root) / KERMANY_DIR}. Expected layout: "
+                        f"{Path(root) / KERMANY_DIR}/{{train,test,val}}/{{NORMAL,PNEUMONIA}}/*.jpeg. Run `benchbox "
+                        "data fetch kermany` or unpack ChestXRay2017.zip there (see docs/datasets.md).")
+    rows, odd = [], []
+    for split in ("train", "test", "val"):
+        for folder in ("NORMAL", "PNEUMONIA"):
+            d = base / split / folder
+            if not d.is_dir():
+                continue
+            for p in sorted(d.iterdir()):
+                if p.suffix.lower() not in (".jpeg", ".jpg", ".png") or p.name.startswith("."):
+                    continue
+                try:
+                    patient, label = kermany_patient_and_label(folder, p.stem)
+                except ValueError:
+                    odd.append(p.name)
+                    continue
+                rows.append({"id": f"kermany/{split}/{folder}/{p.name}", "path": str(p), "label": label,
+                             "finding": label, "group": f"kermany:{patient}", "source": "kermany",
+                             "site": "Guangzhou Women and Children's Medical Center", "view": "AP", "split": split})
+    if not rows:
+        raise DataError(f"{base}: no images in {{train,test,val}}/{{NORMAL,PNEUMONIA}}/")
+    notes = [f"kermany: {len(rows)} images from {base}"]
+    if odd:
+        notes.append(f"kermany: {len(odd)} pneumonia file(s) with a name that gives no patient/type were left out "
+                     f"(e.g. {', '.join(odd[:3])})")
+    return pd.DataFrame(rows), notes
