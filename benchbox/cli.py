@@ -134,8 +134,11 @@ def report(run_dir: Path = typer.Argument(..., help="A run directory written by 
     manifest = store.manifest()
     summary, problems = summarize(store, _registry())
     title = f"{manifest['suite']}: {manifest.get('protocol_label', '')}"
+    plots = _write_plots(store, summary, manifest["suite"])
     if format == "terminal" and output is None:
         print_terminal(summary, console, title=title, problems=problems)
+        if plots:
+            console.print(f"plots: {len(plots)} PNG files in {store.path / 'plots'}")
         return
     text = render_text(summary, "markdown" if format == "terminal" else format, title, problems)
     if output:
@@ -143,6 +146,42 @@ def report(run_dir: Path = typer.Argument(..., help="A run directory written by 
         console.print(f"wrote {output}")
     else:
         sys.stdout.write(text)
+
+
+def _write_plots(store, summary, suite_name):
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        err_console.print("plots skipped: matplotlib is not installed (pip install 'benchbox[plots]')")
+        return []
+    from benchbox.plots import write_plots
+
+    records, _ = store.read_records()
+    return write_plots(store.path, records, summary, suite_name)
+
+
+@app.command()
+def compare(run_dir: Path = typer.Argument(..., help="A run directory."),
+            a: str = typer.Argument(..., help="First backbone (its name in the suite)."),
+            b: str = typer.Argument(..., help="Second backbone."),
+            dataset: Optional[str] = typer.Option(None, "--dataset", help="Data set, when they share several."),
+            n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples (patients).")):
+    """Paired comparison of two backbones on the same samples: McNemar and the AUC difference."""
+    from benchbox.compare import compare as run_compare
+
+    r = run_compare(run_dir, a, b, dataset, n_boot)
+    m = r["mcnemar"]
+    table = Table(title=f"{a} vs {b} on {r['dataset']} ({r['n']} shared test images)", show_header=False)
+    table.add_column("")
+    table.add_column("")
+    table.add_row("3-class accuracy", f"{100 * r['accuracy_a']:.2f}% vs {100 * r['accuracy_b']:.2f}%")
+    table.add_row("right only by " + a, str(m["only_a"]))
+    table.add_row("right only by " + b, str(m["only_b"]))
+    table.add_row(f"McNemar ({m['method']})", f"p = {m['p_value']:.4g}" + (" (significant at 0.05)" if m["p_value"] < 0.05 else ""))
+    lo, hi = r["auc_difference_ci"]
+    table.add_row("AUC", f"{r['auc_a']:.4f} vs {r['auc_b']:.4f}")
+    table.add_row("AUC difference (a − b)", f"{r['auc_difference']:+.4f} [95% CI {lo:+.4f}, {hi:+.4f}], patient bootstrap")
+    console.print(table)
 
 
 @backbones_app.command("describe")

@@ -1,9 +1,12 @@
-"""Views of a run: the comparison table and the pooled confusion matrices, rendered for the
-terminal (rich), Markdown, CSV and LaTeX. Computed from the summary, never stored as truth."""
+"""Views of a run, computed from the summary (never stored as truth): the study's Table 2
+(accuracies, sensitivity, specificity per network, with our 95% intervals and fold spread),
+Table 4 (TP/FP/TN/FN), Tables 3/6 (pooled confusion matrices, predicted as rows, actual as
+columns), rendered for the terminal (rich), Markdown, CSV and LaTeX."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pandas as pd
 from rich.console import Console
@@ -13,32 +16,52 @@ from tabulate import tabulate
 FORMATS = ("terminal", "markdown", "csv", "latex")
 METRIC_COLUMNS = [("accuracy_3class", "Acc 3-class %"), ("accuracy_2class", "Acc 2-class %"),
                   ("sensitivity", "Sensitivity %"), ("specificity", "Specificity %")]
+NOTE = ("Pooled over the test folds as the study reports them; [95% CI: Wilson for proportions, "
+        "patient-level bootstrap for AUC]; ± standard deviation across folds. "
+        "vs best: McNemar's test against the best backbone of the data set by 3-class accuracy (* p < 0.05).")
 
 
-def _pct(value, std=None) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+def _nan(v) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def _fmt(r, key, scale=100.0, digits=2) -> str:
+    value = r.get(key)
+    if _nan(value):
         return "n/a"
-    text = f"{100 * value:.2f}"
-    if std is not None and not (isinstance(std, float) and math.isnan(std)):
-        text += f" ± {100 * std:.2f}"
+    text = f"{scale * value:.{digits}f}"
+    lo, hi = r.get(f"{key}_ci_low"), r.get(f"{key}_ci_high")
+    if not _nan(lo) and not _nan(hi):
+        text += f" [{scale * lo:.{max(digits - 1, 0)}f}–{scale * hi:.{max(digits - 1, 0)}f}]"
+    std = r.get(f"{key}_fold_std")
+    if not _nan(std):
+        text += f" ±{scale * std:.{max(digits - 1, 0)}f}"
     return text
 
 
 def comparison_frame(summary: pd.DataFrame) -> pd.DataFrame:
-    """One row per cell: the study's four metrics (pooled ± fold std), counts, time, throughput."""
+    """Table 2 of the study, with intervals, AUC, timings and the comparison with the best backbone."""
     rows = []
     for _, r in summary.iterrows():
-        folds = f"{r['folds']}" if pd.isna(r.get("folds_expected")) else f"{r['folds']}/{int(r['folds_expected'])}"
-        row = {"Dataset": r["dataset"], "Backbone": r["backbone"], "Framework": r.get("framework", ""),
-               "Folds": folds}
+        r = r.to_dict()
+        folds = f"{r['folds']}" if _nan(r.get("folds_expected")) else f"{r['folds']}/{int(r['folds_expected'])}"
+        row = {"Dataset": r["dataset"], "Backbone": r["backbone"], "Folds": folds}
         for key, label in METRIC_COLUMNS:
-            row[label] = _pct(r.get(key), r.get(f"{key}_fold_std"))
-        for key in ("tp", "fp", "tn", "fn"):
-            row[key.upper()] = int(r[key]) if key in r and not pd.isna(r[key]) else None
+            row[label] = _fmt(r, key)
+        if "auc" in r:
+            row["AUC"] = _fmt(r, "auc", scale=1.0, digits=3)
+        row["vs best"] = r.get("vs_best") if isinstance(r.get("vs_best"), str) else ""
         row["Train s"] = f"{r['train_seconds']:.1f}"
-        row["Infer img/s"] = "n/a" if pd.isna(r["infer_images_per_sec"]) else f"{r['infer_images_per_sec']:.1f}"
+        row["Infer img/s"] = "n/a" if _nan(r["infer_images_per_sec"]) else f"{r['infer_images_per_sec']:.1f}"
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def counts_frame(summary: pd.DataFrame) -> pd.DataFrame:
+    """Table 4 of the study: TP, FP, TN, FN of the positive class per network."""
+    return pd.DataFrame([{"Dataset": r["dataset"], "Backbone": r["backbone"], "Positive": r["positive_class"],
+                          "TP": int(r["tp"]), "FP": int(r["fp"]), "TN": int(r["tn"]), "FN": int(r["fn"])}
+                         for _, r in summary.iterrows() if "tp" in r and not _nan(r["tp"])])
 
 
 def confusion_frames(summary: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
@@ -55,56 +78,59 @@ def confusion_frames(summary: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     return out
 
 
+def numeric_frame(summary: pd.DataFrame) -> pd.DataFrame:
+    """Every scalar of the summary (for CSV): one row per cell."""
+    drop = [c for c in summary.columns if summary[c].map(lambda v: isinstance(v, (list, dict))).any()]
+    return summary.drop(columns=drop)
+
+
 def render_text(summary: pd.DataFrame, fmt: str, title: str = "", problems=()) -> str:
-    """Markdown, CSV or LaTeX text of the comparison table and the confusion matrices."""
-    table = comparison_frame(summary)
+    """Markdown, CSV or LaTeX text of Tables 2, 4 and 3/6."""
     if fmt == "csv":
-        return table.to_csv(index=False)
+        return numeric_frame(summary).to_csv(index=False)
     tablefmt = {"markdown": "github", "latex": "latex_booktabs"}[fmt]
-    parts = []
-    if title:
-        parts.append(f"# {title}\n" if fmt == "markdown" else f"% {title}\n")
-    parts.append(tabulate(table, headers="keys", tablefmt=tablefmt, showindex=False))
-    note = ("Pooled over test folds (± fold standard deviation). Positive class: "
-            + ", ".join(sorted(set(summary["positive_class"]))) + ".")
-    parts.append("\n" + (note if fmt == "markdown" else f"% {note}") + "\n")
+    heading = (lambda t: f"## {t}\n") if fmt == "markdown" else (lambda t: f"% {t}\n")
+    parts = [f"# {title}\n" if fmt == "markdown" else f"% {title}\n"] if title else []
+    parts += [heading("Table 2: performance per network"),
+              tabulate(comparison_frame(summary), headers="keys", tablefmt=tablefmt, showindex=False),
+              "\n" + (NOTE if fmt == "markdown" else f"% {NOTE}") + "\n",
+              heading("Table 4: positive-class counts"),
+              tabulate(counts_frame(summary), headers="keys", tablefmt=tablefmt, showindex=False) + "\n"]
     for name, cm in confusion_frames(summary):
-        parts.append(("## Confusion matrix: " if fmt == "markdown" else "% Confusion matrix: ") + name + "\n")
+        parts.append(heading(f"Confusion matrix (Table 3/6 layout): {name}"))
         parts.append(tabulate(cm, headers="keys", tablefmt=tablefmt) + "\n")
     if problems:
-        parts.append("## Problems\n" if fmt == "markdown" else "% Problems\n")
+        parts.append(heading("Problems"))
         parts.extend(f"- {p}" if fmt == "markdown" else f"% {p}" for p in problems)
     return "\n".join(parts) + "\n"
 
 
+def _rich(frame: pd.DataFrame, title: str, caption: str = "") -> Table:
+    t = Table(title=title, caption=caption or None)
+    for col in frame.columns:
+        t.add_column(str(col), justify="left" if col in ("Dataset", "Backbone", "Positive", "") else "right")
+    for idx, row in frame.iterrows():
+        t.add_row(*[str(v) for v in row])
+    return t
+
+
 def print_terminal(summary: pd.DataFrame, console: Console | None = None, title: str = "", problems=()):
     console = console or Console()
-    table = comparison_frame(summary).drop(columns=["Framework", "TP", "FP", "TN", "FN"])
-    rt = Table(title=title or "benchbox comparison", caption="pooled over test folds, ± fold std")
-    for col in table.columns:
-        rt.add_column(col, justify="left" if col in ("Dataset", "Backbone", "Framework") else "right")
-    for _, row in table.iterrows():
-        rt.add_row(*["" if v is None else str(v) for v in row])
-    console.print(rt)
+    console.print(_rich(comparison_frame(summary), title or "benchbox comparison", NOTE))
+    console.print(_rich(counts_frame(summary), "Positive-class counts (Table 4)"))
     for name, cm in confusion_frames(summary):
-        ct = Table(title=f"Confusion matrix: {name}")
-        ct.add_column("")
-        for col in cm.columns:
-            ct.add_column(col, justify="right")
-        for idx, row in cm.iterrows():
-            ct.add_row(idx, *[str(v) for v in row])
-        console.print(ct)
+        console.print(_rich(cm.reset_index(names=""), f"Confusion matrix: {name} (predicted rows, actual columns)"))
     for p in problems:
         console.print(f"[yellow]warning:[/] {p}")
 
 
 def write_views(run_dir, summary: pd.DataFrame, title: str, problems=()) -> None:
-    """report.md, summary.csv and confusion.csv inside the run directory."""
-    from pathlib import Path
+    """report.md, report.tex, summary.csv and confusion.csv inside the run directory."""
     from benchbox.store import write_atomic
 
     run_dir = Path(run_dir)
     write_atomic(run_dir / "report.md", render_text(summary, "markdown", title, problems))
+    write_atomic(run_dir / "report.tex", render_text(summary, "latex", title, problems))
     write_atomic(run_dir / "summary.csv", render_text(summary, "csv"))
     rows = []
     for name, cm in confusion_frames(summary):

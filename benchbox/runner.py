@@ -6,6 +6,7 @@ checked first, so a run stops at once instead of after an hour. Finished folds a
 
 from __future__ import annotations
 
+import importlib.util
 import time
 import zlib
 from dataclasses import dataclass
@@ -152,6 +153,8 @@ def run_suite(suite: Suite, registry, run_dir=None, data_dir=None, new: bool = F
                       "classes": list(ds.samples.classes),
                       "test_ids": ds.samples.table["id"].iloc[test_idx].tolist(),
                       "test_indices": test_idx.tolist(), "y_true": labels[test_idx].tolist(),
+                      "test_groups": ds.samples.table["group"].iloc[test_idx].astype(str).tolist(),
+                      "test_sources": ds.samples.table["source"].iloc[test_idx].astype(str).tolist(),
                       "probabilities": np.asarray(out.probabilities, dtype=float).tolist(),
                       "n_train": int(len(train_idx)), "n_test": int(len(test_idx)),
                       "train_seconds": out.train_seconds, "predict_seconds": out.predict_seconds,
@@ -162,6 +165,10 @@ def run_suite(suite: Suite, registry, run_dir=None, data_dir=None, new: bool = F
 
     summary, problems = summarize(store, registry)
     write_views(run_dir, summary, f"{suite.name}", problems)
+    if importlib.util.find_spec("matplotlib") is not None:
+        from benchbox.plots import write_plots
+
+        write_plots(run_dir, store.read_records()[0], summary, suite.name)
     elapsed = time.time() - started
     store.update_manifest(status="complete", finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                           last_session_seconds=round(elapsed, 2))

@@ -29,7 +29,7 @@ PROTOCOL_KEYS = {"kind": str, "k": int, "stratified": bool, "grouped": bool, "te
 TRAINING_KEYS = {"epochs": int, "batch_size": int, "optimizer": str, "learning_rate": float}
 OPTIMIZERS = ("adam",)
 PROTOCOL_KINDS = ("kfold", "holdout")
-DEFAULT_EVALUATORS = ("paper",)
+DEFAULT_EVALUATORS = ("paper", "clinical")
 ALIAS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # keys every backbone understands, handled by the runner rather than the plugin
 COMMON_BACKBONE_KEYS = {"plugin": str, "input_size": list, "weights": str}

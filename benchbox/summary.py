@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+import numpy as np
 import pandas as pd
 
 from benchbox.errors import StoreError
@@ -51,6 +52,41 @@ def summarize(store: RunStore, registry) -> tuple[pd.DataFrame, list[str]]:
         row["train_seconds"] = sum(r.get("train_seconds", 0.0) for r in recs)
         row["infer_images_per_sec"] = n_test / predict_s if predict_s > 0 else float("nan")
         rows.append(row)
+    mark_significance(rows, group_records(records))
     order = {tuple(c): i for i, c in enumerate((c["dataset"], c["backbone"]) for c in manifest.get("cells", []))}
     rows.sort(key=lambda r: order.get((r["dataset"], r["backbone"]), len(order)))
     return pd.DataFrame(rows), problems
+
+
+def correct_by_id(records) -> dict[str, bool]:
+    """Sample id -> whether the cell's pooled prediction was right."""
+    out = {}
+    for r in records:
+        pred = np.asarray(r["probabilities"]).argmax(axis=1)
+        ids = r.get("test_ids") or [str(i) for i in r.get("test_indices", range(len(pred)))]
+        out.update({i: bool(p == t) for i, p, t in zip(ids, pred, r["y_true"])})
+    return out
+
+
+def mark_significance(rows, cells, metric: str = "accuracy_3class", alpha: float = 0.05) -> None:
+    """Per dataset: McNemar of every backbone against the best one (by ``metric``) on shared samples."""
+    from benchbox.statistics import mcnemar
+
+    by_dataset = defaultdict(list)
+    for row in rows:
+        by_dataset[row["dataset"]].append(row)
+    for ds, ds_rows in by_dataset.items():
+        scored = [r for r in ds_rows if np.isfinite(r.get(metric, np.nan))]
+        if len(scored) < 2:
+            continue
+        best = max(scored, key=lambda r: r[metric])
+        best_correct = correct_by_id(cells[(ds, best["backbone"])])
+        for row in ds_rows:
+            if row is best:
+                row["vs_best"] = "best"
+                continue
+            mine = correct_by_id(cells[(ds, row["backbone"])])
+            shared = sorted(set(mine) & set(best_correct))
+            test = mcnemar([best_correct[i] for i in shared], [mine[i] for i in shared])
+            row["vs_best_p"] = test["p_value"]
+            row["vs_best"] = f"p={test['p_value']:.3f}" + ("*" if test["p_value"] < alpha else "")
