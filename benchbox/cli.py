@@ -184,6 +184,27 @@ def compare(run_dir: Path = typer.Argument(..., help="A run directory."),
     console.print(table)
 
 
+@app.command()
+def leaderboard(runs: List[Path] = typer.Argument(..., help="Run directories (e.g. runs/*)."),
+                metric: str = typer.Option("accuracy_3class", "--metric", help="accuracy_3class, accuracy_2class, "
+                                           "sensitivity, specificity, auc, macro_f1 or balanced_accuracy."),
+                dataset: Optional[str] = typer.Option(None, "--dataset", help="Only this data set (name or plugin)."),
+                format: str = typer.Option("markdown", "--format", "-f", help="markdown, html, csv or json."),
+                output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file.")):
+    """Rank dataset x backbone entries across runs, grouping entries that are not comparable."""
+    from benchbox.leaderboard import collect, rank, render
+
+    entries, problems = collect(runs, _registry(), dataset)
+    text = render(rank(entries, metric), metric, format)
+    for p in problems:
+        err_console.print(f"warning: {p}", markup=False)
+    if output:
+        output.write_text(text)
+        console.print(f"wrote {output}")
+    else:
+        sys.stdout.write(text)
+
+
 @backbones_app.command("describe")
 def backbones_describe(name: str = typer.Argument(..., help="Backbone plugin, e.g. keras/inception_v3."),
                        cutoff: Optional[int] = typer.Option(None, "--cutoff", help="Frozen layers (default: the study's)."),
