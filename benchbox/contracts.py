@@ -65,6 +65,7 @@ class TrainingConfig:
     batch_size: int = 64
     optimizer: str = "adam"
     learning_rate: float = 1e-3
+    augment: bool = False  # random horizontal flips and shifts of up to 5% while training
 
 
 @dataclass
@@ -79,6 +80,8 @@ class FoldJob:
     training: TrainingConfig
     seed: int
     progress: Callable[[int, int], None] | None = None  # (epoch done, epochs) for progress bars
+    train_ids: Sequence[str] | None = None  # sample ids: let engines reuse per-image work across folds
+    test_ids: Sequence[str] | None = None
 
 
 @dataclass

@@ -141,13 +141,14 @@ def run_suite(suite: Suite, registry, run_dir=None, data_dir=None, new: bool = F
             continue
         images = ds.samples.load(ds.samples.table, entry.input_size)
         labels = ds.samples.labels
+        ids = ds.samples.table["id"].astype(str).to_numpy()
         for fold in todo:
             train_idx, test_idx = train_test_indices(ds.folds, fold)
             reporter.fold_start(ds_alias, bb_alias, fold, suite.training.epochs)
             job = FoldJob(x_train=images[train_idx], y_train=labels[train_idx], x_test=images[test_idx],
                           num_classes=len(ds.samples.classes), options=entry.options,
                           training=suite.training, seed=fold_seed(suite.seed, ds_alias, bb_alias, fold),
-                          progress=reporter.epoch)
+                          progress=reporter.epoch, train_ids=ids[train_idx].tolist(), test_ids=ids[test_idx].tolist())
             out = backbone.fit_predict(job)
             record = {"dataset": ds_alias, "backbone": bb_alias, "fold": fold, "seed": job.seed,
                       "classes": list(ds.samples.classes),

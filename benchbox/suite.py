@@ -26,7 +26,7 @@ from benchbox.splitters import Protocol
 TOP_KEYS = {"name", "description", "seed", "output_dir", "data_dir", "evaluators", "protocol",
             "training", "datasets", "backbones", "experiments"}
 PROTOCOL_KEYS = {"kind": str, "k": int, "stratified": bool, "grouped": bool, "test_fraction": float}
-TRAINING_KEYS = {"epochs": int, "batch_size": int, "optimizer": str, "learning_rate": float}
+TRAINING_KEYS = {"epochs": int, "batch_size": int, "optimizer": str, "learning_rate": float, "augment": bool}
 OPTIMIZERS = ("adam",)
 PROTOCOL_KINDS = ("kfold", "holdout")
 DEFAULT_EVALUATORS = ("paper", "clinical")
@@ -198,7 +198,8 @@ def validate_suite(raw: dict, path, registry, text: str = "", check_availability
         protocol=Protocol(kind=kind, k=k, stratified=protocol_raw.get("stratified", True),
                           grouped=protocol_raw.get("grouped", False), test_fraction=float(frac)),
         training=TrainingConfig(epochs=training_raw.get("epochs", 10), batch_size=training_raw.get("batch_size", 64),
-                                optimizer=opt.lower(), learning_rate=float(lr)),
+                                optimizer=opt.lower(), learning_rate=float(lr),
+                                augment=training_raw.get("augment", False)),
         datasets=datasets, backbones=backbones, cells=cells, evaluators=list(evaluators), raw=raw, text=text)
 
 

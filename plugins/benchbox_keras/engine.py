@@ -17,6 +17,7 @@ import numpy as np
 from benchbox.contracts import FoldJob, FoldOutput
 from benchbox.errors import BenchboxError, WeightsError
 from benchbox.networks import weights_kind
+from benchbox.prefix_cache import CACHE, fallback_reason
 from benchbox_keras import APPS, imagenet_file
 
 CAFFE_MEAN = [103.939, 116.779, 123.68]
@@ -153,20 +154,100 @@ def as_input(x: np.ndarray) -> np.ndarray:
 def fit_predict(network: str, job: FoldJob) -> FoldOutput:
     keras = import_keras()
     model, base = build_model(network, job.options, job.num_classes, job.seed)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=job.training.learning_rate),
-                  loss="sparse_categorical_crossentropy")
-    x_train, x_test = as_input(job.x_train), as_input(job.x_test)
+    reason = fallback_reason(job.options, job.training)
+    info = {}
+    if job.training.augment:
+        model = with_augmentation(keras, model, job.seed)
+    if reason is None:
+        trainer, x_train, x_test, info = cached_prefix(keras, network, model, base, job)
+    else:
+        trainer, x_train, x_test = model, as_input(job.x_train), as_input(job.x_test)
+        info["prefix_cache"] = f"off: {reason}"
+    trainer.compile(optimizer=keras.optimizers.Adam(learning_rate=job.training.learning_rate),
+                    loss="sparse_categorical_crossentropy")
     bs = job.training.batch_size
+    keras.utils.set_random_seed(job.seed)  # the same shuffling whether the prefix is cached or not
     t0 = time.perf_counter()
-    model.fit(x_train, job.y_train, epochs=job.training.epochs, batch_size=bs, shuffle=True, verbose=0,
-              callbacks=[_EpochProgress(keras, job).callback])
-    train_seconds = time.perf_counter() - t0
-    model.predict(x_test[:bs], batch_size=bs, verbose=0)  # warm-up: tracing is not throughput
+    trainer.fit(x_train, job.y_train, epochs=job.training.epochs, batch_size=bs, shuffle=True, verbose=0,
+                callbacks=[_EpochProgress(keras, job).callback])
+    train_seconds = time.perf_counter() - t0 + info.get("prefix_seconds", 0.0)
+    model.predict(as_input(job.x_test[:bs]), batch_size=bs, verbose=0)  # warm-up: tracing is not throughput
     t0 = time.perf_counter()
-    probs = model.predict(x_test, batch_size=bs, verbose=0)
+    probs = model.predict(as_input(job.x_test), batch_size=bs, verbose=0)  # the whole network, as deployed
     predict_seconds = time.perf_counter() - t0
     return FoldOutput(probabilities=np.asarray(probs, dtype=np.float64), train_seconds=train_seconds,
-                      predict_seconds=predict_seconds, info=parameter_counts(model))
+                      predict_seconds=predict_seconds, info={**parameter_counts(model), **info})
+
+
+def with_augmentation(keras, model, seed):
+    """Random horizontal flips and shifts of up to 5%, active in training only."""
+    inputs = keras.Input(model.input.shape[1:], name="xray_augmented")
+    x = keras.layers.RandomFlip("horizontal", seed=seed, name="augment_flip")(inputs)
+    x = keras.layers.RandomTranslation(0.05, 0.05, fill_mode="constant", seed=seed, name="augment_shift")(x)
+    return keras.Model(inputs, model(x), name=f"{model.name}_augmented")
+
+
+def boundary_tensors(base, cutoff: int) -> list:
+    """Tensors computed inside the frozen prefix (layers[:cutoff]) that the rest of the network
+    reads: the cut through which the cached activations pass (several with residual branches)."""
+    prefix = {id(layer) for layer in base.layers[:cutoff]}
+    found = {}
+    consumers = list(base.layers[cutoff:])
+    for layer in consumers:
+        inputs = layer.input if isinstance(layer.input, (list, tuple)) else [layer.input]
+        for t in inputs:
+            producer = t._keras_history[0]
+            if id(producer) in prefix:
+                found[id(t)] = t
+    if not consumers:
+        found[id(base.output)] = base.output
+    return list(found.values())
+
+
+def _cache_key(network, options, seed):
+    kind = weights_kind(options["weights"])
+    weights = options["weights"] if kind != "file" else f"{options['weights']}@{os.path.getmtime(os.path.expanduser(options['weights']))}"
+    key = ("keras", network, int(options["cutoff"]), weights, tuple(options["input_size"]), options.get("alpha"))
+    return key if kind != "none" else key + (seed,)  # random weights: the prefix differs per fold
+
+
+def cached_prefix(keras, network, model, base, job):
+    """Split the model at the frozen prefix; compute the prefix once per image (once per run for
+    pretrained weights, once per fold for random ones); return a trainer on the activations."""
+    cutoff = int(job.options["cutoff"])
+    boundary = boundary_tensors(base, cutoff)
+    prefix = keras.Model(base.input, boundary)
+    suffix = keras.Model(boundary, base.output)
+    feeds = [keras.Input(t.shape[1:], name=f"prefix_out_{i}") for i, t in enumerate(boundary)]
+    x = suffix(feeds if len(feeds) > 1 else feeds[0])
+    after_base = model.layers[model.layers.index(base) + 1:]
+    for layer in after_base:
+        x = layer(x)
+    trainer = keras.Model(feeds, x, name=f"{model.name}_suffix")
+    inp = keras.Input(model.input.shape[1:])
+    rgb = model.get_layer("gray_to_rgb")([inp, inp, inp])
+    extractor = keras.Model(inp, prefix(model.get_layer("imagenet_preprocess")(rgb)))
+
+    train_ids = list(job.train_ids) if job.train_ids is not None else [f"train/{i}" for i in range(len(job.x_train))]
+    test_ids = list(job.test_ids) if job.test_ids is not None else [f"test/{i}" for i in range(len(job.x_test))]
+    key = _cache_key(network, job.options, job.seed)
+    t0 = time.perf_counter()
+    cached = CACHE.get(key, train_ids + test_ids)
+    status = "hit"
+    if cached is None:
+        out = extractor.predict(as_input(np.concatenate([job.x_train, job.x_test])), batch_size=job.training.batch_size,
+                                verbose=0)
+        cached = [np.asarray(a, dtype=np.float32) for a in (out if isinstance(out, (list, tuple)) else [out])]
+        CACHE.put(key, train_ids + test_ids, cached)
+        status = "computed"
+    n = len(train_ids)
+    x_train = [a[:n] for a in cached]
+    x_test = [a[n:] for a in cached]
+    if len(cached) == 1:
+        x_train, x_test = x_train[0], x_test[0]
+    info = {"prefix_cache": status, "prefix_seconds": time.perf_counter() - t0,
+            "prefix_boundary": [list(t.shape[1:]) for t in boundary]}
+    return trainer, x_train, x_test, info
 
 
 _STATISTICS = ("moving_mean", "moving_variance", "imagenet_preprocess/")

@@ -19,6 +19,7 @@ from torch import nn
 from benchbox.contracts import FoldJob, FoldOutput
 from benchbox.errors import BenchboxError, WeightsError
 from benchbox.networks import weights_kind
+from benchbox.prefix_cache import CACHE, fallback_reason
 from benchbox_torch import NETS, keras_layers, keras_weighted_layers
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -237,22 +238,149 @@ def parameter_counts(net: nn.Module) -> dict:
     return {"params_total": int(total), "params_trainable": int(trainable), "params_frozen": int(total - trainable)}
 
 
+# --- frozen-prefix caching ---------------------------------------------------------------
+class _Tracer(torch.fx.Tracer):
+    """Keeps weight-carrying modules (and every BatchNorm, whatever its class) as leaves, so
+    their training/eval behaviour is decided at run time, not frozen into the traced graph."""
+
+    def is_leaf_module(self, m, qualname):
+        return (super().is_leaf_module(m, qualname) or isinstance(m, _BN)
+                or type(m).__name__ == "SeparableConv2d" or any(True for _ in m.parameters(recurse=False)))
+
+
+def split_prefix(base: nn.Module):
+    """(prefix, suffix) GraphModules sharing base's modules: the prefix computes everything that
+    needs no trainable module; the suffix takes its boundary tensors. None when nothing is frozen."""
+    tracer = _Tracer()
+    graph = tracer.trace(base)
+    gm = torch.fx.GraphModule(tracer.root, graph)
+
+    def trainable(node):
+        if node.op == "call_module":
+            return any(p.requires_grad for p in gm.get_submodule(node.target).parameters())
+        if node.op == "get_attr":
+            value = getattr(gm, node.target, None) if "." not in node.target else gm.get_parameter(node.target)
+            return isinstance(value, nn.Parameter) and value.requires_grad
+        return False
+
+    prefix = set()
+    for node in graph.nodes:
+        if node.op == "output":
+            continue
+        if node.op == "placeholder" or (not trainable(node) and all(a in prefix for a in node.all_input_nodes)):
+            prefix.add(node)
+    boundary = [n for n in graph.nodes if n in prefix and any(u not in prefix for u in n.users)]
+    if not boundary or all(n.op == "placeholder" for n in boundary):
+        return None
+    pg, env = torch.fx.Graph(), {}
+    for node in graph.nodes:
+        if node in prefix:
+            env[node] = pg.node_copy(node, lambda n: env[n])
+    pg.output(tuple(env[n] for n in boundary))
+    sg, env = torch.fx.Graph(), {}
+    for i, node in enumerate(boundary):
+        env[node] = sg.placeholder(f"boundary_{i}")
+    for node in graph.nodes:
+        if node not in prefix:
+            env[node] = sg.node_copy(node, lambda n: env[n])
+    return torch.fx.GraphModule(gm, pg), torch.fx.GraphModule(gm, sg)
+
+
+class SuffixNet(nn.Module):
+    """The trainable part of a BenchboxNet, fed with cached prefix activations."""
+
+    def __init__(self, suffix: nn.Module, net: BenchboxNet):
+        super().__init__()
+        self.suffix, self.head, self._frozen_bn = suffix, net.head, net._frozen_bn
+
+    def forward(self, *boundary):
+        return self.head(self.suffix(*boundary))
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for bn in self._frozen_bn:
+            bn.eval()
+        return self
+
+
+def _cache_key(network, options, seed):
+    kind = weights_kind(options["weights"])
+    weights = options["weights"] if kind != "file" else f"{options['weights']}@{os.path.getmtime(os.path.expanduser(options['weights']))}"
+    key = ("torch", network, int(options["cutoff"]), weights, tuple(options["input_size"]), options.get("alpha"))
+    return key if kind != "none" else key + (seed,)  # random weights: the prefix differs per fold
+
+
+@torch.no_grad()
+def prefix_activations(net: BenchboxNet, prefix: nn.Module, x: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    prefix.eval()
+    xs = torch.from_numpy(np.ascontiguousarray(x)).unsqueeze(1)
+    parts = []
+    for i in range(0, len(xs), batch_size):
+        xb = xs[i:i + batch_size].float().expand(-1, 3, -1, -1) / 255.0
+        parts.append([t.numpy() for t in prefix((xb - net.mean) / net.std)])
+    return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
+
+
+def cached_inputs(network, net, job):
+    """(trainable model, train inputs, info) using cached prefix activations, or None."""
+    split = split_prefix(net.base)
+    if split is None:
+        return None
+    prefix, suffix = split
+    train_ids = list(job.train_ids) if job.train_ids is not None else [f"train/{i}" for i in range(len(job.x_train))]
+    test_ids = list(job.test_ids) if job.test_ids is not None else [f"test/{i}" for i in range(len(job.x_test))]
+    key = _cache_key(network, job.options, job.seed)
+    t0 = time.perf_counter()
+    ids = train_ids + test_ids
+    cached = CACHE.get(key, ids)
+    status = "hit"
+    if cached is None:
+        cached = prefix_activations(net, prefix, np.concatenate([job.x_train, job.x_test]), job.training.batch_size)
+        CACHE.put(key, ids, cached)
+        status = "computed"
+    inputs = [torch.from_numpy(np.ascontiguousarray(a[:len(train_ids)])) for a in cached]
+    info = {"prefix_cache": status, "prefix_seconds": time.perf_counter() - t0,
+            "prefix_boundary": [list(a.shape[1:]) for a in cached]}
+    return SuffixNet(suffix, net), inputs, info
+
+
 # --- training ---------------------------------------------------------------------------
-def train(net: BenchboxNet, x: np.ndarray, y: np.ndarray, training, seed: int, progress=None) -> None:
+def augment_batch(xb: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random horizontal flips and shifts of up to 5% (zero fill), per image."""
+    n, _, h, w = xb.shape
+    flip = torch.rand(n, generator=generator) < 0.5
+    xb = torch.where(flip.view(-1, 1, 1, 1), xb.flip(-1), xb)
+    out = torch.zeros_like(xb)
+    dy = torch.randint(-(h // 20), h // 20 + 1, (n,), generator=generator)
+    dx = torch.randint(-(w // 20), w // 20 + 1, (n,), generator=generator)
+    for i in range(n):
+        sy, sx = int(dy[i]), int(dx[i])
+        out[i, :, max(sy, 0):h + min(sy, 0), max(sx, 0):w + min(sx, 0)] = \
+            xb[i, :, max(-sy, 0):h + min(-sy, 0), max(-sx, 0):w + min(-sx, 0)]
+    return out
+
+
+def train(net: nn.Module, inputs, y: np.ndarray, training, seed: int, progress=None) -> None:
+    """Adam on the trainable parameters; ``inputs`` is the uint8 image array, or a list of
+    tensors (cached prefix activations) fed to ``net`` as positional arguments."""
+    if isinstance(inputs, np.ndarray):
+        inputs = [torch.from_numpy(np.ascontiguousarray(inputs)).unsqueeze(1)]
     params = [p for p in net.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=training.learning_rate, eps=1e-7)
     loss_fn = nn.CrossEntropyLoss()
-    xs = torch.from_numpy(np.ascontiguousarray(x)).unsqueeze(1)
     ys = torch.from_numpy(np.asarray(y, dtype=np.int64))
     generator = torch.Generator().manual_seed(seed)
     bs = training.batch_size
     net.train()
     for epoch in range(training.epochs):
-        order = torch.randperm(len(xs), generator=generator)
-        for start in range(0, len(xs), bs):
+        order = torch.randperm(len(ys), generator=generator)
+        for start in range(0, len(ys), bs):
             idx = order[start:start + bs]
+            batch = [t[idx] for t in inputs]
+            if training.augment:
+                batch = [augment_batch(batch[0], generator)]
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(net(xs[idx]), ys[idx])
+            loss = loss_fn(net(*batch), ys[idx])
             loss.backward()
             optimizer.step()
         if progress:
@@ -269,12 +397,22 @@ def predict(net: BenchboxNet, x: np.ndarray, batch_size: int) -> np.ndarray:
 
 def fit_predict(network: str, job: FoldJob) -> FoldOutput:
     net, info = build_model(network, job.options, job.num_classes, job.seed)
+    reason = fallback_reason(job.options, job.training)
+    cached = cached_inputs(network, net, job) if reason is None else None
+    if reason is None and cached is None:
+        reason = "no frozen module precedes the trainable ones"
     t0 = time.perf_counter()
-    train(net, job.x_train, job.y_train, job.training, job.seed, job.progress)
+    if cached is not None:
+        trainer, inputs, cache_info = cached
+        info.update(cache_info)
+        train(trainer, inputs, job.y_train, job.training, job.seed, job.progress)
+    else:
+        info["prefix_cache"] = f"off: {reason}"
+        train(net, job.x_train, job.y_train, job.training, job.seed, job.progress)
     train_seconds = time.perf_counter() - t0
     predict(net, job.x_test[:1], job.training.batch_size)  # warm-up, excluded from throughput
     t0 = time.perf_counter()
-    probs = predict(net, job.x_test, job.training.batch_size)
+    probs = predict(net, job.x_test, job.training.batch_size)  # the whole network, as deployed
     return FoldOutput(probabilities=probs, train_seconds=train_seconds,
                       predict_seconds=time.perf_counter() - t0, info=info)
 
