@@ -85,8 +85,12 @@ def run(suite: Path = typer.Argument(..., help="Suite file (TOML)."),
     with Progress(*columns, console=console, transient=False) as progress:
         out = run_suite(s, registry, run_dir=run_dir, data_dir=str(data_dir) if data_dir else None,
                         new=new, reporter=RichReporter(progress))
-    summary, problems = summarize(RunStore(out), registry)
-    print_terminal(summary, console, title=f"{s.name}: {s.protocol.label}, {s.training.epochs} epochs", problems=problems)
+    from benchbox.breakdown import sections
+
+    store = RunStore(out)
+    summary, problems = summarize(store, registry)
+    print_terminal(summary, console, title=f"{s.name}: {s.protocol.label}, {s.training.epochs} epochs", problems=problems,
+                   extra=sections(store.read_records()[0], store.manifest()))
     console.print(f"run directory: [bold]{out}[/] (report.md, summary.csv, confusion.csv, folds/)")
 
 
@@ -134,13 +138,16 @@ def report(run_dir: Path = typer.Argument(..., help="A run directory written by 
     manifest = store.manifest()
     summary, problems = summarize(store, _registry())
     title = f"{manifest['suite']}: {manifest.get('protocol_label', '')}"
+    from benchbox.breakdown import sections
+
+    extra = sections(store.read_records()[0], manifest)
     plots = _write_plots(store, summary, manifest["suite"])
     if format == "terminal" and output is None:
-        print_terminal(summary, console, title=title, problems=problems)
+        print_terminal(summary, console, title=title, problems=problems, extra=extra)
         if plots:
             console.print(f"plots: {len(plots)} PNG files in {store.path / 'plots'}")
         return
-    text = render_text(summary, "markdown" if format == "terminal" else format, title, problems)
+    text = render_text(summary, "markdown" if format == "terminal" else format, title, problems, extra)
     if output:
         output.write_text(text)
         console.print(f"wrote {output}")
@@ -203,6 +210,54 @@ def leaderboard(runs: List[Path] = typer.Argument(..., help="Run directories (e.
         console.print(f"wrote {output}")
     else:
         sys.stdout.write(text)
+
+
+@app.command()
+def bench(backbones: List[str] = typer.Argument(..., help="Backbone plugins, e.g. keras/mobilenet_v2 torch/mobilenet_v2."),
+          batch_sizes: str = typer.Option("1,64", "--batch-sizes", help="Inference batch sizes, comma-separated."),
+          train_batch_size: int = typer.Option(64, "--train-batch-size", help="Training batch size (0: skip training)."),
+          input_size: str = typer.Option("200x266", "--input", help="HEIGHTxWIDTH."),
+          device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+          amp: bool = typer.Option(False, "--amp", help="Mixed precision (AMP / Keras mixed policy)."),
+          channels_last: bool = typer.Option(False, "--channels-last", help="PyTorch channels-last memory format."),
+          min_seconds: float = typer.Option(2.0, "--min-seconds", help="Measure each figure for at least this long."),
+          output: Path = typer.Option(Path("bench.csv"), "--output", "-o", help="CSV file to write.")):
+    """Inference and training throughput, timm-style: warm-up excluded, synchronised clocks."""
+    import pandas as pd
+
+    from benchbox.bench import CSV_COLUMNS, bench_backbone
+
+    if device not in ("cpu", "cuda"):
+        raise BenchboxError(f"--device {device!r}: choose cpu or cuda")
+    try:
+        sizes = [int(v) for v in batch_sizes.split(",") if v.strip()]
+    except ValueError:
+        raise BenchboxError(f"--batch-sizes {batch_sizes!r}: write integers separated by commas, e.g. 1,64") from None
+    registry = _registry()
+    rows = []
+    for name in backbones:
+        backbone = registry.get("backbone", name)
+        if not hasattr(backbone, "bench_steps"):
+            raise BenchboxError(f"{name}: this plugin does not implement bench_steps(); it cannot be benchmarked")
+        options = {**backbone.defaults, "input_size": list(parse_size(input_size))}
+        console.print(f"benchmarking {name} on {device} ...")
+        rows += bench_backbone(backbone, options, sizes, train_batch_size, device, amp, channels_last,
+                               min_seconds=min_seconds)
+    frame = pd.DataFrame(rows)[CSV_COLUMNS]
+    frame.to_csv(output, index=False)
+    console.print(_rich_frame(frame[["model", "infer_batch_size", "infer_samples_per_sec", "infer_step_time",
+                                     "infer_step_time_p95", "train_samples_per_sec", "gmacs", "param_count"]],
+                              f"throughput on {device}"))
+    console.print(f"wrote {output}")
+
+
+def _rich_frame(frame, title):
+    table = Table(title=title)
+    for col in frame.columns:
+        table.add_column(str(col))
+    for _, row in frame.iterrows():
+        table.add_row(*[str(v) for v in row])
+    return table
 
 
 @backbones_app.command("describe")

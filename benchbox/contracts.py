@@ -82,6 +82,7 @@ class FoldJob:
     progress: Callable[[int, int], None] | None = None  # (epoch done, epochs) for progress bars
     train_ids: Sequence[str] | None = None  # sample ids: let engines reuse per-image work across folds
     test_ids: Sequence[str] | None = None
+    x_external: Mapping[str, np.ndarray] = field(default_factory=dict)  # test-only data sets to predict too
 
 
 @dataclass
@@ -92,6 +93,7 @@ class FoldOutput:
     train_seconds: float
     predict_seconds: float
     info: dict = field(default_factory=dict)  # e.g. frozen/trainable parameter counts
+    external: dict = field(default_factory=dict)  # data set alias -> probabilities on job.x_external[alias]
 
 
 class Dataset:

@@ -84,7 +84,7 @@ def numeric_frame(summary: pd.DataFrame) -> pd.DataFrame:
     return summary.drop(columns=drop)
 
 
-def render_text(summary: pd.DataFrame, fmt: str, title: str = "", problems=()) -> str:
+def render_text(summary: pd.DataFrame, fmt: str, title: str = "", problems=(), extra=()) -> str:
     """Markdown, CSV or LaTeX text of Tables 2, 4 and 3/6."""
     if fmt == "csv":
         return numeric_frame(summary).to_csv(index=False)
@@ -99,6 +99,9 @@ def render_text(summary: pd.DataFrame, fmt: str, title: str = "", problems=()) -
     for name, cm in confusion_frames(summary):
         parts.append(heading(f"Confusion matrix (Table 3/6 layout): {name}"))
         parts.append(tabulate(cm, headers="keys", tablefmt=tablefmt) + "\n")
+    for name, frame in extra:
+        parts.append(heading(name))
+        parts.append(tabulate(frame, headers="keys", tablefmt=tablefmt, showindex=False) + "\n")
     if problems:
         parts.append(heading("Problems"))
         parts.extend(f"- {p}" if fmt == "markdown" else f"% {p}" for p in problems)
@@ -114,23 +117,25 @@ def _rich(frame: pd.DataFrame, title: str, caption: str = "") -> Table:
     return t
 
 
-def print_terminal(summary: pd.DataFrame, console: Console | None = None, title: str = "", problems=()):
+def print_terminal(summary: pd.DataFrame, console: Console | None = None, title: str = "", problems=(), extra=()):
     console = console or Console()
     console.print(_rich(comparison_frame(summary), title or "benchbox comparison", NOTE))
     console.print(_rich(counts_frame(summary), "Positive-class counts (Table 4)"))
     for name, cm in confusion_frames(summary):
         console.print(_rich(cm.reset_index(names=""), f"Confusion matrix: {name} (predicted rows, actual columns)"))
+    for name, frame in extra:
+        console.print(_rich(frame, name))
     for p in problems:
         console.print(f"[yellow]warning:[/] {p}")
 
 
-def write_views(run_dir, summary: pd.DataFrame, title: str, problems=()) -> None:
+def write_views(run_dir, summary: pd.DataFrame, title: str, problems=(), extra=()) -> None:
     """report.md, report.tex, summary.csv and confusion.csv inside the run directory."""
     from benchbox.store import write_atomic
 
     run_dir = Path(run_dir)
-    write_atomic(run_dir / "report.md", render_text(summary, "markdown", title, problems))
-    write_atomic(run_dir / "report.tex", render_text(summary, "latex", title, problems))
+    write_atomic(run_dir / "report.md", render_text(summary, "markdown", title, problems, extra))
+    write_atomic(run_dir / "report.tex", render_text(summary, "latex", title, problems, extra))
     write_atomic(run_dir / "summary.csv", render_text(summary, "csv"))
     rows = []
     for name, cm in confusion_frames(summary):

@@ -38,7 +38,7 @@ class Reporter:
 class PreparedDataset:
     alias: str
     samples: SampleSet
-    folds: np.ndarray
+    folds: np.ndarray | None  # None for a test-only (external) data set
 
 
 def fold_seed(seed: int, dataset: str, backbone: str, fold: int) -> int:
@@ -49,19 +49,21 @@ def fold_seed(seed: int, dataset: str, backbone: str, fold: int) -> int:
 
 def prepare_datasets(suite: Suite, registry, data_dir=None) -> dict[str, PreparedDataset]:
     used = {d for d, _ in suite.cells}
+    external_only = {a for aliases in suite.external.values() for a in aliases} - used
     prepared = {}
-    for alias in used:
+    for alias in sorted(used | external_only):
         entry = suite.datasets[alias]
         plugin = registry.get("dataset", entry.plugin)
         options = dict(entry.options)
         samples = plugin.samples(options, suite.seed, data_dir or suite.data_dir)
-        if options.get("positive_class"):
+        if options.get("positive_class") and alias not in external_only:
             if options["positive_class"] not in samples.classes:
                 raise BenchboxError(f"{suite.path}: datasets.{alias}.positive_class: "
                                     f"{options['positive_class']!r} is not a class of this data set; "
                                     f"classes: {', '.join(samples.classes)}")
             samples.positive_class = options["positive_class"]
-        folds = assign_folds(suite.protocol, samples.labels, samples.table["group"].to_numpy(), suite.seed)
+        folds = None if alias in external_only else \
+            assign_folds(suite.protocol, samples.labels, samples.table["group"].to_numpy(), suite.seed)
         prepared[alias] = PreparedDataset(alias, samples, folds)
     return prepared
 
@@ -119,6 +121,8 @@ def run_suite(suite: Suite, registry, run_dir=None, data_dir=None, new: bool = F
         manifest = _manifest(suite, registry, datasets)
         store.create(manifest, suite.text)
     for alias, ds in datasets.items():
+        if ds.folds is None:
+            continue
         previous = store.read_split(alias)
         ids = ds.samples.table["id"].tolist()
         if previous and (previous["ids"] != ids or previous["fold"] != ds.folds.tolist()):
@@ -140,6 +144,8 @@ def run_suite(suite: Suite, registry, run_dir=None, data_dir=None, new: bool = F
         if not todo:
             continue
         images = ds.samples.load(ds.samples.table, entry.input_size)
+        externals = {a: datasets[a] for a in suite.external.get((ds_alias, bb_alias), [])}
+        x_external = {a: e.samples.load(e.samples.table, entry.input_size) for a, e in externals.items()}
         labels = ds.samples.labels
         ids = ds.samples.table["id"].astype(str).to_numpy()
         for fold in todo:
@@ -148,7 +154,8 @@ def run_suite(suite: Suite, registry, run_dir=None, data_dir=None, new: bool = F
             job = FoldJob(x_train=images[train_idx], y_train=labels[train_idx], x_test=images[test_idx],
                           num_classes=len(ds.samples.classes), options=entry.options,
                           training=suite.training, seed=fold_seed(suite.seed, ds_alias, bb_alias, fold),
-                          progress=reporter.epoch, train_ids=ids[train_idx].tolist(), test_ids=ids[test_idx].tolist())
+                          progress=reporter.epoch, train_ids=ids[train_idx].tolist(), test_ids=ids[test_idx].tolist(),
+                          x_external=x_external)
             out = backbone.fit_predict(job)
             record = {"dataset": ds_alias, "backbone": bb_alias, "fold": fold, "seed": job.seed,
                       "classes": list(ds.samples.classes),
@@ -159,13 +166,23 @@ def run_suite(suite: Suite, registry, run_dir=None, data_dir=None, new: bool = F
                       "probabilities": np.asarray(out.probabilities, dtype=float).tolist(),
                       "n_train": int(len(train_idx)), "n_test": int(len(test_idx)),
                       "train_seconds": out.train_seconds, "predict_seconds": out.predict_seconds,
-                      "info": out.info}
+                      "info": out.info,
+                      "external": {a: {"ids": e.samples.table["id"].astype(str).tolist(),
+                                       "labels": e.samples.table["label"].astype(str).tolist(),
+                                       "sources": e.samples.table["source"].astype(str).tolist(),
+                                       "probabilities": np.asarray(out.external[a], dtype=float).tolist()}
+                                   for a, e in externals.items() if a in out.external}}
+            missing = [a for a in externals if a not in out.external]
+            if missing:
+                reporter.message(f"warning: {entry.plugin} returned no predictions for external data set(s) {missing}")
             store.write_record(record)
             reporter.fold_end(record)
             registry.pm.hook.benchbox_fold_end(run_dir=run_dir, record=record)
 
     summary, problems = summarize(store, registry)
-    write_views(run_dir, summary, f"{suite.name}", problems)
+    from benchbox.breakdown import sections
+
+    write_views(run_dir, summary, f"{suite.name}", problems, sections(store.read_records()[0], store.manifest()))
     if importlib.util.find_spec("matplotlib") is not None:
         from benchbox.plots import write_plots
 
@@ -191,7 +208,8 @@ def _manifest(suite: Suite, registry, datasets: dict[str, PreparedDataset]) -> d
         entry = suite.backbones[b]
         backbone = registry.backbones[entry.plugin].obj
         cells.append({"dataset": d, "backbone": b, "plugin": entry.plugin, "framework": backbone.framework,
-                      "options": entry.options, "folds": suite.protocol.n_folds})
+                      "options": entry.options, "folds": suite.protocol.n_folds,
+                      "external": suite.external.get((d, b), [])})
     return {"suite": suite.name, "suite_path": str(suite.path), "suite_digest": suite.digest,
             "suite_as_run": suite.raw, "seed": suite.seed, "protocol": suite.protocol.__dict__,
             "protocol_label": suite.protocol.label, "training": suite.training.__dict__,

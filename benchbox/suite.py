@@ -69,6 +69,7 @@ class Suite:
     backbones: dict[str, BackboneEntry]
     cells: list[tuple[str, str]]  # (dataset alias, backbone alias), in run order
     evaluators: list[str]
+    external: dict = field(default_factory=dict)  # (dataset, backbone) -> test-only dataset aliases
     raw: dict = field(repr=False, default_factory=dict)
     text: str = field(repr=False, default="")
 
@@ -181,7 +182,7 @@ def validate_suite(raw: dict, path, registry, text: str = "", check_availability
         if not (isinstance(size, list) and len(size) == 2 and all(_type_ok(v, int) and v >= 32 for v in size)):
             c.add(f"backbones.{alias}.input_size", f"must be [height, width], integers >= 32, got {size!r}")
 
-    cells = _cells(c, raw, datasets, backbones)
+    cells, external = _cells(c, raw, datasets, backbones)
 
     evaluators = raw.get("evaluators", list(DEFAULT_EVALUATORS))
     if isinstance(evaluators, list):
@@ -200,7 +201,7 @@ def validate_suite(raw: dict, path, registry, text: str = "", check_availability
         training=TrainingConfig(epochs=training_raw.get("epochs", 10), batch_size=training_raw.get("batch_size", 64),
                                 optimizer=opt.lower(), learning_rate=float(lr),
                                 augment=training_raw.get("augment", False)),
-        datasets=datasets, backbones=backbones, cells=cells, evaluators=list(evaluators), raw=raw, text=text)
+        datasets=datasets, backbones=backbones, cells=cells, external=external, evaluators=list(evaluators), raw=raw, text=text)
 
 
 def _entries(c: _Checker, raw, section, registry, kind, common, check_availability):
@@ -253,18 +254,19 @@ def _resolve_path(value, suite_path):
     return str(beside.resolve()) if beside.exists() else value
 
 
-def _cells(c: _Checker, raw, datasets, backbones) -> list[tuple[str, str]]:
-    """Dataset x backbone pairs: every pairing, unless [[experiments]] names them."""
+def _cells(c: _Checker, raw, datasets, backbones):
+    """Dataset x backbone pairs (every pairing, unless [[experiments]] names them), and the
+    test-only data sets each pair's fold models are also evaluated on (``external``)."""
     experiments = raw.get("experiments")
     if experiments is None:
-        return [(d, b) for d in datasets for b in backbones]
-    cells = []
+        return [(d, b) for d in datasets for b in backbones], {}
+    cells, external = [], {}
     for i, exp in enumerate(experiments if isinstance(experiments, list) else []):
         where = f"experiments[{i}]"
         if not isinstance(exp, dict):
             c.add(where, "must be a table with datasets = [...] and backbones = [...]")
             continue
-        c.keys(where, exp, {"datasets", "backbones"})
+        c.keys(where, exp, {"datasets", "backbones", "external"})
         lists = {}
         for key, known in (("datasets", datasets), ("backbones", backbones)):
             names = exp.get(key)
@@ -275,8 +277,21 @@ def _cells(c: _Checker, raw, datasets, backbones) -> list[tuple[str, str]]:
                 if name not in known:
                     c.add(f"{where}.{key}", f"unknown name {name!r}; defined: {', '.join(known) or 'none'}")
             lists[key] = [n for n in names if n in known]
+        ext = exp.get("external", [])
+        if not isinstance(ext, list):
+            c.add(f"{where}.external", "must be a list of names from [datasets.*] (test-only data sets)")
+            ext = []
+        for name in ext:
+            if name not in datasets:
+                c.add(f"{where}.external", f"unknown name {name!r}; defined: {', '.join(datasets) or 'none'}")
+            elif name in lists.get("datasets", []):
+                c.add(f"{where}.external", f"{name!r} is also trained on in this experiment; an external "
+                      "data set must never be seen in training")
         for d in lists.get("datasets", []):
             for b in lists.get("backbones", []):
                 if (d, b) not in cells:
                     cells.append((d, b))
-    return cells
+                external.setdefault((d, b), [])
+                external[(d, b)] += [n for n in ext if n in datasets and n not in lists["datasets"]
+                                     and n not in external[(d, b)]]
+    return cells, {k: v for k, v in external.items() if v}

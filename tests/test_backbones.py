@@ -91,7 +91,9 @@ def _backbone(framework, network):
 @pytest.mark.parametrize("network", NETWORKS)
 def test_conformance_kit(framework, network):
     backbone = _backbone(framework, network)
-    check_backbone(backbone, options={"input_size": SMALL[network]})
+    # Keras traces a new graph per model (~10-30 s on 2 cores): the slow ones check 3 classes only
+    slow = framework == "keras" and network in ("mobilenet_v2", "inception_v3", "inception_resnet_v2")
+    check_backbone(backbone, options={"input_size": SMALL[network]}, class_counts=(3,) if slow else (2, 3))
 
 
 @pytest.mark.parametrize("framework", [pytest.param("keras", marks=needs_keras), pytest.param("torch", marks=needs_torch)])

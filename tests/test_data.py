@@ -183,3 +183,65 @@ def test_offline_fetch_names_the_url_and_the_layout(tmp_path, monkeypatch):
     msg = str(exc.value)
     assert "data.mendeley.com" in msg and "chest_xray/{train,test}/{NORMAL,PNEUMONIA}" in msg and str(tmp_path) in msg
     assert not list(tmp_path.glob("*.zip*"))
+
+
+EXTERNAL_SUITE = """
+name = "ext"
+seed = 1
+output_dir = "{out}"
+[protocol]
+k = 2
+[training]
+epochs = 1
+batch_size = 16
+[datasets.d1]
+plugin = "dataset_1"
+covid = 12
+bacterial = 12
+normal = 12
+[datasets.cohen_other]
+plugin = "cohen"
+labels = ["bacterial", "viral", "normal", "other"]
+[backbones.m]
+plugin = "torch/mobilenet_v2"
+weights = "none"
+input_size = [48, 64]
+[[experiments]]
+datasets = ["d1"]
+backbones = ["m"]
+external = ["cohen_other"]
+"""
+
+
+@needs_data
+def test_external_source_is_never_trained_on_and_is_reported_per_source(tmp_path):
+    import json
+
+    from conftest import HAS_TORCH, run_cli, write_suite
+
+    if not HAS_TORCH:
+        pytest.skip("needs PyTorch")
+    suite = write_suite(tmp_path / "ext.toml", EXTERNAL_SUITE.format(out=tmp_path / "runs"))
+    res = run_cli("run", suite, "--data-dir", DATA)
+    assert res.returncode == 0, res.stderr
+    assert "External evaluation" in res.stdout and "cohen_other" in res.stdout and "Per source" in res.stdout
+    (run,) = (tmp_path / "runs").iterdir()
+    external_ids = None
+    for path in (run / "folds").glob("*.json"):
+        rec = json.loads(path.read_text())
+        ext = rec["external"]["cohen_other"]
+        external_ids = set(ext["ids"])
+        assert len(ext["probabilities"]) == len(ext["ids"]) == 100
+    split = json.loads((run / "splits" / "d1.json").read_text())
+    assert not external_ids & set(split["ids"])  # no external image was ever in a training fold
+    assert "External evaluation" in (run / "report.md").read_text()
+
+
+def test_external_dataset_may_not_be_trained_on(tmp_path, registry):
+    from benchbox.errors import SuiteError
+    from benchbox.suite import load_suite
+    from conftest import write_suite
+
+    text = EXTERNAL_SUITE.format(out=tmp_path).replace('external = ["cohen_other"]', 'external = ["d1"]')
+    with pytest.raises(SuiteError, match="also trained on"):
+        load_suite(write_suite(tmp_path / "s.toml", text), registry)

@@ -71,6 +71,11 @@ class KerasBackbone(NetworkBackbone):
 
         return engine.fit_predict(self.network, job)
 
+    def bench_steps(self, options, batch_size, device, amp, channels_last, train):
+        from benchbox_keras import engine
+
+        return engine.bench_steps(self.network, options, batch_size, device, amp, channels_last, train)
+
     def describe(self, options, input_size):
         from benchbox_keras import engine
 

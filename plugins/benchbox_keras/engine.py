@@ -175,8 +175,10 @@ def fit_predict(network: str, job: FoldJob) -> FoldOutput:
     t0 = time.perf_counter()
     probs = model.predict(as_input(job.x_test), batch_size=bs, verbose=0)  # the whole network, as deployed
     predict_seconds = time.perf_counter() - t0
+    external = {alias: np.asarray(model.predict(as_input(x), batch_size=bs, verbose=0), dtype=np.float64)
+                for alias, x in job.x_external.items()}
     return FoldOutput(probabilities=np.asarray(probs, dtype=np.float64), train_seconds=train_seconds,
-                      predict_seconds=predict_seconds, info={**parameter_counts(model), **info})
+                      predict_seconds=predict_seconds, info={**parameter_counts(model), **info}, external=external)
 
 
 def with_augmentation(keras, model, seed):
@@ -312,3 +314,43 @@ def describe(network: str, options) -> dict:
         "gmacs": round(count_macs(model) / 1e9, 3),
         "head": list(options["head"]), "pooling": options["pooling"], "weights": options["weights"],
     }
+
+
+def bench_steps(network, options, batch_size, device, amp, channels_last, train):
+    """Compiled inference (predict_on_batch) or training (train_on_batch) steps on random inputs.
+    ``channels_last`` is Keras's native layout; ``amp`` uses the mixed_bfloat16 (CPU) or
+    mixed_float16 (GPU) policy."""
+    keras = import_keras()
+    if device == "cuda" and not _tf_gpus():
+        raise BenchboxError("keras: --device cuda, but TensorFlow sees no GPU (tensorflow-cpu is installed?)")
+    policy = ("mixed_float16" if device == "cuda" else "mixed_bfloat16") if amp else "float32"
+    keras.mixed_precision.set_dtype_policy(policy)
+    try:
+        import tensorflow as tf
+
+        with tf.device("/GPU:0" if device == "cuda" else "/CPU:0"):
+            model, _ = build_model(network, {**options, "weights": "none"}, 3, seed=0)
+            h, w = (int(v) for v in options["input_size"])
+            x = np.random.default_rng(0).uniform(0, 255, (batch_size, h, w, 1)).astype("float32")
+            y = np.arange(batch_size) % 3
+            if train:
+                model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+                step = lambda: model.train_on_batch(x, y)  # noqa: E731  returns numpy: synchronised
+            else:
+                step = lambda: model.predict_on_batch(x)  # noqa: E731
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    return {"steps": _steps(step), "params": parameter_counts(model)["params_total"],
+            "gmacs": round(count_macs(model) / 1e9, 3)}
+
+
+def _steps(step):
+    from benchbox.bench import Steps
+
+    return Steps(step=step)
+
+
+def _tf_gpus():
+    import tensorflow as tf
+
+    return tf.config.list_physical_devices("GPU")

@@ -413,8 +413,10 @@ def fit_predict(network: str, job: FoldJob) -> FoldOutput:
     predict(net, job.x_test[:1], job.training.batch_size)  # warm-up, excluded from throughput
     t0 = time.perf_counter()
     probs = predict(net, job.x_test, job.training.batch_size)  # the whole network, as deployed
-    return FoldOutput(probabilities=probs, train_seconds=train_seconds,
-                      predict_seconds=time.perf_counter() - t0, info=info)
+    predict_seconds = time.perf_counter() - t0
+    external = {alias: predict(net, x, job.training.batch_size) for alias, x in job.x_external.items()}
+    return FoldOutput(probabilities=probs, train_seconds=train_seconds, predict_seconds=predict_seconds,
+                      info=info, external=external)
 
 
 def count_gmacs(net: BenchboxNet, h: int, w: int) -> float | None:
@@ -444,3 +446,42 @@ def describe(network: str, options) -> dict:
         "gmacs": count_gmacs(net, h, w),
         "head": list(options["head"]), "pooling": options["pooling"], "weights": options["weights"],
     }
+
+
+def bench_steps(network, options, batch_size, device, amp, channels_last, train):
+    """Inference (inference_mode) or training (forward, backward, Adam step) on random inputs;
+    CUDA is synchronised before every clock read; AMP autocasts to float16 (CUDA) or bfloat16."""
+    from benchbox.bench import Steps
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise BenchboxError("torch: --device cuda, but no CUDA device is visible")
+    net, info = build_model(network, {**options, "weights": "none"}, 3, seed=0)
+    h, w = (int(v) for v in options["input_size"])
+    gmacs = count_gmacs(net, h, w)
+    net = net.to(device)
+    x = torch.randint(0, 255, (batch_size, 1, h, w), dtype=torch.uint8, device=device)
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.arange(batch_size, device=device) % 3
+    dtype = torch.float16 if device == "cuda" else torch.bfloat16
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    if train:
+        optimizer = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=1e-3, eps=1e-7)
+        scaler = torch.amp.GradScaler(device, enabled=amp and device == "cuda")
+        net.train()
+
+        def step():
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(device, dtype=dtype, enabled=amp):
+                loss = nn.functional.cross_entropy(net(x), y)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+    else:
+        net.eval()
+
+        def step():
+            with torch.inference_mode(), torch.autocast(device, dtype=dtype, enabled=amp):
+                net(x)
+    return {"steps": Steps(step=step, sync=sync), "params": info["params_total"], "gmacs": gmacs}

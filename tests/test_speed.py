@@ -1,0 +1,120 @@
+"""Frozen-prefix caching (equivalence, fallback, memory bound) and the throughput timer."""
+
+import numpy as np
+import pytest
+
+from benchbox.bench import CSV_COLUMNS, Steps, measure
+from benchbox.contracts import FoldJob, TrainingConfig
+from benchbox.prefix_cache import PrefixCache
+from conftest import needs_keras, needs_torch, run_cli
+
+
+class FakeDevice:
+    """A clock that advances only when a step runs, and a sync that records when it was called."""
+
+    def __init__(self):
+        self.now = 0.0
+        self.events = []
+
+    def clock(self):
+        self.events.append("clock")
+        return self.now
+
+    def sync(self):
+        self.events.append("sync")
+
+    def step(self):
+        self.events.append("step")
+        self.now += 0.010 if sum(e == "step" for e in self.events) > 3 else 5.0  # warm-up steps are slow
+
+
+def test_timer_syncs_before_every_clock_read_and_excludes_warmup():
+    dev = FakeDevice()
+    r = measure(Steps(step=dev.step, sync=dev.sync), batch_size=4, clock=dev.clock, warmup=3, min_steps=5,
+                min_seconds=0.095)
+    assert r["step_time"] == pytest.approx(10.0)  # ms; the 5 s warm-up steps are not in it
+    assert r["samples_per_sec"] == pytest.approx(400.0)
+    assert r["steps"] == 10  # until 0.1 s of measured time
+    timed = dev.events[3:]
+    for i, e in enumerate(timed):
+        if e == "clock":
+            assert timed[i - 1] == "sync", "a clock read without a device synchronisation before it"
+
+
+def test_prefix_cache_is_bounded_and_spills_to_disk(tmp_path):
+    cache = PrefixCache(limit_bytes=1000, directory=tmp_path)
+    small = np.ones((2, 10), np.float32)  # 80 bytes
+    big = np.arange(2 * 500, dtype=np.float32).reshape(2, 500)  # 4000 bytes: over the limit
+    cache.put(("a",), ["x", "y"], [small])
+    cache.put(("b",), ["x", "y"], [big])
+    assert cache.memory_bytes == 80 and cache.disk_bytes == 4000
+    assert isinstance(cache._entries[("b",)][1][0], np.memmap)
+    got = cache.get(("b",), ["y", "x"])[0]
+    assert np.array_equal(got, big[::-1])
+    assert cache.get(("b",), ["x", "z"]) is None
+
+
+def _job(size, options, augment=False):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (24, *size), dtype=np.uint8)
+    y = np.arange(24) % 3
+    return FoldJob(x[:18], y[:18], x[18:], 3, options, TrainingConfig(epochs=2, batch_size=6, augment=augment), seed=9,
+                   train_ids=[f"i{k}" for k in range(18)], test_ids=[f"i{k}" for k in range(18, 24)])
+
+
+def _backbone(name):
+    from benchbox.plugins import load_registry
+
+    return load_registry().get("backbone", name)
+
+
+@pytest.mark.parametrize("name,size", [pytest.param("keras/vgg19", [32, 40], marks=needs_keras),
+                                       pytest.param("torch/xception", [71, 80], marks=needs_torch),
+                                       pytest.param("torch/mobilenet_v2", [32, 40], marks=needs_torch)])
+def test_cached_and_uncached_training_give_the_same_predictions(name, size):
+    b = _backbone(name)
+    base = {**b.defaults, "weights": "none", "input_size": size}
+    plain = b.fit_predict(_job(size, {**base, "cache_prefix": False}))
+    cached = b.fit_predict(_job(size, {**base, "cache_prefix": True}))
+    assert plain.info["prefix_cache"].startswith("off")
+    assert cached.info["prefix_cache"] == "computed"
+    np.testing.assert_allclose(cached.probabilities, plain.probabilities, atol=1e-5)
+
+
+@needs_torch
+def test_pretrained_prefix_is_computed_once_per_run_and_reused(tmp_path):
+    import torch
+    from benchbox_torch import engine
+
+    b = _backbone("torch/mobilenet_v2")
+    net, _ = engine.build_model("mobilenet_v2", {**b.defaults, "weights": "none", "input_size": [32, 40]}, 3, 0)
+    torch.save(net.base.state_dict(), tmp_path / "w.pth")  # a local "pretrained" file: same prefix every fold
+    opts = {**b.defaults, "weights": str(tmp_path / "w.pth"), "input_size": [32, 40]}
+    first = b.fit_predict(_job([32, 40], opts))
+    second = b.fit_predict(_job([32, 40], opts))
+    assert (first.info["prefix_cache"], second.info["prefix_cache"]) == ("computed", "hit")
+
+
+@pytest.mark.parametrize("name", [pytest.param("keras/mobilenet_v2", marks=needs_keras),
+                                  pytest.param("torch/mobilenet_v2", marks=needs_torch)])
+def test_augmentation_falls_back_and_says_why(name):
+    b = _backbone(name)
+    out = b.fit_predict(_job([32, 40], {**b.defaults, "weights": "none", "input_size": [32, 40]}, augment=True))
+    assert out.info["prefix_cache"] == "off: augmentation changes the prefix's input every epoch"
+    assert np.allclose(out.probabilities.sum(1), 1)
+
+
+@needs_torch
+def test_bench_csv_has_the_promised_columns(tmp_path):
+    out = tmp_path / "bench.csv"
+    res = run_cli("bench", "torch/mobilenet_v2", "--batch-sizes", "1,2", "--train-batch-size", "2",
+                  "--input", "32x40", "--min-seconds", "0.05", "-o", out)
+    assert res.returncode == 0, res.stderr
+    import pandas as pd
+
+    frame = pd.read_csv(out)
+    assert list(frame.columns) == CSV_COLUMNS
+    assert frame["infer_batch_size"].tolist() == [1, 2] and (frame["infer_samples_per_sec"] > 0).all()
+    assert frame["train_samples_per_sec"].notna().all() and frame["device"].eq("cpu").all()
+    bad = run_cli("bench", "torch/mobilenet_v2", "--device", "tpu")
+    assert bad.returncode == 1 and "choose cpu or cuda" in bad.stderr
