@@ -190,3 +190,12 @@ def test_leaderboard_ranks_groups_and_writes_a_self_contained_page(stored_run, t
 def test_leaderboard_of_nothing_is_a_clear_error(tmp_path):
     res = run_cli("leaderboard", tmp_path)
     assert res.returncode == 1 and "not a benchbox run" in res.stderr
+
+
+def test_auc_equals_scikit_learn_including_ties():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 300)
+    probs = np.round(rng.dirichlet([1, 1, 1], 300), 1)  # rounding makes many ties
+    assert positive_auc(y, probs, 0) == pytest.approx(roc_auc_score(y == 0, probs[:, 0]))

@@ -46,7 +46,7 @@ def test_shipped_suites_validate(path, registry):
 
 BAD = [
     ("colour = 1", "colour: unknown key; allowed:"),
-    ('[training]\noptimiser = "adam"', "training.optimiser: unknown key; allowed: batch_size, epochs"),
+    ('[training]\noptimiser = "adam"', "training.optimiser: unknown key; allowed: augment, batch_size, epochs"),
     ('[training]\noptimizer = "sgd"', "training.optimizer: unknown optimizer 'sgd'; allowed: adam"),
     ("[training]\nepochs = 0", "training.epochs: must be at least 1"),
     ('[training]\nepochs = "ten"', "training.epochs: must be an integer"),
@@ -61,7 +61,7 @@ BAD = [
     ('[backbones.x]\nplugin = "keras/vgg19"\nweights = "/no/such/file.h5"', "weights: '/no/such/file.h5' is neither"),
     ('[backbones.x]\nplugin = "torch/vgg19"\ncutoff = 99', "cutoff: 99 is beyond the depth of vgg19 (22 Keras layers)"),
     ('[[experiments]]\ndatasets = ["syn"]\nbackbones = ["nope"]', "experiments[0].backbones: unknown name 'nope'"),
-    ('evaluators = ["auc"]', "evaluators[0]: unknown evaluator 'auc'; available: paper"),
+    ('evaluators = ["auc"]', "evaluators[0]: unknown evaluator 'auc'; available: clinical, paper"),
 ]
 
 
