@@ -69,7 +69,15 @@ def run(suite: Path = typer.Argument(..., help="Suite file (TOML)."),
         data_dir: Optional[Path] = typer.Option(None, "--data-dir", envvar="BENCHBOX_DATA",
                                                 help="Root of the raw data sources (default: user cache)."),
         run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Write (or resume) this run directory."),
-        new: bool = typer.Option(False, "--new", help="Start a new run even if an unfinished one exists.")):
+        new: bool = typer.Option(False, "--new", help="Start a new run even if an unfinished one exists."),
+        executor: Optional[str] = typer.Option(None, "--executor", help="local (default) or ray."),
+        ray_address: Optional[str] = typer.Option(None, "--ray-address", envvar="RAY_ADDRESS",
+                                                  help="Ray cluster to use (default: start a local instance)."),
+        cpus_per_fold: Optional[float] = typer.Option(None, "--cpus-per-fold", help="Ray: CPUs requested per fold."),
+        gpus_per_fold: Optional[float] = typer.Option(None, "--gpus-per-fold", help="Ray: GPUs requested per fold."),
+        memory_per_fold_gb: Optional[float] = typer.Option(None, "--memory-per-fold-gb", help="Ray: memory per fold."),
+        max_retries: Optional[int] = typer.Option(None, "--max-retries", help="Ray: retries of a failing fold."),
+        ray_local_cpus: Optional[int] = typer.Option(None, "--ray-local-cpus", help="CPUs of a local Ray instance.")):
     """Run a suite: train and evaluate every dataset x backbone x fold, then print the comparison.
 
     Rerunning the same command resumes an unfinished run of the same suite."""
@@ -79,12 +87,23 @@ def run(suite: Path = typer.Argument(..., help="Suite file (TOML)."),
     from benchbox.suite import load_suite
     from benchbox.summary import summarize
 
+    from benchbox.executors import ExecutorConfig
+
     registry = _registry()
     s = load_suite(suite, registry, check_availability=True)
+    settings = dict(s.executor)
+    for key, value in (("kind", executor), ("address", ray_address), ("cpus_per_fold", cpus_per_fold),
+                       ("gpus_per_fold", gpus_per_fold), ("memory_gb_per_fold", memory_per_fold_gb),
+                       ("max_retries", max_retries), ("local_cpus", ray_local_cpus)):
+        if value is not None:
+            settings[key] = value
+    executor_config = ExecutorConfig(**settings)
+    if executor_config.kind not in ("local", "ray"):
+        raise BenchboxError(f"--executor {executor_config.kind!r}: choose local or ray")
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*columns, console=console, transient=False) as progress:
         out = run_suite(s, registry, run_dir=run_dir, data_dir=str(data_dir) if data_dir else None,
-                        new=new, reporter=RichReporter(progress))
+                        new=new, reporter=RichReporter(progress), executor_config=executor_config)
     from benchbox.breakdown import sections
 
     store = RunStore(out)
@@ -92,6 +111,11 @@ def run(suite: Path = typer.Argument(..., help="Suite file (TOML)."),
     print_terminal(summary, console, title=f"{s.name}: {s.protocol.label}, {s.training.epochs} epochs", problems=problems,
                    extra=sections(store.read_records()[0], store.manifest()))
     console.print(f"run directory: [bold]{out}[/] (report.md, summary.csv, confusion.csv, folds/)")
+    failures = store.read_failures()
+    if failures:
+        raise BenchboxError(f"{len(failures)} fold(s) failed after their retries (errors in {out / 'failed'}): " +
+                            "; ".join(f"{f['dataset']} x {f['backbone']} fold {f['fold']}: {f['error'].splitlines()[-1]}"
+                                      for f in failures) + ". Rerun the same command to retry them.")
 
 
 @app.command()

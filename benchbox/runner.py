@@ -14,9 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from benchbox.contracts import FoldJob, SampleSet
+from benchbox.contracts import SampleSet
 from benchbox.environment import environment
 from benchbox.errors import BenchboxError, PluginError
+from benchbox.executors import ExecutorConfig, Unit, make_executor
 from benchbox.report import write_views
 from benchbox.splitters import assign_folds, train_test_indices
 from benchbox.store import RunStore, find_resumable
@@ -82,7 +83,7 @@ def check_backbones(suite: Suite, registry) -> None:
 
 
 def run_suite(suite: Suite, registry, run_dir=None, data_dir=None, new: bool = False,
-              reporter: Reporter | None = None) -> Path:
+              reporter: Reporter | None = None, executor_config: ExecutorConfig | None = None) -> Path:
     """Run (or resume) every cell of the suite; return the run directory."""
     reporter = reporter or Reporter()
     problems = []  # weights and data are both checked, so one attempt reports everything missing
@@ -136,49 +137,26 @@ def run_suite(suite: Suite, registry, run_dir=None, data_dir=None, new: bool = F
     done = sum(store.has_record(d, b, f) for d, b in suite.cells for f in range(n_folds))
     reporter.cells_start(len(suite.cells) * n_folds, done)
     started = time.time()
-    for ds_alias, bb_alias in suite.cells:
-        ds = datasets[ds_alias]
-        entry = suite.backbones[bb_alias]
-        backbone = registry.get("backbone", entry.plugin)
-        todo = [f for f in range(n_folds) if not store.has_record(ds_alias, bb_alias, f)]
-        if not todo:
-            continue
-        images = ds.samples.load(ds.samples.table, entry.input_size)
-        externals = {a: datasets[a] for a in suite.external.get((ds_alias, bb_alias), [])}
-        x_external = {a: e.samples.load(e.samples.table, entry.input_size) for a, e in externals.items()}
-        labels = ds.samples.labels
-        ids = ds.samples.table["id"].astype(str).to_numpy()
-        for fold in todo:
-            train_idx, test_idx = train_test_indices(ds.folds, fold)
-            reporter.fold_start(ds_alias, bb_alias, fold, suite.training.epochs)
-            job = FoldJob(x_train=images[train_idx], y_train=labels[train_idx], x_test=images[test_idx],
-                          num_classes=len(ds.samples.classes), options=entry.options,
-                          training=suite.training, seed=fold_seed(suite.seed, ds_alias, bb_alias, fold),
-                          progress=reporter.epoch, train_ids=ids[train_idx].tolist(), test_ids=ids[test_idx].tolist(),
-                          x_external=x_external)
-            out = backbone.fit_predict(job)
-            record = {"dataset": ds_alias, "backbone": bb_alias, "fold": fold, "seed": job.seed,
-                      "classes": list(ds.samples.classes),
-                      "test_ids": ds.samples.table["id"].iloc[test_idx].tolist(),
-                      "test_indices": test_idx.tolist(), "y_true": labels[test_idx].tolist(),
-                      "test_groups": ds.samples.table["group"].iloc[test_idx].astype(str).tolist(),
-                      "test_sources": ds.samples.table["source"].iloc[test_idx].astype(str).tolist(),
-                      "probabilities": np.asarray(out.probabilities, dtype=float).tolist(),
-                      "n_train": int(len(train_idx)), "n_test": int(len(test_idx)),
-                      "train_seconds": out.train_seconds, "predict_seconds": out.predict_seconds,
-                      "info": out.info,
-                      "external": {a: {"ids": e.samples.table["id"].astype(str).tolist(),
-                                       "labels": e.samples.table["label"].astype(str).tolist(),
-                                       "sources": e.samples.table["source"].astype(str).tolist(),
-                                       "probabilities": np.asarray(out.external[a], dtype=float).tolist()}
-                                   for a, e in externals.items() if a in out.external}}
-            missing = [a for a in externals if a not in out.external]
-            if missing:
-                reporter.message(f"warning: {entry.plugin} returned no predictions for external data set(s) {missing}")
-            store.write_record(record)
-            reporter.fold_end(record)
-            registry.pm.hook.benchbox_fold_end(run_dir=run_dir, record=record)
+    units, images, externals = plan_units(suite, datasets, store)
+    failed = []
 
+    def on_done(unit, out):
+        record = make_record(unit, out, datasets, externals.get(unit.images_key, {}), suite)
+        missing = [a for a in externals.get(unit.images_key, {}) if a not in out.external]
+        if missing:
+            reporter.message(f"warning: {unit.plugin} returned no predictions for external data set(s) {missing}")
+        store.write_record(record)
+        store.clear_failure(unit.dataset, unit.backbone, unit.fold)
+        reporter.fold_end(record)
+        registry.pm.hook.benchbox_fold_end(run_dir=run_dir, record=record)
+
+    def on_failed(unit, error):
+        failed.append((unit, error))
+        store.write_failure(unit.dataset, unit.backbone, unit.fold, error)
+        reporter.message(f"failed: {unit.dataset} x {unit.backbone} fold {unit.fold}: {error.splitlines()[-1]}")
+
+    executor = make_executor(executor_config or ExecutorConfig(), registry)
+    executor.run(units, images, externals, on_done, on_failed, reporter)
     summary, problems = summarize(store, registry)
     from benchbox.breakdown import sections
 
@@ -188,10 +166,61 @@ def run_suite(suite: Suite, registry, run_dir=None, data_dir=None, new: bool = F
 
         write_plots(run_dir, store.read_records()[0], summary, suite.name)
     elapsed = time.time() - started
-    store.update_manifest(status="complete", finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                          last_session_seconds=round(elapsed, 2))
+    status = "complete" if not failed else "incomplete"
+    finished_now = len(units) - len(failed)
+    store.update_manifest(status=status, finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                          last_session_seconds=round(elapsed, 2),
+                          executor=(executor_config or ExecutorConfig()).label,
+                          folds_per_hour=round(3600 * finished_now / elapsed, 1) if elapsed > 0 and finished_now else None,
+                          failed_units=[f"{u.dataset} x {u.backbone} fold {u.fold}" for u, _ in failed])
     registry.pm.hook.benchbox_run_end(run_dir=run_dir, summary=summary)
     return Path(run_dir)
+
+
+def plan_units(suite: Suite, datasets: dict[str, PreparedDataset], store: RunStore):
+    """The folds still to train, and the image arrays they share (one per data set and input size)."""
+    units, images, externals = [], {}, {}
+    for ds_alias, bb_alias in suite.cells:
+        ds, entry = datasets[ds_alias], suite.backbones[bb_alias]
+        todo = [f for f in range(suite.protocol.n_folds) if not store.has_record(ds_alias, bb_alias, f)]
+        if not todo:
+            continue
+        key = (ds_alias, entry.input_size, tuple(suite.external.get((ds_alias, bb_alias), [])))
+        if key not in images:
+            images[key] = ds.samples.load(ds.samples.table, entry.input_size)
+            externals[key] = {a: datasets[a].samples.load(datasets[a].samples.table, entry.input_size)
+                              for a in suite.external.get((ds_alias, bb_alias), [])}
+        labels = ds.samples.labels
+        ids = ds.samples.table["id"].astype(str).to_numpy()
+        for fold in todo:
+            train_idx, test_idx = train_test_indices(ds.folds, fold)
+            units.append(Unit(dataset=ds_alias, backbone=bb_alias, plugin=entry.plugin, fold=fold, images_key=key,
+                              train_idx=train_idx, test_idx=test_idx,
+                              job_fields={"y_train": labels[train_idx], "num_classes": len(ds.samples.classes),
+                                          "options": entry.options, "training": suite.training,
+                                          "seed": fold_seed(suite.seed, ds_alias, bb_alias, fold),
+                                          "train_ids": ids[train_idx].tolist(), "test_ids": ids[test_idx].tolist()}))
+    return units, images, externals
+
+
+def make_record(unit: Unit, out, datasets: dict[str, PreparedDataset], x_external: dict, suite: Suite) -> dict:
+    """The stored record of one finished fold: plain JSON values only."""
+    ds = datasets[unit.dataset]
+    t = ds.samples.table
+    test_idx = unit.test_idx
+    return {"dataset": unit.dataset, "backbone": unit.backbone, "fold": unit.fold, "seed": unit.job_fields["seed"],
+            "classes": list(ds.samples.classes), "test_ids": t["id"].iloc[test_idx].astype(str).tolist(),
+            "test_indices": test_idx.tolist(), "y_true": ds.samples.labels[test_idx].tolist(),
+            "test_groups": t["group"].iloc[test_idx].astype(str).tolist(),
+            "test_sources": t["source"].iloc[test_idx].astype(str).tolist(),
+            "probabilities": np.asarray(out.probabilities, dtype=float).tolist(),
+            "n_train": int(len(unit.train_idx)), "n_test": int(len(test_idx)),
+            "train_seconds": out.train_seconds, "predict_seconds": out.predict_seconds, "info": out.info,
+            "external": {a: {"ids": datasets[a].samples.table["id"].astype(str).tolist(),
+                             "labels": datasets[a].samples.table["label"].astype(str).tolist(),
+                             "sources": datasets[a].samples.table["source"].astype(str).tolist(),
+                             "probabilities": np.asarray(out.external[a], dtype=float).tolist()}
+                         for a in x_external if a in out.external}}
 
 
 def _manifest(suite: Suite, registry, datasets: dict[str, PreparedDataset]) -> dict:

@@ -121,6 +121,21 @@ class RunStore:
         write_json(p, {**record, "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
         return p
 
+    def failure_path(self, dataset: str, backbone: str, fold: int) -> Path:
+        return self.path / "failed" / f"{dataset}__{backbone}__fold{fold:02d}.json"
+
+    def write_failure(self, dataset: str, backbone: str, fold: int, error: str) -> None:
+        """A unit that failed after its retries: kept with its error; rerunning the suite retries it."""
+        write_json(self.failure_path(dataset, backbone, fold),
+                   {"dataset": dataset, "backbone": backbone, "fold": fold, "error": error,
+                    "failed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+
+    def clear_failure(self, dataset: str, backbone: str, fold: int) -> None:
+        self.failure_path(dataset, backbone, fold).unlink(missing_ok=True)
+
+    def read_failures(self) -> list[dict]:
+        return [json.loads(p.read_text()) for p in sorted((self.path / "failed").glob("*.json"))]
+
     def read_records(self) -> tuple[list[dict], list[str]]:
         """All readable fold records, and a message for every damaged one (the rest still count)."""
         records, problems = [], []

@@ -24,7 +24,9 @@ from benchbox.errors import SuiteError
 from benchbox.splitters import Protocol
 
 TOP_KEYS = {"name", "description", "seed", "output_dir", "data_dir", "evaluators", "protocol",
-            "training", "datasets", "backbones", "experiments"}
+            "training", "datasets", "backbones", "experiments", "executor"}
+EXECUTOR_KEYS = {"kind": str, "address": str, "cpus_per_fold": float, "gpus_per_fold": float,
+                 "memory_gb_per_fold": float, "max_retries": int, "local_cpus": int}
 PROTOCOL_KEYS = {"kind": str, "k": int, "stratified": bool, "grouped": bool, "test_fraction": float}
 TRAINING_KEYS = {"epochs": int, "batch_size": int, "optimizer": str, "learning_rate": float, "augment": bool}
 OPTIMIZERS = ("adam",)
@@ -70,13 +72,15 @@ class Suite:
     cells: list[tuple[str, str]]  # (dataset alias, backbone alias), in run order
     evaluators: list[str]
     external: dict = field(default_factory=dict)  # (dataset, backbone) -> test-only dataset aliases
+    executor: dict = field(default_factory=dict)  # how to run, not what: excluded from the digest
     raw: dict = field(repr=False, default_factory=dict)
     text: str = field(repr=False, default="")
 
     @property
     def digest(self) -> str:
         """Identity of what the suite computes (used to decide whether a run can be resumed)."""
-        return hashlib.sha256(json.dumps(self.raw, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        what = {k: v for k, v in self.raw.items() if k != "executor"}
+        return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _type_ok(value, expected) -> bool:
@@ -175,6 +179,11 @@ def validate_suite(raw: dict, path, registry, text: str = "", check_availability
     if isinstance(lr, (int, float)) and not lr > 0:
         c.add("training.learning_rate", f"must be positive, got {lr}")
 
+    executor_raw = raw.get("executor", {}) if isinstance(raw.get("executor", {}), dict) else {}
+    c.keys("executor", executor_raw, EXECUTOR_KEYS)
+    c.typed("executor", executor_raw, EXECUTOR_KEYS)
+    if executor_raw.get("kind", "local") not in ("local", "ray"):
+        c.add("executor.kind", f"unknown executor {executor_raw.get('kind')!r}; allowed: local, ray")
     datasets = _entries(c, raw, "datasets", registry, "dataset", COMMON_DATASET_KEYS, check_availability)
     backbones = _entries(c, raw, "backbones", registry, "backbone", COMMON_BACKBONE_KEYS, check_availability)
     for alias, entry in backbones.items():
@@ -201,7 +210,7 @@ def validate_suite(raw: dict, path, registry, text: str = "", check_availability
         training=TrainingConfig(epochs=training_raw.get("epochs", 10), batch_size=training_raw.get("batch_size", 64),
                                 optimizer=opt.lower(), learning_rate=float(lr),
                                 augment=training_raw.get("augment", False)),
-        datasets=datasets, backbones=backbones, cells=cells, external=external, evaluators=list(evaluators), raw=raw, text=text)
+        executor=dict(executor_raw), datasets=datasets, backbones=backbones, cells=cells, external=external, evaluators=list(evaluators), raw=raw, text=text)
 
 
 def _entries(c: _Checker, raw, section, registry, kind, common, check_availability):

@@ -48,6 +48,21 @@ class TinyCNN(Backbone):
                           info={"params_total": n, "params_trainable": n, "params_frozen": 0})
 
 
+class Flaky(TinyCNN):
+    """Raises on any fold whose test set holds ``fail_on_id``; counts its attempts in a file."""
+
+    name = "example/flaky"
+    defaults = {**TinyCNN.defaults, "fail_on_id": "", "attempts_file": ""}
+
+    def fit_predict(self, job):
+        if job.options["attempts_file"]:
+            with open(job.options["attempts_file"], "a") as f:
+                f.write(",".join(job.test_ids or []) + "\n")
+        if job.options["fail_on_id"] in (job.test_ids or []):
+            raise RuntimeError(f"planted failure on {job.options['fail_on_id']}")
+        return super().fit_predict(job)
+
+
 class NeedsJax(Backbone):
     name = "example/needs_jax"
     framework = "jax"
@@ -60,4 +75,4 @@ class NeedsJax(Backbone):
 
 @hookimpl
 def benchbox_backbones():
-    return [TinyCNN(), NeedsJax()]
+    return [TinyCNN(), Flaky(), NeedsJax()]

@@ -1,0 +1,108 @@
+"""The Ray executor on a local Ray instance started by the test (2 CPUs, loopback only)."""
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, TORCH_MNV2, needs_torch, run_cli, tiny_suite
+
+pytestmark = [pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="Ray not installed (pip install 'benchbox[ray]')"),
+              needs_torch]
+RAY = ["--executor", "ray", "--ray-local-cpus", "2"]
+
+
+def folds(run_dir):
+    return {p.name: json.loads(p.read_text()) for p in sorted((Path(run_dir) / "folds").glob("*.json"))}
+
+
+@pytest.fixture(autouse=True)
+def no_ray_left_behind():
+    yield
+    subprocess.run([str(Path(sys.executable).with_name("ray")), "stop", "--force"], capture_output=True)
+
+
+def test_ray_records_equal_the_local_executor_bit_for_bit(tmp_path):
+    suite = tiny_suite(tmp_path, TORCH_MNV2)
+    local = run_cli("run", suite, "--run-dir", tmp_path / "local")
+    assert local.returncode == 0, local.stderr
+    # two CPUs per fold: the same thread count as the local run, hence the same floating-point sums
+    ray = run_cli("run", suite, "--run-dir", tmp_path / "ray", *RAY, "--cpus-per-fold", "2")
+    assert ray.returncode == 0, ray.stderr
+    a, b = folds(tmp_path / "local"), folds(tmp_path / "ray")
+    assert a.keys() == b.keys() and len(a) == 3
+    for name in a:
+        for key in ("test_ids", "y_true", "probabilities", "seed"):
+            assert a[name][key] == b[name][key], (name, key)
+    manifest = json.loads((tmp_path / "ray" / "manifest.json").read_text())
+    assert manifest["executor"].startswith("ray") and manifest["folds_per_hour"] > 0
+    strip = lambda text: text[:text.index("Positive-class")]  # noqa: E731  the tables agree up to timings
+    ta = run_cli("report", tmp_path / "local", "--format", "csv").stdout.splitlines()
+    tb = run_cli("report", tmp_path / "ray", "--format", "csv").stdout.splitlines()
+    cols = ta[0].split(",")
+    keep = [i for i, c in enumerate(cols) if c.startswith(("accuracy", "sensitivity", "specificity", "tp", "auc"))]
+    assert [[r.split(",")[i] for i in keep] for r in ta] == [[r.split(",")[i] for i in keep] for r in tb]
+
+
+@pytest.fixture(scope="module")
+def example_site(tmp_path_factory):
+    target = tmp_path_factory.mktemp("site")
+    res = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                          "--target", str(target), str(ROOT / "tests" / "example_plugin")], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    return target
+
+
+def test_failing_unit_is_retried_then_recorded_while_others_finish(tmp_path, example_site):
+    attempts = tmp_path / "attempts.txt"
+    suite = tiny_suite(tmp_path, f'[backbones.f]\nplugin = "example/flaky"\nfail_on_id = "syn-00000"\n'
+                                 f'attempts_file = "{attempts}"\n')
+    env = {"PYTHONPATH": os.pathsep.join([str(example_site), os.environ.get("PYTHONPATH", "")])}
+    res = run_cli("run", suite, "--run-dir", tmp_path / "run", *RAY, "--max-retries", "2", env=env)
+    assert res.returncode == 1
+    assert "1 fold(s) failed after their retries" in res.stderr and "planted failure on syn-00000" in res.stderr
+    calls = attempts.read_text().splitlines()
+    assert sum("syn-00000" in line for line in calls) == 3  # first try + 2 retries
+    assert len(folds(tmp_path / "run")) == 2  # the other folds finished
+    (failure,) = (tmp_path / "run" / "failed").glob("*.json")
+    assert "planted failure" in json.loads(failure.read_text())["error"]
+    assert json.loads((tmp_path / "run" / "manifest.json").read_text())["status"] == "incomplete"
+
+
+def test_killed_driver_resumes_with_every_fold_exactly_once(tmp_path):
+    suite = tiny_suite(tmp_path, TORCH_MNV2.replace("[48, 48]", "[64, 64]"), name="rkill")
+    suite.write_text(suite.read_text().replace("k = 3", "k = 4").replace("epochs = 1", "epochs = 4"))
+    exe = Path(sys.executable).with_name("benchbox")
+    proc = subprocess.Popen([str(exe), "run", str(suite), *RAY, "--cpus-per-fold", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, folds_dir = time.time() + 300, None
+    while time.time() < deadline and folds_dir is None:
+        found = list((tmp_path / "runs").glob("rkill-*/folds/*.json"))
+        folds_dir = found[0].parent if found else None
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert folds_dir is not None
+    finished = {p.name: p.read_text() for p in folds_dir.glob("*.json")}
+    assert 0 < len(finished) < 4
+    subprocess.run([str(Path(sys.executable).with_name("ray")), "stop", "--force"], capture_output=True)
+    res = run_cli("run", suite, *RAY, "--cpus-per-fold", "1")
+    assert res.returncode == 0, res.stderr
+    assert sorted(json.loads(p.read_text())["fold"] for p in folds_dir.glob("*.json")) == [0, 1, 2, 3]
+    for name, text in finished.items():
+        assert (folds_dir / name).read_text() == text
+
+
+def test_ray_missing_is_a_clear_error(tmp_path, monkeypatch):
+    from benchbox.errors import BenchboxError
+    from benchbox.executors import ExecutorConfig, make_executor
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(BenchboxError, match=r"pip install 'benchbox\[ray\]'"):
+        make_executor(ExecutorConfig(kind="ray"), None)
