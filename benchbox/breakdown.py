@@ -70,12 +70,20 @@ def external(records, manifest) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def sections(records, manifest) -> list[tuple[str, pd.DataFrame]]:
+def sections(records, manifest, summary: pd.DataFrame | None = None) -> list[tuple[str, pd.DataFrame]]:
+    """Extra report sections: shortcut reports (with verdicts), per-source and external tables."""
     out = []
+    ext = external(records, manifest)
+    if summary is not None and manifest.get("probes"):
+        from benchbox.shortcuts import shortcut_tables
+
+        for title, table, verdicts in shortcut_tables(summary, manifest, ext):
+            out.append((title, table))
+            out.append((f"{title}: verdicts", pd.DataFrame([{"Probe": v.probe, "Shortcut?": "YES" if v.fires else "no",
+                                                             "Reading": v.text} for v in verdicts])))
     src = by_source(records, manifest)
     if len(src) and src["Source"].nunique() > 1:
         out.append(("Per source (test folds): does the model separate sources rather than diseases?", src))
-    ext = external(records, manifest)
     if len(ext):
         out.append(("External evaluation (never trained on; mean of the fold models)", ext))
     return out

@@ -109,7 +109,7 @@ def run(suite: Path = typer.Argument(..., help="Suite file (TOML)."),
     store = RunStore(out)
     summary, problems = summarize(store, registry)
     print_terminal(summary, console, title=f"{s.name}: {s.protocol.label}, {s.training.epochs} epochs", problems=problems,
-                   extra=sections(store.read_records()[0], store.manifest()))
+                   extra=sections(store.read_records()[0], store.manifest(), summary))
     console.print(f"run directory: [bold]{out}[/] (report.md, summary.csv, confusion.csv, folds/)")
     failures = store.read_failures()
     if failures:
@@ -164,7 +164,7 @@ def report(run_dir: Path = typer.Argument(..., help="A run directory written by 
     title = f"{manifest['suite']}: {manifest.get('protocol_label', '')}"
     from benchbox.breakdown import sections
 
-    extra = sections(store.read_records()[0], manifest)
+    extra = sections(store.read_records()[0], manifest, summary)
     plots = _write_plots(store, summary, manifest["suite"])
     if format == "terminal" and output is None:
         print_terminal(summary, console, title=title, problems=problems, extra=extra)

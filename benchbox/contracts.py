@@ -66,6 +66,7 @@ class TrainingConfig:
     optimizer: str = "adam"
     learning_rate: float = 1e-3
     augment: bool = False  # random horizontal flips and shifts of up to 5% while training
+    class_weight: str = "none"  # "balanced": weight the loss by inverse class frequency
 
 
 @dataclass
@@ -94,6 +95,13 @@ class FoldOutput:
     predict_seconds: float
     info: dict = field(default_factory=dict)  # e.g. frozen/trainable parameter counts
     external: dict = field(default_factory=dict)  # data set alias -> probabilities on job.x_external[alias]
+
+
+def balanced_class_weights(y: np.ndarray, num_classes: int) -> np.ndarray:
+    """n / (k * count_c) per class (scikit-learn's "balanced"); 0 for a class absent from y."""
+    counts = np.bincount(np.asarray(y, dtype=np.int64), minlength=num_classes).astype(float)
+    with np.errstate(divide="ignore"):
+        return np.where(counts > 0, len(y) / (num_classes * counts), 0.0)
 
 
 class Dataset:

@@ -31,6 +31,7 @@ class Unit:
     plugin: str
     fold: int
     images_key: tuple  # (dataset, input size): the shared image array
+    test_images_key: tuple  # the array test images come from (differs for a test-only probe)
     train_idx: np.ndarray
     test_idx: np.ndarray
     job_fields: dict  # y_train, num_classes, options, training, seed, ids
@@ -51,9 +52,9 @@ class ExecutorConfig:
         return self.kind if self.kind == "local" else f"ray ({self.address or os.environ.get('RAY_ADDRESS') or 'local instance'})"
 
 
-def build_job(unit: Unit, images: np.ndarray, externals: dict, progress=None) -> FoldJob:
+def build_job(unit: Unit, images: np.ndarray, test_images: np.ndarray, externals: dict, progress=None) -> FoldJob:
     f = unit.job_fields
-    return FoldJob(x_train=images[unit.train_idx], y_train=f["y_train"], x_test=images[unit.test_idx],
+    return FoldJob(x_train=images[unit.train_idx], y_train=f["y_train"], x_test=test_images[unit.test_idx],
                    num_classes=f["num_classes"], options=f["options"], training=f["training"], seed=f["seed"],
                    progress=progress, train_ids=f["train_ids"], test_ids=f["test_ids"], x_external=externals)
 
@@ -66,16 +67,17 @@ class LocalExecutor:
         for unit in units:
             reporter.fold_start(unit.dataset, unit.backbone, unit.fold, unit.job_fields["training"].epochs)
             backbone = self.registry.get("backbone", unit.plugin)
-            job = build_job(unit, images[unit.images_key], externals.get(unit.images_key, {}), reporter.epoch)
+            job = build_job(unit, images[unit.images_key], images[unit.test_images_key],
+                            externals.get(unit.images_key, {}), reporter.epoch)
             on_done(unit, backbone.fit_predict(job))
 
 
-def _ray_train_unit(unit: Unit, images: np.ndarray, externals: dict) -> FoldOutput:
+def _ray_train_unit(unit: Unit, images: np.ndarray, test_images: np.ndarray, externals: dict) -> FoldOutput:
     """Runs on a Ray worker: the plugin comes from the worker's own installed entry points."""
     from benchbox.plugins import load_registry
 
     backbone = load_registry().get("backbone", unit.plugin)
-    return backbone.fit_predict(build_job(unit, images, externals))
+    return backbone.fit_predict(build_job(unit, images, test_images, externals))
 
 
 class RayExecutor:
@@ -114,7 +116,8 @@ class RayExecutor:
         # each image array goes to the object store once and is shared by every task that reads it
         image_refs = {key: ray.put(arr) for key, arr in images.items()}
         external_refs = {key: ray.put(ext) for key, ext in externals.items()}
-        pending = {task.remote(u, image_refs[u.images_key], external_refs.get(u.images_key, {})): u for u in units}
+        pending = {task.remote(u, image_refs[u.images_key], image_refs[u.test_images_key],
+                               external_refs.get(u.images_key, {})): u for u in units}
         total = len(pending)
         reporter.message(f"ray: {total} unit(s) submitted ({cfg.cpus_per_fold} CPU, {cfg.gpus_per_fold} GPU per fold, "
                          f"up to {cfg.max_retries} retries)")

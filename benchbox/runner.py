@@ -40,6 +40,7 @@ class PreparedDataset:
     alias: str
     samples: SampleSet
     folds: np.ndarray | None  # None for a test-only (external) data set
+    test_samples: SampleSet | None = None  # a test-only probe: the test images differ from the training ones
 
 
 def fold_seed(seed: int, dataset: str, backbone: str, fold: int) -> int:
@@ -51,8 +52,9 @@ def fold_seed(seed: int, dataset: str, backbone: str, fold: int) -> int:
 def prepare_datasets(suite: Suite, registry, data_dir=None) -> dict[str, PreparedDataset]:
     used = {d for d, _ in suite.cells}
     external_only = {a for aliases in suite.external.values() for a in aliases} - used
+    probed = {d for d in used if "@" in d}
     prepared = {}
-    for alias in sorted(used | external_only):
+    for alias in sorted((used | external_only) - probed):
         entry = suite.datasets[alias]
         plugin = registry.get("dataset", entry.plugin)
         options = dict(entry.options)
@@ -66,7 +68,38 @@ def prepare_datasets(suite: Suite, registry, data_dir=None) -> dict[str, Prepare
         folds = None if alias in external_only else \
             assign_folds(suite.protocol, samples.labels, samples.table["group"].to_numpy(), suite.seed)
         prepared[alias] = PreparedDataset(alias, samples, folds)
+    for alias in sorted(probed):
+        base, probe = alias.split("@", 1)
+        prepared[alias] = probe_dataset(alias, prepared[base], probe, suite)
     return prepared
+
+
+def probe_dataset(alias: str, base: PreparedDataset, probe: str, suite: Suite) -> PreparedDataset:
+    """A probe's view of a data set: same samples and folds with transformed images, or the same
+    images with the source as the label (folds drawn anew for the new labels)."""
+    from dataclasses import replace
+
+    from benchbox.probes import IMAGE_PROBES, transform
+
+    s = base.samples
+    options = suite.probes[probe]
+    if probe in IMAGE_PROBES:
+        probed = replace(s, load=lambda table, size: transform(probe, s.load(table, size), options),
+                         fingerprint=f"{s.fingerprint}@{probe}")
+        if options.get("apply", "train+test") == "test":
+            return PreparedDataset(alias, s, base.folds, test_samples=probed)
+        return PreparedDataset(alias, probed, base.folds)
+    # source-as-label
+    table = s.table.assign(label=s.table["source"].astype(str))
+    classes = tuple(sorted(table["label"].unique()))
+    if len(classes) < 2:
+        raise BenchboxError(f"probe source-as-label on {base.alias!r}: every image comes from one source "
+                            f"({classes[0]}); there is nothing to predict")
+    positive_sources = s.table.loc[s.table["label"] == s.positive_class, "source"].value_counts()
+    samples = SampleSet(table=table, classes=classes, positive_class=str(positive_sources.index[0]), load=s.load,
+                        notes=list(s.notes), fingerprint=f"{s.fingerprint}@{probe}")
+    folds = assign_folds(suite.protocol, samples.labels, table["group"].to_numpy(), suite.seed)
+    return PreparedDataset(alias, samples, folds)
 
 
 def check_backbones(suite: Suite, registry) -> None:
@@ -160,7 +193,7 @@ def run_suite(suite: Suite, registry, run_dir=None, data_dir=None, new: bool = F
     summary, problems = summarize(store, registry)
     from benchbox.breakdown import sections
 
-    write_views(run_dir, summary, f"{suite.name}", problems, sections(store.read_records()[0], store.manifest()))
+    write_views(run_dir, summary, f"{suite.name}", problems, sections(store.read_records()[0], store.manifest(), summary))
     if importlib.util.find_spec("matplotlib") is not None:
         from benchbox.plots import write_plots
 
@@ -186,8 +219,11 @@ def plan_units(suite: Suite, datasets: dict[str, PreparedDataset], store: RunSto
         if not todo:
             continue
         key = (ds_alias, entry.input_size, tuple(suite.external.get((ds_alias, bb_alias), [])))
+        test_key = key + ("test",) if ds.test_samples is not None else key
         if key not in images:
             images[key] = ds.samples.load(ds.samples.table, entry.input_size)
+            if ds.test_samples is not None:
+                images[test_key] = ds.test_samples.load(ds.test_samples.table, entry.input_size)
             externals[key] = {a: datasets[a].samples.load(datasets[a].samples.table, entry.input_size)
                               for a in suite.external.get((ds_alias, bb_alias), [])}
         labels = ds.samples.labels
@@ -195,6 +231,7 @@ def plan_units(suite: Suite, datasets: dict[str, PreparedDataset], store: RunSto
         for fold in todo:
             train_idx, test_idx = train_test_indices(ds.folds, fold)
             units.append(Unit(dataset=ds_alias, backbone=bb_alias, plugin=entry.plugin, fold=fold, images_key=key,
+                              test_images_key=test_key,
                               train_idx=train_idx, test_idx=test_idx,
                               job_fields={"y_train": labels[train_idx], "num_classes": len(ds.samples.classes),
                                           "options": entry.options, "training": suite.training,
@@ -227,11 +264,17 @@ def _manifest(suite: Suite, registry, datasets: dict[str, PreparedDataset]) -> d
     ds_meta = {}
     for alias, ds in datasets.items():
         t = ds.samples.table
-        ds_meta[alias] = {"plugin": suite.datasets[alias].plugin, "options": suite.datasets[alias].options,
+        base, _, probe = alias.partition("@")
+        ds_meta[alias] = {"plugin": suite.datasets[base].plugin + (f"@{probe}" if probe else ""),
+                          "options": suite.datasets[base].options, "probe": probe or None, "probe_of": base if probe else None,
                           "classes": list(ds.samples.classes), "positive_class": ds.samples.positive_class,
                           "images": int(len(t)), "patients": int(t["group"].nunique()),
                           "class_counts": {str(k): int(v) for k, v in t["label"].value_counts().items()},
-                          "fingerprint": ds.samples.fingerprint, "notes": list(ds.samples.notes)}
+                          "fingerprint": ds.samples.fingerprint, "notes": list(ds.samples.notes),
+                          "class_sources": {str(c): {str(k): int(v) for k, v in
+                                                     t.loc[t["label"] == c, "source"].value_counts().items()}
+                                            for c in ds.samples.classes},
+                          "external_only": ds.folds is None}
     cells = []
     for d, b in suite.cells:
         entry = suite.backbones[b]
@@ -242,6 +285,7 @@ def _manifest(suite: Suite, registry, datasets: dict[str, PreparedDataset]) -> d
     return {"suite": suite.name, "suite_path": str(suite.path), "suite_digest": suite.digest,
             "suite_as_run": suite.raw, "seed": suite.seed, "protocol": suite.protocol.__dict__,
             "protocol_label": suite.protocol.label, "training": suite.training.__dict__,
-            "evaluators": suite.evaluators, "datasets": ds_meta, "cells": cells,
+            "evaluators": suite.evaluators, "datasets": ds_meta, "probes": suite.probes,
+            "probe_thresholds": suite.thresholds, "cells": cells,
             "environment": environment(), "status": "running",
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

@@ -24,11 +24,12 @@ from benchbox.errors import SuiteError
 from benchbox.splitters import Protocol
 
 TOP_KEYS = {"name", "description", "seed", "output_dir", "data_dir", "evaluators", "protocol",
-            "training", "datasets", "backbones", "experiments", "executor"}
+            "training", "datasets", "backbones", "experiments", "executor", "probes"}
 EXECUTOR_KEYS = {"kind": str, "address": str, "cpus_per_fold": float, "gpus_per_fold": float,
                  "memory_gb_per_fold": float, "max_retries": int, "local_cpus": int}
 PROTOCOL_KEYS = {"kind": str, "k": int, "stratified": bool, "grouped": bool, "test_fraction": float}
-TRAINING_KEYS = {"epochs": int, "batch_size": int, "optimizer": str, "learning_rate": float, "augment": bool}
+TRAINING_KEYS = {"epochs": int, "batch_size": int, "optimizer": str, "learning_rate": float, "augment": bool,
+                 "class_weight": str}
 OPTIMIZERS = ("adam",)
 PROTOCOL_KINDS = ("kfold", "holdout")
 DEFAULT_EVALUATORS = ("paper", "clinical")
@@ -73,6 +74,8 @@ class Suite:
     evaluators: list[str]
     external: dict = field(default_factory=dict)  # (dataset, backbone) -> test-only dataset aliases
     executor: dict = field(default_factory=dict)  # how to run, not what: excluded from the digest
+    probes: dict = field(default_factory=dict)  # probe name -> options (see benchbox/probes.py)
+    thresholds: dict = field(default_factory=dict)  # verdict thresholds of the shortcut report
     raw: dict = field(repr=False, default_factory=dict)
     text: str = field(repr=False, default="")
 
@@ -192,6 +195,10 @@ def validate_suite(raw: dict, path, registry, text: str = "", check_availability
             c.add(f"backbones.{alias}.input_size", f"must be [height, width], integers >= 32, got {size!r}")
 
     cells, external = _cells(c, raw, datasets, backbones)
+    probes, thresholds = _probes(c, raw, datasets)
+    cells, external = expand_probes(cells, external, probes)
+    if training_raw.get("class_weight", "none") not in ("none", "balanced"):
+        c.add("training.class_weight", f"must be 'none' or 'balanced', got {training_raw.get('class_weight')!r}")
 
     evaluators = raw.get("evaluators", list(DEFAULT_EVALUATORS))
     if isinstance(evaluators, list):
@@ -209,8 +216,9 @@ def validate_suite(raw: dict, path, registry, text: str = "", check_availability
                           grouped=protocol_raw.get("grouped", False), test_fraction=float(frac)),
         training=TrainingConfig(epochs=training_raw.get("epochs", 10), batch_size=training_raw.get("batch_size", 64),
                                 optimizer=opt.lower(), learning_rate=float(lr),
-                                augment=training_raw.get("augment", False)),
-        executor=dict(executor_raw), datasets=datasets, backbones=backbones, cells=cells, external=external, evaluators=list(evaluators), raw=raw, text=text)
+                                augment=training_raw.get("augment", False),
+                                class_weight=training_raw.get("class_weight", "none")),
+        executor=dict(executor_raw), probes=probes, thresholds=thresholds, datasets=datasets, backbones=backbones, cells=cells, external=external, evaluators=list(evaluators), raw=raw, text=text)
 
 
 def _entries(c: _Checker, raw, section, registry, kind, common, check_availability):
@@ -250,6 +258,69 @@ def _entries(c: _Checker, raw, section, registry, kind, common, check_availabili
                 c.add(where, problem)
         entries[alias] = (DatasetEntry if kind == "dataset" else BackboneEntry)(alias, plugin, options)
     return entries
+
+
+def _probes(c: _Checker, raw, datasets):
+    """[probes]: image probes and source-as-label with their options, within-source and
+    external-source naming a data set of the suite, and the verdict thresholds."""
+    from benchbox.probes import PROBE_OPTIONS, PROBES, THRESHOLDS
+
+    table = raw.get("probes", {})
+    if not isinstance(table, dict):
+        c.add("probes", "must be a table")
+        return {}, dict(THRESHOLDS)
+    allowed = set(PROBES) | {"within-source", "external-source", "thresholds"}
+    c.keys("probes", table, allowed)
+    probes = {}
+    for name, options in table.items():
+        if name not in allowed or name == "thresholds":
+            continue
+        if not isinstance(options, dict):
+            c.add(f"probes.{name}", "must be a table, e.g. {} for the defaults")
+            continue
+        if name in PROBE_OPTIONS:
+            schema = {k: (float if isinstance(v, float) else type(v)) for k, v in PROBE_OPTIONS[name].items()}
+            c.keys(f"probes.{name}", options, schema)
+            c.typed(f"probes.{name}", options, schema)
+            if options.get("apply", "train+test") not in ("train+test", "test"):
+                c.add(f"probes.{name}.apply", "must be 'train+test' or 'test'")
+            for key in ("fraction", "frame"):
+                v = options.get(key)
+                if isinstance(v, (int, float)) and not 0 < v < (1 if key == "fraction" else 0.5):
+                    c.add(f"probes.{name}.{key}", f"must be between 0 and {1 if key == 'fraction' else 0.5}")
+            probes[name] = {**PROBE_OPTIONS[name], **options}
+        else:
+            c.keys(f"probes.{name}", options, {"dataset"})
+            if options.get("dataset") not in datasets:
+                c.add(f"probes.{name}.dataset", f"required: a name from [datasets.*]: {', '.join(datasets) or 'none'}")
+                continue
+            probes[name] = dict(options)
+    thresholds = table.get("thresholds", {})
+    if not isinstance(thresholds, dict):
+        thresholds = {}
+    c.keys("probes.thresholds", thresholds, THRESHOLDS)
+    c.typed("probes.thresholds", thresholds, {k: float for k in THRESHOLDS})
+    return probes, {**THRESHOLDS, **thresholds}
+
+
+def expand_probes(cells, external, probes):
+    """Every dataset x backbone cell gets a sibling cell per image/label probe (dataset alias
+    'DATASET@PROBE'), one on the within-source data set, and the external-source data set."""
+    from benchbox.probes import PROBES
+
+    base = list(cells)
+    out = list(cells)
+    for d, b in base:
+        for name in probes:
+            if name in PROBES and (f"{d}@{name}", b) not in out:
+                out.append((f"{d}@{name}", b))
+        if "within-source" in probes and (probes["within-source"]["dataset"], b) not in out:
+            out.append((probes["within-source"]["dataset"], b))
+        if "external-source" in probes:
+            ext = probes["external-source"]["dataset"]
+            if ext != d and ext not in external.get((d, b), []):
+                external = {**external, (d, b): external.get((d, b), []) + [ext]}
+    return out, external
 
 
 def _resolve_path(value, suite_path):

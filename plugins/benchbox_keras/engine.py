@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from benchbox.contracts import FoldJob, FoldOutput
+from benchbox.contracts import FoldJob, FoldOutput, balanced_class_weights
 from benchbox.errors import BenchboxError, WeightsError
 from benchbox.networks import weights_kind
 from benchbox.prefix_cache import CACHE, fallback_reason
@@ -168,8 +168,11 @@ def fit_predict(network: str, job: FoldJob) -> FoldOutput:
     bs = job.training.batch_size
     keras.utils.set_random_seed(job.seed)  # the same shuffling whether the prefix is cached or not
     t0 = time.perf_counter()
+    class_weight = None
+    if job.training.class_weight == "balanced":
+        class_weight = dict(enumerate(balanced_class_weights(job.y_train, job.num_classes).tolist()))
     trainer.fit(x_train, job.y_train, epochs=job.training.epochs, batch_size=bs, shuffle=True, verbose=0,
-                callbacks=[_EpochProgress(keras, job).callback])
+                callbacks=[_EpochProgress(keras, job).callback], class_weight=class_weight)
     train_seconds = time.perf_counter() - t0 + info.get("prefix_seconds", 0.0)
     model.predict(as_input(job.x_test[:bs]), batch_size=bs, verbose=0)  # warm-up: tracing is not throughput
     t0 = time.perf_counter()

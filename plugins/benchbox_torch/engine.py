@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchbox.contracts import FoldJob, FoldOutput
+from benchbox.contracts import FoldJob, FoldOutput, balanced_class_weights
 from benchbox.errors import BenchboxError, WeightsError
 from benchbox.networks import weights_kind
 from benchbox.prefix_cache import CACHE, fallback_reason
@@ -360,6 +360,10 @@ def augment_batch(xb: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return out
 
 
+def _num_outputs(net: nn.Module) -> int:
+    return [m for m in net.head.modules() if isinstance(m, nn.Linear)][-1].out_features
+
+
 def train(net: nn.Module, inputs, y: np.ndarray, training, seed: int, progress=None) -> None:
     """Adam on the trainable parameters; ``inputs`` is the uint8 image array, or a list of
     tensors (cached prefix activations) fed to ``net`` as positional arguments."""
@@ -367,8 +371,12 @@ def train(net: nn.Module, inputs, y: np.ndarray, training, seed: int, progress=N
         inputs = [torch.from_numpy(np.ascontiguousarray(inputs)).unsqueeze(1)]
     params = [p for p in net.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=training.learning_rate, eps=1e-7)
-    loss_fn = nn.CrossEntropyLoss()
     ys = torch.from_numpy(np.asarray(y, dtype=np.int64))
+    weight = None
+    if getattr(training, "class_weight", "none") == "balanced":
+        k = _num_outputs(net)
+        weight = torch.tensor(balanced_class_weights(y, k), dtype=torch.float32)
+    loss_fn = nn.CrossEntropyLoss(weight=weight)
     generator = torch.Generator().manual_seed(seed)
     bs = training.batch_size
     net.train()

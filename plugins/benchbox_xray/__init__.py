@@ -60,7 +60,7 @@ class SourceDataset(Dataset):
     def __init__(self, name, reader, classes, description):
         self.name, self._reader, self._classes, self.description = name, reader, classes, description
         self.defaults = {"positive_class": "covid" if "covid" in classes else classes[0],
-                         "skip_unreadable": False, "labels": list(classes)}
+                         "skip_unreadable": False, "labels": list(classes), "binary": False}
 
     def samples(self, options, seed, data_dir):
         table, notes = self._reader(data_root(data_dir))
@@ -69,8 +69,12 @@ class SourceDataset(Dataset):
         if options["skip_unreadable"]:
             table = drop_unreadable(table, notes)
         positive = options["positive_class"] if options["positive_class"] in keep else keep[0]
+        if options["binary"]:  # positive class vs everything else kept (e.g. COVID-19 vs other findings)
+            rest = f"not_{positive}"
+            table = table.assign(finding=table["label"], label=table["label"].where(table["label"] == positive, rest))
+            keep = [positive, rest]
         return SampleSet(table=table, classes=tuple(keep), positive_class=positive, load=load_images, notes=notes,
-                         fingerprint=_fingerprint(self.name, table))
+                         fingerprint=_fingerprint(self.name + ("-binary" if options["binary"] else ""), table))
 
 
 def _fingerprint(name, table) -> str:

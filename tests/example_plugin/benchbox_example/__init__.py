@@ -63,6 +63,26 @@ class Flaky(TinyCNN):
         return super().fit_predict(job)
 
 
+class PixelLogReg(Backbone):
+    """Logistic regression on raw pixels: a linear probe that finds any fixed-position signal."""
+
+    name = "example/pixel_logreg"
+    framework = "sklearn"
+    description = "logistic regression on raw pixels (example plugin, a shortcut detector)"
+    defaults = {"input_size": [32, 40], "weights": "none", "C": 1.0}
+
+    def fit_predict(self, job):
+        from sklearn.linear_model import LogisticRegression
+
+        t0 = time.perf_counter()
+        clf = LogisticRegression(max_iter=3000, C=job.options["C"])
+        clf.fit(job.x_train.reshape(len(job.x_train), -1) / 255.0, job.y_train)
+        t1 = time.perf_counter()
+        probs = np.zeros((len(job.x_test), job.num_classes))
+        probs[:, clf.classes_] = clf.predict_proba(job.x_test.reshape(len(job.x_test), -1) / 255.0)
+        return FoldOutput(probabilities=probs, train_seconds=t1 - t0, predict_seconds=time.perf_counter() - t1)
+
+
 class NeedsJax(Backbone):
     name = "example/needs_jax"
     framework = "jax"
@@ -75,4 +95,4 @@ class NeedsJax(Backbone):
 
 @hookimpl
 def benchbox_backbones():
-    return [TinyCNN(), Flaky(), NeedsJax()]
+    return [TinyCNN(), Flaky(), PixelLogReg(), NeedsJax()]
