@@ -127,7 +127,9 @@ def validate(suite: Path = typer.Argument(..., help="Suite file (TOML).")):
     console.print(f"[green]{suite}: valid[/] — {len(s.cells)} cell(s) x {s.protocol.n_folds} fold(s) "
                   f"({s.protocol.label}), {s.training.epochs} epochs")
     for d, b in s.cells:
-        console.print(f"  {d} ({s.datasets[d].plugin}) x {b} ({s.backbones[b].plugin})")
+        base, _, probe = d.partition("@")
+        console.print(f"  {d} ({s.datasets[base].plugin}{' with probe ' + probe if probe else ''}) x {b} "
+                      f"({s.backbones[b].plugin})" + (f", external: {', '.join(s.external[(d, b)])}" if (d, b) in s.external else ""))
 
 
 @app.command()

@@ -35,7 +35,10 @@ def collect(run_dirs, registry, dataset: str | None = None) -> tuple[pd.DataFram
         problems += [f"{run_dir}: {p}" for p in cell_problems]
         env = manifest.get("environment", {})
         cells = {(c["dataset"], c["backbone"]): c for c in manifest.get("cells", [])}
+        probe_notes = _probe_notes(store, manifest, summary)
         for _, r in summary.iterrows():
+            if "@" in r["dataset"]:  # a probe's cell qualifies its entry; it is not an entry itself
+                continue
             if dataset and r["dataset"] != dataset and manifest["datasets"].get(r["dataset"], {}).get("plugin") != dataset:
                 continue
             cell = cells.get((r["dataset"], r["backbone"]), {})
@@ -50,10 +53,26 @@ def collect(run_dirs, registry, dataset: str | None = None) -> tuple[pd.DataFram
                          "weights": opts.get("weights", ""), "input_size": size, "composition": composition,
                          "hardware": ", ".join(env.get("gpus") or []) or env.get("cpu", ""),
                          "date": manifest.get("started_at", ""), "benchbox": env.get("benchbox", ""),
+                         "probes": probe_notes.get((r["dataset"], r["backbone"]), ""),
                          "group": f"{composition} | {manifest.get('protocol_label')} | input {size}"})
     if not rows:
         raise BenchboxError("no leaderboard entries: " + ("; ".join(problems) if problems else "no runs given"))
     return pd.DataFrame(rows), problems
+
+
+def _probe_notes(store, manifest, summary) -> dict:
+    """(dataset, backbone) -> the shortcut verdicts of that entry, one line each."""
+    if not manifest.get("probes"):
+        return {}
+    from benchbox.breakdown import external
+    from benchbox.shortcuts import shortcut_tables
+
+    records, _ = store.read_records()
+    notes = {}
+    for title, _, verdicts in shortcut_tables(summary, manifest, external(records, manifest)):
+        ds, bb = title.removeprefix("Shortcut report: ").split(" x ", 1)
+        notes[(ds, bb)] = " | ".join(f"{v.probe}: {'SHORTCUT' if v.fires else 'ok'} — {v.text}" for v in verdicts)
+    return notes
 
 
 def rank(entries: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -80,7 +99,8 @@ def _value(r, metric) -> str:
     return (f"{scale * v:.2f}" if scale == 100 else f"{v:.3f}") + ci
 
 
-COLUMNS = ["rank", "backbone", "framework", "value", "weights", "suite", "run", "grouped", "hardware", "date", "benchbox"]
+COLUMNS = ["rank", "backbone", "framework", "value", "weights", "suite", "run", "grouped", "hardware", "date", "benchbox",
+           "probes"]
 
 
 def table_rows(ranked: pd.DataFrame, metric: str):
@@ -88,7 +108,8 @@ def table_rows(ranked: pd.DataFrame, metric: str):
         yield group, [{"rank": "" if pd.isna(r["rank"]) else int(r["rank"]), "backbone": f"{r['backbone']} ({r['plugin']})",
                        "framework": r["framework"], "value": _value(r, metric), "weights": r["weights"],
                        "suite": r["suite"], "run": r["run"], "grouped": "yes" if r["grouped"] else "no",
-                       "hardware": r["hardware"], "date": str(r["date"])[:16], "benchbox": r["benchbox"]}
+                       "hardware": r["hardware"], "date": str(r["date"])[:16], "benchbox": r["benchbox"],
+                       "probes": r.get("probes", "") or ""}
                       for _, r in sub.iterrows()]
 
 

@@ -227,7 +227,11 @@ def plan_units(suite: Suite, datasets: dict[str, PreparedDataset], store: RunSto
             externals[key] = {a: datasets[a].samples.load(datasets[a].samples.table, entry.input_size)
                               for a in suite.external.get((ds_alias, bb_alias), [])}
         labels = ds.samples.labels
-        ids = ds.samples.table["id"].astype(str).to_numpy()
+        # engines key per-image work (the prefix cache) by these ids: they name the pixels, so a probe's
+        # images (and a test-only probe's test images) get ids of their own
+        raw_ids = ds.samples.table["id"].astype(str).to_numpy()
+        ids = np.char.add(f"{ds_alias}/", raw_ids)
+        test_ids = np.char.add(f"{ds_alias}/test/", raw_ids) if ds.test_samples is not None else ids
         for fold in todo:
             train_idx, test_idx = train_test_indices(ds.folds, fold)
             units.append(Unit(dataset=ds_alias, backbone=bb_alias, plugin=entry.plugin, fold=fold, images_key=key,
@@ -236,7 +240,7 @@ def plan_units(suite: Suite, datasets: dict[str, PreparedDataset], store: RunSto
                               job_fields={"y_train": labels[train_idx], "num_classes": len(ds.samples.classes),
                                           "options": entry.options, "training": suite.training,
                                           "seed": fold_seed(suite.seed, ds_alias, bb_alias, fold),
-                                          "train_ids": ids[train_idx].tolist(), "test_ids": ids[test_idx].tolist()}))
+                                          "train_ids": ids[train_idx].tolist(), "test_ids": test_ids[test_idx].tolist()}))
     return units, images, externals
 
 

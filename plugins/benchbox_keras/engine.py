@@ -222,9 +222,11 @@ def cached_prefix(keras, network, model, base, job):
     cutoff = int(job.options["cutoff"])
     boundary = boundary_tensors(base, cutoff)
     prefix = keras.Model(base.input, boundary)
-    suffix = keras.Model(boundary, base.output)
     feeds = [keras.Input(t.shape[1:], name=f"prefix_out_{i}") for i, t in enumerate(boundary)]
-    x = suffix(feeds if len(feeds) > 1 else feeds[0])
+    if cutoff >= len(base.layers):  # the whole backbone is frozen: only pooling and head train
+        x = feeds[0]
+    else:
+        x = keras.Model(boundary, base.output)(feeds if len(feeds) > 1 else feeds[0])
     after_base = model.layers[model.layers.index(base) + 1:]
     for layer in after_base:
         x = layer(x)
