@@ -47,7 +47,7 @@ def summarize(store: RunStore, registry) -> tuple[pd.DataFrame, list[str]]:
                 problems.append(f"evaluator {name!r} used by this run is not installed; its metrics are left out")
                 continue
             row.update(registry.evaluators[name].obj.evaluate(recs, classes, positive))
-        n_test = sum(len(r["y_true"]) for r in recs)
+        n_test = sum((r.get("info") or {}).get("predict_images", len(r["y_true"])) for r in recs)
         predict_s = sum(r.get("predict_seconds", 0.0) for r in recs)
         row["train_seconds"] = sum(r.get("train_seconds", 0.0) for r in recs)
         row["infer_images_per_sec"] = n_test / predict_s if predict_s > 0 else float("nan")

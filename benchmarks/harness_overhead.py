@@ -64,7 +64,7 @@ def main():
     h, w = (int(v) for v in args.size.split("x"))
     registry = load_registry()
     ds = registry.get("dataset", "synthetic")
-    s = ds.samples({"images": args.images, "patients": args.images // 3, "positive_class": "covid"}, 0, None)
+    s = ds.samples({**ds.defaults, "images": args.images, "patients": args.images // 3}, 0, None)
     x, y = s.load(s.table, (h, w)), s.labels
     n = int(0.8 * len(y))
     backbone = registry.get("backbone", "torch/mobilenet_v2")

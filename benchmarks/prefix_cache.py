@@ -78,7 +78,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         for network in args.networks.split(","):
             size = SIZES[network]
-            samples = dataset.samples({"images": args.images, "patients": args.images // 3, "positive_class": "covid"}, 0, None)
+            samples = dataset.samples({**dataset.defaults, "images": args.images, "patients": args.images // 3}, 0, None)
             images, labels = samples.load(samples.table, tuple(size)), samples.labels
             folds = assign_folds(Protocol(k=args.folds), labels, samples.table["group"], 0)
             backbone = registry.get("backbone", f"{args.framework}/{network}")

@@ -338,10 +338,12 @@ def cached_inputs(network, net, job):
         cached = prefix_activations(net, prefix, np.concatenate([job.x_train, job.x_test]), job.training.batch_size)
         CACHE.put(key, ids, cached)
         status = "computed"
-    inputs = [torch.from_numpy(np.ascontiguousarray(a[:len(train_ids)])) for a in cached]
+    n = len(train_ids)
+    train_inputs = [torch.from_numpy(np.ascontiguousarray(a[:n])) for a in cached]
+    test_inputs = [torch.from_numpy(np.ascontiguousarray(a[n:])) for a in cached]
     info = {"prefix_cache": status, "prefix_seconds": time.perf_counter() - t0,
             "prefix_boundary": [list(a.shape[1:]) for a in cached]}
-    return SuffixNet(suffix, net), inputs, info
+    return SuffixNet(suffix, net), (train_inputs, test_inputs), info
 
 
 # --- training ---------------------------------------------------------------------------
@@ -396,6 +398,15 @@ def train(net: nn.Module, inputs, y: np.ndarray, training, seed: int, progress=N
 
 
 @torch.no_grad()
+def predict_from(trainer: nn.Module, inputs: list, batch_size: int) -> np.ndarray:
+    """Class probabilities from cached prefix activations."""
+    trainer.eval()
+    n = len(inputs[0])
+    out = [torch.softmax(trainer(*[t[i:i + batch_size] for t in inputs]).double(), dim=1) for i in range(0, n, batch_size)]
+    return torch.cat(out).numpy()
+
+
+@torch.no_grad()
 def predict(net: BenchboxNet, x: np.ndarray, batch_size: int) -> np.ndarray:
     net.eval()
     xs = torch.from_numpy(np.ascontiguousarray(x)).unsqueeze(1)
@@ -409,18 +420,27 @@ def fit_predict(network: str, job: FoldJob) -> FoldOutput:
     cached = cached_inputs(network, net, job) if reason is None else None
     if reason is None and cached is None:
         reason = "no frozen module precedes the trainable ones"
+    bs = job.training.batch_size
     t0 = time.perf_counter()
     if cached is not None:
         trainer, inputs, cache_info = cached
         info.update(cache_info)
-        train(trainer, inputs, job.y_train, job.training, job.seed, job.progress)
+        train(trainer, inputs[0], job.y_train, job.training, job.seed, job.progress)
     else:
         info["prefix_cache"] = f"off: {reason}"
         train(net, job.x_train, job.y_train, job.training, job.seed, job.progress)
-    train_seconds = time.perf_counter() - t0
-    predict(net, job.x_test[:1], job.training.batch_size)  # warm-up, excluded from throughput
-    t0 = time.perf_counter()
-    probs = predict(net, job.x_test, job.training.batch_size)  # the whole network, as deployed
+    train_seconds = time.perf_counter() - t0 + info.get("prefix_seconds", 0.0)
+    predict(net, job.x_test[:1], bs)  # warm-up, excluded from throughput
+    if cached is not None:
+        # the test fold's prefix activations are cached too: predict from them (the same numbers as the
+        # whole network, see tests/test_speed.py), and time the whole network, as deployed, on one batch
+        probs = predict_from(trainer, inputs[1], bs)
+        t0 = time.perf_counter()
+        predict(net, job.x_test[:bs], bs)
+        info["predict_images"] = int(len(job.x_test[:bs]))
+    else:
+        t0 = time.perf_counter()
+        probs = predict(net, job.x_test, bs)  # the whole network, as deployed
     predict_seconds = time.perf_counter() - t0
     external = {alias: predict(net, x, job.training.batch_size) for alias, x in job.x_external.items()}
     return FoldOutput(probabilities=probs, train_seconds=train_seconds, predict_seconds=predict_seconds,
