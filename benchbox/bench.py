@@ -69,5 +69,5 @@ def bench_backbone(backbone, options: dict, batch_sizes, train_batch_size: int, 
             "amp": amp, "channels_last": channels_last, "infer_steps": infer["steps"],
             "train_steps": train["steps"] if train else None,
             "hardware": ", ".join(gpu_names()) if device == "cuda" else f"{cpu_name()} ({platform.machine()})",
-            "versions": " ".join(f"{k}={v}" for k, v in versions.items() if k in ("torch", "keras", "tensorflow", "timm"))})
+            "versions": " ".join(f"{k}={v}" for k, v in versions.items() if k in ("torch", "keras", "tensorflow", "tensorflow-cpu", "timm"))})
     return rows

@@ -9,10 +9,8 @@ run directory, resuming and reports are the same whichever executor ran it.
 from __future__ import annotations
 
 import os
-import time
 import traceback
-from dataclasses import dataclass, field
-from typing import Callable
+from dataclasses import dataclass
 
 import numpy as np
 

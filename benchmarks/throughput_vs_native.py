@@ -10,7 +10,6 @@ predict_on_batch. Same network, batch size, input size and precision, alternatin
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 

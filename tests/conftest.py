@@ -79,3 +79,19 @@ def run_cli(*args, cwd=None, env=None, timeout=600):
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True, cwd=cwd,
                           env=full_env, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def example_site(tmp_path_factory):
+    """tests/example_plugin, a third party's plugin package, pip-installed into a folder of its own."""
+    target = tmp_path_factory.mktemp("example-site")
+    res = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                          "--target", str(target), str(ROOT / "tests" / "example_plugin")], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    return target
+
+
+@pytest.fixture(scope="session")
+def example_env(example_site):
+    """Environment for a `benchbox` subprocess that sees the example plugin."""
+    return {"PYTHONPATH": os.pathsep.join([str(example_site), os.environ.get("PYTHONPATH", "")])}

@@ -1,16 +1,12 @@
 """Shortcut probes: transform geometry, verdicts that fire and do not fire, label probes."""
 
 import hashlib
-import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from benchbox.probes import THRESHOLDS, border_only, centre_only, lungs_blackout, verdict
-from conftest import DATA, ROOT, needs_data, run_cli, write_suite
+from conftest import DATA, needs_data, run_cli, write_suite
 
 
 def test_lungs_blackout_geometry():
@@ -41,15 +37,6 @@ def test_verdicts_fire_and_do_not_fire():
     assert not verdict("source-as-label", std, {"accuracy_3class": 0.7}, 0.5, THRESHOLDS, source_coincides=True).fires
     strict = {**THRESHOLDS, "same_within_points": 1.0}
     assert "information outside the lungs" in verdict("lungs-blackout", std, {"accuracy_3class": 0.90}, 1 / 3, strict).text
-
-
-@pytest.fixture(scope="module")
-def example_env(tmp_path_factory):
-    target = tmp_path_factory.mktemp("site")
-    res = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                          "--target", str(target), str(ROOT / "tests" / "example_plugin")], capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr
-    return {"PYTHONPATH": os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")])}
 
 
 PROBE_SUITE = """
@@ -90,6 +77,11 @@ def test_planted_shortcut_makes_the_verdicts_fire(tmp_path, example_env):
     # the marker sits in the border: blacking the lungs keeps the accuracy, the border alone predicts the
     # class, and removing the border costs accuracy
     assert _verdicts(run) == {"lungs-blackout": "YES", "border-only": "YES", "centre-only": "YES"}
+    page = tmp_path / "lb.html"
+    lb = run_cli("leaderboard", run, "--format", "html", "-o", page, env=example_env)
+    assert lb.returncode == 0, lb.stderr
+    tables = page.read_text().split("<h2>Plots")[0]
+    assert "lungs-blackout: SHORTCUT" in tables and "syn@lungs-blackout" not in tables  # beside its entry, not ranked
 
 
 def test_without_shortcut_blacking_the_lungs_drops_to_chance(tmp_path, example_env):

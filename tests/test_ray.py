@@ -2,7 +2,6 @@
 
 import importlib.util
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, TORCH_MNV2, needs_torch, run_cli, tiny_suite
+from conftest import TORCH_MNV2, needs_torch, run_cli, tiny_suite
 
 pytestmark = [pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="Ray not installed (pip install 'benchbox[ray]')"),
               needs_torch]
@@ -42,7 +41,6 @@ def test_ray_records_equal_the_local_executor_bit_for_bit(tmp_path):
             assert a[name][key] == b[name][key], (name, key)
     manifest = json.loads((tmp_path / "ray" / "manifest.json").read_text())
     assert manifest["executor"].startswith("ray") and manifest["folds_per_hour"] > 0
-    strip = lambda text: text[:text.index("Positive-class")]  # noqa: E731  the tables agree up to timings
     ta = run_cli("report", tmp_path / "local", "--format", "csv").stdout.splitlines()
     tb = run_cli("report", tmp_path / "ray", "--format", "csv").stdout.splitlines()
     cols = ta[0].split(",")
@@ -50,25 +48,15 @@ def test_ray_records_equal_the_local_executor_bit_for_bit(tmp_path):
     assert [[r.split(",")[i] for i in keep] for r in ta] == [[r.split(",")[i] for i in keep] for r in tb]
 
 
-@pytest.fixture(scope="module")
-def example_site(tmp_path_factory):
-    target = tmp_path_factory.mktemp("site")
-    res = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                          "--target", str(target), str(ROOT / "tests" / "example_plugin")], capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr
-    return target
-
-
-def test_failing_unit_is_retried_then_recorded_while_others_finish(tmp_path, example_site):
+def test_failing_unit_is_retried_then_recorded_while_others_finish(tmp_path, example_env):
     attempts = tmp_path / "attempts.txt"
-    suite = tiny_suite(tmp_path, f'[backbones.f]\nplugin = "example/flaky"\nfail_on_id = "syn-00000"\n'
+    suite = tiny_suite(tmp_path, f'[backbones.f]\nplugin = "example/flaky"\nfail_on_id = "syn/syn-00000"\n'
                                  f'attempts_file = "{attempts}"\n')
-    env = {"PYTHONPATH": os.pathsep.join([str(example_site), os.environ.get("PYTHONPATH", "")])}
-    res = run_cli("run", suite, "--run-dir", tmp_path / "run", *RAY, "--max-retries", "2", env=env)
+    res = run_cli("run", suite, "--run-dir", tmp_path / "run", *RAY, "--max-retries", "2", env=example_env)
     assert res.returncode == 1
-    assert "1 fold(s) failed after their retries" in res.stderr and "planted failure on syn-00000" in res.stderr
+    assert "1 fold(s) failed after their retries" in res.stderr and "planted failure on syn/syn-00000" in res.stderr
     calls = attempts.read_text().splitlines()
-    assert sum("syn-00000" in line for line in calls) == 3  # first try + 2 retries
+    assert sum("syn/syn-00000" in line.split(",") for line in calls) == 3  # first try + 2 retries
     assert len(folds(tmp_path / "run")) == 2  # the other folds finished
     (failure,) = (tmp_path / "run" / "failed").glob("*.json")
     assert "planted failure" in json.loads(failure.read_text())["error"]

@@ -46,7 +46,7 @@ def test_shipped_suites_validate(path, registry):
 
 BAD = [
     ("colour = 1", "colour: unknown key; allowed:"),
-    ('[training]\noptimiser = "adam"', "training.optimiser: unknown key; allowed: augment, batch_size, epochs"),
+    ('[training]\noptimiser = "adam"', "training.optimiser: unknown key; allowed: augment, batch_size, class_weight, epochs"),
     ('[training]\noptimizer = "sgd"', "training.optimizer: unknown optimizer 'sgd'; allowed: adam"),
     ("[training]\nepochs = 0", "training.epochs: must be at least 1"),
     ('[training]\nepochs = "ten"', "training.epochs: must be an integer"),

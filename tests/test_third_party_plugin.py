@@ -7,17 +7,12 @@ import sys
 
 import pytest
 
-from conftest import ROOT, needs_torch, run_cli, tiny_suite
+from conftest import needs_torch, run_cli, tiny_suite
 
 
-@pytest.fixture(scope="module")
-def installed(tmp_path_factory):
-    target = tmp_path_factory.mktemp("site")
-    res = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                          "--target", str(target), str(ROOT / "tests" / "example_plugin")],
-                         capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr
-    return target
+@pytest.fixture
+def installed(example_site):
+    return example_site
 
 
 def env_with(target):

@@ -140,3 +140,17 @@ def test_describe_command_shows_the_facts():
     assert res.returncode == 0, res.stderr
     for fact in ("params_frozen", "3,360", "block_1_expand", "154 Keras layers", "gmacs"):
         assert fact in res.stdout, fact
+
+
+@needs_keras
+def test_paper_suite_without_weights_or_data_stops_at_once_naming_both(tmp_path):
+    from conftest import ROOT
+
+    res = run_cli("run", ROOT / "suites" / "paper.toml", "--data-dir", tmp_path / "empty", "--run-dir", tmp_path / "run",
+                  env={"KERAS_HOME": str(tmp_path / "k"), "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"},
+                  timeout=300)
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    for needle in ("vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5", "inception_resnet_v2", 'weights = "none"',
+                   "covid-chestxray-dataset", "chest_xray", "benchbox data fetch"):
+        assert needle in res.stderr, needle
+    assert not (tmp_path / "run" / "folds").exists()
