@@ -68,6 +68,26 @@ class PrefixCache:
 CACHE = PrefixCache()
 
 
+def cache_key(framework: str, network: str, options, seed: int) -> tuple:
+    """Everything the prefix output depends on: network, cutoff, weights (a file by its
+    modification time), input size, width; plus the fold seed when the weights are random."""
+    from benchbox.networks import weights_kind
+
+    kind = weights_kind(options["weights"])
+    weights = options["weights"]
+    if kind == "file":
+        weights = f"{weights}@{os.path.getmtime(os.path.expanduser(weights))}"
+    key = (framework, network, int(options["cutoff"]), weights, tuple(options["input_size"]), options.get("alpha"))
+    return key if kind != "none" else key + (seed,)
+
+
+def job_ids(job) -> tuple[list[str], list[str]]:
+    """The ids that name a job's train and test images (positional ones outside a run)."""
+    train = list(job.train_ids) if job.train_ids is not None else [f"train/{i}" for i in range(len(job.x_train))]
+    test = list(job.test_ids) if job.test_ids is not None else [f"test/{i}" for i in range(len(job.x_test))]
+    return train, test
+
+
 def fallback_reason(options, training) -> str | None:
     """Why prefix caching cannot apply to this backbone and training, or None when it can."""
     if not options.get("cache_prefix", True):

@@ -174,7 +174,7 @@ def run_suite(suite: Suite, registry, run_dir=None, data_dir=None, new: bool = F
     failed = []
 
     def on_done(unit, out):
-        record = make_record(unit, out, datasets, externals.get(unit.images_key, {}), suite)
+        record = make_record(unit, out, datasets, externals.get(unit.images_key, {}))
         missing = [a for a in externals.get(unit.images_key, {}) if a not in out.external]
         if missing:
             reporter.message(f"warning: {unit.plugin} returned no predictions for external data set(s) {missing}")
@@ -244,7 +244,7 @@ def plan_units(suite: Suite, datasets: dict[str, PreparedDataset], store: RunSto
     return units, images, externals
 
 
-def make_record(unit: Unit, out, datasets: dict[str, PreparedDataset], x_external: dict, suite: Suite) -> dict:
+def make_record(unit: Unit, out, datasets: dict[str, PreparedDataset], x_external: dict) -> dict:
     """The stored record of one finished fold: plain JSON values only."""
     ds = datasets[unit.dataset]
     t = ds.samples.table

@@ -17,7 +17,7 @@ import numpy as np
 from benchbox.contracts import FoldJob, FoldOutput, balanced_class_weights
 from benchbox.errors import BenchboxError, WeightsError
 from benchbox.networks import weights_kind
-from benchbox.prefix_cache import CACHE, fallback_reason
+from benchbox.prefix_cache import CACHE, cache_key, fallback_reason, job_ids
 from benchbox_keras import APPS, imagenet_file
 
 CAFFE_MEAN = [103.939, 116.779, 123.68]
@@ -217,13 +217,6 @@ def boundary_tensors(base, cutoff: int) -> list:
     return list(found.values())
 
 
-def _cache_key(network, options, seed):
-    kind = weights_kind(options["weights"])
-    weights = options["weights"] if kind != "file" else f"{options['weights']}@{os.path.getmtime(os.path.expanduser(options['weights']))}"
-    key = ("keras", network, int(options["cutoff"]), weights, tuple(options["input_size"]), options.get("alpha"))
-    return key if kind != "none" else key + (seed,)  # random weights: the prefix differs per fold
-
-
 def cached_prefix(keras, network, model, base, job):
     """Split the model at the frozen prefix; compute the prefix once per image (once per run for
     pretrained weights, once per fold for random ones); return a trainer on the activations."""
@@ -243,9 +236,8 @@ def cached_prefix(keras, network, model, base, job):
     rgb = model.get_layer("gray_to_rgb")([inp, inp, inp])
     extractor = keras.Model(inp, prefix(model.get_layer("imagenet_preprocess")(rgb)))
 
-    train_ids = list(job.train_ids) if job.train_ids is not None else [f"train/{i}" for i in range(len(job.x_train))]
-    test_ids = list(job.test_ids) if job.test_ids is not None else [f"test/{i}" for i in range(len(job.x_test))]
-    key = _cache_key(network, job.options, job.seed)
+    train_ids, test_ids = job_ids(job)
+    key = cache_key("keras", network, job.options, job.seed)
     t0 = time.perf_counter()
     cached = CACHE.get(key, train_ids + test_ids)
     status = "hit"

@@ -19,7 +19,7 @@ from torch import nn
 from benchbox.contracts import FoldJob, FoldOutput, balanced_class_weights
 from benchbox.errors import BenchboxError, WeightsError
 from benchbox.networks import weights_kind
-from benchbox.prefix_cache import CACHE, fallback_reason
+from benchbox.prefix_cache import CACHE, cache_key, fallback_reason, job_ids
 from benchbox_torch import NETS, keras_layers, keras_weighted_layers
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -303,13 +303,6 @@ class SuffixNet(nn.Module):
         return self
 
 
-def _cache_key(network, options, seed):
-    kind = weights_kind(options["weights"])
-    weights = options["weights"] if kind != "file" else f"{options['weights']}@{os.path.getmtime(os.path.expanduser(options['weights']))}"
-    key = ("torch", network, int(options["cutoff"]), weights, tuple(options["input_size"]), options.get("alpha"))
-    return key if kind != "none" else key + (seed,)  # random weights: the prefix differs per fold
-
-
 @torch.no_grad()
 def prefix_activations(net: BenchboxNet, prefix: nn.Module, x: np.ndarray, batch_size: int) -> list[np.ndarray]:
     prefix.eval()
@@ -327,9 +320,8 @@ def cached_inputs(network, net, job):
     if split is None:
         return None
     prefix, suffix = split
-    train_ids = list(job.train_ids) if job.train_ids is not None else [f"train/{i}" for i in range(len(job.x_train))]
-    test_ids = list(job.test_ids) if job.test_ids is not None else [f"test/{i}" for i in range(len(job.x_test))]
-    key = _cache_key(network, job.options, job.seed)
+    train_ids, test_ids = job_ids(job)
+    key = cache_key("torch", network, job.options, job.seed)
     t0 = time.perf_counter()
     ids = train_ids + test_ids
     cached = CACHE.get(key, ids)
