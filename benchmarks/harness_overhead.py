@@ -36,7 +36,7 @@ def hand_written(x_train, y_train, x_test, epochs, batch_size, seed):
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     prep = lambda xb: ((xb.float().expand(-1, 3, -1, -1) / 255) - mean) / std  # noqa: E731
     xs, ys = torch.from_numpy(x_train).unsqueeze(1), torch.from_numpy(y_train)
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3, eps=1e-7)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3, eps=1e-7, fused=True)
     g = torch.Generator().manual_seed(seed)
     model.train()
     for m in frozen:

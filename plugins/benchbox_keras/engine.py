@@ -219,7 +219,13 @@ def boundary_tensors(base, cutoff: int) -> list:
 
 def cached_prefix(keras, network, model, base, job):
     """Split the model at the frozen prefix; compute the prefix once per image (once per run for
-    pretrained weights, once per fold for random ones); return a trainer on the activations."""
+    pretrained weights, once per fold for random ones); return a trainer on the activations.
+
+    Not bit-identical to the uncached path, unlike PyTorch: TensorFlow's CPU convolutions give an
+    image outputs that differ by ~1e-8 depending on the other images in its batch, so the uncached
+    path itself sees a slightly different prefix output each epoch. Training amplifies that; the
+    cached path stays within the spread TensorFlow shows from a change of thread count
+    (benchmarks/prefix_cache.py --noise-floor, docs/performance.md)."""
     cutoff = int(job.options["cutoff"])
     boundary = boundary_tensors(base, cutoff)
     prefix = keras.Model(base.input, boundary)

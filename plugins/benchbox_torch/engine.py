@@ -4,7 +4,9 @@ Model: input (N, 1, H, W) in 0..255 -> repeat to 3 channels -> the network's own
 normalisation -> feature extractor (first N weight-carrying modules frozen, their BatchNorm kept
 in eval mode even while training) -> global pooling -> hidden Linear+ReLU layers (Dropout between
 them when there are two or more) -> Linear to the classes; softmax for probabilities.
-Adam uses eps=1e-7, Keras's default, so both frameworks train with the same optimiser.
+Adam uses eps=1e-7, Keras's default, so both frameworks train with the same optimiser; its fused
+kernel (about 3x faster than the per-tensor loop on the CPU) matters once the frozen prefix is cached
+and only the suffix trains.
 """
 
 from __future__ import annotations
@@ -358,13 +360,22 @@ def _num_outputs(net: nn.Module) -> int:
     return [m for m in net.head.modules() if isinstance(m, nn.Linear)][-1].out_features
 
 
+def adam(params, learning_rate: float) -> torch.optim.Adam:
+    """Adam with Keras's epsilon; the fused kernel where the parameters' device supports it."""
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=learning_rate, eps=1e-7, fused=True)
+    except RuntimeError:  # a device or dtype without a fused kernel
+        return torch.optim.Adam(params, lr=learning_rate, eps=1e-7)
+
+
 def train(net: nn.Module, inputs, y: np.ndarray, training, seed: int, progress=None) -> None:
     """Adam on the trainable parameters; ``inputs`` is the uint8 image array, or a list of
     tensors (cached prefix activations) fed to ``net`` as positional arguments."""
     if isinstance(inputs, np.ndarray):
         inputs = [torch.from_numpy(np.ascontiguousarray(inputs)).unsqueeze(1)]
     params = [p for p in net.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=training.learning_rate, eps=1e-7)
+    optimizer = adam(params, training.learning_rate)
     ys = torch.from_numpy(np.asarray(y, dtype=np.int64))
     weight = None
     if getattr(training, "class_weight", "none") == "balanced":
@@ -487,7 +498,7 @@ def bench_steps(network, options, batch_size, device, amp, channels_last, train)
     dtype = torch.float16 if device == "cuda" else torch.bfloat16
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     if train:
-        optimizer = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=1e-3, eps=1e-7)
+        optimizer = adam([p for p in net.parameters() if p.requires_grad], 1e-3)
         scaler = torch.amp.GradScaler(device, enabled=amp and device == "cuda")
         net.train()
 
