@@ -133,7 +133,7 @@ def main():
           f"epochs={args.epochs} batch={args.batch_size} "
           f"weights={'random per fold' if args.random else 'fixed (pretrained-like)'}")
     print(f"{'network':20s} {'cutoff':>6s} {'input':>7s} {'uncached s':>10s} {'cached s':>9s} {'speed-up':>8s} "
-          f"{'max |dp|':>9s} {'same class':>10s} {'acc unc/cached':>14s}" + (f" {'1-thread |dp|':>13s}" if args.noise_floor else ""))
+          f"{'max |dp|':>9s} {'mean |dp|':>9s} {'same class':>10s} {'acc unc/cached':>14s}" + (f" {'1-thread max':>12s} {'mean':>9s} {'same class':>10s}" if args.noise_floor else ""))
     total_plain = total_cached = 0.0
     with tempfile.TemporaryDirectory() as tmp:
         for network in args.networks.split(","):
@@ -150,11 +150,11 @@ def main():
             same = (p_plain.argmax(1) == p_cached.argmax(1)).mean()
             acc = f"{(p_plain.argmax(1) == labels).mean():.3f}/{(p_cached.argmax(1) == labels).mean():.3f}"
             line = (f"{network:20s} {STUDY[network]['cutoff']:6d} {'x'.join(map(str, size)):>7s} {t_plain:10.1f} "
-                    f"{t_cached:9.1f} {t_plain / t_cached:7.2f}x {np.abs(p_plain - p_cached).max():9.2e} "
+                    f"{t_cached:9.1f} {t_plain / t_cached:7.2f}x {np.abs(p_plain - p_cached).max():9.2e} {np.abs(p_plain - p_cached).mean():9.2e} "
                     f"{same:10.1%} {acc:>14s}")
             if args.noise_floor and not args.random:
                 p_one = noise_floor(args, network, options["weights"], f"{tmp}/{network}-1thread.npy")
-                line += f" {np.abs(p_plain - p_one).max():13.2e}"
+                line += f" {np.abs(p_plain - p_one).max():12.2e} {np.abs(p_plain - p_one).mean():9.2e} {(p_plain.argmax(1) == p_one.argmax(1)).mean():10.1%}"
             print(line, flush=True)
     print(f"{'all':20s} {'':6s} {'':7s} {total_plain:10.1f} {total_cached:9.1f} {total_plain / total_cached:7.2f}x")
 

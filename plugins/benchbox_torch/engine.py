@@ -376,7 +376,7 @@ def train(net: nn.Module, inputs, y: np.ndarray, training, seed: int, progress=N
         inputs = [torch.from_numpy(np.ascontiguousarray(inputs)).unsqueeze(1)]
     params = [p for p in net.parameters() if p.requires_grad]
     optimizer = adam(params, training.learning_rate)
-    ys = torch.from_numpy(np.asarray(y, dtype=np.int64))
+    ys = torch.from_numpy(np.array(y, dtype=np.int64))  # a copy: y may be a read-only view
     weight = None
     if getattr(training, "class_weight", "none") == "balanced":
         k = _num_outputs(net)
