@@ -228,7 +228,6 @@ def cached_prefix(keras, network, model, base, job):
     (benchmarks/prefix_cache.py --noise-floor, docs/performance.md)."""
     cutoff = int(job.options["cutoff"])
     boundary = boundary_tensors(base, cutoff)
-    prefix = keras.Model(base.input, boundary)
     feeds = [keras.Input(t.shape[1:], name=f"prefix_out_{i}") for i, t in enumerate(boundary)]
     if cutoff >= len(base.layers):  # the whole backbone is frozen: only pooling and head train
         x = feeds[0]
@@ -238,9 +237,6 @@ def cached_prefix(keras, network, model, base, job):
     for layer in after_base:
         x = layer(x)
     trainer = keras.Model(feeds, x, name=f"{model.name}_suffix")
-    inp = keras.Input(model.input.shape[1:])
-    rgb = model.get_layer("gray_to_rgb")([inp, inp, inp])
-    extractor = keras.Model(inp, prefix(model.get_layer("imagenet_preprocess")(rgb)))
 
     train_ids, test_ids = job_ids(job)
     key = cache_key("keras", network, job.options, job.seed)
@@ -248,8 +244,9 @@ def cached_prefix(keras, network, model, base, job):
     cached = CACHE.get(key, train_ids + test_ids)
     status = "hit"
     if cached is None:
-        out = extractor.predict(as_input(np.concatenate([job.x_train, job.x_test])), batch_size=job.training.batch_size,
-                                verbose=0)
+        extractor = prefix_extractor(keras, model, base, boundary)
+        out = extractor.predict(as_input(np.concatenate([job.x_train, job.x_test])),
+                                batch_size=job.training.batch_size, verbose=0)
         cached = [np.asarray(a, dtype=np.float32) for a in (out if isinstance(out, (list, tuple)) else [out])]
         CACHE.put(key, train_ids + test_ids, cached)
         status = "computed"
@@ -261,6 +258,14 @@ def cached_prefix(keras, network, model, base, job):
     info = {"prefix_cache": status, "prefix_seconds": time.perf_counter() - t0,
             "prefix_boundary": [list(t.shape[1:]) for t in boundary]}
     return trainer, x_train, x_test, info
+
+
+def prefix_extractor(keras, model, base, boundary):
+    """Image -> boundary tensors: gray_to_rgb, preprocessing and the frozen prefix; needed only on
+    a cache miss."""
+    inp = keras.Input(model.input.shape[1:])
+    rgb = model.get_layer("gray_to_rgb")([inp, inp, inp])
+    return keras.Model(inp, keras.Model(base.input, boundary)(model.get_layer("imagenet_preprocess")(rgb)))
 
 
 _STATISTICS = ("moving_mean", "moving_variance", "imagenet_preprocess/")
