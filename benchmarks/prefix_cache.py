@@ -89,6 +89,12 @@ def run_protocol(backbone, options, images, labels, ids, args):
     return time.perf_counter() - t0, probs
 
 
+def agreement(reference, other) -> str:
+    """Largest and mean absolute probability difference, and the share of identical classes."""
+    diff = np.abs(reference - other)
+    return f"{diff.max():9.2e} {diff.mean():9.2e} {(reference.argmax(1) == other.argmax(1)).mean():10.1%}"
+
+
 def noise_floor(args, network, weights, out):
     """The uncached protocol in a child process with one thread: the framework's own spread."""
     env = {**os.environ, "TF_NUM_INTRAOP_THREADS": "1", "OMP_NUM_THREADS": "1"}
@@ -117,6 +123,8 @@ def main():
     ap.add_argument("--uncached-only", metavar="NPY", help=argparse.SUPPRESS)
     ap.add_argument("--threads", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.noise_floor and args.random:
+        ap.error("--noise-floor needs fixed weights (the child process must load the same file): drop --random")
     if args.threads and args.framework == "torch":
         import torch
 
@@ -133,7 +141,8 @@ def main():
           f"epochs={args.epochs} batch={args.batch_size} "
           f"weights={'random per fold' if args.random else 'fixed (pretrained-like)'}")
     print(f"{'network':20s} {'cutoff':>6s} {'input':>7s} {'uncached s':>10s} {'cached s':>9s} {'speed-up':>8s} "
-          f"{'max |dp|':>9s} {'mean |dp|':>9s} {'same class':>10s} {'acc unc/cached':>14s}" + (f" {'1-thread max':>12s} {'mean':>9s} {'same class':>10s}" if args.noise_floor else ""))
+          f"{'max |dp|':>9s} {'mean |dp|':>9s} {'same class':>10s} {'acc unc/cached':>14s}"
+          + (f" {'1-thread max':>12s} {'mean':>9s} {'same class':>10s}" if args.noise_floor else ""))
     total_plain = total_cached = 0.0
     with tempfile.TemporaryDirectory() as tmp:
         for network in args.networks.split(","):
@@ -147,14 +156,13 @@ def main():
             t_cached, p_cached = run_protocol(backbone, {**options, "cache_prefix": True}, images, labels, ids, args)
             total_plain += t_plain
             total_cached += t_cached
-            same = (p_plain.argmax(1) == p_cached.argmax(1)).mean()
             acc = f"{(p_plain.argmax(1) == labels).mean():.3f}/{(p_cached.argmax(1) == labels).mean():.3f}"
             line = (f"{network:20s} {STUDY[network]['cutoff']:6d} {'x'.join(map(str, size)):>7s} {t_plain:10.1f} "
-                    f"{t_cached:9.1f} {t_plain / t_cached:7.2f}x {np.abs(p_plain - p_cached).max():9.2e} {np.abs(p_plain - p_cached).mean():9.2e} "
-                    f"{same:10.1%} {acc:>14s}")
-            if args.noise_floor and not args.random:
+                    f"{t_cached:9.1f} {t_plain / t_cached:7.2f}x "
+                    f"{agreement(p_plain, p_cached)} {acc:>14s}")
+            if args.noise_floor:
                 p_one = noise_floor(args, network, options["weights"], f"{tmp}/{network}-1thread.npy")
-                line += f" {np.abs(p_plain - p_one).max():12.2e} {np.abs(p_plain - p_one).mean():9.2e} {(p_plain.argmax(1) == p_one.argmax(1)).mean():10.1%}"
+                line += f"    {agreement(p_plain, p_one)}"
             print(line, flush=True)
     print(f"{'all':20s} {'':6s} {'':7s} {total_plain:10.1f} {total_cached:9.1f} {total_plain / total_cached:7.2f}x")
 
