@@ -6,6 +6,7 @@ Everything here is framework-free: a test can build any of these values by hand.
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
@@ -155,4 +156,41 @@ class Evaluator:
 
     def evaluate(self, records: Sequence[Mapping[str, Any]], classes: Sequence[str],
                  positive_class: str) -> dict[str, float]:
+        raise NotImplementedError
+
+
+@dataclass
+class VerifyReport:
+    """What `benchbox data verify` found for one data source under a data root."""
+
+    source: str
+    root: str
+    checked: int = 0
+    missing: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.changed)
+
+
+class DataSource:
+    """A raw data source a Dataset plugin reads: where it comes from and how to fetch/verify it.
+
+    ``benchbox data fetch`` and ``benchbox data verify`` work through these objects only, so the
+    core never imports a data plugin."""
+
+    name: str = ""
+    description: str = ""
+    home: str = ""  # the project page a user can read
+    layout: str = ""  # what the source looks like under the data root, for placing it by hand
+
+    def fetch(self, root: Path, progress: Callable[[int, int | None], None] | None = None) -> Path:
+        """Download, check and unpack into ``root``; return the source's folder. Raise DataError."""
+        raise NotImplementedError
+
+    def verify(self, root: Path) -> VerifyReport:
+        """Compare the files under ``root`` with what this source should hold."""
         raise NotImplementedError

@@ -38,3 +38,9 @@ def benchbox_fold_end(run_dir, record):
 @hookspec
 def benchbox_run_end(run_dir, summary):
     """Called once when every cell is done; ``summary`` is the metrics DataFrame."""
+
+
+@hookspec
+def benchbox_data_sources():
+    """Return a list of :class:`benchbox.contracts.DataSource` (raw sources `benchbox data fetch`
+    downloads and `benchbox data verify` checks)."""
