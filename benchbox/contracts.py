@@ -43,8 +43,9 @@ class SampleSet:
     classes: tuple[str, ...]
     positive_class: str
     load: Callable[[pd.DataFrame, tuple[int, int]], np.ndarray]
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # facts worth keeping in the manifest
     fingerprint: str = ""
+    warnings: list[str] = field(default_factory=list)  # what the user must see (shortfalls, skipped files)
 
     def __post_init__(self):
         missing = [c for c in SAMPLE_COLUMNS if c not in self.table.columns]
