@@ -1,8 +1,5 @@
 """Data: source loaders (hand-made fixtures and the real X-rays), composition, preprocessing, cache."""
 
-import urllib.error
-import urllib.request
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -172,12 +169,16 @@ def test_corrupt_image_error_names_the_file_or_is_skipped(kermany_root):
 
 
 def test_offline_fetch_names_the_url_and_the_layout(tmp_path, monkeypatch):
-    from benchbox_xray.fetch import fetch
+    import dataclasses
+
+    import requests
+    from benchbox_xray.fetch import KERMANY, SOURCES, fetch
 
     def offline(*a, **k):
-        raise urllib.error.URLError("no network (simulated)")
+        raise requests.exceptions.ConnectionError("no network (simulated)")
 
-    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    monkeypatch.setattr(requests, "get", offline)  # what pooch's HTTPDownloader calls
+    monkeypatch.setitem(SOURCES, "kermany", dataclasses.replace(KERMANY, retries=0))
     with pytest.raises(DataError) as exc:
         fetch("kermany", tmp_path)
     msg = str(exc.value)

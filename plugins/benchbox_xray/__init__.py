@@ -144,3 +144,10 @@ def benchbox_datasets():
         SourceDataset("kermany", read_kermany, ("bacterial", "viral", "normal"),
                       "Kermany et al. pediatric chest_xray: bacterial, viral, normal"),
     ]
+
+
+@hookimpl
+def benchbox_data_sources():
+    from benchbox_xray.fetch import data_sources  # imported on use: pooch is needed only to fetch or verify
+
+    return data_sources()
