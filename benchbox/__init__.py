@@ -6,7 +6,6 @@ plugins under ``plugins/``, which are discovered through the ``benchbox`` entry-
 
 from benchbox.errors import BenchboxError
 from benchbox.hookspecs import hookimpl
-from benchbox.metrics import paper_metrics
 
 __version__ = "0.1.0"
-__all__ = ["BenchboxError", "hookimpl", "paper_metrics", "__version__"]
+__all__ = ["BenchboxError", "hookimpl", "__version__"]

@@ -1,19 +1,28 @@
-"""The `benchbox` command line (typer). Errors a user can act on are printed as one message,
-without a traceback, and the exit code is non-zero."""
+"""The `benchbox` command line (typer).
+
+The error boundary of benchbox: errors a user can act on are printed as one message without a
+traceback; usage errors are click's one-line usage messages (exit 2); a plugin's failure names the
+plugin, method and fold, its traceback goes to the run's log (shown with --verbose); Ctrl-C says
+what was kept and how to resume (exit 130); anything else is reported as a bug with its traceback
+in a log file. Exit codes: 0 ok, 1 error, 2 usage, 130 interrupted.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
+import time
+import traceback
 from pathlib import Path
 from typing import List, Optional
 
-import click
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from benchbox.errors import BenchboxError
+from benchbox.errors import BenchboxError, PluginError
 
 app = typer.Typer(help="Honest, reproducible comparisons of CNN backbones on small medical imaging data sets.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -21,18 +30,36 @@ backbones_app = typer.Typer(help="Inspect backbone plugins.", no_args_is_help=Tr
 app.add_typer(backbones_app, name="backbones")
 plugin_app = typer.Typer(help="Create plugins.", no_args_is_help=True)
 app.add_typer(plugin_app, name="plugin")
-data_app = typer.Typer(help="Data sets: describe them, fetch their sources.", no_args_is_help=True)
+data_app = typer.Typer(help="Data sets: describe, fetch, verify and export them.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 weights_app = typer.Typer(help="ImageNet weights in the frameworks' caches.", no_args_is_help=True)
 app.add_typer(weights_app, name="weights")
-console = Console(width=None if sys.stdout.isatty() else 140)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
+console = Console(width=None if sys.stdout.isatty() else 200)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+STATE = {"verbose": False}
 
 
-def _registry():
+class Interrupted(BenchboxError):
+    """Ctrl-C: what was kept, and the command that resumes."""
+
+
+@app.callback()
+def _options(verbose: bool = typer.Option(False, "--verbose", "-v",
+                                          help="Show tracebacks of plugin failures and framework log lines.")):
+    STATE["verbose"] = verbose
+    if not verbose:  # framework C++ logs (TensorFlow, absl) are noise unless asked for
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+
+def _registry(warn: bool = True):
     from benchbox.plugins import load_registry
 
-    return load_registry()
+    registry = load_registry()
+    if warn:
+        for plugin, error in registry.broken:
+            err_console.print(f"warning: broken plugin {plugin}: {error}", markup=False, highlight=False)
+    return registry
 
 
 class RichReporter:
@@ -42,26 +69,40 @@ class RichReporter:
         self.progress = progress
         self.folds = None
         self.epochs = None
+        self.run_dir = None
+
+    def session(self, run_dir):
+        self.run_dir = run_dir
 
     def message(self, text):
-        self.progress.console.print(f"[cyan]{text}[/]")
+        self.progress.console.print(text, style="cyan", markup=False, highlight=False)
 
     def cells_start(self, total, done):
         self.folds = self.progress.add_task("folds", total=total, completed=done)
 
-    def fold_start(self, dataset, backbone, fold, epochs):
+    def fold_start(self, cell, fold, epochs):
         if self.epochs is not None:
             self.progress.remove_task(self.epochs)
-        self.epochs = self.progress.add_task(f"{dataset} x {backbone} fold {fold}: epochs", total=epochs)
+        self.epochs = self.progress.add_task(f"{cell} fold {fold}: epochs", total=epochs)
 
     def epoch(self, done, total):
         self.progress.update(self.epochs, completed=done)
 
     def fold_end(self, record):
         self.progress.advance(self.folds)
-        self.progress.console.print(
-            f"  {record['dataset']} x {record['backbone']} fold {record['fold']}: "
-            f"trained in {record['train_seconds']:.1f} s, {record['n_test']} test images")
+        self.progress.console.print(f"  {record.cell} fold {record.fold}: trained in {record.train_seconds:.1f} s, "
+                                    f"{record.n_test} test images", markup=False, highlight=False)
+
+
+def _resume_hint(suite: Path, out_dir: Path | None) -> str:
+    from benchbox.store import RunStore
+
+    if out_dir is None or not Path(out_dir).is_dir():
+        return f"nothing was stored yet; rerun `benchbox run {suite}` to start again"
+    kept = len(list((Path(out_dir) / "folds").glob("*.json")))
+    RunStore(out_dir).unlock()
+    return (f"{kept} finished fold(s) are kept in {out_dir}; rerun `benchbox run {suite}` (or with "
+            f"--run-dir {out_dir}) to resume")
 
 
 @app.command()
@@ -81,13 +122,10 @@ def run(suite: Path = typer.Argument(..., help="Suite file (TOML)."),
     """Run a suite: train and evaluate every dataset x backbone x fold, then print the comparison.
 
     Rerunning the same command resumes an unfinished run of the same suite."""
-    from benchbox.report import print_terminal
-    from benchbox.runner import run_suite
-    from benchbox.store import RunStore
-    from benchbox.suite import load_suite
-    from benchbox.summary import summarize
-
     from benchbox.executors import ExecutorConfig
+    from benchbox.runner import run_suite
+    from benchbox.suite import load_suite
+    from benchbox.views.report import print_terminal
 
     registry = _registry()
     s = load_suite(suite, registry, check_availability=True)
@@ -100,22 +138,26 @@ def run(suite: Path = typer.Argument(..., help="Suite file (TOML)."),
     executor_config = ExecutorConfig(**settings)
     if executor_config.kind not in ("local", "ray"):
         raise BenchboxError(f"--executor {executor_config.kind!r}: choose local or ray")
+    for key in ("cpus_per_fold", "gpus_per_fold", "max_retries"):
+        if getattr(executor_config, key) < 0:
+            raise BenchboxError(f"--{key.replace('_', '-')} must not be negative")
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
-    with Progress(*columns, console=console, transient=False) as progress:
-        out = run_suite(s, registry, run_dir=run_dir, data_dir=str(data_dir) if data_dir else None,
-                        new=new, reporter=RichReporter(progress), executor_config=executor_config)
-    from benchbox.breakdown import sections
-
-    store = RunStore(out)
-    summary, problems = summarize(store, registry)
-    print_terminal(summary, console, title=f"{s.name}: {s.protocol.label}, {s.training.epochs} epochs", problems=problems,
-                   extra=sections(store.read_records()[0], store.manifest(), summary))
-    console.print(f"run directory: [bold]{out}[/] (report.md, summary.csv, confusion.csv, folds/)")
-    failures = store.read_failures()
-    if failures:
-        raise BenchboxError(f"{len(failures)} fold(s) failed after their retries (errors in {out / 'failed'}): " +
-                            "; ".join(f"{f['dataset']} x {f['backbone']} fold {f['fold']}: {f['error'].splitlines()[-1]}"
-                                      for f in failures) + ". Rerun the same command to retry them.")
+    reporter = None
+    try:
+        with Progress(*columns, console=console, transient=False) as progress:
+            reporter = RichReporter(progress)
+            result = run_suite(s, registry, run_dir=run_dir, data_dir=str(data_dir) if data_dir else None,
+                               new=new, reporter=reporter, executor_config=executor_config)
+    except KeyboardInterrupt:
+        out = reporter.run_dir if reporter is not None else None
+        raise Interrupted(f"interrupted: {_resume_hint(suite, out)}") from None
+    print_terminal(result, console)
+    console.print(f"run directory: [bold]{result.run_dir}[/] (report.md, summary.csv, folds/, plots/)", highlight=False)
+    if result.failures:
+        raise PluginError(f"{len(result.failures)} fold(s) failed (errors in {result.run_dir / 'failed'}, tracebacks in "
+                          f"{result.run_dir / 'benchbox.log'}): " +
+                          "; ".join(f.get("error", "").splitlines()[0] for f in result.failures[:3]) +
+                          ". Fix the cause and rerun the same command to retry them.")
 
 
 @app.command()
@@ -125,72 +167,64 @@ def validate(suite: Path = typer.Argument(..., help="Suite file (TOML).")):
 
     s = load_suite(suite, _registry())
     console.print(f"[green]{suite}: valid[/] — {len(s.cells)} cell(s) x {s.protocol.n_folds} fold(s) "
-                  f"({s.protocol.label}), {s.training.epochs} epochs")
-    for d, b in s.cells:
-        base, _, probe = d.partition("@")
-        console.print(f"  {d} ({s.datasets[base].plugin}{' with probe ' + probe if probe else ''}) x {b} "
-                      f"({s.backbones[b].plugin})" + (f", external: {', '.join(s.external[(d, b)])}" if (d, b) in s.external else ""))
+                  f"({s.protocol.label}), {s.training.epochs} epochs", highlight=False)
+    for cell in s.cells:
+        ext = s.external.get(cell)
+        console.print(f"  {cell.label} ({s.datasets[cell.dataset].plugin}) x {cell.backbone} "
+                      f"({s.backbones[cell.backbone].plugin})" + (f", external: {', '.join(ext)}" if ext else ""),
+                      markup=False, highlight=False)
 
 
 @app.command()
 def plugins():
-    """List every dataset, backbone and evaluator plugin with its origin and availability."""
-    registry = _registry()
+    """List every dataset, backbone, evaluator and data source with its origin and availability."""
+    registry = _registry(warn=False)
     table = Table(title="benchbox plugins")
     for col in ("kind", "name", "origin", "available", "description"):
         table.add_column(col)
-    for kind in ("dataset", "backbone", "evaluator"):
+    for kind in registry.tables:
         for name, entry in sorted(registry.table(kind).items()):
             avail = entry.availability
             table.add_row(kind, name, entry.origin, "yes" if avail.ok else f"[red]no[/]: {avail.reason}",
                           getattr(entry.obj, "description", ""))
     console.print(table)
     for plugin, error in registry.broken:
-        console.print(f"[red]broken plugin {plugin}:[/] {error}")
+        console.print(f"[red]broken plugin {plugin}:[/] {error}", highlight=False)
+    if registry.broken:
+        raise PluginError(f"{len(registry.broken)} plugin problem(s) above; fix or uninstall the plugin(s)")
+
+
+def _output_file(output: Path, option: str = "--output") -> Path:
+    """A file path a command may write: not a folder, its folder exists."""
+    if output.is_dir():
+        raise BenchboxError(f"{option} {output} is a folder; name a file, e.g. {output / 'report.md'}")
+    if not output.parent.exists():
+        raise BenchboxError(f"{option} {output}: folder {output.parent} does not exist; create it first")
+    return output
 
 
 @app.command()
 def report(run_dir: Path = typer.Argument(..., help="A run directory written by `benchbox run`."),
            format: str = typer.Option("terminal", "--format", "-f", help="terminal, markdown, csv or latex."),
            output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout.")):
-    """Re-render a run's tables from its stored fold records alone."""
-    from benchbox.report import FORMATS, print_terminal, render_text
-    from benchbox.store import RunStore
-    from benchbox.summary import summarize
+    """Re-render a run's tables (and its report files and plots) from its stored fold records alone."""
+    from benchbox.runner import rerender
+    from benchbox.views.report import FORMATS, print_terminal, render_text
 
     if format not in FORMATS:
         raise BenchboxError(f"--format {format!r}: choose one of {', '.join(FORMATS)}")
-    store = RunStore(run_dir)
-    manifest = store.manifest()
-    summary, problems = summarize(store, _registry())
-    title = f"{manifest['suite']}: {manifest.get('protocol_label', '')}"
-    from benchbox.breakdown import sections
-
-    extra = sections(store.read_records()[0], manifest, summary)
-    plots = _write_plots(store, summary, manifest["suite"])
+    if output is not None:
+        _output_file(output)
+    result = rerender(run_dir, _registry())
     if format == "terminal" and output is None:
-        print_terminal(summary, console, title=title, problems=problems, extra=extra)
-        if plots:
-            console.print(f"plots: {len(plots)} PNG files in {store.path / 'plots'}")
+        print_terminal(result, console)
         return
-    text = render_text(summary, "markdown" if format == "terminal" else format, title, problems, extra)
+    text = render_text(result, "markdown" if format == "terminal" else format)
     if output:
-        output.write_text(text)
-        console.print(f"wrote {output}")
+        output.write_text(text, encoding="utf-8")
+        console.print(f"wrote {output}", highlight=False)
     else:
         sys.stdout.write(text)
-
-
-def _write_plots(store, summary, suite_name):
-    import importlib.util
-
-    if importlib.util.find_spec("matplotlib") is None:
-        err_console.print("plots skipped: matplotlib is not installed (pip install 'benchbox[plots]')")
-        return []
-    from benchbox.plots import write_plots
-
-    records, _ = store.read_records()
-    return write_plots(store.path, records, summary, suite_name)
 
 
 @app.command()
@@ -198,16 +232,16 @@ def compare(run_dir: Path = typer.Argument(..., help="A run directory."),
             a: str = typer.Argument(..., help="First backbone (its name in the suite)."),
             b: str = typer.Argument(..., help="Second backbone."),
             dataset: Optional[str] = typer.Option(None, "--dataset", help="Data set, when they share several."),
-            n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples (patients).")):
+            n_boot: int = typer.Option(1000, "--n-boot", min=10, help="Bootstrap resamples (patients).")):
     """Paired comparison of two backbones on the same samples: McNemar and the AUC difference."""
-    from benchbox.compare import compare as run_compare
+    from benchbox.views.compare import compare as run_compare
 
     r = run_compare(run_dir, a, b, dataset, n_boot)
     m = r["mcnemar"]
     table = Table(title=f"{a} vs {b} on {r['dataset']} ({r['n']} shared test images)", show_header=False)
     table.add_column("")
     table.add_column("")
-    table.add_row("3-class accuracy", f"{100 * r['accuracy_a']:.2f}% vs {100 * r['accuracy_b']:.2f}%")
+    table.add_row("accuracy", f"{100 * r['accuracy_a']:.2f}% vs {100 * r['accuracy_b']:.2f}%")
     table.add_row("right only by " + a, str(m["only_a"]))
     table.add_row("right only by " + b, str(m["only_b"]))
     table.add_row(f"McNemar ({m['method']})", f"p = {m['p_value']:.4g}" + (" (significant at 0.05)" if m["p_value"] < 0.05 else ""))
@@ -219,21 +253,26 @@ def compare(run_dir: Path = typer.Argument(..., help="A run directory."),
 
 @app.command()
 def leaderboard(runs: List[Path] = typer.Argument(..., help="Run directories (e.g. runs/*)."),
-                metric: str = typer.Option("accuracy_3class", "--metric", help="accuracy_3class, accuracy_2class, "
-                                           "sensitivity, specificity, auc, macro_f1 or balanced_accuracy."),
+                metric: Optional[str] = typer.Option(None, "--metric", help="Any metric the runs' evaluators "
+                                                     "declare (default: the first declared, e.g. accuracy_3class)."),
                 dataset: Optional[str] = typer.Option(None, "--dataset", help="Only this data set (name or plugin)."),
                 format: str = typer.Option("markdown", "--format", "-f", help="markdown, html, csv or json."),
                 output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file.")):
-    """Rank dataset x backbone entries across runs, grouping entries that are not comparable."""
-    from benchbox.leaderboard import collect, rank, render
+    """Rank data set x backbone entries across runs, grouping entries that are not comparable."""
+    from benchbox.views.leaderboard import FORMATS, choose_metric, collect, rank, render
 
-    entries, problems = collect(runs, _registry(), dataset)
-    text = render(rank(entries, metric), metric, format)
+    if format not in FORMATS:
+        raise BenchboxError(f"--format {format!r}: choose one of {', '.join(FORMATS)}")
+    if output is not None:
+        _output_file(output)
+    entries, problems, metrics = collect(runs, _registry(), dataset)
+    spec = choose_metric(metrics, metric)
+    text = render(rank(entries, spec), spec, format, output)
     for p in problems:
-        err_console.print(f"warning: {p}", markup=False)
+        err_console.print(f"warning: {p}", markup=False, highlight=False)
     if output:
-        output.write_text(text)
-        console.print(f"wrote {output}")
+        output.write_text(text, encoding="utf-8")
+        console.print(f"wrote {output}", highlight=False)
     else:
         sys.stdout.write(text)
 
@@ -258,14 +297,23 @@ def bench(backbones: List[str] = typer.Argument(..., help="Backbone plugins, e.g
     try:
         sizes = [int(v) for v in batch_sizes.split(",") if v.strip()]
     except ValueError:
-        raise BenchboxError(f"--batch-sizes {batch_sizes!r}: write integers separated by commas, e.g. 1,64") from None
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise BenchboxError(f"--batch-sizes {batch_sizes!r}: write positive integers separated by commas, e.g. 1,64")
+    if train_batch_size < 0:
+        raise BenchboxError(f"--train-batch-size {train_batch_size}: must be positive (or 0 to skip training)")
+    if min_seconds <= 0:
+        raise BenchboxError(f"--min-seconds {min_seconds}: must be positive")
+    size = parse_size(input_size)
+    if output.is_dir() or not output.parent.exists():
+        _output_file(output)
     registry = _registry()
     rows = []
     for name in backbones:
         backbone = registry.get("backbone", name)
         if not hasattr(backbone, "bench_steps"):
             raise BenchboxError(f"{name}: this plugin does not implement bench_steps(); it cannot be benchmarked")
-        options = {**backbone.defaults, "input_size": list(parse_size(input_size))}
+        options = {**backbone.defaults, "input_size": list(size)}
         console.print(f"benchmarking {name} on {device} ...")
         rows += bench_backbone(backbone, options, sizes, train_batch_size, device, amp, channels_last,
                                min_seconds=min_seconds)
@@ -338,17 +386,20 @@ def weights_fetch(names: Optional[List[str]] = typer.Argument(None, help="Backbo
 def data_describe(names: Optional[List[str]] = typer.Argument(None, help="Dataset plugins (default: all)."),
                   data_dir: Optional[Path] = typer.Option(None, "--data-dir", envvar="BENCHBOX_DATA",
                                                           help="Root of the raw data sources."),
-                  seed: int = typer.Option(0, "--seed", help="Seed of the composition draw.")):
+                  seed: int = typer.Option(0, "--seed", min=0, help="Seed of the composition draw.")):
     """Class counts, patients and sources of data sets (their default options)."""
+    from benchbox.harness import call_plugin
+
     registry = _registry()
+    failed = []
     for name in names or sorted(registry.datasets):
-        dataset = registry.get("dataset", name)
         try:
-            samples = dataset.samples(dict(dataset.defaults), seed, str(data_dir) if data_dir else None)
+            dataset = registry.get("dataset", name)
+            samples = call_plugin(registry.origin_of("dataset", name), "samples", f"data set {name}", dataset.samples,
+                                  dict(dataset.defaults), seed, str(data_dir) if data_dir else None)
         except BenchboxError as exc:
-            if names:
-                raise
-            console.print(f"[yellow]{name}: unavailable here[/] — {exc}", markup=True, highlight=False)
+            failed.append(name)
+            console.print(f"[yellow]{name}: unavailable here[/] — {exc}", highlight=False)
             continue
         t = samples.table
         table = Table(title=f"{name}: {len(t)} images, {t['group'].nunique()} patients "
@@ -360,25 +411,86 @@ def data_describe(names: Optional[List[str]] = typer.Argument(None, help="Datase
             table.add_row(cls, str(len(sub)), str(sub["group"].nunique()),
                           ", ".join(f"{k} {v}" for k, v in sub["source"].value_counts().items()))
         console.print(table)
+        for warning in samples.warnings:
+            console.print(f"  [yellow]warning:[/] {warning}", highlight=False)
         for note in samples.notes:
-            console.print(f"  {'[yellow]warning:[/] ' if 'shortfall' in note or 'skipped' in note else ''}{note}")
+            console.print(f"  {note}", markup=False, highlight=False)
+    if names and failed:
+        raise BenchboxError(f"could not describe {', '.join(failed)} (reasons above)")
+
+
+def _sources(registry, names):
+    available = registry.data_sources
+    if not available:
+        raise PluginError("no data source plugin is installed (the xray plugin provides cohen and kermany)")
+    chosen = names or sorted(available)
+    unknown = [n for n in chosen if n not in available]
+    if unknown:
+        raise BenchboxError(f"unknown data source(s) {', '.join(unknown)}; available: {', '.join(sorted(available))}")
+    return [(n, available[n].obj) for n in chosen]
 
 
 @data_app.command("fetch")
-def data_fetch(sources: Optional[List[str]] = typer.Argument(None, help="cohen and/or kermany (default: both)."),
+def data_fetch(sources: Optional[List[str]] = typer.Argument(None, help="Data sources, e.g. cohen kermany (default: all)."),
                data_dir: Optional[Path] = typer.Option(None, "--data-dir", envvar="BENCHBOX_DATA",
                                                        help="Root to download into.")):
-    """Download the raw sources (GitHub for Cohen, Mendeley Data for Kermany) into the data root."""
+    """Download, verify and unpack raw data sources into the data root."""
     from benchbox.datadir import data_root
-    from benchbox_xray.fetch import SOURCES, fetch
 
     root = data_root(data_dir)
-    for name in sources or list(SOURCES):
+    for name, source in _sources(_registry(), sources):
         with Progress(TextColumn(f"{name}"), BarColumn(), TextColumn("{task.completed:,.0f} bytes"),
                       console=console) as progress:
             task = progress.add_task(name, total=None)
-            target = fetch(name, root, lambda done, total: progress.update(task, completed=done, total=total or None))
-        console.print(f"[green]{name}[/] -> {target}")
+            target = source.fetch(root, lambda done, total: progress.update(task, completed=done, total=total or None))
+        console.print(f"[green]{name}[/] -> {target}", highlight=False)
+
+
+@data_app.command("verify")
+def data_verify(sources: Optional[List[str]] = typer.Argument(None, help="Data sources (default: all)."),
+                data_dir: Optional[Path] = typer.Option(None, "--data-dir", envvar="BENCHBOX_DATA",
+                                                        help="Root that holds the sources.")):
+    """Check a data root against the sources' shipped manifests: missing, changed and extra files."""
+    from benchbox.datadir import data_root
+
+    root = data_root(data_dir)
+    bad = []
+    for name, source in _sources(_registry(), sources):
+        report = source.verify(root)
+        state = "[green]ok[/]" if report.ok else "[red]problems[/]"
+        console.print(f"{name}: {state} — {report.checked} file(s) checked under {report.root}", highlight=False)
+        for label, items in (("missing", report.missing), ("changed", report.changed), ("extra", report.extra)):
+            for item in items[:20]:
+                console.print(f"  {label}: {item}", markup=False, highlight=False)
+            if len(items) > 20:
+                console.print(f"  ... and {len(items) - 20} more {label}", highlight=False)
+        for note in report.notes:
+            console.print(f"  note: {note}", markup=False, highlight=False)
+        if not report.ok:
+            bad.append(name)
+    if bad:
+        raise BenchboxError(f"{', '.join(bad)}: files missing or changed under {root} (listed above); fetch again "
+                            "with `benchbox data fetch` or fix the files by hand")
+
+
+@data_app.command("export")
+def data_export(name: str = typer.Argument(..., help="Data set plugin, e.g. synthetic."),
+                to: Path = typer.Option(..., "--to", help="Folder to create (class folders + labels.csv)."),
+                input_size: str = typer.Option("256x256", "--size", help="HEIGHTxWIDTH of the written images."),
+                data_dir: Optional[Path] = typer.Option(None, "--data-dir", envvar="BENCHBOX_DATA",
+                                                        help="Root of the raw data sources."),
+                seed: int = typer.Option(0, "--seed", min=0, help="Seed of the data set's draw.")):
+    """Write a data set as a class-folder tree and a CSV (e.g. the synthetic set, for a walk-through)."""
+    from benchbox.export import export_dataset
+    from benchbox.harness import call_plugin
+
+    registry = _registry()
+    dataset = registry.get("dataset", name)
+    samples = call_plugin(registry.origin_of("dataset", name), "samples", f"data set {name}", dataset.samples,
+                          dict(dataset.defaults), seed, str(data_dir) if data_dir else None)
+    result = export_dataset(samples, to, parse_size(input_size))
+    console.print(f"wrote {result.get('images', len(samples.table))} images of {name} to {to} "
+                  f"(class folders and labels.csv)", highlight=False)
 
 
 @plugin_app.command("new")
@@ -394,27 +506,59 @@ def plugin_new(name: str = typer.Argument(..., help="Short name, e.g. resnet (ma
 def parse_size(text: str) -> tuple[int, int]:
     try:
         h, w = (int(v) for v in text.lower().split("x"))
-        return h, w
     except ValueError:
         raise BenchboxError(f"input size {text!r}: write HEIGHTxWIDTH, e.g. 200x266") from None
+    if min(h, w) < 32 or max(h, w) > 2048:
+        raise BenchboxError(f"input size {text!r}: each side must be between 32 and 2048 pixels")
+    return h, w
 
 
-def main():
+def _crash_log(text: str) -> Path:
+    path = Path(tempfile.gettempdir()) / f"benchbox-crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _show_error(exc: BenchboxError) -> None:
+    err_console.print("[bold red]error:[/] ", end="")
+    err_console.print(str(exc), markup=False, highlight=False)
+    if exc.detail and STATE["verbose"]:
+        err_console.print(exc.detail, markup=False, highlight=False)
+    elif exc.detail:
+        err_console.print("(run with --verbose to see the plugin's traceback)", style="dim")
+
+
+def main(argv: list[str] | None = None) -> None:
+    from typer import exceptions as typer_exc
+    from typer._click import exceptions as click_exc
+
+    args = sys.argv[1:] if argv is None else argv
+    STATE["verbose"] = "--verbose" in args or "-v" in args
     try:
-        rv = app(standalone_mode=False)
-    except BenchboxError as exc:
-        err_console.print("[bold red]error:[/] ", end="")
+        rv = app(args=args, standalone_mode=False, prog_name="benchbox")
+    except Interrupted as exc:
         err_console.print(str(exc), markup=False, highlight=False)
-        sys.exit(1)
-    except click.exceptions.Abort:
-        err_console.print("aborted")
         sys.exit(130)
-    except click.ClickException as exc:
+    except BenchboxError as exc:
+        _show_error(exc)
+        sys.exit(1)
+    except (typer_exc.Abort, KeyboardInterrupt):
+        err_console.print("interrupted; rerun the same command to resume (finished folds are kept)")
+        sys.exit(130)
+    except click_exc.ClickException as exc:  # usage errors: click's one-line message and exit 2
         exc.show()
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        err_console.print("interrupted; rerun the same command to resume")
-        sys.exit(130)
+    except typer_exc.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception:
+        log = _crash_log(traceback.format_exc())
+        err_console.print(f"[bold red]internal error:[/] {sys.exc_info()[1]!r} — a bug in benchbox or a plugin; the "
+                          f"traceback is in {log}. Please report it with that file.", highlight=False)
+        if STATE["verbose"]:
+            err_console.print(log.read_text(), markup=False, highlight=False)
+        sys.exit(1)
+    if rv == 130:  # typer turned a Ctrl-C into exit code 130
+        err_console.print("interrupted; rerun the same command to resume (finished folds are kept)")
     sys.exit(rv if isinstance(rv, int) else 0)
 
 

@@ -1,4 +1,4 @@
-"""The plain values that flow between stages, and the three plugin interfaces.
+"""The plain values that flow between stages, and the plugin interfaces.
 
 Everything here is framework-free: a test can build any of these values by hand.
 """
@@ -73,11 +73,11 @@ class TrainingConfig:
 
 @dataclass
 class FoldJob:
-    """Everything an engine needs to train on one fold and predict the other: plain arrays."""
+    """Everything a backbone needs to train on one fold: plain arrays, options, settings, a seed."""
 
     x_train: np.ndarray  # uint8 (N, H, W) grayscale
     y_train: np.ndarray  # int64 (N,)
-    x_test: np.ndarray
+    x_test: np.ndarray  # the test fold, so an engine may precompute per-image work (never its labels)
     num_classes: int
     options: Mapping[str, Any]  # the backbone's options, defaults merged with the suite's
     training: TrainingConfig
@@ -85,18 +85,38 @@ class FoldJob:
     progress: Callable[[int, int], None] | None = None  # (epoch done, epochs) for progress bars
     train_ids: Sequence[str] | None = None  # sample ids: let engines reuse per-image work across folds
     test_ids: Sequence[str] | None = None
-    x_external: Mapping[str, np.ndarray] = field(default_factory=dict)  # test-only data sets to predict too
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """What an evaluator declares about one metric it computes; views render from this alone.
+
+    The evaluator's result holds ``name`` and, where it has them, ``name_ci_low``/``name_ci_high``
+    (the interval), ``name_fold_std`` (spread across folds) and ``name_folds`` (per-fold values,
+    needed for a plot panel)."""
+
+    name: str
+    label: str
+    scale: float = 1.0  # display multiplier: 100 shows a proportion as a percentage
+    unit: str = ""  # "%" after scaling by 100, "" for a plain number
+    higher_is_better: bool = True
+    interval: str = "none"  # "wilson" | "bootstrap" | "none": how name_ci_low/high were made
+    digits: int = 2
+    table: bool = True  # a column of the comparison table
+    plot: bool = False  # a panel of the per-fold plot
 
 
 @dataclass
-class FoldOutput:
-    """What an engine returns for one fold."""
+class Section:
+    """A table a plugin adds to a run's report, with optional notes and one line per cell that a
+    leaderboard shows beside the entry (e.g. a shortcut verdict)."""
 
-    probabilities: np.ndarray  # float (N_test, num_classes), rows sum to one
-    train_seconds: float
-    predict_seconds: float
-    info: dict = field(default_factory=dict)  # e.g. frozen/trainable parameter counts
-    external: dict = field(default_factory=dict)  # data set alias -> probabilities on job.x_external[alias]
+    title: str
+    table: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+    annotations: dict = field(default_factory=dict)  # CellKey -> one line
+    csv: str | None = None  # also write the table to this file of the run directory
+    in_report: bool = True  # False: only the CSV file (e.g. a long-form table)
 
 
 def balanced_class_weights(y: np.ndarray, num_classes: int) -> np.ndarray:
@@ -122,7 +142,12 @@ class Dataset:
 
 
 class Backbone:
-    """A Backbone plugin: builds a network (cutoff + head) and trains/predicts on a fold."""
+    """A Backbone plugin: builds a network (cutoff + head), trains it on a fold, predicts images.
+
+    The harness owns the clock: it times ``fit`` (training), ``predict`` on the test fold, and
+    inference throughput (``predict`` on one batch, warm-up excluded, ``synchronize`` before each
+    clock read) the same way for every backbone. Whatever a plugin measures itself goes in ``info``
+    as a breakdown, never as the headline."""
 
     name: str = ""  # "framework/network", e.g. "keras/mobilenet_v2"
     framework: str = ""
@@ -137,27 +162,52 @@ class Backbone:
         return []
 
     def prepare(self, options: Mapping[str, Any]) -> None:
-        """Fail fast, before any training, when e.g. the requested weights cannot be had."""
+        """Fail fast, before any data is loaded, when e.g. the requested weights cannot be had."""
 
-    def fit_predict(self, job: FoldJob) -> FoldOutput:
+    def fit(self, job: FoldJob) -> Any:
+        """Build and train a model on ``job``; return it (any object ``predict`` understands)."""
         raise NotImplementedError
+
+    def predict(self, model: Any, images: np.ndarray, ids: Sequence[str] | None = None) -> np.ndarray:
+        """Class probabilities (N, num_classes), rows summing to one, for uint8 images (N, H, W).
+
+        ``ids`` name the images when they come from the job's test fold (an engine may reuse work it
+        cached for them); with ``ids=None`` the whole network must run, as deployed."""
+        raise NotImplementedError
+
+    def synchronize(self, model: Any) -> None:
+        """Wait for queued device work (e.g. CUDA) so the harness's clock reads are true."""
+
+    def info(self, model: Any) -> dict:
+        """Facts about a trained model for its fold record: parameter counts, cache use, timings breakdown."""
+        return {}
 
     def describe(self, options: Mapping[str, Any], input_size: Sequence[int]) -> dict:
         return {"framework": self.framework}
 
 
 class Evaluator:
-    """An Evaluator plugin: turns the fold records of one cell into named metrics."""
+    """An Evaluator plugin: turns the fold records of one cell into metrics it declares."""
 
     name: str = ""
     description: str = ""
+    #: every metric ``evaluate`` returns that a view should show, rank or plot
+    metrics: tuple[MetricSpec, ...] = ()
 
     def availability(self) -> Availability:
         return Availability(True)
 
-    def evaluate(self, records: Sequence[Mapping[str, Any]], classes: Sequence[str],
-                 positive_class: str) -> dict[str, float]:
+    def evaluate(self, records: Sequence[Any], classes: Sequence[str], positive_class: str) -> dict[str, Any]:
+        """Metrics of one cell from its ``benchbox.records.FoldRecord`` list (pooled over folds)."""
         raise NotImplementedError
+
+    def sections(self, result: Any) -> list[Section]:
+        """Extra report tables from a whole run (``benchbox.summary.RunResult``)."""
+        return []
+
+    def plots(self, result: Any, directory: Path) -> list[Path]:
+        """Write PNG plots of a run into ``directory``; return their paths (matplotlib is installed)."""
+        return []
 
 
 @dataclass
@@ -187,6 +237,9 @@ class DataSource:
     description: str = ""
     home: str = ""  # the project page a user can read
     layout: str = ""  # what the source looks like under the data root, for placing it by hand
+
+    def availability(self) -> Availability:
+        return Availability(True)
 
     def fetch(self, root: Path, progress: Callable[[int, int | None], None] | None = None) -> Path:
         """Download, check and unpack into ``root``; return the source's folder. Raise DataError."""

@@ -6,7 +6,17 @@ bug and keeps its traceback.
 
 
 class BenchboxError(Exception):
-    """An error with a message that names the file, field or plugin and says what to do."""
+    """An error with a message that names the file, field or plugin and says what to do.
+
+    ``detail`` keeps what a user does not need to read but a bug report does (a plugin's
+    traceback): the CLI writes it to the run's log and shows it with ``--verbose``."""
+
+    def __init__(self, message: str = "", detail: str | None = None):
+        super().__init__(message)
+        self.detail = detail
+
+    def __reduce__(self):  # picklable across processes (Ray), detail included
+        return (type(self), (str(self), self.detail))
 
 
 class SuiteError(BenchboxError):
@@ -17,6 +27,9 @@ class SuiteError(BenchboxError):
         self.problems = list(problems)
         lines = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(f"{self.path}: {len(self.problems)} problem(s)\n{lines}")
+
+    def __reduce__(self):  # picklable across processes (Ray)
+        return (SuiteError, (self.path, self.problems))
 
 
 class PluginError(BenchboxError):

@@ -1,9 +1,10 @@
-"""Executors: who trains the units of work (dataset x backbone x fold) of a run.
+"""Executors: who trains the units of work (cell x fold) of a run.
 
 ``local`` trains them one after another in this process. ``ray`` submits each unit as a Ray
-task (resources per fold, bounded retries) to a Ray cluster or a local Ray instance; the driver
-writes every record to the run store as tasks finish, exactly as the local executor does, so the
-run directory, resuming and reports are the same whichever executor ran it.
+task (resources per fold, bounded retries) to a Ray cluster or a local Ray instance. Both go
+through the same harness (benchbox/harness.py), so timings and output checks are identical, and
+the driver writes every record to the run store as units finish, so the run directory, resuming
+and reports are the same whichever executor ran it.
 """
 
 from __future__ import annotations
@@ -14,25 +15,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from benchbox.contracts import FoldJob, FoldOutput
-from benchbox.errors import BenchboxError
+from benchbox.contracts import FoldJob
+from benchbox.errors import BenchboxError, PluginError
+from benchbox.harness import FoldOutcome, run_fold
+from benchbox.plan import Unit
 
 RAY_INSTALL = "pip install 'benchbox[ray]'"
-
-
-@dataclass
-class Unit:
-    """One fold of one cell, with everything needed to build its FoldJob from shared arrays."""
-
-    dataset: str
-    backbone: str
-    plugin: str
-    fold: int
-    images_key: tuple  # (dataset, input size): the shared image array
-    test_images_key: tuple  # the array test images come from (differs for a test-only probe)
-    train_idx: np.ndarray
-    test_idx: np.ndarray
-    job_fields: dict  # y_train, num_classes, options, training, seed, ids
 
 
 @dataclass
@@ -47,35 +35,49 @@ class ExecutorConfig:
 
     @property
     def label(self) -> str:
-        return self.kind if self.kind == "local" else f"ray ({self.address or os.environ.get('RAY_ADDRESS') or 'local instance'})"
+        if self.kind == "local":
+            return self.kind
+        return f"ray ({self.address or os.environ.get('RAY_ADDRESS') or 'local instance'})"
 
 
-def build_job(unit: Unit, images: np.ndarray, test_images: np.ndarray, externals: dict, progress=None) -> FoldJob:
+def build_job(unit: Unit, images: np.ndarray, test_images: np.ndarray, progress=None) -> FoldJob:
     f = unit.job_fields
     return FoldJob(x_train=images[unit.train_idx], y_train=f["y_train"], x_test=test_images[unit.test_idx],
                    num_classes=f["num_classes"], options=f["options"], training=f["training"], seed=f["seed"],
-                   progress=progress, train_ids=f["train_ids"], test_ids=f["test_ids"], x_external=externals)
+                   progress=progress, train_ids=f["train_ids"], test_ids=f["test_ids"])
 
 
 class LocalExecutor:
+    """Units one after another in this process. After a unit of a cell fails, the cell's other
+    units are skipped (the same plugin would most likely fail again); the next run retries them."""
+
     def __init__(self, config: ExecutorConfig, registry):
         self.config, self.registry = config, registry
 
     def run(self, units, images: dict, externals: dict, on_done, on_failed, reporter) -> None:
+        failed_cells = set()
         for unit in units:
-            reporter.fold_start(unit.dataset, unit.backbone, unit.fold, unit.job_fields["training"].epochs)
+            if unit.cell in failed_cells:
+                on_failed(unit, "skipped: an earlier fold of this cell failed in this session", None)
+                continue
+            reporter.fold_start(unit.cell, unit.fold, unit.job_fields["training"].epochs)
             backbone = self.registry.get("backbone", unit.plugin)
-            job = build_job(unit, images[unit.images_key], images[unit.test_images_key],
-                            externals.get(unit.images_key, {}), reporter.epoch)
-            on_done(unit, backbone.fit_predict(job))
+            job = build_job(unit, images[unit.images_key], images[unit.test_images_key], reporter.epoch)
+            try:
+                outcome = run_fold(backbone, unit.plugin, job, unit.where, externals.get(unit.external_key, {}))
+            except BenchboxError as exc:
+                failed_cells.add(unit.cell)
+                on_failed(unit, str(exc), getattr(exc, "detail", None))
+                continue
+            on_done(unit, outcome)
 
 
-def _ray_train_unit(unit: Unit, images: np.ndarray, test_images: np.ndarray, externals: dict) -> FoldOutput:
+def _ray_train_unit(unit: Unit, images: np.ndarray, test_images: np.ndarray, externals: dict) -> FoldOutcome:
     """Runs on a Ray worker: the plugin comes from the worker's own installed entry points."""
     from benchbox.plugins import load_registry
 
     backbone = load_registry().get("backbone", unit.plugin)
-    return backbone.fit_predict(build_job(unit, images, test_images, externals))
+    return run_fold(backbone, unit.plugin, build_job(unit, images, test_images), unit.where, externals)
 
 
 class RayExecutor:
@@ -104,10 +106,11 @@ class RayExecutor:
                                 "--ray-address / RAY_ADDRESS, or start a cluster with `ray start --head`") from None
 
     def run(self, units, images: dict, externals: dict, on_done, on_failed, reporter) -> None:
-        ray = self._connect() or self.ray
-        cfg = self.config
+        self._connect()
+        ray, cfg = self.ray, self.config
         options = {"num_cpus": cfg.cpus_per_fold, "num_gpus": cfg.gpus_per_fold, "max_retries": cfg.max_retries,
-                   "retry_exceptions": True}
+                   # a plugin's own error is deterministic: retry only crashes of the worker or the node
+                   "retry_exceptions": [OSError, MemoryError]}
         if cfg.memory_gb_per_fold:
             options["memory"] = int(cfg.memory_gb_per_fold * 2**30)
         task = ray.remote(_ray_train_unit).options(**options)
@@ -115,7 +118,7 @@ class RayExecutor:
         image_refs = {key: ray.put(arr) for key, arr in images.items()}
         external_refs = {key: ray.put(ext) for key, ext in externals.items()}
         pending = {task.remote(u, image_refs[u.images_key], image_refs[u.test_images_key],
-                               external_refs.get(u.images_key, {})): u for u in units}
+                               external_refs.get(u.external_key, {})): u for u in units}
         total = len(pending)
         reporter.message(f"ray: {total} unit(s) submitted ({cfg.cpus_per_fold} CPU, {cfg.gpus_per_fold} GPU per fold, "
                          f"up to {cfg.max_retries} retries)")
@@ -126,15 +129,16 @@ class RayExecutor:
             try:
                 out = ray.get(ref)
             except Exception as exc:  # retries are exhausted: record and go on with the others
-                on_failed(unit, _error_text(exc))
+                cause = getattr(exc, "cause", None) or exc
+                message = str(cause) if isinstance(cause, BenchboxError) else _error_text(cause)
+                on_failed(unit, message, getattr(cause, "detail", None) or str(exc))
             else:
                 on_done(unit, out)
             reporter.message(f"ray: {total - len(pending)} finished, {len(pending)} running or pending")
 
 
-def _error_text(exc: Exception) -> str:
-    cause = getattr(exc, "cause", None) or exc
-    text = "".join(traceback.format_exception_only(type(cause), cause)).strip()
+def _error_text(exc: BaseException) -> str:
+    text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
     return text[-2000:]
 
 
@@ -143,4 +147,4 @@ def make_executor(config: ExecutorConfig, registry):
         return LocalExecutor(config, registry)
     if config.kind == "ray":
         return RayExecutor(config, registry)
-    raise BenchboxError(f"unknown executor {config.kind!r}; choose local or ray")
+    raise PluginError(f"unknown executor {config.kind!r}; choose local or ray")

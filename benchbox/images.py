@@ -4,6 +4,12 @@ each backbone's own ImageNet preprocessing.
 
 Decoded, resized images are cached in memory and on disk, keyed by the file's content hash and
 the target size, so a second fold, backbone or run never decodes the same file again.
+
+DICOM files (``.dcm``, ``.dicom``, or any file with the ``DICM`` preamble that Pillow cannot open)
+are read with pydicom, an optional dependency (``pip install 'benchbox[dicom]'``): the modality
+LUT (RescaleSlope/RescaleIntercept) is applied, then the stored window (WindowCenter/WindowWidth,
+the first one if several) or, without one, a min-max stretch to 8 bits; MONOCHROME1 is inverted so
+that bone is bright as in MONOCHROME2; colour is converted to grayscale like any other image.
 """
 
 from __future__ import annotations
@@ -56,17 +62,188 @@ def fit_to_size(gray: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(resized, dtype=np.uint8)
 
 
-def decode_file(path: str | os.PathLike, size: tuple[int, int]) -> np.ndarray:
-    """Read one image file, grayscale, padded and resized; a clear error names a bad file."""
+DICOM_SUFFIXES = (".dcm", ".dicom")
+DICOM_INSTALL = "pip install 'benchbox[dicom]'"
+
+
+def has_dicom_preamble(path: str | os.PathLike) -> bool:
+    """True when the file carries the DICOM Part 10 marker ``DICM`` at byte 128 (reads 132 bytes)."""
     try:
-        with Image.open(path) as im:
-            im.load()
-            gray = to_grayscale_array(im)
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:] == b"DICM"
+
+
+def is_dicom(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in DICOM_SUFFIXES or has_dicom_preamble(path)
+
+
+def _window(values: np.ndarray, center: float, width: float, function: str = "LINEAR") -> np.ndarray:
+    """DICOM PS3.3 C.11.2.1.2 VOI LUT functions, onto 0..255 (float)."""
+    if function == "SIGMOID":
+        return 255.0 / (1.0 + np.exp(-4.0 * (values - center) / width))
+    if function == "LINEAR_EXACT":
+        return np.clip(((values - center) / width + 0.5) * 255.0, 0, 255)
+    if width <= 1:  # LINEAR needs width >= 1; a width of 1 is a threshold at the centre
+        return np.where(values > center - 0.5, 255.0, 0.0)
+    return np.clip(((values - (center - 0.5)) / (width - 1) + 0.5) * 255.0, 0, 255)
+
+
+def _first(value) -> float:
+    """A DICOM (possibly multi-valued) numeric element as one float: the first value."""
+    if isinstance(value, (list, tuple)) or (hasattr(value, "__len__") and not isinstance(value, (str, bytes))):
+        value = value[0]
+    return float(value)
+
+
+def _min_max(values: np.ndarray) -> np.ndarray:
+    lo, hi = float(values.min()), float(values.max())
+    return (values - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(values, dtype=np.float64)
+
+
+def decode_dicom(path: str | os.PathLike) -> np.ndarray:
+    """One DICOM image as 8-bit grayscale (h, w), displayed as a reader would see it.
+
+    Raises DataError naming the file when pydicom is missing, when the file is not DICOM, has no
+    pixel data, holds several frames, or its pixel data cannot be decoded (e.g. a compressed
+    transfer syntax without a decoder installed)."""
+    try:
+        import pydicom
+        from pydicom.errors import InvalidDicomError
+    except ImportError:
+        raise DataError(f"{path} is a DICOM file; reading DICOM needs pydicom: {DICOM_INSTALL}") from None
+    try:
+        try:
+            ds = pydicom.dcmread(str(path))
+        except InvalidDicomError:  # no preamble: some writers omit it
+            ds = pydicom.dcmread(str(path), force=True)
     except FileNotFoundError:
         raise DataError(f"image file not found: {path}") from None
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise DataError(f"cannot decode image {path}: {exc}. Replace or remove the file, or set "
-                        f"skip_unreadable = true on the dataset to skip it.") from None
+    except Exception as exc:
+        raise DataError(f"{path} is not a readable DICOM file: {exc}") from None
+    if not any(tag in ds for tag in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        kind = getattr(ds, "Modality", "") or getattr(ds, "SOPClassUID", "")
+        raise DataError(f"{path} is a DICOM file without pixel data ({'modality/class ' + str(kind) + '; ' if kind else ''}"
+                        "e.g. a report or a presentation state), not an image: remove it from the data set")
+    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    if frames > 1:
+        raise DataError(f"{path}: a multi-frame DICOM ({frames} frames); benchbox reads single images only: "
+                        "export the frame you want as its own file")
+    photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    try:
+        arr = ds.pixel_array
+    except Exception as exc:
+        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        name = getattr(syntax, "name", syntax) or "unknown"
+        raise DataError(f"cannot decode the pixel data of DICOM file {path} (transfer syntax {name}): {exc}. "
+                        "Compressed DICOM needs a decoder: pip install pylibjpeg pylibjpeg-libjpeg "
+                        "pylibjpeg-openjpeg (or python-gdcm), or convert the file to uncompressed") from None
+    try:
+        from pydicom.pixels import apply_color_lut, apply_modality_lut, convert_color_space
+    except ImportError:  # pydicom 2.x
+        from pydicom.pixel_data_handlers.util import apply_color_lut, apply_modality_lut, convert_color_space
+    try:
+        if photometric == "PALETTE COLOR":
+            arr = apply_color_lut(arr, ds)
+            photometric = "RGB"
+        if arr.ndim == 3:  # colour: as RGB, then to gray as for any colour image
+            if photometric.startswith("YBR") and int(pydicom.__version__.split(".")[0]) < 3:
+                arr = convert_color_space(arr, photometric, "RGB")  # pydicom 3 converts in pixel_array
+            if arr.dtype != np.uint8:
+                arr = _min_max(arr.astype(np.float64)).round().astype(np.uint8)
+            return np.asarray(Image.fromarray(np.ascontiguousarray(arr[..., :3]), "RGB").convert("L"), dtype=np.uint8)
+        if arr.ndim != 2:
+            raise ValueError(f"unexpected pixel array shape {arr.shape}")
+        stored_8bit = arr.dtype == np.uint8
+        rescaled = "RescaleSlope" in ds or "RescaleIntercept" in ds or "ModalityLUTSequence" in ds
+        values = np.asarray(apply_modality_lut(arr, ds), dtype=np.float64)
+        if "WindowCenter" in ds and "WindowWidth" in ds and ds.WindowCenter is not None and ds.WindowWidth is not None:
+            function = str(getattr(ds, "VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
+            out = _window(values, _first(ds.WindowCenter), _first(ds.WindowWidth), function)
+        elif stored_8bit and not rescaled:
+            out = values  # 8-bit data without a window is shown as stored
+        else:
+            out = _min_max(values)
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(f"cannot convert DICOM file {path} to an image: {exc}") from None
+    out = np.clip(np.round(out), 0, 255).astype(np.uint8)
+    if photometric == "MONOCHROME1":  # low values are white: invert so that bone is bright
+        out = 255 - out
+    return out
+
+
+def decode_gray(path: str | os.PathLike) -> np.ndarray:
+    """One image file, fully decoded, as 8-bit grayscale at its own size (colour is converted).
+
+    Raises DataError for a missing file, DICOM problems, and the reason Pillow gives otherwise
+    (as UnreadableImage, so callers can add advice)."""
+    if Path(path).suffix.lower() in DICOM_SUFFIXES:
+        return decode_dicom(path)
+    try:
+        with Image.open(path) as im:
+            im.load()  # decodes everything: a truncated file fails here (verify() would pass it)
+            return to_grayscale_array(im)
+    except FileNotFoundError:
+        raise DataError(f"image file not found: {path}") from None
+    except UnidentifiedImageError as exc:
+        if has_dicom_preamble(path):
+            return decode_dicom(path)
+        raise UnreadableImage(path, str(exc)) from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise UnreadableImage(path, str(exc)) from None
+
+
+class UnreadableImage(DataError):
+    """An image file that exists but cannot be decoded."""
+
+    def __init__(self, path, reason: str, skip_unreadable: bool | None = None):
+        self.path, self.reason, self.skip_unreadable = str(path), reason, skip_unreadable
+        super().__init__(unreadable_message(path, reason, skip_unreadable))
+
+    def __reduce__(self):  # picklable across processes with its own arguments
+        return (UnreadableImage, (self.path, self.reason, self.skip_unreadable))
+
+
+def unreadable_message(path, reason: str, skip_unreadable: bool | None = None) -> str:
+    """The error for an undecodable image; the advice depends on the data set's skip_unreadable.
+
+    None: the caller does not know the setting; False: advise setting it; True: it is set, so the
+    file was readable when the data set was listed and has changed since."""
+    head = f"cannot decode image {path}: {reason}."
+    if skip_unreadable:
+        return (f"{head} The data set has skip_unreadable = true, and this file was readable when the data set "
+                "was listed, so it has changed since: replace or remove it and run again.")
+    if skip_unreadable is None:
+        return (f"{head} Replace or remove the file, or set skip_unreadable = true on the data set (if it has "
+                "that option) to skip unreadable images.")
+    return f"{head} Replace or remove the file, or set skip_unreadable = true on the data set to skip it."
+
+
+def unreadable_reason(path: str | os.PathLike) -> str | None:
+    """Why the file cannot be used as an image (after decoding it fully), or None when it can."""
+    try:
+        decode_gray(path)
+    except UnreadableImage as exc:
+        return exc.reason
+    except DataError as exc:
+        if str(exc).endswith(DICOM_INSTALL):  # a missing optional package is not a bad file
+            raise
+        return str(exc)
+    return None
+
+
+def decode_file(path: str | os.PathLike, size: tuple[int, int], skip_unreadable: bool | None = None) -> np.ndarray:
+    """Read one image file, grayscale, padded and resized; a clear error names a bad file.
+
+    ``skip_unreadable`` is the data set's setting, so the error's advice fits it (None: unknown)."""
+    try:
+        gray = decode_gray(path)
+    except UnreadableImage as exc:
+        raise UnreadableImage(exc.path, exc.reason, skip_unreadable) from None
     return fit_to_size(gray, size)
 
 
@@ -98,7 +275,8 @@ class DecodeCache:
             self._digests[key] = file_digest(path)
         return self._digests[key]
 
-    def get(self, path: str | os.PathLike, size: tuple[int, int]) -> np.ndarray:
+    def get(self, path: str | os.PathLike, size: tuple[int, int], skip_unreadable: bool | None = None) -> np.ndarray:
+        """The decoded image; ``skip_unreadable`` (the data set's setting) shapes an error's advice."""
         path = str(path)
         if not os.path.exists(path):
             raise DataError(f"image file not found: {path}")
@@ -117,7 +295,7 @@ class DecodeCache:
             except (OSError, ValueError):
                 pass  # a damaged cache entry is simply recomputed
         self.misses += 1
-        arr = decode_file(path, size)
+        arr = decode_file(path, size, skip_unreadable)
         self._memory[key] = arr
         if disk is not None:
             disk.parent.mkdir(parents=True, exist_ok=True)
@@ -127,8 +305,8 @@ class DecodeCache:
             os.replace(tmp, disk)
         return arr
 
-    def load_many(self, paths: Iterable[str], size: tuple[int, int]) -> np.ndarray:
-        arrays = [self.get(p, size) for p in paths]
+    def load_many(self, paths: Iterable[str], size: tuple[int, int], skip_unreadable: bool | None = None) -> np.ndarray:
+        arrays = [self.get(p, size, skip_unreadable) for p in paths]
         if not arrays:
             return np.zeros((0, *size), dtype=np.uint8)
         return np.stack(arrays)

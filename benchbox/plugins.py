@@ -1,13 +1,17 @@
 """Plugin discovery: every module registered under the ``benchbox`` entry-point group.
 
 First-party plugins (plugins/ in this repository) are found exactly like a third party's:
-through the entry points of an installed distribution. A plugin that fails to import is
-recorded as broken with its error, and the others keep working.
+through the entry points of an installed distribution. Hooks are called through pluggy. A plugin
+that fails to import, whose contribution hook raises, or that implements a ``benchbox_*`` hook
+that does not exist (a typo pluggy's ``check_pending`` finds) is recorded as broken with the
+reason, and the others keep working.
 """
 
 from __future__ import annotations
 
 import importlib.metadata as md
+import sys
+import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,35 +22,52 @@ from benchbox.contracts import Availability
 from benchbox.errors import PluginError
 
 GROUP = "benchbox"
+KINDS = {"dataset": "benchbox_datasets", "backbone": "benchbox_backbones", "evaluator": "benchbox_evaluators",
+         "data source": "benchbox_data_sources"}
 
 
 @dataclass
 class Entry:
     """One contributed implementation and where it came from."""
 
-    kind: str  # "dataset" | "backbone" | "evaluator"
+    kind: str  # "dataset" | "backbone" | "evaluator" | "data source"
     name: str
     obj: Any
-    origin: str  # "distribution version (entry point)"
+    origin: str  # "distribution version (plugin name)"
+    plugin: str  # the registered plugin's name
 
     @property
     def availability(self) -> Availability:
         try:
             return self.obj.availability()
         except Exception as exc:  # a plugin's own check must not break the listing
-            return Availability(False, f"availability check failed: {exc}")
+            return Availability(False, f"availability check failed: {type(exc).__name__}: {exc}")
 
 
 @dataclass
 class Registry:
     pm: pluggy.PluginManager
-    datasets: dict[str, Entry] = field(default_factory=dict)
-    backbones: dict[str, Entry] = field(default_factory=dict)
-    evaluators: dict[str, Entry] = field(default_factory=dict)
+    tables: dict[str, dict[str, Entry]] = field(default_factory=lambda: {k: {} for k in KINDS})
     broken: list[tuple[str, str]] = field(default_factory=list)  # (plugin, error)
 
+    @property
+    def datasets(self) -> dict[str, Entry]:
+        return self.tables["dataset"]
+
+    @property
+    def backbones(self) -> dict[str, Entry]:
+        return self.tables["backbone"]
+
+    @property
+    def evaluators(self) -> dict[str, Entry]:
+        return self.tables["evaluator"]
+
+    @property
+    def data_sources(self) -> dict[str, Entry]:
+        return self.tables["data source"]
+
     def table(self, kind: str) -> dict[str, Entry]:
-        return {"dataset": self.datasets, "backbone": self.backbones, "evaluator": self.evaluators}[kind]
+        return self.tables[kind]
 
     def get(self, kind: str, name: str):
         """The plugin object, or a PluginError listing the valid names."""
@@ -60,6 +81,45 @@ class Registry:
             raise PluginError(f"{kind} plugin {name!r} ({entry.origin}) is unavailable: {avail.reason}")
         return entry.obj
 
+    def origin_of(self, kind: str, name: str) -> str:
+        entry = self.table(kind).get(name)
+        return entry.plugin if entry else name
+
+    def call_lifecycle(self, hook: str, **kwargs) -> None:
+        """Call a lifecycle hook through pluggy; a raising implementation becomes a PluginError
+        naming the plugin (found from the traceback) and the hook."""
+        try:
+            getattr(self.pm.hook, hook)(**kwargs)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:
+            culprit = self._culprit(exc)
+            raise PluginError(f"plugin {culprit} failed in {hook}: {type(exc).__name__}: {exc}",
+                              detail=traceback.format_exc()) from exc
+
+    def call_each(self, hook: str, **kwargs) -> tuple[list[tuple[str, Any]], list[str]]:
+        """Call a hook once per plugin (isolated): [(plugin, result)] and a message per failure."""
+        results, problems = [], []
+        for impl in getattr(self.pm.hook, hook).get_hookimpls():
+            caller = self.pm.subset_hook_caller(hook, remove_plugins=[p for n, p in self.pm.list_name_plugin()
+                                                                       if n != impl.plugin_name])
+            try:
+                results.extend((impl.plugin_name, r) for r in caller(**kwargs))  # one result: this plugin's
+            except Exception as exc:
+                problems.append(f"plugin {impl.plugin_name} failed in {hook}: {type(exc).__name__}: {exc}")
+        return results, problems
+
+    def _culprit(self, exc: BaseException) -> str:
+        modules = {getattr(p, "__name__", ""): n for n, p in self.pm.list_name_plugin() if p is not None}
+        name = "unknown"
+        for frame, _ in traceback.walk_tb(exc.__traceback__):
+            mod = frame.f_globals.get("__name__", "")
+            top = mod.split(".")[0]
+            for candidate in (mod, top):
+                if candidate in modules:
+                    name = modules[candidate]
+        return name
+
 
 def _origin(ep: md.EntryPoint) -> str:
     dist = getattr(ep, "dist", None)
@@ -68,17 +128,37 @@ def _origin(ep: md.EntryPoint) -> str:
     return ep.value
 
 
+def _check_pending(pm: pluggy.PluginManager, registry: Registry) -> None:
+    """Unregister every plugin that implements a hook no spec declares, and say which and why."""
+    known = {n for n in dir(hookspecs) if n.startswith("benchbox_")}
+    for name, plugin in list(pm.list_name_plugin()):
+        if plugin is None:
+            continue
+        unknown = {impl.function.__name__ for hook in pm.get_hookcallers(plugin) or []
+                   for impl in hook.get_hookimpls() if impl.plugin is plugin and hook.name not in known}
+        unmarked = {attr for attr in dir(plugin) if attr in known and callable(getattr(plugin, attr, None))
+                    and pm.parse_hookimpl_opts(plugin, attr) is None}
+        if unknown or unmarked:
+            pm.unregister(plugin)
+            reasons = []
+            if unknown:
+                reasons.append(f"implements unknown hook(s) {', '.join(sorted(unknown))} — a typo? "
+                               f"known hooks: {', '.join(sorted(known))}")
+            if unmarked:
+                reasons.append(f"{', '.join(sorted(unmarked))} not marked with @benchbox.hookimpl")
+            registry.broken.append((name, "; ".join(reasons)))
+    pm.check_pending()  # nothing unknown may remain
+
+
 def load_registry(extra_plugins=()) -> Registry:
     """Discover entry-point plugins (plus ``extra_plugins`` modules/objects, for tests)."""
     pm = pluggy.PluginManager(GROUP)
     pm.add_hookspecs(hookspecs)
     registry = Registry(pm=pm)
     origins: dict[str, str] = {}
-    seen = set()
     for ep in md.entry_points(group=GROUP):
-        if ep.name in seen:
+        if pm.has_plugin(ep.name):
             continue
-        seen.add(ep.name)
         try:
             module = ep.load()
         except Exception as exc:
@@ -92,20 +172,25 @@ def load_registry(extra_plugins=()) -> Registry:
         name = f"extra-{i}-{getattr(plugin, '__name__', type(plugin).__name__)}"
         pm.register(plugin, name=name)
         origins[name] = getattr(plugin, "__name__", name)
-    for kind, hook in (("dataset", "benchbox_datasets"), ("backbone", "benchbox_backbones"),
-                       ("evaluator", "benchbox_evaluators")):
-        for impl in getattr(pm.hook, hook).get_hookimpls():
-            try:
-                contributed = impl.function() or []
-            except Exception as exc:
-                registry.broken.append((impl.plugin_name, f"{hook} raised {type(exc).__name__}: {exc}"))
+    _check_pending(pm, registry)
+    for kind, hook in KINDS.items():
+        contributed, problems = registry.call_each(hook)
+        registry.broken += [(p.split()[1], p) for p in problems]
+        for plugin_name, obj in ((p, o) for p, objs in contributed for o in (objs or [])):
+            table = registry.table(kind)
+            name = getattr(obj, "name", "")
+            origin = f"{origins.get(plugin_name, plugin_name)} ({plugin_name})"
+            if not isinstance(name, str) or not name:
+                registry.broken.append((plugin_name, f"contributed a {kind} without a name ({type(obj).__name__})"))
                 continue
-            for obj in contributed:
-                table = registry.table(kind)
-                origin = f"{origins.get(impl.plugin_name, impl.plugin_name)} ({impl.plugin_name})"
-                if obj.name in table:
-                    registry.broken.append((impl.plugin_name, f"{kind} {obj.name!r} already provided by "
-                                            f"{table[obj.name].origin}; ignored"))
-                    continue
-                table[obj.name] = Entry(kind, obj.name, obj, origin)
+            if name in table:
+                registry.broken.append((plugin_name, f"{kind} {name!r} already provided by "
+                                        f"{table[name].origin}; ignored"))
+                continue
+            table[name] = Entry(kind, name, obj, origin, plugin_name)
     return registry
+
+
+def warn_broken(registry: Registry, write=lambda text: print(text, file=sys.stderr)) -> None:
+    for plugin, error in registry.broken:
+        write(f"warning: broken plugin {plugin}: {error}")

@@ -1,4 +1,4 @@
-"""Shortcut probes: checks of what a COVID X-ray benchmark really measures.
+"""Shortcut probes: image transforms and relabellings that show what a benchmark really measures.
 
 Image probes (applied to the padded, resized images in memory; source files are never touched):
 
@@ -10,12 +10,11 @@ Image probes (applied to the padded, resized images in memory; source files are 
 Each is applied at training and test time (``apply = "train+test"``, default) or to the test
 images only (``apply = "test"``). Label probes: ``source-as-label`` trains the same backbone to
 predict the image's source instead of the diagnosis (DeGrave et al. 2021). Verdicts compare each
-probe with the standard protocol using documented, configurable thresholds.
+probe with the standard protocol using documented, configurable thresholds (the verdicts live in
+the ``validity`` plugin; the thresholds are suite settings, validated here).
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -71,47 +70,3 @@ def transform(probe: str, images: np.ndarray, options: dict) -> np.ndarray:
     if probe == "centre-only":
         return centre_only(images, options.get("frame", 0.12))
     raise ValueError(f"not an image probe: {probe}")
-
-
-@dataclass
-class Verdict:
-    probe: str
-    fires: bool
-    text: str
-
-
-def verdict(probe: str, standard: dict, probed: dict, chance: float, thresholds: dict,
-            source_coincides: bool | None = None, options: dict | None = None) -> Verdict:
-    """A plain-language reading of one probe against the standard protocol (docs/validity.md)."""
-    options = options or {}
-    same, above = thresholds["same_within_points"], thresholds["above_chance_points"]
-    acc, base = 100 * probed.get("accuracy_3class", np.nan), 100 * standard.get("accuracy_3class", np.nan)
-    chance_pts = 100 * chance
-    if probe == "source-as-label":
-        src_acc = probed.get("accuracy_3class", np.nan)
-        if src_acc >= thresholds["source_accuracy"] and source_coincides:
-            return Verdict(probe, True, f"the image source is predicted with {100 * src_acc:.1f}% accuracy and the "
-                           "classes coincide with the sources: the headline cannot separate disease from source")
-        if src_acc >= thresholds["source_accuracy"]:
-            return Verdict(probe, True, f"the image source is predicted with {100 * src_acc:.1f}% accuracy: the "
-                           "model can tell the sources apart, a shortcut wherever classes and sources are linked")
-        return Verdict(probe, False, f"the source is predicted with {100 * src_acc:.1f}% accuracy (below "
-                       f"{100 * thresholds['source_accuracy']:.0f}%): no near-perfect source signal")
-    if probe in ("lungs-blackout", "border-only"):
-        what = ("with the lungs blacked out" if probe == "lungs-blackout"
-                else f"from a {100 * options.get('frame', 0.12):.0f}% border alone")
-        if acc >= base - same and acc >= chance_pts + above:
-            return Verdict(probe, True, f"3-class accuracy {what} is {acc:.1f}%, within {base - acc:.1f} points of the "
-                           f"standard protocol ({base:.1f}%): the model does not need the lungs")
-        if acc >= chance_pts + above:
-            return Verdict(probe, True, f"3-class accuracy {what} is {acc:.1f}% (chance {chance_pts:.1f}%, standard "
-                           f"{base:.1f}%): information outside the lungs predicts the class")
-        return Verdict(probe, False, f"3-class accuracy {what} is {acc:.1f}%, near chance ({chance_pts:.1f}%): no "
-                       "shortcut found outside the lungs by this probe")
-    if probe == "centre-only":
-        if acc >= base - same:
-            return Verdict(probe, False, f"3-class accuracy on the centre alone is {acc:.1f}%, within {base - acc:.1f} "
-                           f"points of the standard ({base:.1f}%): the centre carries the signal")
-        return Verdict(probe, True, f"3-class accuracy on the centre alone is {acc:.1f}%, {base - acc:.1f} points "
-                       f"below the standard ({base:.1f}%): the border carries part of the signal")
-    raise ValueError(probe)

@@ -41,6 +41,17 @@ def positive_auc(y_true, probabilities, positive: int) -> float:
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:
+    """Counts with actual labels as rows and predictions as columns (a class never predicted
+    simply has a zero column)."""
+    y_true = np.asarray(y_true, dtype=np.int64)
+    y_pred = np.asarray(y_pred, dtype=np.int64)
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"y_true {y_true.shape} and y_pred {y_pred.shape} differ in shape")
+    flat = y_true * num_classes + y_pred
+    return np.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
 def per_class_prf(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Precision, recall and F1 per class from a confusion matrix (rows actual); 0 where undefined
     (scikit-learn's zero_division=0 convention)."""
@@ -54,8 +65,6 @@ def per_class_prf(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def macro_f1(y_true, y_pred, num_classes: int) -> float:
-    from benchbox.metrics import confusion_matrix
-
     cm = confusion_matrix(y_true, y_pred, num_classes)
     present = cm.sum(1) > 0
     return float(per_class_prf(cm)[2][present].mean()) if present.any() else float("nan")

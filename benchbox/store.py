@@ -3,38 +3,55 @@
     runs/<suite>-<timestamp>/
         manifest.json          suite as run, versions, hardware, seed, data fingerprints, status
         suite.toml             the suite file, verbatim
-        splits/<dataset>.json  fold assignment per sample id
-        folds/<dataset>__<backbone>__fold<NN>.json   one record per finished fold
-        report.md, summary.csv, confusion.csv        views, re-rendered by `benchbox report`
+        splits/<data>.json     fold assignment per sample id
+        folds/<data>__<backbone>__fold<NN>.json   one FoldRecord per finished fold
+        failed/...             folds that failed, with the error (retried by the next run)
+        benchbox.log           tracebacks of plugin failures
+        report.md, summary.csv, ...                views, re-rendered by `benchbox report`
 
-Every file is written atomically (temporary file, fsync, rename), so an interrupted run never
-leaves a half-written record; rerunning the command resumes from the records that exist.
+Every file is written atomically (temporary file, fsync, rename) with the usual umask
+permissions, so an interrupted run never leaves a half-written record and others can read shared
+results. Each record carries the digest of the suite that produced it; a lock file keeps a second
+process out of a run directory that is being written.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import socket
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from benchbox.errors import StoreError
+from benchbox.records import CellKey, FoldRecord, legacy_aliases
 
 MANIFEST = "manifest.json"
-FORMAT = "benchbox-run/1"
+FORMAT = "benchbox-run/2"
+READABLE_FORMATS = ("benchbox-run/1", FORMAT)
+LOCK = ".lock"
 
 
-def write_atomic(path: Path, text: str) -> None:
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_atomic(path: Path, text: str | bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w", **({} if isinstance(text, bytes) else
+                                                                         {"encoding": "utf-8"})) as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -43,15 +60,30 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def write_json(path: Path, obj: Any) -> None:
-    write_atomic(path, json.dumps(obj, indent=1, default=_jsonable))
+    write_atomic(path, json.dumps(_clean(obj), indent=1, default=_jsonable, allow_nan=False))
+
+
+def _clean(obj):
+    """NaN and infinity are not JSON: stored as null."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
 
 
 def _jsonable(obj):
     if hasattr(obj, "tolist"):
-        return obj.tolist()
+        return _clean(obj.tolist())
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"cannot store {type(obj).__name__} in a record")
+
+
+class RunLocked(StoreError):
+    """Another live process is writing this run directory."""
 
 
 class RunStore:
@@ -77,11 +109,12 @@ class RunStore:
             raise StoreError(f"{self.path}: not a benchbox run (no {MANIFEST}); pass a directory "
                              f"written by `benchbox run`")
         try:
-            data = json.loads(self.manifest_path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+            data = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
             raise StoreError(f"{self.manifest_path}: unreadable manifest ({exc})") from None
-        if data.get("format") != FORMAT:
-            raise StoreError(f"{self.manifest_path}: not a benchbox run manifest (format {data.get('format')!r})")
+        if not isinstance(data, dict) or data.get("format") not in READABLE_FORMATS:
+            fmt = data.get("format") if isinstance(data, dict) else None
+            raise StoreError(f"{self.manifest_path}: not a benchbox run manifest (format {fmt!r})")
         return data
 
     def update_manifest(self, **fields) -> dict:
@@ -90,65 +123,158 @@ class RunStore:
         write_json(self.manifest_path, data)
         return data
 
+    def has_records(self) -> bool:
+        return any((self.path / "folds").glob("*.json"))
+
+    # --- lock -----------------------------------------------------------------------------
+    def lock(self) -> None:
+        """Take the run directory for this process; refuse when a live process holds it."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        lock = self.path / LOCK
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        for _ in range(2):
+            try:
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self._holder(lock)
+                if holder is not None and _alive(holder):
+                    raise RunLocked(f"{self.path} is being written by process {holder.get('pid')} on "
+                                    f"{holder.get('host')} (since {holder.get('since')}); wait for it to finish, or "
+                                    "use another --run-dir. If that process is gone, delete "
+                                    f"{lock}") from None
+                lock.unlink(missing_ok=True)  # its holder is dead: break it
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            return
+        raise RunLocked(f"{self.path}: could not take the lock {lock}; delete it if no benchbox is running")
+
+    def unlock(self) -> None:
+        lock = self.path / LOCK
+        holder = self._holder(lock)
+        if holder is not None and holder.get("pid") == os.getpid():
+            lock.unlink(missing_ok=True)
+
+    @staticmethod
+    def _holder(lock: Path) -> dict | None:
+        try:
+            return json.loads(lock.read_text())
+        except (OSError, ValueError):
+            return None
+
     # --- splits ---------------------------------------------------------------------------
-    def split_path(self, dataset: str) -> Path:
-        return self.path / "splits" / f"{dataset}.json"
+    def split_path(self, name: str) -> Path:
+        return self.path / "splits" / f"{name}.json"
 
-    def write_split(self, dataset: str, ids, folds, protocol: str) -> None:
-        write_json(self.split_path(dataset), {"dataset": dataset, "protocol": protocol,
-                                              "ids": list(ids), "fold": [int(f) for f in folds]})
+    def write_split(self, name: str, ids, folds, protocol: str) -> None:
+        write_json(self.split_path(name), {"dataset": name, "protocol": protocol,
+                                           "ids": list(ids), "fold": [int(f) for f in folds]})
 
-    def read_split(self, dataset: str) -> dict | None:
-        p = self.split_path(dataset)
+    def read_split(self, name: str) -> dict | None:
+        p = self.split_path(name)
         return json.loads(p.read_text()) if p.exists() else None
 
     # --- fold records ---------------------------------------------------------------------
-    def record_path(self, dataset: str, backbone: str, fold: int) -> Path:
-        return self.path / "folds" / f"{dataset}__{backbone}__fold{fold:02d}.json"
+    def record_path(self, cell: CellKey, fold: int) -> Path:
+        return self.path / "folds" / f"{cell.slug}__fold{fold:02d}.json"
 
-    def has_record(self, dataset: str, backbone: str, fold: int) -> bool:
-        p = self.record_path(dataset, backbone, fold)
+    def has_record(self, cell: CellKey, fold: int, digest: str | None = None) -> bool:
+        """Whether a whole, readable record of this fold exists (of this suite digest, if given)."""
+        p = self.record_path(cell, fold)
         if not p.exists():
             return False
         try:
-            json.loads(p.read_text())
-            return True
-        except (OSError, json.JSONDecodeError):
+            data = json.loads(p.read_text())
+        except (OSError, ValueError):
             return False  # a damaged record is redone
+        return digest is None or data.get("suite_digest") == digest
 
-    def write_record(self, record: dict) -> Path:
-        p = self.record_path(record["dataset"], record["backbone"], record["fold"])
-        write_json(p, {**record, "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    def foreign_records(self, digest: str) -> list[Path]:
+        """Records written by another suite (or an edited one): they must not be adopted."""
+        out = []
+        for p in sorted((self.path / "folds").glob("*.json")):
+            try:
+                data = json.loads(p.read_text())
+            except (OSError, ValueError):
+                continue
+            if data.get("suite_digest") != digest:
+                out.append(p)
+        return out
+
+    def write_record(self, record: FoldRecord) -> Path:
+        p = self.record_path(record.cell, record.fold)
+        write_json(p, record.to_json())
         return p
 
-    def failure_path(self, dataset: str, backbone: str, fold: int) -> Path:
-        return self.path / "failed" / f"{dataset}__{backbone}__fold{fold:02d}.json"
+    def failure_path(self, cell: CellKey, fold: int) -> Path:
+        return self.path / "failed" / f"{cell.slug}__fold{fold:02d}.json"
 
-    def write_failure(self, dataset: str, backbone: str, fold: int, error: str) -> None:
-        """A unit that failed after its retries: kept with its error; rerunning the suite retries it."""
-        write_json(self.failure_path(dataset, backbone, fold),
-                   {"dataset": dataset, "backbone": backbone, "fold": fold, "error": error,
-                    "failed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    def write_failure(self, cell: CellKey, fold: int, error: str) -> None:
+        """A unit that failed: kept with its error; rerunning the suite retries it."""
+        write_json(self.failure_path(cell, fold),
+                   {"dataset": cell.dataset, "probe": cell.probe, "backbone": cell.backbone, "fold": fold,
+                    "cell": str(cell), "error": error, "failed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
 
-    def clear_failure(self, dataset: str, backbone: str, fold: int) -> None:
-        self.failure_path(dataset, backbone, fold).unlink(missing_ok=True)
+    def clear_failure(self, cell: CellKey, fold: int) -> None:
+        self.failure_path(cell, fold).unlink(missing_ok=True)
 
     def read_failures(self) -> list[dict]:
-        return [json.loads(p.read_text()) for p in sorted((self.path / "failed").glob("*.json"))]
+        out = []
+        for p in sorted((self.path / "failed").glob("*.json")):
+            try:
+                out.append(json.loads(p.read_text()))
+            except (OSError, ValueError):
+                continue
+        return out
 
-    def read_records(self) -> tuple[list[dict], list[str]]:
-        """All readable fold records, and a message for every damaged one (the rest still count)."""
+    def log(self, text: str) -> Path:
+        """Append to the run's log (tracebacks a user does not need on screen)."""
+        p = self.path / "benchbox.log"
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(p, "a", encoding="utf-8") as f:
+            f.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n{text.rstrip()}\n")
+        return p
+
+    def read_records(self, manifest: dict | None = None) -> tuple[list[FoldRecord], list[str]]:
+        """All readable, valid fold records, and a message for every one skipped (the rest still count)."""
+        manifest = manifest if manifest is not None else self.manifest()
+        aliases = legacy_aliases(manifest)
         records, problems = [], []
         for p in sorted((self.path / "folds").glob("*.json")):
             try:
-                rec = json.loads(p.read_text())
-                for key in ("dataset", "backbone", "fold", "y_true", "probabilities"):
-                    if key not in rec:
-                        raise ValueError(f"missing field {key!r}")
+                rec = FoldRecord.from_json(json.loads(p.read_text(encoding="utf-8")), aliases)
+                _validate(rec)
                 records.append(rec)
-            except (OSError, ValueError) as exc:
-                problems.append(f"{p}: damaged fold record ({exc}); rerun `benchbox run` on the suite to redo it")
+            except (OSError, ValueError, TypeError, KeyError, StoreError) as exc:
+                problems.append(f"{p}: skipped a damaged fold record ({exc}); rerun `benchbox run` on the suite to "
+                                "redo it")
         return records, problems
+
+
+def _validate(rec: FoldRecord) -> None:
+    import numpy as np
+
+    p = rec.probabilities
+    if p.ndim != 2 or p.shape[0] != len(rec.y_true):
+        raise ValueError(f"probabilities of shape {p.shape} for {len(rec.y_true)} test images")
+    if rec.classes and p.shape[1] != len(rec.classes):
+        raise ValueError(f"{p.shape[1]} probability columns for {len(rec.classes)} classes")
+    if not np.isfinite(p).all():
+        raise ValueError("non-finite probabilities")
+    if len(rec.y_true) and (rec.y_true.min() < 0 or rec.y_true.max() >= p.shape[1]):
+        raise ValueError("true labels outside the class list")
+
+
+def _alive(holder: dict) -> bool:
+    if holder.get("host") != socket.gethostname():
+        return True  # cannot tell on another machine: assume it is alive
+    try:
+        os.kill(int(holder.get("pid", -1)), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError, TypeError):
+        return True
+    return True
 
 
 def find_resumable(output_dir: Path, suite_name: str, digest: str) -> Path | None:
@@ -156,12 +282,26 @@ def find_resumable(output_dir: Path, suite_name: str, digest: str) -> Path | Non
     output_dir = Path(output_dir)
     if not output_dir.is_dir():
         return None
-    candidates = sorted(output_dir.glob(f"{suite_name}-*"), reverse=True)
-    for cand in candidates:
+    for cand in sorted(output_dir.glob(f"{suite_name}-*"), reverse=True):
         try:
             m = RunStore(cand).manifest()
         except StoreError:
             continue
-        if m.get("suite_digest") == digest and m.get("status") != "complete":
+        if m.get("format") == FORMAT and m.get("suite_digest") == digest and m.get("status") != "complete":
+            return cand
+    return None
+
+
+def unfinished_of_other_content(output_dir: Path, suite_name: str, digest: str) -> Path | None:
+    """The newest unfinished run of the same suite *name* but other content (the suite was edited)."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return None
+    for cand in sorted(output_dir.glob(f"{suite_name}-*"), reverse=True):
+        try:
+            m = RunStore(cand).manifest()
+        except StoreError:
+            continue
+        if m.get("suite") == suite_name and m.get("suite_digest") != digest and m.get("status") != "complete":
             return cand
     return None

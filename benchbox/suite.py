@@ -21,6 +21,8 @@ except ModuleNotFoundError:  # Python 3.10
 
 from benchbox.contracts import TrainingConfig
 from benchbox.errors import SuiteError
+from benchbox.probes import PROBE_OPTIONS, PROBES, THRESHOLDS
+from benchbox.records import CellKey
 from benchbox.splitters import Protocol
 
 TOP_KEYS = {"name", "description", "seed", "output_dir", "data_dir", "evaluators", "protocol",
@@ -37,6 +39,10 @@ ALIAS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # keys every backbone understands, handled by the runner rather than the plugin
 COMMON_BACKBONE_KEYS = {"plugin": str, "input_size": list, "weights": str}
 COMMON_DATASET_KEYS = {"plugin": str, "positive_class": str}
+#: dataset options that name a file or folder: relative ones are resolved like weights files
+PATH_OPTIONS = ("root", "file")
+MAX_SEED = 2**32 - 1
+MAX_SIDE = 2048  # pixels per side of an input; beyond it one batch alone needs tens of GiB
 
 
 @dataclass(frozen=True)
@@ -70,9 +76,9 @@ class Suite:
     training: TrainingConfig
     datasets: dict[str, DatasetEntry]
     backbones: dict[str, BackboneEntry]
-    cells: list[tuple[str, str]]  # (dataset alias, backbone alias), in run order
+    cells: list[CellKey]  # in run order; probe cells follow their standard cell
     evaluators: list[str]
-    external: dict = field(default_factory=dict)  # (dataset, backbone) -> test-only dataset aliases
+    external: dict = field(default_factory=dict)  # CellKey -> test-only dataset aliases
     executor: dict = field(default_factory=dict)  # how to run, not what: excluded from the digest
     probes: dict = field(default_factory=dict)  # probe name -> options (see benchbox/probes.py)
     thresholds: dict = field(default_factory=dict)  # verdict thresholds of the shortcut report
@@ -133,10 +139,18 @@ def _schema_from_defaults(defaults: dict) -> dict:
 def load_suite(path, registry, check_availability: bool = False) -> Suite:
     """Parse and validate a suite file; raise SuiteError listing every problem."""
     path = Path(path)
+    if path.is_dir():
+        raise SuiteError(path, ["is a folder; pass a suite file (TOML), e.g. suites/quickstart.toml"])
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except OSError as exc:
         raise SuiteError(path, [f"cannot read the file: {exc.strerror}"]) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise SuiteError(path, [f"line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); TOML files must be "
+                                "UTF-8 — save it with that encoding"]) from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -154,6 +168,11 @@ def validate_suite(raw: dict, path, registry, text: str = "", check_availability
     if not isinstance(name, str) or not ALIAS.match(name):
         c.add("name", "required: a name of letters, digits, '-', '_' or '.' (it names the run directory)")
     seed = raw.get("seed", 0)
+    if _type_ok(seed, int) and not 0 <= seed <= MAX_SEED:
+        c.add("seed", f"must be between 0 and {MAX_SEED} (2**32 - 1), got {seed}")
+    output_dir = raw.get("output_dir", "runs")
+    if isinstance(output_dir, str) and Path(output_dir).exists() and not Path(output_dir).is_dir():
+        c.add("output_dir", f"{output_dir!r} is a file; runs are written into a folder — name another path")
 
     protocol_raw = raw.get("protocol", {}) if isinstance(raw.get("protocol", {}), dict) else {}
     c.keys("protocol", protocol_raw, PROTOCOL_KEYS)
@@ -193,6 +212,11 @@ def validate_suite(raw: dict, path, registry, text: str = "", check_availability
         size = entry.options.get("input_size")
         if not (isinstance(size, list) and len(size) == 2 and all(_type_ok(v, int) and v >= 32 for v in size)):
             c.add(f"backbones.{alias}.input_size", f"must be [height, width], integers >= 32, got {size!r}")
+        elif max(size) > MAX_SIDE:
+            batch = training_raw.get("batch_size", 64) if _type_ok(training_raw.get("batch_size", 64), int) else 64
+            gib = batch * size[0] * size[1] * 3 * 4 * 64 / 2**30  # float32 RGB, ~64 activation maps per pixel
+            c.add(f"backbones.{alias}.input_size", f"{size[0]}x{size[1]} is beyond {MAX_SIDE} pixels per side: one "
+                  f"training batch of {batch} would need about {gib:,.0f} GiB; X-ray studies use 200-512 px")
 
     cells, external = _cells(c, raw, datasets, backbones)
     probes, thresholds = _probes(c, raw, datasets)
@@ -211,7 +235,7 @@ def validate_suite(raw: dict, path, registry, text: str = "", check_availability
         raise SuiteError(path, c.problems)
     return Suite(
         path=Path(path), name=name, seed=seed, description=raw.get("description", ""),
-        output_dir=Path(raw.get("output_dir", "runs")), data_dir=raw.get("data_dir"),
+        output_dir=Path(output_dir), data_dir=raw.get("data_dir"),
         protocol=Protocol(kind=kind, k=k, stratified=protocol_raw.get("stratified", True),
                           grouped=protocol_raw.get("grouped", False), test_fraction=float(frac)),
         training=TrainingConfig(epochs=training_raw.get("epochs", 10), batch_size=training_raw.get("batch_size", 64),
@@ -252,6 +276,10 @@ def _entries(c: _Checker, raw, section, registry, kind, common, check_availabili
         c.keys(where, table, schema)
         c.typed(where, table, schema)
         options = {**defaults, **{k: v for k, v in table.items() if k != "plugin"}}
+        if kind == "dataset":
+            for key in PATH_OPTIONS:
+                if isinstance(options.get(key), str) and options[key]:
+                    options[key] = _resolve_path(options[key], c.path)
         if kind == "backbone":
             options["weights"] = _resolve_path(options.get("weights"), c.path)
             for problem in obj.check_options(options):
@@ -263,8 +291,6 @@ def _entries(c: _Checker, raw, section, registry, kind, common, check_availabili
 def _probes(c: _Checker, raw, datasets):
     """[probes]: image probes and source-as-label with their options, within-source and
     external-source naming a data set of the suite, and the verdict thresholds."""
-    from benchbox.probes import PROBE_OPTIONS, PROBES, THRESHOLDS
-
     table = raw.get("probes", {})
     if not isinstance(table, dict):
         c.add("probes", "must be a table")
@@ -303,23 +329,22 @@ def _probes(c: _Checker, raw, datasets):
     return probes, {**THRESHOLDS, **thresholds}
 
 
-def expand_probes(cells, external, probes):
-    """Every dataset x backbone cell gets a sibling cell per image/label probe (dataset alias
-    'DATASET@PROBE'), one on the within-source data set, and the external-source data set."""
-    from benchbox.probes import PROBES
-
-    base = list(cells)
+def expand_probes(cells: list[CellKey], external: dict, probes: dict):
+    """Every dataset x backbone cell gets a sibling cell per image/label probe, one on the
+    within-source data set, and the external-source data set as a test-only set."""
     out = list(cells)
-    for d, b in base:
+    for cell in list(cells):
         for name in probes:
-            if name in PROBES and (f"{d}@{name}", b) not in out:
-                out.append((f"{d}@{name}", b))
-        if "within-source" in probes and (probes["within-source"]["dataset"], b) not in out:
-            out.append((probes["within-source"]["dataset"], b))
+            probed = CellKey(cell.dataset, cell.backbone, name)
+            if name in PROBES and probed not in out:
+                out.append(probed)
+        within = CellKey(probes["within-source"]["dataset"], cell.backbone) if "within-source" in probes else None
+        if within is not None and within not in out:
+            out.append(within)
         if "external-source" in probes:
             ext = probes["external-source"]["dataset"]
-            if ext != d and ext not in external.get((d, b), []):
-                external = {**external, (d, b): external.get((d, b), []) + [ext]}
+            if ext != cell.dataset and ext not in external.get(cell, []):
+                external = {**external, cell: external.get(cell, []) + [ext]}
     return out, external
 
 
@@ -339,7 +364,7 @@ def _cells(c: _Checker, raw, datasets, backbones):
     test-only data sets each pair's fold models are also evaluated on (``external``)."""
     experiments = raw.get("experiments")
     if experiments is None:
-        return [(d, b) for d in datasets for b in backbones], {}
+        return [CellKey(d, b) for d in datasets for b in backbones], {}
     cells, external = [], {}
     for i, exp in enumerate(experiments if isinstance(experiments, list) else []):
         where = f"experiments[{i}]"
@@ -369,9 +394,10 @@ def _cells(c: _Checker, raw, datasets, backbones):
                       "data set must never be seen in training")
         for d in lists.get("datasets", []):
             for b in lists.get("backbones", []):
-                if (d, b) not in cells:
-                    cells.append((d, b))
-                external.setdefault((d, b), [])
-                external[(d, b)] += [n for n in ext if n in datasets and n not in lists["datasets"]
-                                     and n not in external[(d, b)]]
+                cell = CellKey(d, b)
+                if cell not in cells:
+                    cells.append(cell)
+                external.setdefault(cell, [])
+                external[cell] += [n for n in ext if n in datasets and n not in lists["datasets"]
+                                   and n not in external[cell]]
     return cells, {k: v for k, v in external.items() if v}

@@ -1,91 +1,170 @@
-"""From stored fold records to one row of metrics per dataset x backbone cell.
+"""Summarise a run once: stored fold records -> one row of metrics per cell, the metrics the
+run's evaluators declare, and the report sections plugins add. Every view (terminal, markdown,
+CSV, LaTeX, plots, leaderboards) renders a RunResult; none re-reads the records.
 
-Needs only the run directory (records + manifest) and the evaluator plugins: no model code.
+Needs only the run directory and the evaluator plugins: no model code.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from benchbox.contracts import MetricSpec, Section
 from benchbox.errors import StoreError
+from benchbox.records import CellKey, FoldRecord, cell_index, data_index, group_by_cell
+from benchbox.statistics import mcnemar
 from benchbox.store import RunStore
 
 
-def group_records(records):
-    cells = defaultdict(list)
-    for r in records:
-        cells[(r["dataset"], r["backbone"])].append(r)
-    return {k: sorted(v, key=lambda r: r["fold"]) for k, v in cells.items()}
+@dataclass
+class RunResult:
+    """Everything the views of one run need, computed once."""
+
+    run_dir: Path
+    manifest: dict
+    records: list[FoldRecord]
+    summary: pd.DataFrame  # one row per cell: cell, dataset, probe, backbone, ..., declared metrics
+    metrics: list[MetricSpec]  # declared by the run's evaluators, in order
+    problems: list[str] = field(default_factory=list)
+    sections: list[Section] = field(default_factory=list)
+    failures: list[dict] = field(default_factory=list)
+    evaluators: dict = field(default_factory=dict)  # name -> Evaluator object (their plots and sections)
+
+    @property
+    def cells(self) -> dict[CellKey, list[FoldRecord]]:
+        return group_by_cell(self.records)
+
+    @property
+    def title(self) -> str:
+        m = self.manifest
+        epochs = (m.get("training") or {}).get("epochs")
+        return f"{m.get('suite', '')}: {m.get('protocol_label', '')}" + (f", {epochs} epochs" if epochs else "")
+
+    def row(self, cell: CellKey) -> dict | None:
+        sub = self.summary[self.summary["cell"] == cell] if len(self.summary) else self.summary
+        return sub.iloc[0].to_dict() if len(sub) else None
+
+    def data_meta(self, cell: CellKey) -> dict:
+        return data_index(self.manifest).get(cell.data, {})
+
+    def metric(self, name: str) -> MetricSpec | None:
+        return next((m for m in self.metrics if m.name == name), None)
 
 
-def summarize(store: RunStore, registry) -> tuple[pd.DataFrame, list[str]]:
-    """Metrics per cell from the stored records, and the problems found on the way."""
+def declared_metrics(manifest: dict, registry, problems: list[str] | None = None) -> list[MetricSpec]:
+    out, seen = [], set()
+    for name in manifest.get("evaluators", []):
+        entry = registry.evaluators.get(name)
+        if entry is None:
+            continue
+        for spec in getattr(entry.obj, "metrics", ()) or ():
+            if isinstance(spec, MetricSpec) and spec.name not in seen:
+                seen.add(spec.name)
+                out.append(spec)
+            elif problems is not None and not isinstance(spec, MetricSpec):
+                problems.append(f"evaluator {name!r} declares {spec!r}, not a benchbox.contracts.MetricSpec; ignored")
+    return out
+
+
+def summarise(store: RunStore, registry, with_sections: bool = True) -> RunResult:
+    """Metrics per cell from the stored records, the problems found on the way, and sections."""
     manifest = store.manifest()
-    records, problems = store.read_records()
+    records, problems = store.read_records(manifest)
     if not records:
-        raise StoreError(f"{store.path}: no fold records yet (folds/ is empty); run the suite first")
+        raise StoreError(f"{store.path}: no usable fold records (folds/ is empty or every record is damaged); "
+                         "run the suite first" + (f" — {problems[0]}" if problems else ""))
+    metrics = declared_metrics(manifest, registry, problems)
+    cells_meta = cell_index(manifest)
+    datasets = data_index(manifest)
     rows = []
-    cells_meta = {(c["dataset"], c["backbone"]): c for c in manifest.get("cells", [])}
-    for (ds, bb), recs in group_records(records).items():
-        meta = cells_meta.get((ds, bb), {})
-        dmeta = manifest.get("datasets", {}).get(ds, {})
-        classes = recs[0].get("classes") or dmeta.get("classes")
-        positive = dmeta.get("positive_class", classes[0])
+    for cell, recs in group_by_cell(records).items():
+        meta = cells_meta.get(cell, {})
+        dmeta = datasets.get(cell.data, {})
+        classes = recs[0].classes or dmeta.get("classes") or []
+        positive = dmeta.get("positive_class") or classes[0]
         expected = meta.get("folds")
         if expected is not None and len(recs) < expected:
-            missing = sorted(set(range(expected)) - {r["fold"] for r in recs})
-            problems.append(f"{ds} x {bb}: folds {missing} missing ({len(recs)}/{expected} done); "
+            missing = sorted(set(range(expected)) - {r.fold for r in recs})
+            problems.append(f"{cell}: folds {missing} missing ({len(recs)}/{expected} done); "
                             "the figures below use the finished folds only")
-        row = {"dataset": ds, "backbone": bb, "plugin": meta.get("plugin", ""),
-               "framework": meta.get("framework", ""), "folds": len(recs), "folds_expected": expected,
-               "classes": list(classes), "positive_class": positive}
+        row = {"cell": cell, "dataset": cell.dataset, "probe": cell.probe, "data": cell.label,
+               "backbone": cell.backbone, "plugin": meta.get("plugin", ""), "framework": meta.get("framework", ""),
+               "folds": len(recs), "folds_expected": expected, "classes": list(classes), "positive_class": positive}
         for name in manifest.get("evaluators", ["paper"]):
-            if name not in registry.evaluators:
+            entry = registry.evaluators.get(name)
+            if entry is None:
                 problems.append(f"evaluator {name!r} used by this run is not installed; its metrics are left out")
                 continue
-            row.update(registry.evaluators[name].obj.evaluate(recs, classes, positive))
-        n_test = sum((r.get("info") or {}).get("predict_images", len(r["y_true"])) for r in recs)
-        predict_s = sum(r.get("predict_seconds", 0.0) for r in recs)
-        row["train_seconds"] = sum(r.get("train_seconds", 0.0) for r in recs)
-        row["infer_images_per_sec"] = n_test / predict_s if predict_s > 0 else float("nan")
+            try:
+                row.update(entry.obj.evaluate(recs, classes, positive))
+            except Exception as exc:  # one evaluator's bug must not hide the other metrics
+                problems.append(f"evaluator {name!r} ({entry.origin}) failed on {cell}: {type(exc).__name__}: {exc}")
+        rates = [r.infer_images_per_sec for r in recs if np.isfinite(r.infer_images_per_sec)]
+        row["train_seconds"] = float(sum(r.train_seconds for r in recs))
+        row["infer_images_per_sec"] = float(np.median(rates)) if rates else float("nan")
         rows.append(row)
-    mark_significance(rows, group_records(records))
-    order = {tuple(c): i for i, c in enumerate((c["dataset"], c["backbone"]) for c in manifest.get("cells", []))}
-    rows.sort(key=lambda r: order.get((r["dataset"], r["backbone"]), len(order)))
-    return pd.DataFrame(rows), problems
+    primary = metrics[0].name if metrics else None
+    if primary:
+        mark_significance(rows, group_by_cell(records), primary)
+    order = {c: i for i, c in enumerate(cells_meta)}
+    rows.sort(key=lambda r: order.get(r["cell"], len(order)))
+    result = RunResult(run_dir=store.path, manifest=manifest, records=records, summary=pd.DataFrame(rows),
+                       metrics=metrics, problems=problems, failures=store.read_failures(),
+                       evaluators={n: registry.evaluators[n].obj for n in manifest.get("evaluators", [])
+                                   if n in registry.evaluators})
+    if with_sections:
+        result.sections = collect_sections(result, registry)
+    return result
+
+
+def collect_sections(result: RunResult, registry) -> list[Section]:
+    """Sections from the run's evaluators, then from every plugin's report-sections hook."""
+    out = []
+    for name in result.manifest.get("evaluators", []):
+        entry = registry.evaluators.get(name)
+        if entry is None:
+            continue
+        try:
+            out.extend(entry.obj.sections(result) or [])
+        except Exception as exc:
+            result.problems.append(f"evaluator {name!r} failed to build its report sections: {type(exc).__name__}: {exc}")
+    contributed, problems = registry.call_each("benchbox_report_sections", result=result)
+    result.problems.extend(problems)
+    for _, sections in contributed:
+        out.extend(s for s in (sections or []) if isinstance(s, Section))
+    return out
 
 
 def correct_by_id(records) -> dict[str, bool]:
     """Sample id -> whether the cell's pooled prediction was right."""
     out = {}
     for r in records:
-        pred = np.asarray(r["probabilities"]).argmax(axis=1)
-        ids = r.get("test_ids") or [str(i) for i in r.get("test_indices", range(len(pred)))]
-        out.update({i: bool(p == t) for i, p, t in zip(ids, pred, r["y_true"])})
+        out.update({i: bool(p == t) for i, p, t in zip(r.test_ids, r.predicted, r.y_true)})
     return out
 
 
-def mark_significance(rows, cells, metric: str = "accuracy_3class", alpha: float = 0.05) -> None:
-    """Per dataset: McNemar of every backbone against the best one (by ``metric``) on shared samples."""
-    from benchbox.statistics import mcnemar
-
-    by_dataset = defaultdict(list)
+def mark_significance(rows, cells, metric: str, alpha: float = 0.05) -> None:
+    """Per data set: McNemar of every backbone against the best one (by ``metric``) on shared samples."""
+    by_data = defaultdict(list)
     for row in rows:
-        by_dataset[row["dataset"]].append(row)
-    for ds, ds_rows in by_dataset.items():
-        scored = [r for r in ds_rows if np.isfinite(r.get(metric, np.nan))]
+        by_data[row["cell"].data].append(row)
+    for ds_rows in by_data.values():
+        scored = [r for r in ds_rows if isinstance(r.get(metric), (int, float)) and np.isfinite(r.get(metric))]
         if len(scored) < 2:
             continue
         best = max(scored, key=lambda r: r[metric])
-        best_correct = correct_by_id(cells[(ds, best["backbone"])])
+        best_correct = correct_by_id(cells[best["cell"]])
         for row in ds_rows:
+            row["vs_best_metric"] = metric
             if row is best:
                 row["vs_best"] = "best"
                 continue
-            mine = correct_by_id(cells[(ds, row["backbone"])])
+            mine = correct_by_id(cells[row["cell"]])
             shared = sorted(set(mine) & set(best_correct))
             test = mcnemar([best_correct[i] for i in shared], [mine[i] for i in shared])
             row["vs_best_p"] = test["p_value"]

@@ -5,7 +5,8 @@
         check_backbone(MyBackbone(), options={"input_size": [64, 64]})
 
 It trains the backbone on tiny synthetic folds through the public contract only (no framework
-knowledge) and raises AssertionError naming the first rule broken.
+knowledge), through the same harness as `benchbox run` (so its timings and output checks are the
+run's), and raises AssertionError naming the first rule broken.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 
 from benchbox.contracts import Backbone, FoldJob, TrainingConfig
+from benchbox.errors import PluginError
+from benchbox.harness import run_fold
 
 
 def _tiny_fold(num_classes: int, size, seed: int = 0, n_train: int = 12, n_test: int = 6):
@@ -51,22 +54,29 @@ def check_backbone(backbone: Backbone, options: dict | None = None, epochs: int 
     for num_classes in class_counts:
         x_train, y_train, x_test = _tiny_fold(num_classes, size)
         job = FoldJob(x_train, y_train, x_test, num_classes, opts, training, seed=11)
-        out = backbone.fit_predict(job)
-        p = np.asarray(out.probabilities, dtype=float)
-        assert p.shape == (len(x_test), num_classes), \
-            f"{backbone.name}: probabilities have shape {p.shape}, expected {(len(x_test), num_classes)}"
-        assert np.isfinite(p).all() and (p >= 0).all() and (p <= 1).all(), f"{backbone.name}: probabilities outside [0, 1]"
-        assert np.allclose(p.sum(axis=1), 1.0, atol=1e-5), f"{backbone.name}: probability rows do not sum to one"
+        try:
+            out = run_fold(backbone, backbone.name, job, f"a tiny {num_classes}-class fold")
+        except PluginError as exc:  # the harness's own contract checks, as a test failure
+            raise AssertionError(str(exc)) from exc
+        p = out.probabilities
         assert out.train_seconds >= 0 and out.predict_seconds >= 0, f"{backbone.name}: negative timings"
-        info = out.info or {}
+        assert np.isfinite(out.infer_images_per_sec) and out.infer_images_per_sec > 0, \
+            f"{backbone.name}: the harness could not time predict(model, images, ids=None)"
+        assert "train_seconds" not in out.info and "predict_seconds" not in out.info, \
+            f"{backbone.name}: info must not carry headline timings (the harness measures them)"
+        info = out.info
         if {"params_total", "params_frozen", "params_trainable"} <= set(info):
             assert info["params_frozen"] + info["params_trainable"] == info["params_total"], \
                 f"{backbone.name}: frozen + trainable parameters != total"
         outputs[num_classes] = p
 
     x_train, y_train, x_test = _tiny_fold(3, size)
-    again = backbone.fit_predict(FoldJob(x_train, y_train, x_test, 3, opts, training, seed=11))
-    first = outputs[3] if 3 in outputs else backbone.fit_predict(FoldJob(x_train, y_train, x_test, 3, opts, training, seed=11)).probabilities
-    assert np.allclose(again.probabilities, first, atol=1e-6), \
+    model = backbone.fit(FoldJob(x_train, y_train, x_test, 3, opts, training, seed=11))
+    again = np.asarray(backbone.predict(model, x_test, None), dtype=float)
+    whole = np.asarray(backbone.predict(model, x_test, [f"test/{i}" for i in range(len(x_test))]), dtype=float)
+    assert np.allclose(again, whole, atol=1e-4), \
+        f"{backbone.name}: predict with ids (cached work) and without (whole network) disagree"
+    first = outputs[3] if 3 in outputs else again
+    assert np.allclose(again, first, atol=1e-6), \
         f"{backbone.name}: the same seed gave different predictions (seed weight init and shuffling)"
     return opts

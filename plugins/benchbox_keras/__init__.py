@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from benchbox import hookimpl
 from benchbox.contracts import Availability
-from benchbox.networks import NetworkBackbone, weights_kind
+from benchbox_engine_common.networks import NetworkBackbone, weights_kind
 
 INSTALL = "pip install 'benchbox[keras]'  (Keras 3 with TensorFlow)"
 URL_BASE = "https://storage.googleapis.com/tensorflow/keras-applications/"
@@ -66,10 +66,18 @@ class KerasBackbone(NetworkBackbone):
 
         engine.ensure_weights(self.network, options)
 
-    def fit_predict(self, job):
+    def fit(self, job):
         from benchbox_keras import engine
 
-        return engine.fit_predict(self.network, job)
+        return engine.fit(self.network, job)
+
+    def predict(self, model, images, ids=None):
+        from benchbox_keras import engine
+
+        return engine.predict_images(model, images, ids)
+
+    def info(self, model):
+        return dict(model.info)
 
     def bench_steps(self, options, batch_size, device, amp, channels_last, train):
         from benchbox_keras import engine

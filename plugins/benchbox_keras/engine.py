@@ -11,13 +11,15 @@ from __future__ import annotations
 import importlib.util
 import os
 import time
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from benchbox.contracts import FoldJob, FoldOutput, balanced_class_weights
+from benchbox.contracts import FoldJob, balanced_class_weights
 from benchbox.errors import BenchboxError, WeightsError
-from benchbox.networks import weights_kind
-from benchbox.prefix_cache import CACHE, cache_key, fallback_reason, job_ids
+from benchbox_engine_common.networks import weights_kind
+from benchbox_engine_common.prefix_cache import CACHE, cache_key, fallback_reason, job_ids
 from benchbox_keras import APPS, imagenet_file
 
 CAFFE_MEAN = [103.939, 116.779, 123.68]
@@ -151,45 +153,53 @@ def as_input(x: np.ndarray) -> np.ndarray:
     return x.astype("float32")[..., None]
 
 
-def fit_predict(network: str, job: FoldJob) -> FoldOutput:
+@dataclass
+class TrainedModel:
+    """A fold's trained model, and the cached prefix activations of its test fold (if any)."""
+
+    model: Any
+    trainer: Any  # the suffix that trained on cached activations, or None
+    test_ids: list[str]
+    x_test: Any
+    batch_size: int
+    info: dict = field(default_factory=dict)
+
+
+def fit(network: str, job: FoldJob) -> TrainedModel:
     keras = import_keras()
     model, base = build_model(network, job.options, job.num_classes, job.seed)
     reason = fallback_reason(job.options, job.training)
-    info = {}
+    info = parameter_counts(model)
     if job.training.augment:
         model = with_augmentation(keras, model, job.seed)
     if reason is None:
-        trainer, x_train, x_test, info = cached_prefix(keras, network, model, base, job)
+        trainer, x_train, x_test, cache_info = cached_prefix(keras, network, model, base, job)
+        info.update(cache_info)
     else:
-        trainer, x_train, x_test = model, as_input(job.x_train), as_input(job.x_test)
+        trainer, x_train, x_test = model, as_input(job.x_train), None
         info["prefix_cache"] = f"off: {reason}"
     trainer.compile(optimizer=keras.optimizers.Adam(learning_rate=job.training.learning_rate),
                     loss="sparse_categorical_crossentropy")
-    bs = job.training.batch_size
     keras.utils.set_random_seed(job.seed)  # the same shuffling whether the prefix is cached or not
-    t0 = time.perf_counter()
     class_weight = None
     if job.training.class_weight == "balanced":
         class_weight = dict(enumerate(balanced_class_weights(job.y_train, job.num_classes).tolist()))
-    trainer.fit(x_train, job.y_train, epochs=job.training.epochs, batch_size=bs, shuffle=True, verbose=0,
-                callbacks=[_EpochProgress(keras, job).callback], class_weight=class_weight)
-    train_seconds = time.perf_counter() - t0 + info.get("prefix_seconds", 0.0)
-    model.predict(as_input(job.x_test[:bs]), batch_size=bs, verbose=0)  # warm-up: tracing is not throughput
-    if reason is None:
-        # the test fold's prefix activations are cached too: predict from them (the same numbers as the
-        # whole network, see tests/test_speed.py), and time the whole network, as deployed, on one batch
-        probs = trainer.predict(x_test, batch_size=bs, verbose=0)
-        t0 = time.perf_counter()
-        model.predict(as_input(job.x_test[:bs]), batch_size=bs, verbose=0)
-        info["predict_images"] = int(len(job.x_test[:bs]))
+    t0 = time.perf_counter()
+    trainer.fit(x_train, job.y_train, epochs=job.training.epochs, batch_size=job.training.batch_size, shuffle=True,
+                verbose=0, callbacks=[_EpochProgress(keras, job).callback], class_weight=class_weight)
+    info["train_loop_seconds"] = time.perf_counter() - t0
+    return TrainedModel(model, trainer if reason is None else None, job_ids(job)[1], x_test,
+                        job.training.batch_size, info)
+
+
+def predict_images(model: TrainedModel, images: np.ndarray, ids=None) -> np.ndarray:
+    """The test fold from its cached prefix activations (see tests/test_speed.py); anything else
+    through the whole network, as deployed."""
+    if ids is not None and model.trainer is not None and list(ids) == model.test_ids:
+        probs = model.trainer.predict(model.x_test, batch_size=model.batch_size, verbose=0)
     else:
-        t0 = time.perf_counter()
-        probs = model.predict(as_input(job.x_test), batch_size=bs, verbose=0)  # the whole network, as deployed
-    predict_seconds = time.perf_counter() - t0
-    external = {alias: np.asarray(model.predict(as_input(x), batch_size=bs, verbose=0), dtype=np.float64)
-                for alias, x in job.x_external.items()}
-    return FoldOutput(probabilities=np.asarray(probs, dtype=np.float64), train_seconds=train_seconds,
-                      predict_seconds=predict_seconds, info={**parameter_counts(model), **info}, external=external)
+        probs = model.model.predict(as_input(images), batch_size=model.batch_size, verbose=0)
+    return np.asarray(probs, dtype=np.float64)
 
 
 def with_augmentation(keras, model, seed):

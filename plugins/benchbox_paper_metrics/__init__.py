@@ -2,7 +2,8 @@
 
 - ``paper``: the study's metrics — confusion matrix pooled over folds, 3-class and 2-class
   accuracy, sensitivity and specificity of the positive class, TP/FP/TN/FN — each with a 95%
-  Wilson interval and the fold mean and standard deviation.
+  Wilson interval and the fold mean and standard deviation; the study's Table 4 (counts) and
+  Tables 3/6 (pooled confusion matrices), and confusion-matrix heat-maps.
 - ``clinical``: what the study should also have reported — one-vs-rest ROC AUC of the positive
   class and macro F1 with patient-level bootstrap intervals, balanced accuracy, and precision,
   recall and F1 per class.
@@ -10,31 +11,39 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 
 from benchbox import hookimpl
-from benchbox.contracts import Evaluator
-from benchbox.metrics import confusion_matrix, paper_metrics
-from benchbox.statistics import bootstrap_ci, macro_f1, per_class_prf, positive_auc, wilson
+from benchbox.contracts import Evaluator, MetricSpec, Section
+from benchbox.statistics import bootstrap_ci, confusion_matrix, macro_f1, per_class_prf, positive_auc, wilson
+from benchbox_paper_metrics.metrics import HEADLINE, paper_metrics
 
 
 def pooled_predictions(records):
     """Concatenate the test folds of one cell: true labels, predicted labels, fold numbers."""
-    y_true = np.concatenate([np.asarray(r["y_true"], dtype=np.int64) for r in records])
-    y_pred = np.concatenate([np.asarray(r["probabilities"], dtype=float).argmax(axis=1) for r in records])
-    folds = np.concatenate([np.full(len(r["y_true"]), r["fold"]) for r in records])
+    y_true = np.concatenate([np.asarray(r.y_true, dtype=np.int64) for r in records])
+    y_pred = np.concatenate([r.predicted for r in records])
+    folds = np.concatenate([np.full(len(r.y_true), r.fold) for r in records])
     return y_true, y_pred, folds
 
 
 def pooled_groups(records) -> np.ndarray:
-    """Patient of every pooled test sample (the image id where an old record lacks groups)."""
-    return np.concatenate([np.asarray(r.get("test_groups") or r.get("test_ids") or
-                                      [f"{r['fold']}/{i}" for i in range(len(r["y_true"]))]) for r in records])
+    """Patient of every pooled test sample."""
+    return np.concatenate([np.asarray(r.test_groups) for r in records])
+
+
+def _pct(name, label, interval="wilson", plot=False) -> MetricSpec:
+    return MetricSpec(name, label, scale=100, unit="%", interval=interval, plot=plot)
 
 
 class PaperMetrics(Evaluator):
     name = "paper"
     description = "the study's metrics: 3-/2-class accuracy, sensitivity, specificity, TP/FP/TN/FN; Wilson 95% CIs, fold spread"
+    metrics = (_pct("accuracy_3class", "Acc 3-class", plot=True), _pct("accuracy_2class", "Acc 2-class", plot=True),
+               _pct("sensitivity", "Sensitivity", plot=True), _pct("specificity", "Specificity", plot=True))
 
     def evaluate(self, records, classes, positive_class):
         y_true, y_pred, folds = pooled_predictions(records)
@@ -47,17 +56,69 @@ class PaperMetrics(Evaluator):
             m[f"{key}_ci_low"], m[f"{key}_ci_high"] = wilson(k, total)
         return m
 
+    def sections(self, result):
+        rows = [r for _, r in result.summary.iterrows() if isinstance(r.get("confusion"), list)]
+        if not rows:
+            return []
+        counts = pd.DataFrame([{"Data": r["data"], "Backbone": r["backbone"], "Positive": r["positive_class"],
+                                "TP": int(r["tp"]), "FP": int(r["fp"]), "TN": int(r["tn"]), "FN": int(r["fn"])}
+                               for r in rows])
+        out = [Section("Positive-class counts (the study's Table 4)", counts)]
+        long_form = []
+        for r in rows:
+            classes = list(r["classes"])
+            cm = pd.DataFrame(r["confusion"], index=classes, columns=classes).T  # rows: predicted
+            long_form += [{"data": r["data"], "backbone": r["backbone"], "predicted": p, "actual": a,
+                           "count": int(cm.loc[p, a])} for p in classes for a in classes]
+            cm.index = [f"pred {c}" for c in classes]
+            cm.columns = [f"actual {c}" for c in classes]
+            out.append(Section(f"Confusion matrix: {r['data']} x {r['backbone']} (predicted rows, actual columns)",
+                               cm.reset_index(names="")))
+        out.append(Section("Pooled confusion matrices, long form", pd.DataFrame(long_form), csv="confusion.csv",
+                           in_report=False))
+        return out
+
+    def plots(self, result, directory: Path):
+        from benchbox.views.plots import pyplot, save
+
+        plt = pyplot()
+        written = []
+        for _, r in result.summary.iterrows():
+            if not isinstance(r.get("confusion"), list):
+                continue
+            classes, cm = list(r["classes"]), np.asarray(r["confusion"]).T  # predicted rows, actual columns
+            fig, ax = plt.subplots(figsize=(1.6 + 1.2 * len(classes), 1.2 + 1.1 * len(classes)))
+            image = ax.imshow(cm, cmap="Blues", vmin=0, vmax=max(int(cm.max()), 1))
+            ax.set_xticks(range(len(classes)), classes, rotation=30, ha="right")
+            ax.set_yticks(range(len(classes)), classes)
+            ax.set_xlabel("actual class")
+            ax.set_ylabel("predicted class")
+            for i in range(len(classes)):
+                for j in range(len(classes)):
+                    # text colour from the cell's own luminance: dark text on light cells, white on dark
+                    red, green, blue, _ = image.cmap(image.norm(cm[i, j]))
+                    light = 0.299 * red + 0.587 * green + 0.114 * blue > 0.5
+                    ax.text(j, i, int(cm[i, j]), ha="center", va="center", color="black" if light else "white")
+            ax.set_title(f"{result.manifest.get('suite', '')}: {r['data']} x {r['backbone']}\npooled confusion matrix",
+                         fontsize=9)
+            fig.tight_layout()
+            written.append(save(fig, directory / f"confusion__{r['cell'].slug}.png"))
+        return written
+
 
 class ClinicalMetrics(Evaluator):
     name = "clinical"
     description = "ROC AUC and macro F1 with patient-bootstrap 95% CIs, balanced accuracy, per-class P/R/F1"
+    metrics = (MetricSpec("auc", "AUC", digits=3, interval="bootstrap"),
+               MetricSpec("macro_f1", "Macro F1", digits=3, interval="bootstrap", table=False),
+               MetricSpec("balanced_accuracy", "Balanced acc.", scale=100, unit="%", table=False))
 
     def __init__(self, n_boot: int = 1000, seed: int = 0):
         self.n_boot, self.seed = n_boot, seed
 
     def evaluate(self, records, classes, positive_class):
         y_true, y_pred, _ = pooled_predictions(records)
-        probs = np.concatenate([np.asarray(r["probabilities"], dtype=float) for r in records])
+        probs = np.concatenate([np.asarray(r.probabilities, dtype=float) for r in records])
         groups = pooled_groups(records)
         k, pos = len(classes), list(classes).index(positive_class)
         cm = confusion_matrix(y_true, y_pred, k)
@@ -78,3 +139,6 @@ class ClinicalMetrics(Evaluator):
 @hookimpl
 def benchbox_evaluators():
     return [PaperMetrics(), ClinicalMetrics()]
+
+
+__all__ = ["PaperMetrics", "ClinicalMetrics", "HEADLINE", "paper_metrics"]

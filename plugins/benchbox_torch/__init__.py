@@ -20,7 +20,7 @@ from pathlib import Path
 
 from benchbox import hookimpl
 from benchbox.contracts import Availability
-from benchbox.networks import NetworkBackbone
+from benchbox_engine_common.networks import NetworkBackbone
 
 INSTALL = "pip install 'benchbox[torch]'  (torch, torchvision, timm)"
 
@@ -81,10 +81,24 @@ class TorchBackbone(NetworkBackbone):
 
         engine.ensure_weights(self.network, options)
 
-    def fit_predict(self, job):
+    def fit(self, job):
         from benchbox_torch import engine
 
-        return engine.fit_predict(self.network, job)
+        return engine.fit(self.network, job)
+
+    def predict(self, model, images, ids=None):
+        from benchbox_torch import engine
+
+        return engine.predict_images(model, images, ids)
+
+    def synchronize(self, model):
+        import torch
+
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.synchronize()
+
+    def info(self, model):
+        return dict(model.info)
 
     def bench_steps(self, options, batch_size, device, amp, channels_last, train):
         from benchbox_torch import engine

@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 
-from benchbox.contracts import FoldJob, FoldOutput, balanced_class_weights
+from benchbox.contracts import FoldJob, balanced_class_weights
 from benchbox.errors import BenchboxError, WeightsError
-from benchbox.networks import weights_kind
-from benchbox.prefix_cache import CACHE, cache_key, fallback_reason, job_ids
+from benchbox_engine_common.networks import weights_kind
+from benchbox_engine_common.prefix_cache import CACHE, cache_key, fallback_reason, job_ids
 from benchbox_torch import NETS, keras_layers, keras_weighted_layers
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -417,37 +418,44 @@ def predict(net: BenchboxNet, x: np.ndarray, batch_size: int) -> np.ndarray:
     return torch.cat(out).numpy() if out else np.zeros((0, net.head[-1].out_features))
 
 
-def fit_predict(network: str, job: FoldJob) -> FoldOutput:
+@dataclass
+class TrainedModel:
+    """A fold's trained network, and the cached prefix activations of its test fold (if any)."""
+
+    net: BenchboxNet
+    trainer: nn.Module | None  # the suffix that trained on cached activations, or None
+    test_ids: list[str]
+    test_inputs: list | None
+    batch_size: int
+    info: dict = field(default_factory=dict)
+
+
+def fit(network: str, job: FoldJob) -> TrainedModel:
     net, info = build_model(network, job.options, job.num_classes, job.seed)
     reason = fallback_reason(job.options, job.training)
     cached = cached_inputs(network, net, job) if reason is None else None
     if reason is None and cached is None:
         reason = "no frozen module precedes the trainable ones"
-    bs = job.training.batch_size
     t0 = time.perf_counter()
     if cached is not None:
         trainer, inputs, cache_info = cached
         info.update(cache_info)
         train(trainer, inputs[0], job.y_train, job.training, job.seed, job.progress)
+        test_inputs = inputs[1]
     else:
         info["prefix_cache"] = f"off: {reason}"
+        trainer, test_inputs = None, None
         train(net, job.x_train, job.y_train, job.training, job.seed, job.progress)
-    train_seconds = time.perf_counter() - t0 + info.get("prefix_seconds", 0.0)
-    predict(net, job.x_test[:1], bs)  # warm-up, excluded from throughput
-    if cached is not None:
-        # the test fold's prefix activations are cached too: predict from them (the same numbers as the
-        # whole network, see tests/test_speed.py), and time the whole network, as deployed, on one batch
-        probs = predict_from(trainer, inputs[1], bs)
-        t0 = time.perf_counter()
-        predict(net, job.x_test[:bs], bs)
-        info["predict_images"] = int(len(job.x_test[:bs]))
-    else:
-        t0 = time.perf_counter()
-        probs = predict(net, job.x_test, bs)  # the whole network, as deployed
-    predict_seconds = time.perf_counter() - t0
-    external = {alias: predict(net, x, job.training.batch_size) for alias, x in job.x_external.items()}
-    return FoldOutput(probabilities=probs, train_seconds=train_seconds, predict_seconds=predict_seconds,
-                      info=info, external=external)
+    info["train_loop_seconds"] = time.perf_counter() - t0
+    return TrainedModel(net, trainer, job_ids(job)[1], test_inputs, job.training.batch_size, info)
+
+
+def predict_images(model: TrainedModel, images: np.ndarray, ids=None) -> np.ndarray:
+    """The test fold from its cached prefix activations (the same numbers as the whole network, see
+    tests/test_speed.py); anything else through the whole network, as deployed."""
+    if ids is not None and model.trainer is not None and list(ids) == model.test_ids:
+        return predict_from(model.trainer, model.test_inputs, model.batch_size)
+    return predict(model.net, images, model.batch_size)
 
 
 def count_gmacs(net: BenchboxNet, h: int, w: int) -> float | None:

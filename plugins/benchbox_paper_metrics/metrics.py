@@ -13,18 +13,9 @@ from typing import Sequence
 
 import numpy as np
 
+from benchbox.statistics import confusion_matrix
+
 HEADLINE = ("accuracy_3class", "accuracy_2class", "sensitivity", "specificity")
-
-
-def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:
-    """Counts with actual labels as rows and predictions as columns (a class never predicted
-    simply has a zero column)."""
-    y_true = np.asarray(y_true, dtype=np.int64)
-    y_pred = np.asarray(y_pred, dtype=np.int64)
-    if y_true.shape != y_pred.shape:
-        raise ValueError(f"y_true {y_true.shape} and y_pred {y_pred.shape} differ in shape")
-    flat = y_true * num_classes + y_pred
-    return np.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
 def _ratio(num: float, den: float) -> float:
@@ -79,6 +70,7 @@ def paper_metrics(y_true, y_pred, classes: Sequence[str], positive_class: str,
                     for f in np.unique(folds)]
         for key in HEADLINE:
             values = np.array([m[key] for m in per_fold], dtype=float)
+            out[f"{key}_folds"] = values.tolist()
             out[f"{key}_fold_mean"] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
             finite = values[np.isfinite(values)]
             out[f"{key}_fold_std"] = float(np.std(finite, ddof=1)) if len(finite) > 1 else float("nan")

@@ -7,18 +7,16 @@ from __future__ import annotations
 import numpy as np
 
 from benchbox.errors import BenchboxError
+from benchbox.records import DataKey, data_index, group_by_cell
 from benchbox.statistics import bootstrap_ci, mcnemar, positive_auc
 from benchbox.store import RunStore
-from benchbox.summary import group_records
 
 
 def _aligned(records):
     """Sample id -> (true label, probabilities, patient)."""
     out = {}
     for r in records:
-        ids = r.get("test_ids") or [str(i) for i in r["test_indices"]]
-        groups = r.get("test_groups") or ids
-        for i, t, p, g in zip(ids, r["y_true"], r["probabilities"], groups):
+        for i, t, p, g in zip(r.test_ids, r.y_true, r.probabilities, r.test_groups):
             out[i] = (t, p, g)
     return out
 
@@ -26,8 +24,8 @@ def _aligned(records):
 def compare(run_dir, a: str, b: str, dataset: str | None = None, n_boot: int = 1000, seed: int = 0) -> dict:
     store = RunStore(run_dir)
     manifest = store.manifest()
-    records, _ = store.read_records()
-    cells = group_records(records)
+    records, _ = store.read_records(manifest)
+    cells = {(c.dataset, c.backbone): recs for c, recs in group_by_cell(records).items() if not c.probe}
     datasets = sorted({d for d, bb in cells if bb == a} & {d for d, bb in cells if bb == b})
     backbones = sorted({bb for _, bb in cells})
     for name in (a, b):
@@ -43,8 +41,9 @@ def compare(run_dir, a: str, b: str, dataset: str | None = None, n_boot: int = 1
     shared = sorted(set(ra) & set(rb))
     if not shared:
         raise BenchboxError(f"{a} and {b} have no test samples in common on {dataset}")
-    classes = manifest["datasets"][dataset]["classes"]
-    pos = classes.index(manifest["datasets"][dataset]["positive_class"])
+    meta = data_index(manifest)[DataKey(dataset)]
+    classes = meta["classes"]
+    pos = classes.index(meta["positive_class"])
     y = np.array([ra[i][0] for i in shared])
     pa = np.array([ra[i][1] for i in shared], dtype=float)
     pb = np.array([rb[i][1] for i in shared], dtype=float)

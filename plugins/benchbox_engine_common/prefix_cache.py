@@ -71,7 +71,7 @@ CACHE = PrefixCache()
 def cache_key(framework: str, network: str, options, seed: int) -> tuple:
     """Everything the prefix output depends on: network, cutoff, weights (a file by its
     modification time), input size, width; plus the fold seed when the weights are random."""
-    from benchbox.networks import weights_kind
+    from benchbox_engine_common.networks import weights_kind
 
     kind = weights_kind(options["weights"])
     weights = options["weights"]

@@ -1,0 +1,116 @@
+"""The harness: trains and predicts one fold through a Backbone plugin, owns the clock, and
+checks what the plugin returns before anything is stored.
+
+Every backbone is timed the same way, so comparison tables are fair by construction:
+- ``train_seconds``: wall time of ``fit`` (building, any caching the engine does, training),
+  device synchronised at the end;
+- ``predict_seconds``: wall time of ``predict`` on the test fold (engines may reuse cached work);
+- ``infer_images_per_sec``: the whole network (``ids=None``) on one batch of test images, after
+  one untimed warm-up call of the same batch, synchronised before each clock read.
+
+Anything a plugin raises is wrapped in a PluginError that names the plugin, the method and the
+fold; the full traceback is kept for the run's log.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from benchbox.contracts import Backbone, FoldJob
+from benchbox.errors import BenchboxError, PluginError
+
+#: rows of a probability matrix must sum to one within this
+SUM_TOLERANCE = 1e-3
+
+
+@dataclass
+class FoldOutcome:
+    """What the harness measured and collected for one fold (plain values)."""
+
+    probabilities: np.ndarray
+    external: dict[str, np.ndarray]
+    train_seconds: float
+    predict_seconds: float
+    infer_images_per_sec: float
+    info: dict = field(default_factory=dict)
+
+
+def call_plugin(plugin: str, method: str, where: str, fn: Callable, *args, **kwargs) -> Any:
+    """Call into a plugin; anything it raises becomes one PluginError naming plugin, method, place."""
+    try:
+        return fn(*args, **kwargs)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BenchboxError as exc:
+        raise PluginError(f"{plugin} failed in {method} on {where}: {exc}", detail=traceback.format_exc()) from exc
+    except Exception as exc:
+        raise PluginError(f"{plugin} failed in {method} on {where}: {type(exc).__name__}: {exc}",
+                          detail=traceback.format_exc()) from exc
+
+
+def check_probabilities(p: Any, n: int, num_classes: int, who: str) -> np.ndarray:
+    """The output contract: finite, shape (n, num_classes), values in [0, 1], rows summing to one."""
+    try:
+        arr = np.asarray(p, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise PluginError(f"{who} returned probabilities that are not numbers ({exc})") from None
+    if arr.shape != (n, num_classes):
+        raise PluginError(f"{who} returned probabilities of shape {arr.shape}; expected ({n}, {num_classes}) "
+                          "(one row per image, one column per class)")
+    if not np.isfinite(arr).all():
+        bad = int((~np.isfinite(arr)).any(axis=1).sum())
+        raise PluginError(f"{who} returned non-finite probabilities (NaN or inf) in {bad} of {n} rows; "
+                          "the model diverged or the plugin has a bug (try a lower learning rate)")
+    if arr.size and (arr.min() < 0 or arr.max() > 1):
+        raise PluginError(f"{who} returned probabilities outside [0, 1] (min {arr.min():.4g}, max {arr.max():.4g}); "
+                          "apply softmax to the network's outputs")
+    sums = arr.sum(axis=1)
+    if arr.size and np.abs(sums - 1).max() > SUM_TOLERANCE:
+        worst = int(np.abs(sums - 1).argmax())
+        raise PluginError(f"{who} returned probability rows that do not sum to one (row {worst} sums to "
+                          f"{sums[worst]:.6g}, tolerance {SUM_TOLERANCE}); apply softmax to the network's outputs")
+    return arr
+
+
+def run_fold(backbone: Backbone, plugin: str, job: FoldJob, where: str,
+             external: dict[str, np.ndarray] | None = None, clock: Callable[[], float] = time.perf_counter) -> FoldOutcome:
+    """Train on the job, predict its test fold (and any external images), time it all the same way."""
+    t0 = clock()
+    model = call_plugin(plugin, "fit", where, backbone.fit, job)
+    call_plugin(plugin, "synchronize", where, backbone.synchronize, model)
+    train_seconds = clock() - t0
+
+    n_test = len(job.x_test)
+    t0 = clock()
+    probs = call_plugin(plugin, "predict", where, backbone.predict, model, job.x_test,
+                        list(job.test_ids) if job.test_ids is not None else None)
+    call_plugin(plugin, "synchronize", where, backbone.synchronize, model)
+    predict_seconds = clock() - t0
+    probs = check_probabilities(probs, n_test, job.num_classes, f"{plugin} (predict on {where})")
+
+    rate = float("nan")
+    batch = job.x_test[: max(1, min(n_test, job.training.batch_size))]
+    if n_test:
+        call_plugin(plugin, "predict", where, backbone.predict, model, batch, None)  # warm-up: tracing, allocation
+        call_plugin(plugin, "synchronize", where, backbone.synchronize, model)
+        t0 = clock()
+        call_plugin(plugin, "predict", where, backbone.predict, model, batch, None)
+        call_plugin(plugin, "synchronize", where, backbone.synchronize, model)
+        elapsed = clock() - t0
+        rate = len(batch) / elapsed if elapsed > 0 else float("nan")
+
+    ext = {}
+    for alias, images in (external or {}).items():
+        p = call_plugin(plugin, "predict", f"{where}, external data set {alias}", backbone.predict, model, images, None)
+        ext[alias] = check_probabilities(p, len(images), job.num_classes, f"{plugin} (predict on external {alias})")
+    info = call_plugin(plugin, "info", where, backbone.info, model) or {}
+    if not isinstance(info, dict):
+        raise PluginError(f"{plugin} returned info of type {type(info).__name__} on {where}; return a dict")
+    info = {**info, "timing": {"throughput_images": len(batch) if n_test else 0, "warmup_calls": 1}}
+    return FoldOutcome(probabilities=probs, external=ext, train_seconds=train_seconds, predict_seconds=predict_seconds,
+                       infer_images_per_sec=rate, info=info)

@@ -1,0 +1,191 @@
+"""Planning a run: which data sets each cell needs, their sample tables and folds, and the units
+of work (cell x fold) still to train. Sample tables are read here; pixels are not (``load_images``
+is the one place that decodes, and only for units that will run).
+"""
+
+from __future__ import annotations
+
+import traceback
+import zlib
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from benchbox.contracts import SampleSet
+from benchbox.errors import BenchboxError, DataError
+from benchbox.harness import call_plugin
+from benchbox.probes import IMAGE_PROBES, transform
+from benchbox.records import CellKey, DataKey
+from benchbox.splitters import assign_folds, train_test_indices
+from benchbox.suite import Suite
+
+
+@dataclass
+class PreparedData:
+    """A data set as the run feeds it: samples, fold of each sample (None: test-only)."""
+
+    key: DataKey
+    samples: SampleSet
+    folds: np.ndarray | None
+    test_samples: SampleSet | None = None  # a test-only probe: the test images differ from the training ones
+
+
+@dataclass
+class Unit:
+    """One fold of one cell, with everything needed to build its FoldJob from shared arrays."""
+
+    cell: CellKey
+    plugin: str
+    fold: int
+    images_key: tuple  # (data key, input size): the shared image array
+    test_images_key: tuple  # the array test images come from (differs for a test-only probe)
+    external_key: tuple  # the test-only data sets' arrays for this cell
+    train_idx: np.ndarray
+    test_idx: np.ndarray
+    job_fields: dict  # y_train, num_classes, options, training, seed, ids
+
+    @property
+    def where(self) -> str:
+        return f"{self.cell} fold {self.fold}"
+
+
+def fold_seed(seed: int, cell: CellKey, fold: int) -> int:
+    """One seed per (suite seed, cell, fold): weight init and shuffling are reproducible."""
+    data_name = f"{cell.dataset}@{cell.probe}" if cell.probe else cell.dataset  # as benchbox 0.1 derived it
+    key = [seed, zlib.crc32(data_name.encode()), zlib.crc32(cell.backbone.encode()), fold]
+    return int(np.random.SeedSequence(key).generate_state(1)[0] % (2**31 - 1))
+
+
+def needed_data(suite: Suite) -> tuple[list[DataKey], list[str]]:
+    """Data keys the cells train on, and data set aliases used only as external test sets (pure)."""
+    trained = list(dict.fromkeys(c.data for c in suite.cells))
+    plain = {k.dataset for k in trained if not k.probe}
+    external = sorted({a for aliases in suite.external.values() for a in aliases} - plain)
+    return trained, external
+
+
+def _samples(suite: Suite, registry, alias: str, data_dir) -> SampleSet:
+    entry = suite.datasets[alias]
+    plugin = registry.get("dataset", entry.plugin)
+    options = dict(entry.options)
+    samples = call_plugin(entry.plugin, "samples", f"data set {alias}", plugin.samples, options, suite.seed,
+                          data_dir or suite.data_dir)
+    if not isinstance(samples, SampleSet):
+        raise BenchboxError(f"dataset plugin {entry.plugin} returned {type(samples).__name__} for {alias}; "
+                            "samples() must return a benchbox.contracts.SampleSet")
+    if len(samples.table) == 0:
+        raise DataError(f"data set {alias} ({entry.plugin}) has no images with these options; check its options "
+                        "and the data root (`benchbox data describe`)")
+    if options.get("positive_class"):
+        if options["positive_class"] not in samples.classes:
+            raise BenchboxError(f"{suite.path}: datasets.{alias}.positive_class: {options['positive_class']!r} is "
+                                f"not a class of this data set; classes: {', '.join(samples.classes)}")
+        samples.positive_class = options["positive_class"]
+    return samples
+
+
+def prepare_data(suite: Suite, registry, data_dir=None) -> dict[DataKey, PreparedData]:
+    """Sample tables and folds of every data set the suite needs (no pixels are decoded)."""
+    trained, external = needed_data(suite)
+    prepared: dict[DataKey, PreparedData] = {}
+    bases = list(dict.fromkeys([k.dataset for k in trained] + external))
+    problems = []
+    for alias in bases:
+        try:
+            samples = _samples(suite, registry, alias, data_dir)
+        except BenchboxError as exc:
+            problems.append(str(exc))
+            continue
+        folds = None
+        if alias not in external:
+            if len(samples.classes) < 2 or samples.table["label"].nunique() < 2:
+                problems.append(f"data set {alias}: needs images of at least two classes to train on; found "
+                                f"{', '.join(sorted(samples.table['label'].astype(str).unique()))}")
+                continue
+            folds = assign_folds(suite.protocol, samples.labels, samples.table["group"].to_numpy(), suite.seed)
+        prepared[DataKey(alias)] = PreparedData(DataKey(alias), samples, folds)
+    if problems:
+        raise BenchboxError("\n".join(problems))
+    for key in trained:
+        if key.probe:
+            prepared[key] = probe_data(key, prepared[DataKey(key.dataset)], suite)
+    return prepared
+
+
+def probe_data(key: DataKey, base: PreparedData, suite: Suite) -> PreparedData:
+    """A probe's view of a data set: same samples and folds with transformed images, or the same
+    images with the source as the label (folds drawn anew for the new labels)."""
+    s, probe = base.samples, key.probe
+    options = suite.probes[probe]
+    if probe in IMAGE_PROBES:
+        probed = replace(s, load=lambda table, size: transform(probe, s.load(table, size), options),
+                         fingerprint=f"{s.fingerprint}+{probe}")
+        if options.get("apply", "train+test") == "test":
+            return PreparedData(key, s, base.folds, test_samples=probed)
+        return PreparedData(key, probed, base.folds)
+    # source-as-label
+    table = s.table.assign(label=s.table["source"].astype(str))
+    classes = tuple(sorted(table["label"].unique()))
+    if len(classes) < 2:
+        raise BenchboxError(f"probe source-as-label on {base.key.dataset!r}: every image comes from one source "
+                            f"({classes[0]}); there is nothing to predict — remove the probe from [probes]")
+    positive_sources = s.table.loc[s.table["label"] == s.positive_class, "source"].value_counts()
+    samples = SampleSet(table=table, classes=classes, positive_class=str(positive_sources.index[0]), load=s.load,
+                        notes=list(s.notes), fingerprint=f"{s.fingerprint}+{probe}")
+    folds = assign_folds(suite.protocol, samples.labels, table["group"].to_numpy(), suite.seed)
+    return PreparedData(key, samples, folds)
+
+
+def plan_units(suite: Suite, data: dict[DataKey, PreparedData], done) -> list[Unit]:
+    """The folds still to train (``done(cell, fold)`` says which are stored), in the suite's order."""
+    units = []
+    for cell in suite.cells:
+        ds, entry = data[cell.data], suite.backbones[cell.backbone]
+        todo = [f for f in range(suite.protocol.n_folds) if not done(cell, f)]
+        externals = tuple(suite.external.get(cell, []))
+        key = (cell.data, entry.input_size)
+        test_key = key + ("test",) if ds.test_samples is not None else key
+        labels = ds.samples.labels
+        # engines key per-image work (the prefix cache) by these ids: they name the pixels, so a probe's
+        # images (and a test-only probe's test images) get ids of their own
+        raw_ids = ds.samples.table["id"].astype(str).to_numpy()
+        ids = np.char.add(f"{cell.data.slug}/", raw_ids)
+        test_ids = np.char.add(f"{cell.data.slug}/test/", raw_ids) if ds.test_samples is not None else ids
+        for fold in todo:
+            train_idx, test_idx = train_test_indices(ds.folds, fold)
+            units.append(Unit(cell=cell, plugin=entry.plugin, fold=fold, images_key=key, test_images_key=test_key,
+                              external_key=(externals, entry.input_size), train_idx=train_idx, test_idx=test_idx,
+                              job_fields={"y_train": labels[train_idx], "num_classes": len(ds.samples.classes),
+                                          "options": entry.options, "training": suite.training,
+                                          "seed": fold_seed(suite.seed, cell, fold),
+                                          "train_ids": ids[train_idx].tolist(), "test_ids": test_ids[test_idx].tolist()}))
+    return units
+
+
+def load_images(units: list[Unit], data: dict[DataKey, PreparedData]) -> tuple[dict, dict]:
+    """Decode once every image array the units share: {images key: array}, {external key: {alias: array}}."""
+    images, externals = {}, {}
+    for u in units:
+        ds = data[u.cell.data]
+        size = u.images_key[1]
+        if u.images_key not in images:
+            images[u.images_key] = _load(ds.samples, size, u.cell.data.label)
+        if u.test_images_key not in images:
+            images[u.test_images_key] = _load(ds.test_samples, size, u.cell.data.label)
+        if u.external_key not in externals:
+            externals[u.external_key] = {a: _load(data[DataKey(a)].samples, size, a) for a in u.external_key[0]}
+    return images, externals
+
+
+def _load(samples: SampleSet, size, label: str) -> np.ndarray:
+    try:
+        arr = np.asarray(samples.load(samples.table, size))
+    except BenchboxError:
+        raise
+    except Exception as exc:
+        raise BenchboxError(f"data set {label}: loading its images failed: {type(exc).__name__}: {exc}",
+                            detail=traceback.format_exc()) from exc
+    if arr.dtype != np.uint8 or arr.shape != (len(samples.table), *size):
+        raise BenchboxError(f"data set {label}: load() returned {arr.dtype} {arr.shape}; expected uint8 "
+                            f"{(len(samples.table), *size)} (grayscale, padded and resized)")
+    return arr

@@ -1,0 +1,195 @@
+"""Leaderboards across runs: collect run directories (any suites, machines, dates), rank
+entries (data set x backbone) by any metric an evaluator declared, with its interval, and show
+provenance. Entries whose data set composition, protocol or input size differ are never ranked
+together: each comparable group gets its own ranking. A run that cannot be read is skipped with
+a warning; the others are still ranked."""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+
+import pandas as pd
+
+from benchbox.contracts import MetricSpec
+from benchbox.errors import BenchboxError
+from benchbox.records import cell_index
+from benchbox.store import RunStore
+from benchbox.summary import summarise
+from benchbox.views.format import md_escape, value
+
+FORMATS = ("markdown", "html", "csv", "json")
+
+
+def collect(run_dirs, registry, dataset: str | None = None) -> tuple[pd.DataFrame, list[str], dict[str, MetricSpec]]:
+    """One row per entry of every run, the problems met, and every metric the runs declare."""
+    rows, problems, metrics = [], [], {}
+    for run_dir in run_dirs:
+        try:
+            result = summarise(RunStore(run_dir), registry)
+        except BenchboxError as exc:
+            problems.append(str(exc))
+            continue
+        except Exception as exc:  # one unreadable run must not hide the others
+            problems.append(f"{run_dir}: cannot be read ({type(exc).__name__}: {exc}); skipped")
+            continue
+        manifest = result.manifest
+        problems += [f"{run_dir}: {p}" for p in result.problems]
+        for spec in result.metrics:
+            metrics.setdefault(spec.name, spec)
+        env = manifest.get("environment", {})
+        cells = cell_index(manifest)
+        notes: dict = {}
+        for section in result.sections:
+            for cell, line in (section.annotations or {}).items():
+                notes.setdefault(cell, []).append(line)
+        for _, r in result.summary.iterrows():
+            cell = r["cell"]
+            if cell.probe:  # a probe's cell qualifies its entry; it is not an entry itself
+                continue
+            dmeta = result.data_meta(cell)
+            if dataset and cell.dataset != dataset and dmeta.get("plugin") != dataset:
+                continue
+            opts = cells.get(cell, {}).get("options", {})
+            composition = f"{dmeta.get('plugin', cell.dataset)} " + ", ".join(
+                f"{k} {v}" for k, v in sorted(dmeta.get("class_counts", {}).items()))
+            size = "x".join(str(v) for v in opts.get("input_size", []))
+            rows.append({**{k: v for k, v in r.to_dict().items() if k != "cell"},
+                         "run": Path(run_dir).name, "run_dir": str(run_dir),
+                         "suite": manifest.get("suite"), "protocol": manifest.get("protocol_label"),
+                         "grouped": bool(manifest.get("protocol", {}).get("grouped")),
+                         "weights": opts.get("weights", ""), "input_size": size, "composition": composition,
+                         "hardware": ", ".join(env.get("gpus") or []) or env.get("cpu", ""),
+                         "date": manifest.get("started_at", ""), "benchbox": env.get("benchbox", ""),
+                         "notes": " | ".join(notes.get(cell, [])),
+                         "group": f"{composition} | {manifest.get('protocol_label')} | input {size}"})
+    if not rows:
+        raise BenchboxError("no leaderboard entries: " + ("; ".join(problems) if problems else "no runs given"))
+    return pd.DataFrame(rows), problems, metrics
+
+
+def rank(entries: pd.DataFrame, spec: MetricSpec) -> pd.DataFrame:
+    """Rank within each comparable group, best first (as the metric declares); no value: last, unranked."""
+    if spec.name not in entries.columns:
+        raise BenchboxError(f"no run computed {spec.name!r} (add the evaluator that does to the suite)")
+    out = []
+    for _, sub in entries.groupby("group", sort=True):
+        numeric = pd.to_numeric(sub[spec.name], errors="coerce")
+        sub = sub.assign(_v=numeric).sort_values("_v", ascending=not spec.higher_is_better, na_position="last")
+        sub["rank"] = [i + 1 if not pd.isna(v) else None for i, v in enumerate(sub["_v"])]
+        out.append(sub.drop(columns="_v"))
+    return pd.concat(out, ignore_index=True)
+
+
+def choose_metric(metrics: dict[str, MetricSpec], name: str | None) -> MetricSpec:
+    if not metrics:
+        raise BenchboxError("the runs declare no metrics (their evaluators are not installed?)")
+    if name is None:
+        return next(iter(metrics.values()))
+    if name not in metrics:
+        raise BenchboxError(f"--metric {name!r}: the runs' evaluators declare {', '.join(metrics)}")
+    return metrics[name]
+
+
+COLUMNS = ["rank", "backbone", "framework", "value", "weights", "suite", "run", "grouped", "hardware", "date", "benchbox",
+           "notes"]
+
+
+def table_rows(ranked: pd.DataFrame, spec: MetricSpec):
+    for group, sub in ranked.groupby("group", sort=False):
+        yield group, [{"rank": "" if pd.isna(r["rank"]) else int(r["rank"]), "backbone": f"{r['backbone']} ({r['plugin']})",
+                       "framework": r["framework"], "value": value(r.to_dict(), spec, spread=False),
+                       "weights": r["weights"], "suite": r["suite"], "run": r["run"],
+                       "grouped": "yes" if r["grouped"] else "no", "hardware": r["hardware"],
+                       "date": str(r["date"])[:16], "benchbox": r["benchbox"], "notes": r.get("notes", "") or "",
+                       "run_dir": r["run_dir"]}
+                      for _, r in sub.iterrows()]
+
+
+def render(ranked: pd.DataFrame, spec: MetricSpec, fmt: str, output: Path | None = None) -> str:
+    if fmt not in FORMATS:
+        raise BenchboxError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    if fmt in ("csv", "json"):
+        flat = ranked.drop(columns=[c for c in ranked.columns if ranked[c].map(lambda v: isinstance(v, (list, dict))).any()])
+        return flat.to_csv(index=False) if fmt == "csv" else flat.to_json(orient="records", indent=1)
+    title = f"{spec.label} {spec.unit}".strip()
+    if fmt == "markdown":
+        from tabulate import tabulate
+
+        parts = [f"# benchbox leaderboard — {md_escape(title)}\n",
+                 "Entries are ranked only against entries with the same data set composition, protocol and input size.\n"]
+        for group, rows in table_rows(ranked, spec):
+            parts.append(f"## {md_escape(group)}\n")
+            frame = pd.DataFrame(rows)[COLUMNS].map(md_escape)
+            parts.append(tabulate(frame, headers="keys", tablefmt="github", showindex=False) + "\n")
+        return "\n".join(parts)
+    return render_html(ranked, spec, output)
+
+
+def _embedded_plots(ranked: pd.DataFrame) -> list[tuple[str, str]]:
+    out = []
+    for run_dir in dict.fromkeys(ranked["run_dir"]):
+        for png in sorted((Path(run_dir) / "plots").glob("*.png")):
+            out.append((f"{Path(run_dir).name}: {png.stem}", base64.b64encode(png.read_bytes()).decode()))
+    return out
+
+
+SORT_JS = """
+document.querySelectorAll('table.lb th').forEach(function (th, col) {
+  th.addEventListener('click', function () {
+    var table = th.closest('table'), body = table.tBodies[0], rows = Array.from(body.rows);
+    var asc = th.dataset.asc !== 'true'; th.dataset.asc = asc;
+    rows.sort(function (a, b) {
+      var x = a.cells[col].dataset.v || a.cells[col].textContent, y = b.cells[col].dataset.v || b.cells[col].textContent;
+      var nx = parseFloat(x), ny = parseFloat(y);
+      var c = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : x.localeCompare(y);
+      return asc ? c : -c;
+    });
+    rows.forEach(function (r) { body.appendChild(r); });
+  });
+});
+"""
+
+
+def render_html(ranked: pd.DataFrame, spec: MetricSpec, output: Path | None = None) -> str:
+    """One self-contained page: inline CSS and JS, plots embedded as data URIs, no network."""
+    e = html.escape
+    title = f"{spec.label} {spec.unit}".strip()
+    parts = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+             f"<title>benchbox leaderboard — {e(title)}</title><style>",
+             "body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;margin-bottom:2em}"
+             "th,td{border:1px solid #ccc;padding:4px 8px;font-size:14px}th{background:#f0f0f0;cursor:pointer}"
+             "figure{display:inline-block;margin:8px}img{max-width:420px}</style></head><body>",
+             f"<h1>benchbox leaderboard — {e(title)}</h1>",
+             f"<p>Ranked only against entries with the same data set composition, protocol and input size; "
+             f"{'higher' if spec.higher_is_better else 'lower'} is better. Values: pooled over folds, with 95% "
+             "intervals. Click a column to sort.</p>"]
+    for group, rows in table_rows(ranked, spec):
+        parts.append(f"<h2>{e(group)}</h2><table class='lb'><thead><tr>")
+        parts += [f"<th>{e(c)}</th>" for c in COLUMNS]
+        parts.append("</tr></thead><tbody>")
+        for row in rows:
+            cells = []
+            for c in COLUMNS:
+                text = e(str(row[c]))
+                report = Path(row["run_dir"]) / "report.html"
+                if c == "run" and report.exists():
+                    href = report.resolve().as_uri() if output is None else _relative(report, output)
+                    text = f"<a href='{e(href)}'>{text}</a>"
+                cells.append(f"<td data-v='{e(str(row[c]).split(' ')[0])}'>{text}</td>")
+            parts.append("<tr>" + "".join(cells) + "</tr>")
+        parts.append("</tbody></table>")
+    plots = _embedded_plots(ranked)
+    if plots:
+        parts.append("<h2>Plots</h2>")
+        parts += [f"<figure><img alt='{e(t)}' src='data:image/png;base64,{b}'><figcaption>{e(t)}</figcaption></figure>"
+                  for t, b in plots]
+    parts.append(f"<script>{SORT_JS}</script></body></html>")
+    return "\n".join(parts)
+
+
+def _relative(target: Path, page: Path) -> str:
+    import os
+
+    return os.path.relpath(target.resolve(), Path(page).resolve().parent)
