@@ -10,6 +10,7 @@ split. Nothing here decodes pixels.
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 
@@ -43,20 +44,61 @@ def cohen_label(finding: str) -> str:
     return "other"  # fungal (Pneumocystis), unspecified pneumonia, ARDS, lipoid, todo
 
 
-def read_cohen(root: Path) -> tuple[pd.DataFrame, list[str]]:
-    """Frontal chest X-rays of Cohen's collection, and notes on what was left out."""
-    base = Path(root) / COHEN_DIR
+def read_metadata_text(path: Path) -> tuple[str, list[int]]:
+    """metadata.csv as text, and the lines (1-based, the header is line 1) that are not UTF-8.
+
+    Those lines are decoded as Latin-1, never with replacement characters: Latin-1 maps each byte
+    to its own character, so nothing is lost and two different patient ids or file names stay
+    different (U+FFFD would merge them, and a patient could silently join another's group). The
+    caller warns with the line numbers, so the user sees exactly which rows were read that way."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig"), []
+    except UnicodeDecodeError:
+        pass
+    lines, bad = [], []
+    for number, line in enumerate(data.split(b"\n"), 1):
+        try:
+            lines.append(line.decode("utf-8-sig" if number == 1 else "utf-8"))
+        except UnicodeDecodeError:
+            lines.append(line.decode("latin-1"))
+            bad.append(number)
+    return "\n".join(lines), bad
+
+
+def _cohen_base(root: Path) -> Path:
+    """The checkout under the data root, or ``root`` itself when it is the checkout."""
+    root = Path(root)
+    if not (root / COHEN_DIR).is_dir() and (root / "metadata.csv").is_file():
+        return root
+    return root / COHEN_DIR
+
+
+def read_cohen(root: Path, warnings: list[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """Frontal chest X-rays of Cohen's collection, and notes on what was left out.
+
+    ``root`` holds covid-chestxray-dataset/ (or is that folder). What the user must see (rows of
+    metadata.csv that are not UTF-8) is appended to ``warnings`` as well as to the notes."""
+    base = _cohen_base(root)
     meta_path = base / "metadata.csv"
     if not meta_path.exists():
         raise DataError(f"Cohen's covid-chestxray-dataset not found: {meta_path} is missing. Expected layout: "
                         f"{base}/metadata.csv and {base}/images/. Run `benchbox data fetch cohen` or place a "
                         "checkout of github.com/ieee8023/covid-chestxray-dataset there (see docs/datasets.md).")
-    meta = pd.read_csv(meta_path, dtype=str, keep_default_na=False, encoding_errors="replace")
+    text, latin1_lines = read_metadata_text(meta_path)
+    meta = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
     meta.columns = [c.strip().lower() for c in meta.columns]
     missing_cols = [c for c in ("patientid", "finding", "filename") if c not in meta.columns]
     if missing_cols:
         raise DataError(f"{meta_path}: missing column(s) {missing_cols}; is this Cohen's metadata.csv?")
     notes = []
+    if latin1_lines:
+        shown = ", ".join(map(str, latin1_lines[:10])) + (f" and {len(latin1_lines) - 10} more" if len(latin1_lines) > 10 else "")
+        message = (f"{meta_path}: line(s) {shown} are not UTF-8 and were read as Latin-1 (byte for byte, nothing "
+                   "replaced); check the patient ids and file names on those lines")
+        notes.append(message)
+        if warnings is not None:
+            warnings.append(message)
     n_rows = len(meta)
     if "modality" in meta.columns:
         meta = meta[meta["modality"].str.strip().str.lower().isin(["x-ray", "xray"])]
@@ -109,7 +151,9 @@ def kermany_patient_and_label(folder: str, stem: str) -> tuple[str, str]:
 
 
 def _kermany_base(root: Path) -> Path | None:
-    for candidate in (Path(root) / KERMANY_DIR, Path(root) / KERMANY_DIR / KERMANY_DIR):  # Kaggle zips nest it
+    """chest_xray/ under the data root (the Kaggle zip nests it twice), or ``root`` itself when it
+    is that folder."""
+    for candidate in (Path(root) / KERMANY_DIR, Path(root) / KERMANY_DIR / KERMANY_DIR, Path(root)):
         if any((candidate / split).is_dir() for split in ("train", "test", "val")):
             return candidate
     return None

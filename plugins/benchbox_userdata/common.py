@@ -1,0 +1,149 @@
+"""What the ``folder`` and ``csv`` data sets share: option checks, classes, loading, fingerprints."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import re
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from benchbox.datadir import cache_root
+from benchbox.errors import DataError
+from benchbox.images import DecodeCache, unreadable_reason
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom")
+
+_CACHE: DecodeCache | None = None
+
+
+def decode_cache() -> DecodeCache:
+    """One decode cache per process (memory), backed by files under the benchbox cache (disk)."""
+    global _CACHE
+    if _CACHE is None:
+        _CACHE = DecodeCache(cache_root() / "decoded")
+    return _CACHE
+
+
+def load_images(table: pd.DataFrame, size, skip_unreadable: bool = False) -> np.ndarray:
+    return decode_cache().load_many(table["path"].tolist(), tuple(size), skip_unreadable=skip_unreadable)
+
+
+def loader(skip_unreadable: bool):
+    """The SampleSet.load of a user data set (picklable; the error advice fits the setting)."""
+    return functools.partial(load_images, skip_unreadable=bool(skip_unreadable))
+
+
+def resolve_path(plugin: str, option: str, value: Any, data_dir: str | None, what: str) -> Path:
+    """An option naming a file or folder: absolute, or relative to the working directory, or else
+    relative to the data root (--data-dir / the suite's data_dir) when one is given."""
+    if not isinstance(value, str) or not value.strip():
+        raise DataError(f"{plugin}: set {option} to {what}")
+    path = Path(value).expanduser()
+    if path.exists():
+        return path
+    if data_dir and not path.is_absolute():
+        beside = Path(data_dir).expanduser() / path
+        if beside.exists():
+            return beside
+    tried = f"{path.resolve()}" + (f" or {Path(data_dir).expanduser() / path}" if data_dir and not path.is_absolute() else "")
+    raise DataError(f"{plugin}: {option} = {value!r} does not exist (looked for {tried}); set {option} to {what}")
+
+
+def check_options(plugin: str, options: Mapping[str, Any]) -> None:
+    """Option values the suite's type check cannot see (list and table contents)."""
+    classes = options.get("classes", [])
+    if not isinstance(classes, list) or not all(isinstance(c, str) and c for c in classes):
+        raise DataError(f"{plugin}: classes must be a list of class names, e.g. [\"covid\", \"normal\"]; got {classes!r}")
+    if len(set(classes)) != len(classes):
+        raise DataError(f"{plugin}: classes lists a class twice: {classes!r}")
+    label_map = options.get("label_map", {})
+    if not isinstance(label_map, dict) or not all(isinstance(v, str) and v for v in label_map.values()):
+        raise DataError(f"{plugin}: label_map must map names to class names, e.g. "
+                        f"{{ \"COVID-19\" = \"covid\" }}; got {label_map!r}")
+
+
+def select_classes(plugin: str, table: pd.DataFrame, options: Mapping[str, Any], where: str,
+                   warnings: list[str], origin: dict[str, list[str]] | None = None) -> tuple[pd.DataFrame, tuple[str, ...], str]:
+    """Apply ``classes`` (order and subset) and ``positive_class`` to a table whose ``label`` has
+    been mapped already; ``origin`` says which folder names/labels made each class (for messages)."""
+    present = sorted(table["label"].unique())
+    wanted = list(options.get("classes") or [])
+    if wanted:
+        unknown = [c for c in wanted if c not in present]
+        if unknown:
+            mapped = {k: v for k, v in (options.get("label_map") or {}).items()}
+            hint = f" (label_map: {mapped})" if mapped else " (label_map can rename them)"
+            raise DataError(f"{plugin}: classes names {', '.join(map(repr, unknown))}, which {where} does not have; "
+                            f"it has: {', '.join(present) or 'none'}{hint}")
+        left_out = [c for c in present if c not in wanted]
+        if left_out:
+            n = int(table["label"].isin(left_out).sum())
+            warnings.append(f"{plugin}: {n} image(s) of class(es) {', '.join(left_out)} left out, as classes lists "
+                            f"only {', '.join(wanted)}")
+        table = table[table["label"].isin(wanted)]
+        classes = tuple(wanted)
+    else:
+        classes = tuple(present)
+    if len(classes) < 2:
+        raise DataError(f"{plugin}: {where} has {len(classes)} class(es) ({', '.join(classes) or 'none'}); a "
+                        "classifier needs at least 2: add images of another class"
+                        + (" or list more in classes" if wanted else ""))
+    positive = options.get("positive_class") or classes[0]
+    if positive not in classes:
+        raise DataError(f"{plugin}: positive_class = {positive!r} is not a class of {where}; classes: "
+                        f"{', '.join(classes)}")
+    order = {c: i for i, c in enumerate(classes)}
+    table = table.assign(_order=table["label"].map(order)).sort_values(["_order", "id"], kind="stable")
+    return table.drop(columns="_order").reset_index(drop=True), classes, positive
+
+
+def compile_group_pattern(plugin: str, pattern: str) -> re.Pattern | None:
+    if not pattern:
+        return None
+    try:
+        compiled = re.compile(pattern)
+    except re.error as exc:
+        raise DataError(f"{plugin}: group_pattern {pattern!r} is not a valid regular expression: {exc}. "
+                        "Example: 'person(\\d+)_' (in TOML, single quotes keep the backslash)") from None
+    if compiled.groups < 1:
+        raise DataError(f"{plugin}: group_pattern {pattern!r} has no group; put the patient id in parentheses, "
+                        "e.g. 'person(\\d+)_'")
+    return compiled
+
+
+def drop_unreadable(plugin: str, table: pd.DataFrame, warnings: list[str], notes: list[str]) -> pd.DataFrame:
+    """Decode every image fully (a truncated file is caught) and drop those that fail."""
+    bad = []
+    for row in table.itertuples(index=False):
+        reason = unreadable_reason(row.path)
+        if reason is not None:
+            bad.append((row.id, reason))
+    if bad:
+        listed = "; ".join(f"{i} ({r})" for i, r in bad[:10]) + (f"; and {len(bad) - 10} more" if len(bad) > 10 else "")
+        warnings.append(f"{plugin}: skipped {len(bad)} unreadable image(s) (skip_unreadable = true): {listed}")
+        notes.append(f"skipped unreadable: {', '.join(i for i, _ in bad)}")
+        table = table[~table["id"].isin({i for i, _ in bad})].reset_index(drop=True)
+    return table
+
+
+def fingerprint(plugin: str, source: str, table: pd.DataFrame) -> str:
+    """Names the content: ids, labels, groups and each file's size and modification time."""
+    h = hashlib.sha256()
+    for row in table.sort_values("id").itertuples(index=False):
+        try:
+            st = os.stat(row.path)
+            stamp = f"{st.st_size}:{st.st_mtime_ns}"
+        except OSError:
+            stamp = "missing"
+        h.update(f"{row.id}\t{row.label}\t{row.group}\t{stamp}\n".encode("utf-8", "surrogateescape"))
+    return f"{plugin}:{source}:{len(table)}:{h.hexdigest()[:16]}"
+
+
+def example(items, n: int = 3) -> str:
+    items = list(items)
+    return ", ".join(map(str, items[:n])) + (f" (and {len(items) - n} more)" if len(items) > n else "")
