@@ -76,10 +76,6 @@ def has_dicom_preamble(path: str | os.PathLike) -> bool:
     return len(head) == 132 and head[128:] == b"DICM"
 
 
-def is_dicom(path: str | os.PathLike) -> bool:
-    return Path(path).suffix.lower() in DICOM_SUFFIXES or has_dicom_preamble(path)
-
-
 def _window(values: np.ndarray, center: float, width: float, function: str = "LINEAR") -> np.ndarray:
     """DICOM PS3.3 C.11.2.1.2 VOI LUT functions, onto 0..255 (float)."""
     if function == "SIGMOID":
@@ -96,6 +92,22 @@ def _first(value) -> float:
     if isinstance(value, (list, tuple)) or (hasattr(value, "__len__") and not isinstance(value, (str, bytes))):
         value = value[0]
     return float(value)
+
+
+def _number(value, default: float) -> float:
+    try:
+        return _first(value)
+    except (TypeError, ValueError, IndexError):
+        return default
+
+
+def _stored_window(ds) -> tuple[float, float] | None:
+    """(center, width) of the first stored window, or None when there is none usable."""
+    try:
+        center, width = _first(ds.get("WindowCenter")), _first(ds.get("WindowWidth"))
+    except (TypeError, ValueError, IndexError):  # absent or empty
+        return None
+    return (center, width) if np.isfinite(center) and np.isfinite(width) and width > 0 else None
 
 
 def _min_max(values: np.ndarray) -> np.ndarray:
@@ -119,8 +131,13 @@ def decode_dicom(path: str | os.PathLike) -> np.ndarray:
             ds = pydicom.dcmread(str(path))
         except InvalidDicomError:  # no preamble: some writers omit it
             ds = pydicom.dcmread(str(path), force=True)
+            known = ("SOPClassUID", "Modality", "Rows", "PixelData", "StudyInstanceUID", "PatientID")
+            if not any(tag in ds for tag in known):
+                raise DataError(f"{path} is not a DICOM file (no DICM preamble and no DICOM elements found)") from None
     except FileNotFoundError:
         raise DataError(f"image file not found: {path}") from None
+    except DataError:
+        raise
     except Exception as exc:
         raise DataError(f"{path} is not a readable DICOM file: {exc}") from None
     if not any(tag in ds for tag in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
@@ -157,11 +174,13 @@ def decode_dicom(path: str | os.PathLike) -> np.ndarray:
         if arr.ndim != 2:
             raise ValueError(f"unexpected pixel array shape {arr.shape}")
         stored_8bit = arr.dtype == np.uint8
-        rescaled = "RescaleSlope" in ds or "RescaleIntercept" in ds or "ModalityLUTSequence" in ds
+        rescaled = (_number(ds.get("RescaleSlope"), 1.0) != 1.0 or _number(ds.get("RescaleIntercept"), 0.0) != 0.0
+                    or "ModalityLUTSequence" in ds)
         values = np.asarray(apply_modality_lut(arr, ds), dtype=np.float64)
-        if "WindowCenter" in ds and "WindowWidth" in ds and ds.WindowCenter is not None and ds.WindowWidth is not None:
+        window = _stored_window(ds)
+        if window is not None:
             function = str(getattr(ds, "VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
-            out = _window(values, _first(ds.WindowCenter), _first(ds.WindowWidth), function)
+            out = _window(values, *window, function)
         elif stored_8bit and not rescaled:
             out = values  # 8-bit data without a window is shown as stored
         else:

@@ -464,12 +464,19 @@ def test_dicom_16bit_rescale_and_window(tmp_path):
 
 @needs_data
 @needs_pydicom
-def test_dicom_rgb_is_converted_to_gray(tmp_path):
+def test_dicom_colour_is_converted_to_gray(tmp_path):
+    try:
+        from pydicom.pixels import convert_color_space
+    except ImportError:  # pydicom 2.x
+        from pydicom.pixel_data_handlers.util import convert_color_space
+
     colour = next(p for p in sorted(COHEN_IMAGES.iterdir()) if Image.open(p).mode == "RGB")
     with Image.open(colour) as im:
         rgb = np.asarray(im.convert("RGB"))
-        gray = np.asarray(im.convert("L"))
+        gray = np.asarray(im.convert("L")).astype(int)  # what a colour PNG or JPEG becomes
     assert np.array_equal(decode_dicom(write_dicom(tmp_path / "rgb.dcm", rgb, photometric="RGB")), gray)
+    ybr = write_dicom(tmp_path / "ybr.dcm", convert_color_space(rgb, "RGB", "YBR_FULL"), photometric="YBR_FULL")
+    assert np.abs(decode_dicom(ybr).astype(int) - gray).max() <= 2
 
 
 @needs_pydicom
@@ -481,7 +488,7 @@ def test_dicom_without_pixels_or_not_dicom_is_a_clear_error(tmp_path):
         DecodeCache().get(report, (8, 8))
     fake = tmp_path / "fake.dcm"
     fake.write_text("hello, not DICOM")
-    with pytest.raises(DataError, match="fake.dcm"):
+    with pytest.raises(DataError, match="fake.dcm is not a DICOM file"):
         decode_file(fake, (8, 8))
     assert unreadable_reason(report) is not None and unreadable_reason(fake) is not None
 
