@@ -64,6 +64,8 @@ def fit_to_size(gray: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
 DICOM_INSTALL = "pip install 'benchbox[dicom]'"
+#: bump when the DICOM pipeline changes what an image becomes, so no stale decode is reused from disk
+DICOM_DECODER_VERSION = 1
 
 
 def has_dicom_preamble(path: str | os.PathLike) -> bool:
@@ -74,6 +76,13 @@ def has_dicom_preamble(path: str | os.PathLike) -> bool:
     except OSError:
         return False
     return len(head) == 132 and head[128:] == b"DICM"
+
+
+def _decoder_tag(path: str) -> str:
+    """Part of a disk cache name that changes with the decoder: DICOM images carry its version."""
+    if Path(path).suffix.lower() in DICOM_SUFFIXES or has_dicom_preamble(path):
+        return f"-dicom{DICOM_DECODER_VERSION}"
+    return ""
 
 
 def _window(values: np.ndarray, center: float, width: float, function: str = "LINEAR") -> np.ndarray:
@@ -304,7 +313,7 @@ class DecodeCache:
         if key in self._memory:
             self.hits += 1
             return self._memory[key]
-        disk = self.directory / f"{size[0]}x{size[1]}" / f"{digest}.npy" if self.directory else None
+        disk = self.directory / f"{size[0]}x{size[1]}" / f"{digest}{_decoder_tag(path)}.npy" if self.directory else None
         if disk is not None and disk.exists():
             try:
                 arr = np.load(disk)

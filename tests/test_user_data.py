@@ -518,6 +518,9 @@ def test_folder_reads_dicom_with_and_without_extension(tmp_path):
     assert any("sr.dcm" in w and "without pixel data" in w for w in s.warnings)
     x = s.load(s.table, (40, 40))
     ids = s.table["id"].tolist()
+    cached = DecodeCache(tmp_path / "cache")
+    cached.get(root / "normal" / "b.dicom", (40, 40))
+    assert [p.name.split("-")[-1] for p in (tmp_path / "cache").rglob("*.npy")] == ["dicom1.npy"]  # versioned
     assert np.array_equal(x[ids.index("covid/1.2.840.10008.3")], x[ids.index("normal/study1/IM0001")])
     assert np.array_equal(x[ids.index("normal/b.dicom")], fit_to_size(png, (40, 40)))
 
