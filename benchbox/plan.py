@@ -64,7 +64,7 @@ def needed_data(suite: Suite) -> tuple[list[DataKey], list[str]]:
     return trained, external
 
 
-def _samples(suite: Suite, registry, alias: str, data_dir) -> SampleSet:
+def _samples(suite: Suite, registry, alias: str, data_dir, external_only: bool = False) -> SampleSet:
     entry = suite.datasets[alias]
     plugin = registry.get("dataset", entry.plugin)
     options = dict(entry.options)
@@ -76,7 +76,7 @@ def _samples(suite: Suite, registry, alias: str, data_dir) -> SampleSet:
     if len(samples.table) == 0:
         raise DataError(f"data set {alias} ({entry.plugin}) has no images with these options; check its options "
                         "and the data root (`benchbox data describe`)")
-    if options.get("positive_class"):
+    if options.get("positive_class") and not external_only:  # a test-only set may lack it (matched by name)
         if options["positive_class"] not in samples.classes:
             raise BenchboxError(f"{suite.path}: datasets.{alias}.positive_class: {options['positive_class']!r} is "
                                 f"not a class of this data set; classes: {', '.join(samples.classes)}")
@@ -92,7 +92,7 @@ def prepare_data(suite: Suite, registry, data_dir=None) -> dict[DataKey, Prepare
     problems = []
     for alias in bases:
         try:
-            samples = _samples(suite, registry, alias, data_dir)
+            samples = _samples(suite, registry, alias, data_dir, external_only=alias in external)
         except BenchboxError as exc:
             problems.append(str(exc))
             continue

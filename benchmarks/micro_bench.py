@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 
 from benchbox.images import DecodeCache
-from benchbox.metrics import paper_metrics
+from benchbox_paper_metrics.metrics import paper_metrics
 from benchbox.splitters import Protocol, assign_folds
 
 RNG = np.random.default_rng(0)

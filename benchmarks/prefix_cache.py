@@ -32,9 +32,9 @@ import time
 import numpy as np
 
 from benchbox.contracts import FoldJob, TrainingConfig
-from benchbox.networks import STUDY
+from benchbox_engine_common.networks import STUDY
 from benchbox.plugins import load_registry
-from benchbox.prefix_cache import CACHE
+from benchbox_engine_common.prefix_cache import CACHE
 from benchbox.splitters import Protocol, assign_folds, train_test_indices
 
 SIZES = {"vgg19": [64, 85], "mobilenet_v2": [64, 85], "inception_v3": [80, 106], "xception": [80, 106],

@@ -20,7 +20,7 @@ import argparse
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchbox.networks import STUDY
+from benchbox_engine_common.networks import STUDY
 from benchbox.plugins import load_registry
 
 

@@ -95,3 +95,10 @@ def example_site(tmp_path_factory):
 def example_env(example_site):
     """Environment for a `benchbox` subprocess that sees the example plugin."""
     return {"PYTHONPATH": os.pathsep.join([str(example_site), os.environ.get("PYTHONPATH", "")])}
+
+
+def fit_predict(backbone, job):
+    """Train and predict one fold through the harness, as `benchbox run` does (timings, checks)."""
+    from benchbox.harness import run_fold
+
+    return run_fold(backbone, backbone.name, job, "a test fold")

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from benchbox.contracts import TrainingConfig
-from benchbox.networks import STUDY
+from benchbox_engine_common.networks import STUDY
 from benchbox.testing import check_backbone
-from conftest import needs_keras, needs_torch
+from conftest import fit_predict, needs_keras, needs_torch
 
 # the smallest inputs each network accepts, keeping the suite fast
 SMALL = {"vgg19": [32, 40], "mobilenet_v2": [32, 40], "inception_v3": [75, 80],
@@ -102,7 +102,7 @@ def test_cutoff_beyond_depth_states_the_depth(framework):
 
     backbone = _backbone(framework, "vgg19")
     with pytest.raises(BenchboxError, match="depth of 22 Keras layers"):
-        backbone.fit_predict(_job(small_options(backbone, "vgg19", cutoff=23)))
+        fit_predict(backbone, _job(small_options(backbone, "vgg19", cutoff=23)))
 
 
 def _job(options):

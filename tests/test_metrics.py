@@ -3,7 +3,8 @@ import math
 import numpy as np
 import pytest
 
-from benchbox.metrics import confusion_matrix, paper_metrics
+from benchbox.statistics import confusion_matrix
+from benchbox_paper_metrics.metrics import paper_metrics
 
 CLASSES = ["covid", "pneumonia", "normal"]
 

@@ -5,7 +5,9 @@ import hashlib
 import numpy as np
 import pytest
 
-from benchbox.probes import THRESHOLDS, border_only, centre_only, lungs_blackout, verdict
+from benchbox.probes import THRESHOLDS, border_only, centre_only, lungs_blackout
+from benchbox_validity.rates import Rate, Rates
+from benchbox_validity.shortcuts import verdict
 from conftest import DATA, needs_data, run_cli, write_suite
 
 
@@ -25,18 +27,23 @@ def test_border_and_centre_are_complements():
     assert np.array_equal(border + centre, img)
 
 
+def acc(value: float) -> Rates:
+    rate = Rate(int(round(value * 1000)), 1000)
+    return Rates(rate, rate, rate)
+
+
 def test_verdicts_fire_and_do_not_fire():
-    std = {"accuracy_3class": 0.95}
-    assert verdict("lungs-blackout", std, {"accuracy_3class": 0.93}, 1 / 3, THRESHOLDS).fires
-    no = verdict("lungs-blackout", std, {"accuracy_3class": 0.36}, 1 / 3, THRESHOLDS)
+    std = acc(0.95)
+    assert verdict("lungs-blackout", std, acc(0.93), 1 / 3, THRESHOLDS).fires
+    no = verdict("lungs-blackout", std, acc(0.36), 1 / 3, THRESHOLDS)
     assert not no.fires and "near chance" in no.text
-    assert verdict("border-only", std, {"accuracy_3class": 0.80}, 1 / 3, THRESHOLDS).fires
-    assert verdict("centre-only", std, {"accuracy_3class": 0.50}, 1 / 3, THRESHOLDS).fires
-    src = verdict("source-as-label", std, {"accuracy_3class": 0.99}, 0.5, THRESHOLDS, source_coincides=True)
+    assert verdict("border-only", std, acc(0.80), 1 / 3, THRESHOLDS).fires
+    assert verdict("centre-only", std, acc(0.50), 1 / 3, THRESHOLDS).fires
+    src = verdict("source-as-label", std, acc(0.99), 0.5, THRESHOLDS, source_coincides=True)
     assert src.fires and "cannot separate disease from source" in src.text
-    assert not verdict("source-as-label", std, {"accuracy_3class": 0.7}, 0.5, THRESHOLDS, source_coincides=True).fires
+    assert not verdict("source-as-label", std, acc(0.7), 0.5, THRESHOLDS, source_coincides=True).fires
     strict = {**THRESHOLDS, "same_within_points": 1.0}
-    assert "information outside the lungs" in verdict("lungs-blackout", std, {"accuracy_3class": 0.90}, 1 / 3, strict).text
+    assert "information outside the lungs" in verdict("lungs-blackout", std, acc(0.90), 1 / 3, strict).text
 
 
 PROBE_SUITE = """
@@ -96,7 +103,8 @@ def test_without_shortcut_blacking_the_lungs_drops_to_chance(tmp_path, example_e
 
 @needs_data
 def test_source_as_label_and_within_source_select_the_right_samples(registry):
-    from benchbox.runner import prepare_datasets
+    from benchbox.plan import prepare_data
+    from benchbox.records import CellKey, DataKey
     from benchbox.suite import validate_suite
 
     raw = {"name": "sel", "seed": 0, "protocol": {"k": 3, "grouped": True},
@@ -106,17 +114,17 @@ def test_source_as_label_and_within_source_select_the_right_samples(registry):
            "experiments": [{"datasets": ["d1"], "backbones": ["m"]}],
            "probes": {"source-as-label": {}, "within-source": {"dataset": "inside"}}}
     suite = validate_suite(raw, "sel.toml", registry)
-    assert ("d1@source-as-label", "m") in suite.cells and ("inside", "m") in suite.cells
-    prepared = prepare_datasets(suite, registry, str(DATA))
-    src = prepared["d1@source-as-label"]
-    base = prepared["d1"].samples.table
+    assert CellKey("d1", "m", "source-as-label") in suite.cells and CellKey("inside", "m") in suite.cells
+    prepared = prepare_data(suite, registry, str(DATA))
+    src = prepared[DataKey("d1", "source-as-label")]
+    base = prepared[DataKey("d1")].samples.table
     assert src.samples.classes == ("cohen", "kermany") and src.samples.positive_class == "cohen"
     assert (src.samples.table["label"] == base["source"]).all() and list(src.samples.table["id"]) == list(base["id"])
-    inside = prepared["inside"].samples
+    inside = prepared[DataKey("inside")].samples
     assert set(inside.table["source"]) == {"cohen"} and inside.classes == ("covid", "not_covid")
     assert set(inside.table.loc[inside.table["label"] == "not_covid", "finding"]) == {"bacterial", "viral", "normal", "other"}
-    for alias in ("d1@source-as-label", "inside"):  # patient-grouped folds
-        table, folds = prepared[alias].samples.table, prepared[alias].folds
+    for key in (DataKey("d1", "source-as-label"), DataKey("inside")):  # patient-grouped folds
+        table, folds = prepared[key].samples.table, prepared[key].folds
         assert all(len(set(folds[table["group"] == g])) == 1 for g in table["group"].unique())
 
 

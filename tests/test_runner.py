@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from benchbox import hookimpl
-from benchbox.contracts import Backbone, FoldOutput
+from benchbox.contracts import Backbone
 from benchbox.plugins import load_registry
+from benchbox.records import CellKey
 from benchbox.runner import run_suite
 from benchbox.store import RunStore
 from benchbox.suite import load_suite
@@ -21,10 +22,12 @@ class Oracle(Backbone):
     defaults = {"input_size": [32, 32], "weights": "none"}
     calls = 0
 
-    def fit_predict(self, job):
+    def fit(self, job):
         Oracle.calls += 1
-        probs = np.full((len(job.x_test), job.num_classes), 1.0 / job.num_classes)
-        return FoldOutput(probabilities=probs, train_seconds=0.01, predict_seconds=0.001)
+        return job.num_classes
+
+    def predict(self, model, images, ids=None):
+        return np.full((len(images), model), 1.0 / model)
 
 
 class Events:
@@ -41,10 +44,10 @@ class Events:
 
     @hookimpl
     def benchbox_fold_end(self, run_dir, record):
-        self.seen.append(f"fold{record['fold']}")
+        self.seen.append(f"fold{record.fold}")
 
     @hookimpl
-    def benchbox_run_end(self, run_dir, summary):
+    def benchbox_run_end(self, run_dir, result):
         self.seen.append("end")
 
 
@@ -73,10 +76,10 @@ def setup(tmp_path):
 
 def test_run_writes_records_split_manifest_views_and_calls_hooks(setup):
     suite, registry, events = setup
-    run_dir = run_suite(suite, registry)
+    run_dir = run_suite(suite, registry).run_dir
     store = RunStore(run_dir)
     records, problems = store.read_records()
-    assert sorted(r["fold"] for r in records) == [0, 1, 2, 3] and not problems
+    assert sorted(r.fold for r in records) == [0, 1, 2, 3] and not problems
     split = store.read_split("syn")
     assert len(split["ids"]) == 40 and set(split["fold"]) == {0, 1, 2, 3}
     manifest = store.manifest()
@@ -90,12 +93,12 @@ def test_run_writes_records_split_manifest_views_and_calls_hooks(setup):
 
 def test_resume_skips_finished_folds(setup):
     suite, registry, _ = setup
-    run_dir = run_suite(suite, registry)
+    run_dir = run_suite(suite, registry).run_dir
     store = RunStore(run_dir)
-    store.record_path("syn", "o", 2).unlink()
+    store.record_path(CellKey("syn", "o"), 2).unlink()
     store.update_manifest(status="running")
     before = Oracle.calls
-    again = run_suite(suite, registry)
+    again = run_suite(suite, registry).run_dir
     assert again == run_dir
     assert Oracle.calls - before == 1  # only fold 2 was redone
     assert len(store.read_records()[0]) == 4
@@ -103,6 +106,6 @@ def test_resume_skips_finished_folds(setup):
 
 def test_new_flag_starts_a_fresh_run(setup):
     suite, registry, _ = setup
-    first = run_suite(suite, registry)
+    first = run_suite(suite, registry).run_dir
     RunStore(first).update_manifest(status="running")
-    assert run_suite(suite, registry, new=True) != first
+    assert run_suite(suite, registry, new=True).run_dir != first

@@ -5,8 +5,8 @@ import pytest
 
 from benchbox.bench import CSV_COLUMNS, Steps, measure
 from benchbox.contracts import FoldJob, TrainingConfig
-from benchbox.prefix_cache import PrefixCache
-from conftest import needs_keras, needs_torch, run_cli
+from benchbox_engine_common.prefix_cache import PrefixCache
+from conftest import fit_predict, needs_keras, needs_torch, run_cli
 
 
 class FakeDevice:
@@ -74,8 +74,8 @@ def _backbone(name):
 def test_cached_and_uncached_training_give_the_same_predictions(name, size):
     b = _backbone(name)
     base = {**b.defaults, "weights": "none", "input_size": size}
-    plain = b.fit_predict(_job(size, {**base, "cache_prefix": False}))
-    cached = b.fit_predict(_job(size, {**base, "cache_prefix": True}))
+    plain = fit_predict(b, _job(size, {**base, "cache_prefix": False}))
+    cached = fit_predict(b, _job(size, {**base, "cache_prefix": True}))
     assert plain.info["prefix_cache"].startswith("off")
     assert cached.info["prefix_cache"] == "computed"
     np.testing.assert_allclose(cached.probabilities, plain.probabilities, atol=1e-5)
@@ -90,8 +90,8 @@ def test_pretrained_prefix_is_computed_once_per_run_and_reused(tmp_path):
     net, _ = engine.build_model("mobilenet_v2", {**b.defaults, "weights": "none", "input_size": [32, 40]}, 3, 0)
     torch.save(net.base.state_dict(), tmp_path / "w.pth")  # a local "pretrained" file: same prefix every fold
     opts = {**b.defaults, "weights": str(tmp_path / "w.pth"), "input_size": [32, 40]}
-    first = b.fit_predict(_job([32, 40], opts))
-    second = b.fit_predict(_job([32, 40], opts))
+    first = fit_predict(b, _job([32, 40], opts))
+    second = fit_predict(b, _job([32, 40], opts))
     assert (first.info["prefix_cache"], second.info["prefix_cache"]) == ("computed", "hit")
 
 
@@ -99,7 +99,7 @@ def test_pretrained_prefix_is_computed_once_per_run_and_reused(tmp_path):
                                   pytest.param("torch/mobilenet_v2", marks=needs_torch)])
 def test_augmentation_falls_back_and_says_why(name):
     b = _backbone(name)
-    out = b.fit_predict(_job([32, 40], {**b.defaults, "weights": "none", "input_size": [32, 40]}, augment=True))
+    out = fit_predict(b, _job([32, 40], {**b.defaults, "weights": "none", "input_size": [32, 40]}, augment=True))
     assert out.info["prefix_cache"] == "off: augmentation changes the prefix's input every epoch"
     assert np.allclose(out.probabilities.sum(1), 1)
 

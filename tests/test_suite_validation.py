@@ -1,5 +1,7 @@
 import pytest
 
+from benchbox.records import CellKey
+
 from benchbox.errors import SuiteError
 from benchbox.suite import load_suite
 from conftest import ROOT, write_suite
@@ -32,7 +34,7 @@ backbones = ["a"]
 
 def test_good_suite(tmp_path, registry):
     s = load_suite(write_suite(tmp_path / "s.toml", GOOD), registry)
-    assert s.cells == [("syn", "a")]
+    assert s.cells == [CellKey("syn", "a")]
     assert s.protocol.grouped and s.protocol.k == 5
     assert s.backbones["a"].options["cutoff"] == 10  # the study's default for MobileNet v2
     assert s.backbones["b"].options["cutoff"] == 5  # overridden by the suite

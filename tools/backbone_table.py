@@ -4,7 +4,7 @@
 """
 
 from benchbox.plugins import load_registry
-from benchbox.networks import STUDY
+from benchbox_engine_common.networks import STUDY
 
 registry = load_registry()
 print("| network | framework | depth | cutoff | last frozen layer | params total | frozen | trainable | GMACs |")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from tabulate import tabulate
 
@@ -95,13 +96,27 @@ def render_text(result: RunResult, fmt: str) -> str:
     return "\n".join(parts) + "\n"
 
 
+def _numeric(values) -> bool:
+    def starts_with_number(v) -> bool:
+        head = str(v).split(" ")[0].split("/")[0].replace(",", "")
+        try:
+            float(head)
+            return True
+        except ValueError:
+            return head in ("n/a", "")
+    return all(starts_with_number(v) for v in values)
+
+
 def _rich(frame: pd.DataFrame, title: str, caption: str = "") -> Table:
-    t = Table(title=title, caption=caption or None, caption_justify="left")
+    """A rich table whose name columns never wrap or get cut (numbers wrap instead); text is
+    shown literally (names such as 'syn [lungs-blackout]' are not markup)."""
+    t = Table(title=escape(title), caption=escape(caption) if caption else None, caption_justify="left")
     for col in frame.columns:
         name = str(col) in NAME_COLUMNS
-        t.add_column(str(col), justify="left" if name else "right", no_wrap=name, overflow="fold")
+        t.add_column(escape(str(col)), justify="right" if not name and _numeric(frame[col]) else "left",
+                     no_wrap=name, overflow="fold")
     for _, row in frame.iterrows():
-        t.add_row(*[str(v) for v in row])
+        t.add_row(*[escape(str(v)) for v in row])
     return t
 
 
