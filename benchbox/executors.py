@@ -109,8 +109,8 @@ class RayExecutor:
         self._connect()
         ray, cfg = self.ray, self.config
         options = {"num_cpus": cfg.cpus_per_fold, "num_gpus": cfg.gpus_per_fold, "max_retries": cfg.max_retries,
-                   # a plugin's own error is deterministic: retry only crashes of the worker or the node
-                   "retry_exceptions": [OSError, MemoryError]}
+                   # a fold can fail for a passing reason on a cluster (out of GPU memory, a lost node)
+                   "retry_exceptions": True}
         if cfg.memory_gb_per_fold:
             options["memory"] = int(cfg.memory_gb_per_fold * 2**30)
         task = ray.remote(_ray_train_unit).options(**options)

@@ -32,7 +32,7 @@ def test_run_both_frameworks_prints_table_and_writes_files(tmp_path):
     assert len(probs) == len(rec["y_true"]) and all(abs(sum(p) - 1) < 1e-6 for p in probs)
     assert rec["info"]["params_frozen"] > 0
 
-    for fmt, marker in (("markdown", "| Dataset"), ("csv", "dataset,backbone,plugin"), ("latex", "\\toprule")):
+    for fmt, marker in (("markdown", "| Data "), ("csv", "dataset,probe,data,backbone,plugin"), ("latex", "\\toprule")):
         out = run_cli("report", run_dir, "--format", fmt)
         assert out.returncode == 0 and marker in out.stdout, out.stderr
 

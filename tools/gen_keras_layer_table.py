@@ -1,4 +1,4 @@
-"""Regenerate plugins/benchbox_torch/keras_layers.json: the Keras layer list of each study network.
+"""Regenerate plugins/benchbox_engine_common/keras_layers.json: the Keras layer list of each study network.
 
 The PyTorch plugins map a Keras layer cutoff onto their own modules by counting weight-carrying
 layers (convolutions, batch norms, dense) in this list. Run once per Keras release:
@@ -20,6 +20,6 @@ for network, cls in APPS.items():
     model = getattr(keras.applications, cls)(include_top=False, weights=None, input_shape=(299, 299, 3))
     table["networks"][network] = [[layer.name, type(layer).__name__, int(bool(layer.weights))]
                                   for layer in model.layers]
-out = Path(__file__).resolve().parents[1] / "plugins" / "benchbox_torch" / "keras_layers.json"
+out = Path(__file__).resolve().parents[1] / "plugins" / "benchbox_engine_common" / "keras_layers.json"
 out.write_text(json.dumps(table, separators=(",", ":")))
 print(f"wrote {out}")

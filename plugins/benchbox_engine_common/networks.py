@@ -5,7 +5,10 @@ options. Framework-free; the plugins add the framework code.
 
 from __future__ import annotations
 
+import json
 import os
+from functools import lru_cache
+from pathlib import Path
 from typing import Any, Mapping
 
 from benchbox.contracts import Backbone
@@ -23,6 +26,15 @@ STUDY = {
 COMMON_DEFAULTS = {"dropout": 0.5, "pooling": "avg", "weights": "imagenet", "input_size": [200, 266],
                    "cache_prefix": True}
 POOLINGS = ("avg", "max")
+#: MobileNet v2 width multipliers keras.applications builds and has ImageNet weights for
+KERAS_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
+
+
+@lru_cache(maxsize=None)
+def keras_layers(network: str) -> list:
+    """The Keras layer list [name, class, has_weights] of a network (tools/gen_keras_layer_table.py)."""
+    table = json.loads((Path(__file__).parent / "keras_layers.json").read_text())
+    return table["networks"][network]
 
 
 def study_defaults(network: str) -> dict:

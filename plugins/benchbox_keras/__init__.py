@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from benchbox import hookimpl
 from benchbox.contracts import Availability
-from benchbox_engine_common.networks import NetworkBackbone, weights_kind
+from benchbox_engine_common.networks import KERAS_ALPHAS, NetworkBackbone, keras_layers, weights_kind
 
 INSTALL = "pip install 'benchbox[keras]'  (Keras 3 with TensorFlow)"
 URL_BASE = "https://storage.googleapis.com/tensorflow/keras-applications/"
@@ -60,6 +60,19 @@ class KerasBackbone(NetworkBackbone):
 
     def availability(self):
         return Availability.needs_modules("keras", "tensorflow", install=INSTALL)
+
+    def check_options(self, options):
+        problems = super().check_options(options)
+        depth = len(keras_layers(self.network))
+        cutoff = options.get("cutoff")
+        if isinstance(cutoff, int) and cutoff > depth:
+            problems.append(f"cutoff: {cutoff} is beyond the depth of {self.network} ({depth} Keras layers); "
+                            f"choose cutoff <= {depth}")
+        alpha = options.get("alpha")
+        if self.network == "mobilenet_v2" and isinstance(alpha, (int, float)) and float(alpha) not in KERAS_ALPHAS:
+            problems.append(f"alpha: {alpha} is not a width keras.applications.MobileNetV2 supports; choose one of "
+                            f"{', '.join(map(str, KERAS_ALPHAS))}")
+        return problems
 
     def prepare(self, options):
         from benchbox_keras import engine

@@ -13,14 +13,11 @@ Importing this module does not import PyTorch; engine.py does, when a model is b
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
 
 from benchbox import hookimpl
 from benchbox.contracts import Availability
-from benchbox_engine_common.networks import NetworkBackbone
+from benchbox_engine_common.networks import NetworkBackbone, keras_layers
 
 INSTALL = "pip install 'benchbox[torch]'  (torch, torchvision, timm)"
 
@@ -38,13 +35,6 @@ NETS = {
     "xception": TorchNet("timm", "legacy_xception"),
     "inception_resnet_v2": TorchNet("timm", "inception_resnet_v2"),
 }
-
-
-@lru_cache(maxsize=None)
-def keras_layers(network: str) -> list:
-    """The Keras layer list [name, class, has_weights] of a network (tools/gen_keras_layer_table.py)."""
-    table = json.loads((Path(__file__).parent / "keras_layers.json").read_text())
-    return table["networks"][network]
 
 
 def keras_weighted_layers(network: str, cutoff: int) -> int:
