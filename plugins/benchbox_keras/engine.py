@@ -53,6 +53,14 @@ def ensure_weights(network: str, options) -> None:
         path = os.path.expanduser(options["weights"])
         if not os.path.isfile(path):
             raise WeightsError(f"keras/{network}: weights file {path} not found")
+        try:  # open it and match it to the network now, before any data is loaded
+            build_model(network, options, 2, 0)
+        except BenchboxError:
+            raise
+        except Exception as exc:
+            raise WeightsError(f"keras/{network}: weights file {path} cannot be loaded into this network "
+                               f"({type(exc).__name__}: {str(exc)[:300]}); was it saved from keras/{network} "
+                               "with the same cutoff, head and input size?") from None
         return
     fname, url, md5 = imagenet_file(network, options)
     cached = os.path.join(keras_cache_dir(), fname)

@@ -111,6 +111,13 @@ def ensure_weights(network: str, options) -> None:
     if kind == "file":
         if not os.path.isfile(os.path.expanduser(options["weights"])):
             raise WeightsError(f"torch/{network}: weights file {options['weights']} not found")
+        try:  # open it and match it to the network now, before any data is loaded
+            build_model(network, options, 2, 0)
+        except BenchboxError:
+            raise
+        except Exception as exc:
+            raise WeightsError(f"torch/{network}: weights file {options['weights']} cannot be loaded into this "
+                               f"network ({type(exc).__name__}: {str(exc)[:300]})") from None
         return
     cached, url = imagenet_location(network)
     try:
