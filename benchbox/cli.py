@@ -254,7 +254,7 @@ def compare(run_dir: Path = typer.Argument(..., help="A run directory."),
 @app.command()
 def leaderboard(runs: List[Path] = typer.Argument(..., help="Run directories (e.g. runs/*)."),
                 metric: Optional[str] = typer.Option(None, "--metric", help="Any metric the runs' evaluators "
-                                                     "declare (default: the first declared, e.g. accuracy_3class)."),
+                                                     "declare (default: the first one declared)."),
                 dataset: Optional[str] = typer.Option(None, "--dataset", help="Only this data set (name or plugin)."),
                 format: str = typer.Option("markdown", "--format", "-f", help="markdown, html, csv or json."),
                 output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file.")):
