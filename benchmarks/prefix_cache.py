@@ -31,6 +31,7 @@ import time
 
 import numpy as np
 
+from benchbox.harness import run_fold
 from benchbox.contracts import FoldJob, TrainingConfig
 from benchbox_engine_common.networks import STUDY
 from benchbox.plugins import load_registry
@@ -85,7 +86,7 @@ def run_protocol(backbone, options, images, labels, ids, args):
         job = FoldJob(images[tr], labels[tr], images[te], probs.shape[1], options,
                       TrainingConfig(epochs=args.epochs, batch_size=args.batch_size), seed=f,
                       train_ids=ids[tr].tolist(), test_ids=ids[te].tolist())
-        probs[te] = backbone.fit_predict(job).probabilities
+        probs[te] = run_fold(backbone, backbone.name, job, f"fold {f}").probabilities
     return time.perf_counter() - t0, probs
 
 
