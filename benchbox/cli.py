@@ -491,6 +491,9 @@ def data_export(name: str = typer.Argument(..., help="Data set plugin, e.g. synt
     result = export_dataset(samples, to, parse_size(input_size))
     console.print(f"wrote {result.get('images', len(samples.table))} images of {name} to {to} "
                   f"(class folders and labels.csv)", highlight=False)
+    if result.get("group_pattern"):
+        console.print(f"patients are in the file names: group_pattern = '{result['group_pattern']}'",
+                      markup=False, highlight=False)
 
 
 @plugin_app.command("new")
