@@ -8,6 +8,8 @@ from benchbox_engine_common.networks import STUDY
 from benchbox.testing import check_backbone
 from conftest import fit_predict, needs_keras, needs_torch
 
+pytestmark = pytest.mark.slow  # builds and trains every real network
+
 # the smallest inputs each network accepts, keeping the suite fast
 SMALL = {"vgg19": [32, 40], "mobilenet_v2": [32, 40], "inception_v3": [75, 80],
          "xception": [71, 80], "inception_resnet_v2": [75, 80]}

@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from conftest import KERAS_MNV2, ROOT, TORCH_MNV2, needs_keras, needs_torch, run_cli, tiny_suite, write_suite
 
 
@@ -14,6 +16,7 @@ def records_of(run_dir: Path):
     return sorted(json.loads(p.read_text())["fold"] for p in (run_dir / "folds").glob("*.json"))
 
 
+@pytest.mark.slow
 @needs_keras
 @needs_torch
 def test_run_both_frameworks_prints_table_and_writes_files(tmp_path):
@@ -37,6 +40,7 @@ def test_run_both_frameworks_prints_table_and_writes_files(tmp_path):
         assert out.returncode == 0 and marker in out.stdout, out.stderr
 
 
+@pytest.mark.slow
 @needs_torch
 def test_killed_run_resumes_with_every_fold_exactly_once(tmp_path):
     suite = tiny_suite(tmp_path, TORCH_MNV2.replace("[48, 48]", "[64, 64]"), name="killme")

@@ -43,6 +43,7 @@ def suite(tmp_path, name="c", evaluators='["paper", "example-balanced"]', extra=
                                                                evaluators=evaluators, extra=extra))
 
 
+@pytest.mark.slow
 def test_a_third_party_metric_gets_a_column_a_plot_and_a_ranking(tmp_path, example_env):
     res = run_cli("run", suite(tmp_path), "--run-dir", tmp_path / "run", env=example_env)
     assert res.returncode == 0, res.stderr
@@ -102,6 +103,7 @@ def test_the_harness_times_predict_itself_whatever_the_plugin_reports():
     assert out.info["claimed_images_per_sec"] == 1e9  # kept as the plugin's breakdown, not the headline
 
 
+@pytest.mark.slow
 def test_a_sleeping_third_party_backbone_is_timed_in_a_run(tmp_path, example_env):
     s = suite(tmp_path, evaluators='["paper"]').read_text().replace("example/pixel_logreg", "example/sleepy")
     (tmp_path / "s.toml").write_text(s.replace('input_size = [32, 40]', 'input_size = [32, 40]\npredict_sleep = 0.3'))
@@ -170,6 +172,7 @@ def test_the_core_does_not_name_the_study():
     assert hits == []
 
 
+@pytest.mark.slow
 def test_report_and_leaderboard_need_no_framework(tmp_path, example_env):
     res = run_cli("run", suite(tmp_path), "--run-dir", tmp_path / "run", env=example_env)
     assert res.returncode == 0, res.stderr

@@ -214,6 +214,7 @@ external = ["cohen_other"]
 """
 
 
+@pytest.mark.slow
 @needs_data
 def test_external_source_is_never_trained_on_and_is_reported_per_source(tmp_path):
     import json

@@ -161,6 +161,7 @@ class TableParser(HTMLParser):
             self._row = None
 
 
+@pytest.mark.slow
 def test_leaderboard_ranks_groups_and_writes_a_self_contained_page(stored_run, tmp_path):
     a = stored_run("r1", ["weak", "strong"], seed=0)
     b = stored_run("r2", ["mid"], seed=1)

@@ -75,6 +75,7 @@ def _verdicts(run_dir):
     return {l.split("|")[1].strip(): l.split("|")[2].strip() for l in lines if l.split("|")[2].strip() in ("YES", "no")}
 
 
+@pytest.mark.slow
 def test_planted_shortcut_makes_the_verdicts_fire(tmp_path, example_env):
     suite = write_suite(tmp_path / "s.toml", PROBE_SUITE.format(out=tmp_path / "runs", shortcut="true"))
     res = run_cli("run", suite, env=example_env)
@@ -91,6 +92,7 @@ def test_planted_shortcut_makes_the_verdicts_fire(tmp_path, example_env):
     assert "lungs-blackout: SHORTCUT" in tables and "syn@lungs-blackout" not in tables  # beside its entry, not ranked
 
 
+@pytest.mark.slow
 def test_without_shortcut_blacking_the_lungs_drops_to_chance(tmp_path, example_env):
     suite = write_suite(tmp_path / "s.toml", PROBE_SUITE.format(out=tmp_path / "runs", shortcut="false"))
     res = run_cli("run", suite, env=example_env)

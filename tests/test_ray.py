@@ -12,7 +12,7 @@ import pytest
 
 from conftest import TORCH_MNV2, needs_torch, run_cli, tiny_suite
 
-pytestmark = [pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="Ray not installed (pip install 'benchbox[ray]')"),
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="Ray not installed (pip install 'benchbox[ray]')"),
               needs_torch]
 RAY = ["--executor", "ray", "--ray-local-cpus", "2"]
 

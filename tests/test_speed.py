@@ -71,6 +71,7 @@ def _backbone(name):
 @pytest.mark.parametrize("name,size", [pytest.param("keras/vgg19", [32, 40], marks=needs_keras),
                                        pytest.param("torch/xception", [71, 80], marks=needs_torch),
                                        pytest.param("torch/mobilenet_v2", [32, 40], marks=needs_torch)])
+@pytest.mark.slow
 def test_cached_and_uncached_training_give_the_same_predictions(name, size):
     b = _backbone(name)
     base = {**b.defaults, "weights": "none", "input_size": size}
@@ -81,6 +82,7 @@ def test_cached_and_uncached_training_give_the_same_predictions(name, size):
     np.testing.assert_allclose(cached.probabilities, plain.probabilities, atol=1e-5)
 
 
+@pytest.mark.slow
 @needs_torch
 def test_pretrained_prefix_is_computed_once_per_run_and_reused(tmp_path):
     import torch
@@ -97,6 +99,7 @@ def test_pretrained_prefix_is_computed_once_per_run_and_reused(tmp_path):
 
 @pytest.mark.parametrize("name", [pytest.param("keras/mobilenet_v2", marks=needs_keras),
                                   pytest.param("torch/mobilenet_v2", marks=needs_torch)])
+@pytest.mark.slow
 def test_augmentation_falls_back_and_says_why(name):
     b = _backbone(name)
     out = fit_predict(b, _job([32, 40], {**b.defaults, "weights": "none", "input_size": [32, 40]}, augment=True))
@@ -104,6 +107,7 @@ def test_augmentation_falls_back_and_says_why(name):
     assert np.allclose(out.probabilities.sum(1), 1)
 
 
+@pytest.mark.slow
 @needs_torch
 def test_bench_csv_has_the_promised_columns(tmp_path):
     out = tmp_path / "bench.csv"

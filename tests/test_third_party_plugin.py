@@ -9,6 +9,8 @@ import pytest
 
 from conftest import needs_torch, run_cli, tiny_suite
 
+pytestmark = pytest.mark.slow  # pip-installs a package and trains
+
 
 @pytest.fixture
 def installed(example_site):

@@ -29,6 +29,7 @@ def backbone(name):
     return load_registry().get("backbone", name)
 
 
+@pytest.mark.slow
 @needs_keras
 def test_keras_offline_imagenet_fails_with_actionable_message(tmp_path, monkeypatch, no_network):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
@@ -44,6 +45,7 @@ def test_keras_offline_imagenet_fails_with_actionable_message(tmp_path, monkeypa
 @needs_torch
 @pytest.mark.parametrize("name,needle", [("torch/mobilenet_v2", "mobilenet_v2-b0353104.pth"),
                                          ("torch/xception", "huggingface.co/timm/legacy_xception")])
+@pytest.mark.slow
 def test_torch_offline_imagenet_fails_with_actionable_message(tmp_path, monkeypatch, no_network, name, needle):
     import torch
 
@@ -55,6 +57,7 @@ def test_torch_offline_imagenet_fails_with_actionable_message(tmp_path, monkeypa
     assert needle in str(exc.value) and 'weights = "none"' in str(exc.value)
 
 
+@pytest.mark.slow
 @needs_keras
 def test_run_stops_before_training_when_weights_are_missing(tmp_path):
     from conftest import tiny_suite
@@ -67,6 +70,7 @@ def test_run_stops_before_training_when_weights_are_missing(tmp_path):
     assert not list((tmp_path / "runs").glob("*/folds/*.json"))
 
 
+@pytest.mark.slow
 @needs_keras
 def test_keras_local_weights_file_reproduces_predictions(tmp_path):
     from benchbox_keras import engine
@@ -81,6 +85,7 @@ def test_keras_local_weights_file_reproduces_predictions(tmp_path):
     assert np.array_equal(model.predict(x, verbose=0), fresh.predict(x, verbose=0))
 
 
+@pytest.mark.slow
 @needs_torch
 @pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
 def test_torch_local_weights_file_reproduces_predictions(tmp_path, suffix):
@@ -104,6 +109,7 @@ def test_torch_local_weights_file_reproduces_predictions(tmp_path, suffix):
     assert torch.equal(other.base[0][0].weight, tv.features[0][0].weight)
 
 
+@pytest.mark.slow
 @needs_torch
 def test_torch_weights_file_that_does_not_fit_is_a_clear_error(tmp_path):
     import torch
@@ -115,6 +121,7 @@ def test_torch_weights_file_that_does_not_fit_is_a_clear_error(tmp_path):
         engine.build_model("vgg19", {**b.defaults, "weights": str(tmp_path / "bad.pth"), "input_size": [32, 32]}, 3, 0)
 
 
+@pytest.mark.slow
 @needs_keras
 @needs_shared_weights
 def test_real_imagenet_weights_load_from_file_and_from_the_keras_cache(tmp_path, monkeypatch, no_network):
@@ -134,6 +141,7 @@ def test_real_imagenet_weights_load_from_file_and_from_the_keras_cache(tmp_path,
     assert np.array_equal(cached_base.get_layer("Conv1").kernel.numpy(), base.get_layer("Conv1").kernel.numpy())
 
 
+@pytest.mark.slow
 @needs_keras
 def test_describe_command_shows_the_facts():
     res = run_cli("backbones", "describe", "keras/mobilenet_v2", "--input", "96x96")
@@ -142,6 +150,7 @@ def test_describe_command_shows_the_facts():
         assert fact in res.stdout, fact
 
 
+@pytest.mark.slow
 @needs_keras
 def test_paper_suite_without_weights_or_data_stops_at_once_naming_both(tmp_path):
     from conftest import ROOT
