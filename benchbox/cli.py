@@ -19,6 +19,7 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape as rich_escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -37,6 +38,12 @@ app.add_typer(weights_app, name="weights")
 console = Console(width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 STATE = {"verbose": False}
+
+
+def esc(value) -> str:
+    """Text from plugins, suites and data (names, descriptions, messages) shown literally: never
+    read as rich markup (a class named '[/]' must not crash a table, nor '[red]' colour it)."""
+    return rich_escape(str(value))
 
 
 class Interrupted(BenchboxError):
@@ -83,7 +90,7 @@ class RichReporter:
     def fold_start(self, cell, fold, epochs):
         if self.epochs is not None:
             self.progress.remove_task(self.epochs)
-        self.epochs = self.progress.add_task(f"{cell} fold {fold}: epochs", total=epochs)
+        self.epochs = self.progress.add_task(esc(f"{cell} fold {fold}: epochs"), total=epochs)
 
     def epoch(self, done, total):
         self.progress.update(self.epochs, completed=done)
@@ -152,11 +159,12 @@ def run(suite: Path = typer.Argument(..., help="Suite file (TOML)."),
         out = reporter.run_dir if reporter is not None else None
         raise Interrupted(f"interrupted: {_resume_hint(suite, out)}") from None
     print_terminal(result, console)
-    console.print(f"run directory: [bold]{result.run_dir}[/] (report.md, summary.csv, folds/, plots/)", highlight=False)
+    console.print(f"run directory: [bold]{esc(result.run_dir)}[/] (report.md, summary.csv, folds/, plots/)", highlight=False)
     if result.failures:
-        raise PluginError(f"{len(result.failures)} fold(s) failed (errors in {result.run_dir / 'failed'}, tracebacks in "
-                          f"{result.run_dir / 'benchbox.log'}): " +
-                          "; ".join(f.get("error", "").splitlines()[0] for f in result.failures[:3]) +
+        errors = [(str(f.get("error") or "unknown error").splitlines() or ["unknown error"])[0] for f in result.failures]
+        errors = [e for e in errors if not e.startswith("skipped")] or errors
+        raise PluginError(f"{len(result.failures)} fold(s) failed or were skipped (errors in {result.run_dir / 'failed'}, "
+                          f"tracebacks in {result.run_dir / 'benchbox.log'}): " + "; ".join(errors[:3]) +
                           ". Fix the cause and rerun the same command to retry them.")
 
 
@@ -166,7 +174,7 @@ def validate(suite: Path = typer.Argument(..., help="Suite file (TOML).")):
     from benchbox.suite import load_suite
 
     s = load_suite(suite, _registry())
-    console.print(f"[green]{suite}: valid[/] — {len(s.cells)} cell(s) x {s.protocol.n_folds} fold(s) "
+    console.print(f"[green]{esc(suite)}: valid[/] — {len(s.cells)} cell(s) x {s.protocol.n_folds} fold(s) "
                   f"({s.protocol.label}), {s.training.epochs} epochs", highlight=False)
     for cell in s.cells:
         ext = s.external.get(cell)
@@ -185,19 +193,19 @@ def plugins():
     for kind in registry.tables:
         for name, entry in sorted(registry.table(kind).items()):
             avail = entry.availability
-            table.add_row(kind, name, entry.origin, "yes" if avail.ok else f"[red]no[/]: {avail.reason}",
-                          getattr(entry.obj, "description", ""))
+            table.add_row(esc(kind), esc(name), esc(entry.origin), "yes" if avail.ok else f"[red]no[/]: {esc(avail.reason)}",
+                          esc(getattr(entry.obj, "description", "")))
     console.print(table)
     for plugin, error in registry.broken:
-        console.print(f"[red]broken plugin {plugin}:[/] {error}", highlight=False)
+        console.print(f"[red]broken plugin {esc(plugin)}:[/] {esc(error)}", highlight=False)
     if registry.broken:
         raise PluginError(f"{len(registry.broken)} plugin problem(s) above; fix or uninstall the plugin(s)")
 
 
-def _output_file(output: Path, option: str = "--output") -> Path:
+def _output_file(output: Path, option: str = "--output", example: str = "report.md") -> Path:
     """A file path a command may write: not a folder, its folder exists."""
     if output.is_dir():
-        raise BenchboxError(f"{option} {output} is a folder; name a file, e.g. {output / 'report.md'}")
+        raise BenchboxError(f"{option} {output} is a folder; name a file, e.g. {output / example}")
     if not output.parent.exists():
         raise BenchboxError(f"{option} {output}: folder {output.parent} does not exist; create it first")
     return output
@@ -238,12 +246,12 @@ def compare(run_dir: Path = typer.Argument(..., help="A run directory."),
 
     r = run_compare(run_dir, a, b, dataset, n_boot)
     m = r["mcnemar"]
-    table = Table(title=f"{a} vs {b} on {r['dataset']} ({r['n']} shared test images)", show_header=False)
+    table = Table(title=esc(f"{a} vs {b} on {r['dataset']} ({r['n']} shared test images)"), show_header=False)
     table.add_column("")
     table.add_column("")
     table.add_row("accuracy", f"{100 * r['accuracy_a']:.2f}% vs {100 * r['accuracy_b']:.2f}%")
-    table.add_row("right only by " + a, str(m["only_a"]))
-    table.add_row("right only by " + b, str(m["only_b"]))
+    table.add_row("right only by " + esc(a), str(m["only_a"]))
+    table.add_row("right only by " + esc(b), str(m["only_b"]))
     table.add_row(f"McNemar ({m['method']})", f"p = {m['p_value']:.4g}" + (" (significant at 0.05)" if m["p_value"] < 0.05 else ""))
     lo, hi = r["auc_difference_ci"]
     table.add_row("AUC", f"{r['auc_a']:.4f} vs {r['auc_b']:.4f}")
@@ -264,7 +272,7 @@ def leaderboard(runs: List[Path] = typer.Argument(..., help="Run directories (e.
     if format not in FORMATS:
         raise BenchboxError(f"--format {format!r}: choose one of {', '.join(FORMATS)}")
     if output is not None:
-        _output_file(output)
+        _output_file(output, example=f"leaderboard.{'md' if format == 'markdown' else format}")
     entries, problems, metrics = collect(runs, _registry(), dataset)
     spec = choose_metric(metrics, metric)
     text = render(rank(entries, spec), spec, format, output)
@@ -305,8 +313,7 @@ def bench(backbones: List[str] = typer.Argument(..., help="Backbone plugins, e.g
     if min_seconds <= 0:
         raise BenchboxError(f"--min-seconds {min_seconds}: must be positive")
     size = parse_size(input_size)
-    if output.is_dir() or not output.parent.exists():
-        _output_file(output)
+    _output_file(output, example="bench.csv")
     registry = _registry()
     rows = []
     for name in backbones:
@@ -314,7 +321,7 @@ def bench(backbones: List[str] = typer.Argument(..., help="Backbone plugins, e.g
         if not hasattr(backbone, "bench_steps"):
             raise BenchboxError(f"{name}: this plugin does not implement bench_steps(); it cannot be benchmarked")
         options = {**backbone.defaults, "input_size": list(size)}
-        console.print(f"benchmarking {name} on {device} ...")
+        console.print(f"benchmarking {esc(name)} on {device} ...", highlight=False)
         rows += bench_backbone(backbone, options, sizes, train_batch_size, device, amp, channels_last,
                                min_seconds=min_seconds)
     frame = pd.DataFrame(rows)[CSV_COLUMNS]
@@ -326,11 +333,11 @@ def bench(backbones: List[str] = typer.Argument(..., help="Backbone plugins, e.g
 
 
 def _rich_frame(frame, title):
-    table = Table(title=title)
+    table = Table(title=esc(title))
     for col in frame.columns:
-        table.add_column(str(col))
+        table.add_column(esc(col))
     for _, row in frame.iterrows():
-        table.add_row(*[str(v) for v in row])
+        table.add_row(*[esc(v) for v in row])
     return table
 
 
@@ -339,21 +346,23 @@ def backbones_describe(name: str = typer.Argument(..., help="Backbone plugin, e.
                        cutoff: Optional[int] = typer.Option(None, "--cutoff", help="Frozen layers (default: the study's)."),
                        input_size: str = typer.Option("200x266", "--input", help="HEIGHTxWIDTH.")):
     """Parameters (total / frozen / trainable), depth, last frozen layer, preprocessing, MACs."""
+    from benchbox.suite import plugin_option_problems
+
     registry = _registry()
     backbone = registry.get("backbone", name)
     options = dict(backbone.defaults)
     if cutoff is not None:
         options["cutoff"] = cutoff
     size = parse_size(input_size)
-    problems = backbone.check_options({**options, "weights": "none"})
+    problems = plugin_option_problems(backbone, name, {**options, "weights": "none"})
     if problems:
         raise BenchboxError(f"{name}: " + "; ".join(problems))
     facts = backbone.describe(options, size)
-    table = Table(title=name, show_header=False)
+    table = Table(title=esc(name), show_header=False)
     table.add_column("fact")
     table.add_column("value")
     for key, value in facts.items():
-        table.add_row(key, f"{value:,}" if isinstance(value, int) else str(value))
+        table.add_row(esc(key), f"{value:,}" if isinstance(value, int) else esc(value))
     console.print(table)
 
 
@@ -374,10 +383,10 @@ def weights_fetch(names: Optional[List[str]] = typer.Argument(None, help="Backbo
             options["alpha"] = alpha
         try:
             backbone.prepare(options)
-            console.print(f"[green]ok[/] {name}")
+            console.print(f"[green]ok[/] {esc(name)}", highlight=False)
         except BenchboxError as exc:
             failed.append(name)
-            err_console.print(f"[red]failed[/] {name}: {exc}", markup=False)
+            err_console.print(f"[red]failed[/] {esc(name)}: {esc(exc)}", highlight=False)
     if failed:
         raise PluginError(f"could not fetch weights for {len(failed)} backbone(s): {', '.join(failed)}")
 
@@ -388,6 +397,7 @@ def data_describe(names: Optional[List[str]] = typer.Argument(None, help="Datase
                                                           help="Root of the raw data sources."),
                   seed: int = typer.Option(0, "--seed", min=0, help="Seed of the composition draw.")):
     """Class counts, patients and sources of data sets (their default options)."""
+    from benchbox.contracts import SampleSet
     from benchbox.harness import call_plugin
 
     registry = _registry()
@@ -397,22 +407,25 @@ def data_describe(names: Optional[List[str]] = typer.Argument(None, help="Datase
             dataset = registry.get("dataset", name)
             samples = call_plugin(registry.origin_of("dataset", name), "samples", f"data set {name}", dataset.samples,
                                   dict(dataset.defaults), seed, str(data_dir) if data_dir else None)
+            if not isinstance(samples, SampleSet):
+                raise PluginError(f"dataset plugin {name} returned {type(samples).__name__} from samples(); it must "
+                                  "return a benchbox.contracts.SampleSet")
         except BenchboxError as exc:
             failed.append(name)
-            console.print(f"[yellow]{name}: unavailable here[/] — {exc}", highlight=False)
+            console.print(f"[yellow]{esc(name)}: unavailable here[/] — {esc(exc)}", highlight=False)
             continue
         t = samples.table
-        table = Table(title=f"{name}: {len(t)} images, {t['group'].nunique()} patients "
-                            f"(positive class: {samples.positive_class})")
+        table = Table(title=esc(f"{name}: {len(t)} images, {t['group'].nunique()} patients "
+                                f"(positive class: {samples.positive_class})"))
         for col in ("class", "images", "patients", "sources"):
             table.add_column(col, justify="left" if col in ("class", "sources") else "right")
         for cls in samples.classes:
             sub = t[t["label"] == cls]
-            table.add_row(cls, str(len(sub)), str(sub["group"].nunique()),
-                          ", ".join(f"{k} {v}" for k, v in sub["source"].value_counts().items()))
+            table.add_row(esc(cls), str(len(sub)), str(sub["group"].nunique()),
+                          esc(", ".join(f"{k} {v}" for k, v in sub["source"].value_counts().items())))
         console.print(table)
         for warning in samples.warnings:
-            console.print(f"  [yellow]warning:[/] {warning}", highlight=False)
+            console.print(f"  [yellow]warning:[/] {esc(warning)}", highlight=False)
         for note in samples.notes:
             console.print(f"  {note}", markup=False, highlight=False)
     if names and failed:
@@ -443,7 +456,7 @@ def data_fetch(sources: Optional[List[str]] = typer.Argument(None, help="Data so
                       console=console) as progress:
             task = progress.add_task(name, total=None)
             target = source.fetch(root, lambda done, total: progress.update(task, completed=done, total=total or None))
-        console.print(f"[green]{name}[/] -> {target}", highlight=False)
+        console.print(f"[green]{esc(name)}[/] -> {esc(target)}", highlight=False)
 
 
 @data_app.command("verify")
@@ -458,7 +471,7 @@ def data_verify(sources: Optional[List[str]] = typer.Argument(None, help="Data s
     for name, source in _sources(_registry(), sources):
         report = source.verify(root)
         state = "[green]ok[/]" if report.ok else "[red]problems[/]"
-        console.print(f"{name}: {state} — {report.checked} file(s) checked under {report.root}", highlight=False)
+        console.print(f"{esc(name)}: {state} — {report.checked} file(s) checked under {esc(report.root)}", highlight=False)
         for label, items in (("missing", report.missing), ("changed", report.changed), ("extra", report.extra)):
             for item in items[:20]:
                 console.print(f"  {label}: {item}", markup=False, highlight=False)
@@ -489,7 +502,7 @@ def data_export(name: str = typer.Argument(..., help="Data set plugin, e.g. synt
     samples = call_plugin(registry.origin_of("dataset", name), "samples", f"data set {name}", dataset.samples,
                           dict(dataset.defaults), seed, str(data_dir) if data_dir else None)
     result = export_dataset(samples, to, parse_size(input_size))
-    console.print(f"wrote {result.get('images', len(samples.table))} images of {name} to {to} "
+    console.print(f"wrote {result.get('images', len(samples.table))} images of {esc(name)} to {esc(to)} "
                   f"(class folders and labels.csv)", highlight=False)
     if result.get("group_pattern"):
         console.print(f"patients are in the file names: group_pattern = '{result['group_pattern']}'",
@@ -503,7 +516,7 @@ def plugin_new(name: str = typer.Argument(..., help="Short name, e.g. resnet (ma
     from benchbox.scaffold import scaffold
 
     root = scaffold(name, directory)
-    console.print(f"created {root}\n  next: pip install -e {root} && benchbox plugins && python -m pytest {root}/tests")
+    console.print(esc(f"created {root}\n  next: pip install -e {root} && benchbox plugins && python -m pytest {root}/tests"))
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -555,8 +568,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except Exception:
         log = _crash_log(traceback.format_exc())
-        err_console.print(f"[bold red]internal error:[/] {sys.exc_info()[1]!r} — a bug in benchbox or a plugin; the "
-                          f"traceback is in {log}. Please report it with that file.", highlight=False)
+        err_console.print(f"[bold red]internal error:[/] {esc(repr(sys.exc_info()[1]))} — a bug in benchbox or a plugin; "
+                          f"the traceback is in {esc(log)}. Please report it with that file.", highlight=False)
         if STATE["verbose"]:
             err_console.print(log.read_text(), markup=False, highlight=False)
         sys.exit(1)

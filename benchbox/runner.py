@@ -133,8 +133,9 @@ def execute(suite: Suite, registry, session: Session, data: dict[DataKey, Prepar
         write_views(result)
     registry.call_lifecycle("benchbox_run_end", run_dir=run_dir, result=result)
     if result is None:
-        raise BenchboxError(f"no fold finished in {run_dir}: " + "; ".join(e for _, e in failed[:3]) +
-                            ". Fix the cause and rerun the same command to resume.")
+        errors = [e for _, e in failed if not e.startswith("skipped")] or [e for _, e in failed]
+        raise BenchboxError(f"no fold finished in {run_dir}: " + "; ".join(errors[:3]) +
+                            f". Fix the cause and rerun the same command to resume (tracebacks in {run_dir / 'benchbox.log'}).")
     return result
 
 

@@ -17,7 +17,7 @@ from benchbox.errors import StoreError
 from benchbox.plan import PreparedData
 from benchbox.records import DataKey
 from benchbox.store import FORMAT, RunStore, find_resumable, unfinished_of_other_content
-from benchbox.suite import Suite
+from benchbox.suite import Suite, file_in_the_way
 
 
 @dataclass
@@ -40,11 +40,15 @@ def choose_run_dir(suite: Suite, run_dir: Path | None, new: bool) -> tuple[Path,
     notes = []
     if run_dir is not None:
         run_dir = Path(run_dir)
-        if run_dir.exists() and not run_dir.is_dir():
+        blocker = file_in_the_way(run_dir)
+        if blocker == run_dir:
             raise StoreError(f"--run-dir {run_dir} is a file; name a folder (it is created if missing)")
+        if blocker is not None:
+            raise StoreError(f"--run-dir {run_dir}: {blocker} is a file, so no folder can be created there; name "
+                             "another folder")
         return run_dir, notes
-    if Path(suite.output_dir).exists() and not Path(suite.output_dir).is_dir():
-        raise StoreError(f"{suite.path}: output_dir {suite.output_dir} is a file; name a folder")
+    if file_in_the_way(Path(suite.output_dir)) is not None:
+        raise StoreError(f"{suite.path}: output_dir {suite.output_dir} is (or lies under) a file; name a folder")
     if not new:
         found = find_resumable(suite.output_dir, suite.name, suite.digest)
         if found is not None:

@@ -10,8 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.model_selection import GroupShuffleSplit, KFold, StratifiedGroupKFold, StratifiedKFold, \
-    GroupKFold, train_test_split
 
 from benchbox.errors import BenchboxError
 
@@ -55,6 +53,9 @@ def assign_folds(protocol: Protocol, labels, groups, seed: int) -> np.ndarray:
         if smallest < k:
             raise BenchboxError(f"protocol: stratified {k}-fold CV needs at least {k} images per "
                                 f"class, the smallest class has {smallest}; lower protocol.k")
+    # scikit-learn is imported here, not at the top: it would double the start-up time of every command
+    from sklearn.model_selection import GroupKFold, KFold, StratifiedGroupKFold, StratifiedKFold
+
     if protocol.grouped and protocol.stratified:
         splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     elif protocol.grouped:
@@ -75,6 +76,8 @@ def assign_folds(protocol: Protocol, labels, groups, seed: int) -> np.ndarray:
 
 
 def _holdout(protocol: Protocol, labels, groups, seed: int) -> np.ndarray:
+    from sklearn.model_selection import GroupShuffleSplit, train_test_split
+
     n = len(labels)
     idx = np.arange(n)
     if protocol.grouped:

@@ -13,7 +13,6 @@ import math
 from typing import Callable
 
 import numpy as np
-from scipy import stats
 
 Z95 = 1.959963984540054
 
@@ -37,6 +36,8 @@ def positive_auc(y_true, probabilities, positive: int) -> float:
     if n_pos == 0 or n_neg == 0:
         return float("nan")
     # Mann-Whitney U with average ranks for ties: equal to the area under the ROC curve
+    from scipy import stats  # imported on use: it costs most of a command's start-up time
+
     ranks = stats.rankdata(np.asarray(probabilities)[:, positive])
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
@@ -98,6 +99,8 @@ def mcnemar(correct_a, correct_b) -> dict:
     n = only_a + only_b
     if n == 0:
         return {"only_a": 0, "only_b": 0, "statistic": 0.0, "p_value": 1.0, "method": "exact"}
+    from scipy import stats
+
     if n < 25:
         p = min(1.0, 2 * stats.binom.cdf(min(only_a, only_b), n, 0.5))
         return {"only_a": only_a, "only_b": only_b, "statistic": float(min(only_a, only_b)), "p_value": float(p),

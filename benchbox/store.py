@@ -59,6 +59,16 @@ def write_atomic(path: Path, text: str | bytes) -> None:
         raise
 
 
+def read_json_object(path: Path) -> dict | None:
+    """A JSON object from a file, or None when the file is missing, unreadable, not JSON or not an
+    object (a run directory's files may have been damaged or edited by hand)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def write_json(path: Path, obj: Any) -> None:
     write_atomic(path, json.dumps(_clean(obj), indent=1, default=_jsonable, allow_nan=False))
 
@@ -128,25 +138,36 @@ class RunStore:
 
     # --- lock -----------------------------------------------------------------------------
     def lock(self) -> None:
-        """Take the run directory for this process; refuse when a live process holds it."""
-        self.path.mkdir(parents=True, exist_ok=True)
+        """Take the run directory for this process; refuse when a live process holds it.
+
+        The lock file appears with its content complete (written to a temporary file, then
+        hard-linked into place, which fails if a lock exists), so another process never reads a
+        half-written lock and mistakes its holder for dead."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the run directory {self.path}: {exc.strerror or exc}; choose another "
+                             "--run-dir or output_dir") from None
         lock = self.path / LOCK
         me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        for _ in range(2):
-            try:
-                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                holder = self._holder(lock)
-                if holder is not None and _alive(holder):
-                    raise RunLocked(f"{self.path} is being written by process {holder.get('pid')} on "
-                                    f"{holder.get('host')} (since {holder.get('since')}); wait for it to finish, or "
-                                    "use another --run-dir. If that process is gone, delete "
-                                    f"{lock}") from None
-                lock.unlink(missing_ok=True)  # its holder is dead: break it
-                continue
+        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=f"{LOCK}.", suffix=".tmp")
+        try:
             with os.fdopen(fd, "w") as f:
                 json.dump(me, f)
-            return
+            os.chmod(tmp, 0o666 & ~_umask())
+            for _ in range(2):
+                try:
+                    _link_or_create(tmp, lock, me)
+                    return
+                except FileExistsError:
+                    holder = self._holder(lock)
+                    if holder is not None and _alive(holder):
+                        raise RunLocked(f"{self.path} is being written by process {holder.get('pid')} on "
+                                        f"{holder.get('host')} (since {holder.get('since')}); wait for it to finish, "
+                                        f"or use another --run-dir. If that process is gone, delete {lock}") from None
+                    lock.unlink(missing_ok=True)  # its holder is dead (or the lock is damaged): break it
+        finally:
+            os.unlink(tmp)
         raise RunLocked(f"{self.path}: could not take the lock {lock}; delete it if no benchbox is running")
 
     def unlock(self) -> None:
@@ -157,10 +178,7 @@ class RunStore:
 
     @staticmethod
     def _holder(lock: Path) -> dict | None:
-        try:
-            return json.loads(lock.read_text())
-        except (OSError, ValueError):
-            return None
+        return read_json_object(lock)
 
     # --- splits ---------------------------------------------------------------------------
     def split_path(self, name: str) -> Path:
@@ -172,7 +190,14 @@ class RunStore:
 
     def read_split(self, name: str) -> dict | None:
         p = self.split_path(name)
-        return json.loads(p.read_text()) if p.exists() else None
+        if not p.exists():
+            return None
+        data = read_json_object(p)
+        if data is None or not isinstance(data.get("ids"), list) or not isinstance(data.get("fold"), list):
+            raise StoreError(f"{p} is damaged (not the fold assignment benchbox wrote), so the stored folds cannot be "
+                             "checked against the suite; delete that file to have it drawn again from the suite's "
+                             "seed, or start a new run with --new")
+        return data
 
     # --- fold records ---------------------------------------------------------------------
     def record_path(self, cell: CellKey, fold: int) -> Path:
@@ -180,24 +205,17 @@ class RunStore:
 
     def has_record(self, cell: CellKey, fold: int, digest: str | None = None) -> bool:
         """Whether a whole, readable record of this fold exists (of this suite digest, if given)."""
-        p = self.record_path(cell, fold)
-        if not p.exists():
-            return False
-        try:
-            data = json.loads(p.read_text())
-        except (OSError, ValueError):
-            return False  # a damaged record is redone
+        data = read_json_object(self.record_path(cell, fold))
+        if data is None:
+            return False  # missing or damaged: (re)done
         return digest is None or data.get("suite_digest") == digest
 
     def foreign_records(self, digest: str) -> list[Path]:
         """Records written by another suite (or an edited one): they must not be adopted."""
         out = []
         for p in sorted((self.path / "folds").glob("*.json")):
-            try:
-                data = json.loads(p.read_text())
-            except (OSError, ValueError):
-                continue
-            if data.get("suite_digest") != digest:
+            data = read_json_object(p)
+            if data is not None and data.get("suite_digest") != digest:
                 out.append(p)
         return out
 
@@ -221,10 +239,9 @@ class RunStore:
     def read_failures(self) -> list[dict]:
         out = []
         for p in sorted((self.path / "failed").glob("*.json")):
-            try:
-                out.append(json.loads(p.read_text()))
-            except (OSError, ValueError):
-                continue
+            data = read_json_object(p)
+            if data is not None:
+                out.append(data)
         return out
 
     def log(self, text: str) -> Path:
@@ -236,18 +253,29 @@ class RunStore:
         return p
 
     def read_records(self, manifest: dict | None = None) -> tuple[list[FoldRecord], list[str]]:
-        """All readable, valid fold records, and a message for every one skipped (the rest still count)."""
+        """All readable, valid fold records of this run's suite, and a message for every one skipped
+        (the rest still count). A record whose suite digest differs from the manifest's was made by
+        another (or an edited) suite: it is skipped too, never reported as this run's."""
         manifest = manifest if manifest is not None else self.manifest()
         aliases = legacy_aliases(manifest)
+        digest = manifest.get("suite_digest") if manifest.get("format") == FORMAT else None
         records, problems = [], []
         for p in sorted((self.path / "folds").glob("*.json")):
             try:
-                rec = FoldRecord.from_json(json.loads(p.read_text(encoding="utf-8")), aliases)
+                data = json.loads(p.read_text(encoding="utf-8"))
+                if not isinstance(data, dict):
+                    raise ValueError(f"a JSON {type(data).__name__}, not a record")
+                rec = FoldRecord.from_json(data, aliases)
                 _validate(rec)
-                records.append(rec)
-            except (OSError, ValueError, TypeError, KeyError, StoreError) as exc:
+            except (OSError, ValueError, TypeError, KeyError, AttributeError, StoreError) as exc:
                 problems.append(f"{p}: skipped a damaged fold record ({exc}); rerun `benchbox run` on the suite to "
                                 "redo it")
+                continue
+            if digest and rec.suite_digest != digest:
+                problems.append(f"{p}: skipped a fold record of another suite (digest {rec.suite_digest or 'none'}, "
+                                f"this run's is {digest}); it was copied in or left by an edited suite")
+                continue
+            records.append(rec)
         return records, problems
 
 
@@ -263,6 +291,18 @@ def _validate(rec: FoldRecord) -> None:
         raise ValueError("non-finite probabilities")
     if len(rec.y_true) and (rec.y_true.min() < 0 or rec.y_true.max() >= p.shape[1]):
         raise ValueError("true labels outside the class list")
+
+
+def _link_or_create(tmp: str, lock: Path, content: dict) -> None:
+    """Put the lock in place whole; raise FileExistsError if one exists."""
+    try:
+        os.link(tmp, lock)
+    except FileExistsError:
+        raise
+    except OSError:  # a file system without hard links: exclusive create, then write
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        with os.fdopen(fd, "w") as f:
+            json.dump(content, f)
 
 
 def _alive(holder: dict) -> bool:

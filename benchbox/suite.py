@@ -171,8 +171,10 @@ def validate_suite(raw: dict, path, registry, text: str = "", check_availability
     if _type_ok(seed, int) and not 0 <= seed <= MAX_SEED:
         c.add("seed", f"must be between 0 and {MAX_SEED} (2**32 - 1), got {seed}")
     output_dir = raw.get("output_dir", "runs")
-    if isinstance(output_dir, str) and Path(output_dir).exists() and not Path(output_dir).is_dir():
-        c.add("output_dir", f"{output_dir!r} is a file; runs are written into a folder — name another path")
+    blocker = file_in_the_way(Path(output_dir)) if isinstance(output_dir, str) else None
+    if blocker is not None:
+        what = "is a file" if blocker == Path(output_dir) else f"lies under {str(blocker)!r}, which is a file"
+        c.add("output_dir", f"{output_dir!r} {what}; runs are written into a folder — name another path")
 
     protocol_raw = raw.get("protocol", {}) if isinstance(raw.get("protocol", {}), dict) else {}
     c.keys("protocol", protocol_raw, PROTOCOL_KEYS)
@@ -282,10 +284,29 @@ def _entries(c: _Checker, raw, section, registry, kind, common, check_availabili
                     options[key] = _resolve_path(options[key], c.path)
         if kind == "backbone":
             options["weights"] = _resolve_path(options.get("weights"), c.path)
-            for problem in obj.check_options(options):
+            for problem in plugin_option_problems(obj, plugin, options):
                 c.add(where, problem)
         entries[alias] = (DatasetEntry if kind == "dataset" else BackboneEntry)(alias, plugin, options)
     return entries
+
+
+def file_in_the_way(path: Path) -> Path | None:
+    """The path itself, or the nearest existing folder above it, when that is a file (so no
+    folder can be created there); None when the path can be a folder."""
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return None if candidate.is_dir() else candidate
+    return None
+
+
+def plugin_option_problems(backbone, plugin: str, options) -> list[str]:
+    """A backbone's check_options, with a plugin that raises (or returns junk) reported, not crashing."""
+    try:
+        problems = backbone.check_options(options) or []
+        return [problems] if isinstance(problems, str) else [str(p) for p in problems]
+    except Exception as exc:
+        return [f"plugin {plugin} failed in check_options: {type(exc).__name__}: {exc} (a bug in that plugin; "
+                "report it to its authors)"]
 
 
 def _probes(c: _Checker, raw, datasets):

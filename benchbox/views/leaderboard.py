@@ -25,6 +25,7 @@ FORMATS = ("markdown", "html", "csv", "json")
 def collect(run_dirs, registry, dataset: str | None = None) -> tuple[pd.DataFrame, list[str], dict[str, MetricSpec]]:
     """One row per entry of every run, the problems met, and every metric the runs declare."""
     rows, problems, metrics = [], [], {}
+    seen_datasets: set[str] = set()
     for run_dir in run_dirs:
         try:
             result = summarise(RunStore(run_dir), registry)
@@ -49,6 +50,7 @@ def collect(run_dirs, registry, dataset: str | None = None) -> tuple[pd.DataFram
             if cell.probe:  # a probe's cell qualifies its entry; it is not an entry itself
                 continue
             dmeta = result.data_meta(cell)
+            seen_datasets.add(cell.dataset)
             if dataset and cell.dataset != dataset and dmeta.get("plugin") != dataset:
                 continue
             opts = cells.get(cell, {}).get("options", {})
@@ -62,11 +64,22 @@ def collect(run_dirs, registry, dataset: str | None = None) -> tuple[pd.DataFram
                          "weights": opts.get("weights", ""), "input_size": size, "composition": composition,
                          "hardware": ", ".join(env.get("gpus") or []) or env.get("cpu", ""),
                          "date": manifest.get("started_at", ""), "benchbox": env.get("benchbox", ""),
-                         "notes": " | ".join(notes.get(cell, [])),
+                         "notes": " | ".join(_completeness(r) + notes.get(cell, [])),
                          "group": f"{composition} | {manifest.get('protocol_label')} | input {size}"})
     if not rows:
+        if dataset and seen_datasets:
+            raise BenchboxError(f"--dataset {dataset!r}: no entry of that data set in the runs given; their data sets: "
+                                f"{', '.join(sorted(seen_datasets))} (or name a dataset plugin)")
         raise BenchboxError("no leaderboard entries: " + ("; ".join(problems) if problems else "no runs given"))
     return pd.DataFrame(rows), problems, metrics
+
+
+def _completeness(row) -> list[str]:
+    """A note for an entry whose run did not finish every fold: it is ranked, but not as a whole result."""
+    expected = row.get("folds_expected")
+    if isinstance(expected, (int, float)) and not pd.isna(expected) and row.get("folds", 0) < expected:
+        return [f"incomplete: {row['folds']}/{int(expected)} folds"]
+    return []
 
 
 def rank(entries: pd.DataFrame, spec: MetricSpec) -> pd.DataFrame:

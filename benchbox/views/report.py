@@ -127,13 +127,23 @@ def print_terminal(result: RunResult, console: Console | None = None) -> None:
         if getattr(section, "in_report", True):
             console.print(_rich(section.table, section.title, "\n".join(section.notes)))
     for p in result.problems:
-        console.print(f"[yellow]warning:[/] {p}", highlight=False)
+        console.print(f"[yellow]warning:[/] {escape(str(p))}", highlight=False)
 
 
 def write_views(result: RunResult) -> list[Path]:
-    """report.md, report.tex, summary.csv, sections' CSV files and plots inside the run directory."""
+    """report.md, report.tex, summary.csv, sections' CSV files and plots inside the run directory.
+
+    Plots come first, so that a plot that cannot be drawn (e.g. a label matplotlib cannot parse)
+    is listed among the report's problems instead of stopping the views."""
     run_dir = Path(result.run_dir)
     written = []
+    if importlib.util.find_spec("matplotlib") is not None:
+        from benchbox.views.plots import write_plots
+
+        try:
+            written += write_plots(result)
+        except Exception as exc:  # a view: the records and the tables matter more
+            result.problems.append(f"plots were not drawn: {type(exc).__name__}: {exc}")
     for name, fmt in (("report.md", "markdown"), ("report.tex", "latex"), ("summary.csv", "csv")):
         write_atomic(run_dir / name, render_text(result, fmt))
         written.append(run_dir / name)
@@ -142,8 +152,4 @@ def write_views(result: RunResult) -> list[Path]:
         if csv_name:
             write_atomic(run_dir / csv_name, section.table.to_csv(index=False))
             written.append(run_dir / csv_name)
-    if importlib.util.find_spec("matplotlib") is not None:
-        from benchbox.views.plots import write_plots
-
-        written += write_plots(result)
     return written

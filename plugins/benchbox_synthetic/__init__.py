@@ -17,6 +17,7 @@ import pandas as pd
 
 from benchbox import hookimpl
 from benchbox.contracts import Dataset, SampleSet
+from benchbox.errors import DataError
 
 CLASSES = ("covid", "pneumonia", "normal")
 
@@ -77,7 +78,8 @@ class SyntheticXrays(Dataset):
     def samples(self, options, seed, data_dir):
         n, n_patients = int(options["images"]), int(options["patients"])
         if n_patients < 3 or n < n_patients:
-            raise ValueError("synthetic: need patients >= 3 and images >= patients")
+            raise DataError(f"synthetic: images = {n}, patients = {n_patients}: needs patients >= 3 and images >= "
+                            "patients (each patient has at least one image)")
         order = _rng(seed, "classes").permutation(n_patients)
         patient_label = {p: CLASSES[i % 3] for i, p in enumerate(order)}
         patients = {}

@@ -150,12 +150,27 @@ def load_state_dict_file(path: str) -> dict:
     return sd.get("state_dict", sd) if isinstance(sd, dict) else sd
 
 
+def _load_error(exc: Exception) -> str:
+    """The line of torch.load's error that says what is wrong, not its advice to load unsafely."""
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:
+        rest = [line.strip() for line in text.split("WeightsUnpickler error:", 1)[1].splitlines() if line.strip()]
+        return f"not a PyTorch state dict ({rest[0]})" if rest else "not a PyTorch state dict"
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return first if "weights_only" not in first else "not a PyTorch state dict"
+
+
 def load_weights_file(network, net: BenchboxNet, path: str) -> None:
     """A whole benchbox model's state dict, or the original network's (classifier ignored)."""
     try:
         sd = load_state_dict_file(path)
     except Exception as exc:
-        raise WeightsError(f"torch/{network}: cannot read weights file {path}: {exc}") from None
+        raise WeightsError(f"torch/{network}: cannot read weights file {path}: {_load_error(exc)}. It must be a "
+                           ".safetensors file or a PyTorch state dict saved with torch.save (files that would run "
+                           "code when loaded are refused)") from None
+    if not isinstance(sd, dict) or not all(isinstance(k, str) for k in sd):
+        raise WeightsError(f"torch/{network}: weights file {path} holds a {type(sd).__name__}, not a state dict "
+                           "(a mapping of tensor names to tensors)")
     if any(k.startswith("head.") for k in sd) and any(k.startswith("base.") for k in sd):
         try:
             net.load_state_dict(sd, strict=True)
