@@ -15,7 +15,7 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
 from rich.console import Console
@@ -25,8 +25,12 @@ from rich.table import Table
 
 from benchbox.errors import BenchboxError, PluginError
 
-app = typer.Typer(help="Honest, reproducible comparisons of CNN backbones on small medical imaging data sets.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Honest, reproducible comparisons of CNN backbones on small medical imaging data sets.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
 backbones_app = typer.Typer(help="Inspect backbone plugins.", no_args_is_help=True)
 app.add_typer(backbones_app, name="backbones")
 plugin_app = typer.Typer(help="Create plugins.", no_args_is_help=True)
@@ -51,8 +55,11 @@ class Interrupted(BenchboxError):
 
 
 @app.callback()
-def _options(verbose: bool = typer.Option(False, "--verbose", "-v",
-                                          help="Show tracebacks of plugin failures and framework log lines.")):
+def _options(
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Show tracebacks of plugin failures and framework log lines."
+    ),
+):
     STATE["verbose"] = verbose
     if not verbose:  # framework C++ logs (TensorFlow, absl) are noise unless asked for
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -97,8 +104,11 @@ class RichReporter:
 
     def fold_end(self, record):
         self.progress.advance(self.folds)
-        self.progress.console.print(f"  {record.cell} fold {record.fold}: trained in {record.train_seconds:.1f} s, "
-                                    f"{record.n_test} test images", markup=False, highlight=False)
+        self.progress.console.print(
+            f"  {record.cell} fold {record.fold}: trained in {record.train_seconds:.1f} s, {record.n_test} test images",
+            markup=False,
+            highlight=False,
+        )
 
 
 def _resume_hint(suite: Path, out_dir: Path | None) -> str:
@@ -108,24 +118,30 @@ def _resume_hint(suite: Path, out_dir: Path | None) -> str:
         return f"nothing was stored yet; rerun `benchbox run {suite}` to start again"
     kept = len(list((Path(out_dir) / "folds").glob("*.json")))
     RunStore(out_dir).unlock()
-    return (f"{kept} finished fold(s) are kept in {out_dir}; rerun `benchbox run {suite}` (or with "
-            f"--run-dir {out_dir}) to resume")
+    return (
+        f"{kept} finished fold(s) are kept in {out_dir}; rerun `benchbox run {suite}` (or with "
+        f"--run-dir {out_dir}) to resume"
+    )
 
 
 @app.command()
-def run(suite: Path = typer.Argument(..., help="Suite file (TOML)."),
-        data_dir: Optional[Path] = typer.Option(None, "--data-dir", envvar="BENCHBOX_DATA",
-                                                help="Root of the raw data sources (default: user cache)."),
-        run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Write (or resume) this run directory."),
-        new: bool = typer.Option(False, "--new", help="Start a new run even if an unfinished one exists."),
-        executor: Optional[str] = typer.Option(None, "--executor", help="local (default) or ray."),
-        ray_address: Optional[str] = typer.Option(None, "--ray-address", envvar="RAY_ADDRESS",
-                                                  help="Ray cluster to use (default: start a local instance)."),
-        cpus_per_fold: Optional[float] = typer.Option(None, "--cpus-per-fold", help="Ray: CPUs requested per fold."),
-        gpus_per_fold: Optional[float] = typer.Option(None, "--gpus-per-fold", help="Ray: GPUs requested per fold."),
-        memory_per_fold_gb: Optional[float] = typer.Option(None, "--memory-per-fold-gb", help="Ray: memory per fold."),
-        max_retries: Optional[int] = typer.Option(None, "--max-retries", help="Ray: retries of a failing fold."),
-        ray_local_cpus: Optional[int] = typer.Option(None, "--ray-local-cpus", help="CPUs of a local Ray instance.")):
+def run(
+    suite: Path = typer.Argument(..., help="Suite file (TOML)."),
+    data_dir: Optional[Path] = typer.Option(
+        None, "--data-dir", envvar="BENCHBOX_DATA", help="Root of the raw data sources (default: user cache)."
+    ),
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Write (or resume) this run directory."),
+    new: bool = typer.Option(False, "--new", help="Start a new run even if an unfinished one exists."),
+    executor: Optional[str] = typer.Option(None, "--executor", help="local (default) or ray."),
+    ray_address: Optional[str] = typer.Option(
+        None, "--ray-address", envvar="RAY_ADDRESS", help="Ray cluster to use (default: start a local instance)."
+    ),
+    cpus_per_fold: Optional[float] = typer.Option(None, "--cpus-per-fold", help="Ray: CPUs requested per fold."),
+    gpus_per_fold: Optional[float] = typer.Option(None, "--gpus-per-fold", help="Ray: GPUs requested per fold."),
+    memory_per_fold_gb: Optional[float] = typer.Option(None, "--memory-per-fold-gb", help="Ray: memory per fold."),
+    max_retries: Optional[int] = typer.Option(None, "--max-retries", help="Ray: retries of a failing fold."),
+    ray_local_cpus: Optional[int] = typer.Option(None, "--ray-local-cpus", help="CPUs of a local Ray instance."),
+):
     """Run a suite: train and evaluate every dataset x backbone x fold, then print the comparison.
 
     Rerunning the same command resumes an unfinished run of the same suite."""
@@ -137,9 +153,15 @@ def run(suite: Path = typer.Argument(..., help="Suite file (TOML)."),
     registry = _registry()
     s = load_suite(suite, registry, check_availability=True)
     settings = dict(s.executor)
-    for key, value in (("kind", executor), ("address", ray_address), ("cpus_per_fold", cpus_per_fold),
-                       ("gpus_per_fold", gpus_per_fold), ("memory_gb_per_fold", memory_per_fold_gb),
-                       ("max_retries", max_retries), ("local_cpus", ray_local_cpus)):
+    for key, value in (
+        ("kind", executor),
+        ("address", ray_address),
+        ("cpus_per_fold", cpus_per_fold),
+        ("gpus_per_fold", gpus_per_fold),
+        ("memory_gb_per_fold", memory_per_fold_gb),
+        ("max_retries", max_retries),
+        ("local_cpus", ray_local_cpus),
+    ):
         if value is not None:
             settings[key] = value
     executor_config = ExecutorConfig(**settings)
@@ -153,19 +175,33 @@ def run(suite: Path = typer.Argument(..., help="Suite file (TOML)."),
     try:
         with Progress(*columns, console=console, transient=False) as progress:
             reporter = RichReporter(progress)
-            result = run_suite(s, registry, run_dir=run_dir, data_dir=str(data_dir) if data_dir else None,
-                               new=new, reporter=reporter, executor_config=executor_config)
+            result = run_suite(
+                s,
+                registry,
+                run_dir=run_dir,
+                data_dir=str(data_dir) if data_dir else None,
+                new=new,
+                reporter=reporter,
+                executor_config=executor_config,
+            )
     except KeyboardInterrupt:
         out = reporter.run_dir if reporter is not None else None
         raise Interrupted(f"interrupted: {_resume_hint(suite, out)}") from None
     print_terminal(result, console)
-    console.print(f"run directory: [bold]{esc(result.run_dir)}[/] (report.md, summary.csv, folds/, plots/)", highlight=False)
+    console.print(
+        f"run directory: [bold]{esc(result.run_dir)}[/] (report.md, summary.csv, folds/, plots/)", highlight=False
+    )
     if result.failures:
-        errors = [(str(f.get("error") or "unknown error").splitlines() or ["unknown error"])[0] for f in result.failures]
+        errors = [
+            (str(f.get("error") or "unknown error").splitlines() or ["unknown error"])[0] for f in result.failures
+        ]
         errors = [e for e in errors if not e.startswith("skipped")] or errors
-        raise PluginError(f"{len(result.failures)} fold(s) failed or were skipped (errors in {result.run_dir / 'failed'}, "
-                          f"tracebacks in {result.run_dir / 'benchbox.log'}): " + "; ".join(errors[:3]) +
-                          ". Fix the cause and rerun the same command to retry them.")
+        raise PluginError(
+            f"{len(result.failures)} fold(s) failed or were skipped (errors in {result.run_dir / 'failed'}, "
+            f"tracebacks in {result.run_dir / 'benchbox.log'}): "
+            + "; ".join(errors[:3])
+            + ". Fix the cause and rerun the same command to retry them."
+        )
 
 
 @app.command()
@@ -174,13 +210,19 @@ def validate(suite: Path = typer.Argument(..., help="Suite file (TOML).")):
     from benchbox.suite import load_suite
 
     s = load_suite(suite, _registry())
-    console.print(f"[green]{esc(suite)}: valid[/] — {len(s.cells)} cell(s) x {s.protocol.n_folds} fold(s) "
-                  f"({s.protocol.label}), {s.training.epochs} epochs", highlight=False)
+    console.print(
+        f"[green]{esc(suite)}: valid[/] — {len(s.cells)} cell(s) x {s.protocol.n_folds} fold(s) "
+        f"({s.protocol.label}), {s.training.epochs} epochs",
+        highlight=False,
+    )
     for cell in s.cells:
         ext = s.external.get(cell)
-        console.print(f"  {cell.label} ({s.datasets[cell.dataset].plugin}) x {cell.backbone} "
-                      f"({s.backbones[cell.backbone].plugin})" + (f", external: {', '.join(ext)}" if ext else ""),
-                      markup=False, highlight=False)
+        console.print(
+            f"  {cell.label} ({s.datasets[cell.dataset].plugin}) x {cell.backbone} "
+            f"({s.backbones[cell.backbone].plugin})" + (f", external: {', '.join(ext)}" if ext else ""),
+            markup=False,
+            highlight=False,
+        )
 
 
 @app.command()
@@ -193,8 +235,13 @@ def plugins():
     for kind in registry.tables:
         for name, entry in sorted(registry.table(kind).items()):
             avail = entry.availability
-            table.add_row(esc(kind), esc(name), esc(entry.origin), "yes" if avail.ok else f"[red]no[/]: {esc(avail.reason)}",
-                          esc(getattr(entry.obj, "description", "")))
+            table.add_row(
+                esc(kind),
+                esc(name),
+                esc(entry.origin),
+                "yes" if avail.ok else f"[red]no[/]: {esc(avail.reason)}",
+                esc(getattr(entry.obj, "description", "")),
+            )
     console.print(table)
     for plugin, error in registry.broken:
         console.print(f"[red]broken plugin {esc(plugin)}:[/] {esc(error)}", highlight=False)
@@ -212,9 +259,11 @@ def _output_file(output: Path, option: str = "--output", example: str = "report.
 
 
 @app.command()
-def report(run_dir: Path = typer.Argument(..., help="A run directory written by `benchbox run`."),
-           format: str = typer.Option("terminal", "--format", "-f", help="terminal, markdown, csv or latex."),
-           output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout.")):
+def report(
+    run_dir: Path = typer.Argument(..., help="A run directory written by `benchbox run`."),
+    format: str = typer.Option("terminal", "--format", "-f", help="terminal, markdown, csv or latex."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
+):
     """Re-render a run's tables (and its report files and plots) from its stored fold records alone."""
     from benchbox.runner import rerender
     from benchbox.views.report import FORMATS, print_terminal, render_text
@@ -236,11 +285,13 @@ def report(run_dir: Path = typer.Argument(..., help="A run directory written by 
 
 
 @app.command()
-def compare(run_dir: Path = typer.Argument(..., help="A run directory."),
-            a: str = typer.Argument(..., help="First backbone (its name in the suite)."),
-            b: str = typer.Argument(..., help="Second backbone."),
-            dataset: Optional[str] = typer.Option(None, "--dataset", help="Data set, when they share several."),
-            n_boot: int = typer.Option(1000, "--n-boot", min=10, help="Bootstrap resamples (patients).")):
+def compare(
+    run_dir: Path = typer.Argument(..., help="A run directory."),
+    a: str = typer.Argument(..., help="First backbone (its name in the suite)."),
+    b: str = typer.Argument(..., help="Second backbone."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Data set, when they share several."),
+    n_boot: int = typer.Option(1000, "--n-boot", min=10, help="Bootstrap resamples (patients)."),
+):
     """Paired comparison of two backbones on the same samples: McNemar and the AUC difference."""
     from benchbox.views.compare import compare as run_compare
 
@@ -252,20 +303,28 @@ def compare(run_dir: Path = typer.Argument(..., help="A run directory."),
     table.add_row("accuracy", f"{100 * r['accuracy_a']:.2f}% vs {100 * r['accuracy_b']:.2f}%")
     table.add_row("right only by " + esc(a), str(m["only_a"]))
     table.add_row("right only by " + esc(b), str(m["only_b"]))
-    table.add_row(f"McNemar ({m['method']})", f"p = {m['p_value']:.4g}" + (" (significant at 0.05)" if m["p_value"] < 0.05 else ""))
+    table.add_row(
+        f"McNemar ({m['method']})",
+        f"p = {m['p_value']:.4g}" + (" (significant at 0.05)" if m["p_value"] < 0.05 else ""),
+    )
     lo, hi = r["auc_difference_ci"]
     table.add_row("AUC", f"{r['auc_a']:.4f} vs {r['auc_b']:.4f}")
-    table.add_row("AUC difference (a − b)", f"{r['auc_difference']:+.4f} [95% CI {lo:+.4f}, {hi:+.4f}], patient bootstrap")
+    table.add_row(
+        "AUC difference (a − b)", f"{r['auc_difference']:+.4f} [95% CI {lo:+.4f}, {hi:+.4f}], patient bootstrap"
+    )
     console.print(table)
 
 
 @app.command()
-def leaderboard(runs: List[Path] = typer.Argument(..., help="Run directories (e.g. runs/*)."),
-                metric: Optional[str] = typer.Option(None, "--metric", help="Any metric the runs' evaluators "
-                                                     "declare (default: the first one declared)."),
-                dataset: Optional[str] = typer.Option(None, "--dataset", help="Only this data set (name or plugin)."),
-                format: str = typer.Option("markdown", "--format", "-f", help="markdown, html, csv or json."),
-                output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file.")):
+def leaderboard(
+    runs: list[Path] = typer.Argument(..., help="Run directories (e.g. runs/*)."),
+    metric: Optional[str] = typer.Option(
+        None, "--metric", help="Any metric the runs' evaluators declare (default: the first one declared)."
+    ),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Only this data set (name or plugin)."),
+    format: str = typer.Option("markdown", "--format", "-f", help="markdown, html, csv or json."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file."),
+):
     """Rank data set x backbone entries across runs, grouping entries that are not comparable."""
     from benchbox.views.leaderboard import FORMATS, choose_metric, collect, rank, render
 
@@ -286,15 +345,17 @@ def leaderboard(runs: List[Path] = typer.Argument(..., help="Run directories (e.
 
 
 @app.command()
-def bench(backbones: List[str] = typer.Argument(..., help="Backbone plugins, e.g. keras/mobilenet_v2 torch/mobilenet_v2."),
-          batch_sizes: str = typer.Option("1,64", "--batch-sizes", help="Inference batch sizes, comma-separated."),
-          train_batch_size: int = typer.Option(64, "--train-batch-size", help="Training batch size (0: skip training)."),
-          input_size: str = typer.Option("200x266", "--input", help="HEIGHTxWIDTH."),
-          device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
-          amp: bool = typer.Option(False, "--amp", help="Mixed precision (AMP / Keras mixed policy)."),
-          channels_last: bool = typer.Option(False, "--channels-last", help="PyTorch channels-last memory format."),
-          min_seconds: float = typer.Option(2.0, "--min-seconds", help="Measure each figure for at least this long."),
-          output: Path = typer.Option(Path("bench.csv"), "--output", "-o", help="CSV file to write.")):
+def bench(
+    backbones: list[str] = typer.Argument(..., help="Backbone plugins, e.g. keras/mobilenet_v2 torch/mobilenet_v2."),
+    batch_sizes: str = typer.Option("1,64", "--batch-sizes", help="Inference batch sizes, comma-separated."),
+    train_batch_size: int = typer.Option(64, "--train-batch-size", help="Training batch size (0: skip training)."),
+    input_size: str = typer.Option("200x266", "--input", help="HEIGHTxWIDTH."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    amp: bool = typer.Option(False, "--amp", help="Mixed precision (AMP / Keras mixed policy)."),
+    channels_last: bool = typer.Option(False, "--channels-last", help="PyTorch channels-last memory format."),
+    min_seconds: float = typer.Option(2.0, "--min-seconds", help="Measure each figure for at least this long."),
+    output: Path = typer.Option(Path("bench.csv"), "--output", "-o", help="CSV file to write."),
+):
     """Inference and training throughput, timm-style: warm-up excluded, synchronised clocks."""
     import pandas as pd
 
@@ -322,13 +383,28 @@ def bench(backbones: List[str] = typer.Argument(..., help="Backbone plugins, e.g
             raise BenchboxError(f"{name}: this plugin does not implement bench_steps(); it cannot be benchmarked")
         options = {**backbone.defaults, "input_size": list(size)}
         console.print(f"benchmarking {esc(name)} on {device} ...", highlight=False)
-        rows += bench_backbone(backbone, options, sizes, train_batch_size, device, amp, channels_last,
-                               min_seconds=min_seconds)
+        rows += bench_backbone(
+            backbone, options, sizes, train_batch_size, device, amp, channels_last, min_seconds=min_seconds
+        )
     frame = pd.DataFrame(rows)[CSV_COLUMNS]
     frame.to_csv(output, index=False)
-    console.print(_rich_frame(frame[["model", "infer_batch_size", "infer_samples_per_sec", "infer_step_time",
-                                     "infer_step_time_p95", "train_samples_per_sec", "gmacs", "param_count"]],
-                              f"throughput on {device}"))
+    console.print(
+        _rich_frame(
+            frame[
+                [
+                    "model",
+                    "infer_batch_size",
+                    "infer_samples_per_sec",
+                    "infer_step_time",
+                    "infer_step_time_p95",
+                    "train_samples_per_sec",
+                    "gmacs",
+                    "param_count",
+                ]
+            ],
+            f"throughput on {device}",
+        )
+    )
     console.print(f"wrote {output}")
 
 
@@ -342,9 +418,11 @@ def _rich_frame(frame, title):
 
 
 @backbones_app.command("describe")
-def backbones_describe(name: str = typer.Argument(..., help="Backbone plugin, e.g. keras/inception_v3."),
-                       cutoff: Optional[int] = typer.Option(None, "--cutoff", help="Frozen layers (default: the study's)."),
-                       input_size: str = typer.Option("200x266", "--input", help="HEIGHTxWIDTH.")):
+def backbones_describe(
+    name: str = typer.Argument(..., help="Backbone plugin, e.g. keras/inception_v3."),
+    cutoff: Optional[int] = typer.Option(None, "--cutoff", help="Frozen layers (default: the study's)."),
+    input_size: str = typer.Option("200x266", "--input", help="HEIGHTxWIDTH."),
+):
     """Parameters (total / frozen / trainable), depth, last frozen layer, preprocessing, MACs."""
     from benchbox.suite import plugin_option_problems
 
@@ -367,9 +445,13 @@ def backbones_describe(name: str = typer.Argument(..., help="Backbone plugin, e.
 
 
 @weights_app.command("fetch")
-def weights_fetch(names: Optional[List[str]] = typer.Argument(None, help="Backbones (default: every available one)."),
-                  alpha: float = typer.Option(1.0, "--alpha", help="MobileNet v2 width multiplier (Keras)."),
-                  input_size: str = typer.Option("224x224", "--input", help="HEIGHTxWIDTH (Keras MobileNet v2 picks its file by it).")):
+def weights_fetch(
+    names: Optional[list[str]] = typer.Argument(None, help="Backbones (default: every available one)."),
+    alpha: float = typer.Option(1.0, "--alpha", help="MobileNet v2 width multiplier (Keras)."),
+    input_size: str = typer.Option(
+        "224x224", "--input", help="HEIGHTxWIDTH (Keras MobileNet v2 picks its file by it)."
+    ),
+):
     """Download ImageNet weights into the framework caches, for later offline runs."""
     from benchbox.errors import PluginError
 
@@ -392,10 +474,13 @@ def weights_fetch(names: Optional[List[str]] = typer.Argument(None, help="Backbo
 
 
 @data_app.command("describe")
-def data_describe(names: Optional[List[str]] = typer.Argument(None, help="Dataset plugins (default: all)."),
-                  data_dir: Optional[Path] = typer.Option(None, "--data-dir", envvar="BENCHBOX_DATA",
-                                                          help="Root of the raw data sources."),
-                  seed: int = typer.Option(0, "--seed", min=0, help="Seed of the composition draw.")):
+def data_describe(
+    names: Optional[list[str]] = typer.Argument(None, help="Dataset plugins (default: all)."),
+    data_dir: Optional[Path] = typer.Option(
+        None, "--data-dir", envvar="BENCHBOX_DATA", help="Root of the raw data sources."
+    ),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the composition draw."),
+):
     """Class counts, patients and sources of data sets (their default options)."""
     from benchbox.contracts import SampleSet
     from benchbox.harness import call_plugin
@@ -405,24 +490,40 @@ def data_describe(names: Optional[List[str]] = typer.Argument(None, help="Datase
     for name in names or sorted(registry.datasets):
         try:
             dataset = registry.get("dataset", name)
-            samples = call_plugin(registry.origin_of("dataset", name), "samples", f"data set {name}", dataset.samples,
-                                  dict(dataset.defaults), seed, str(data_dir) if data_dir else None)
+            samples = call_plugin(
+                registry.origin_of("dataset", name),
+                "samples",
+                f"data set {name}",
+                dataset.samples,
+                dict(dataset.defaults),
+                seed,
+                str(data_dir) if data_dir else None,
+            )
             if not isinstance(samples, SampleSet):
-                raise PluginError(f"dataset plugin {name} returned {type(samples).__name__} from samples(); it must "
-                                  "return a benchbox.contracts.SampleSet")
+                raise PluginError(
+                    f"dataset plugin {name} returned {type(samples).__name__} from samples(); it must "
+                    "return a benchbox.contracts.SampleSet"
+                )
         except BenchboxError as exc:
             failed.append(name)
             console.print(f"[yellow]{esc(name)}: unavailable here[/] — {esc(exc)}", highlight=False)
             continue
         t = samples.table
-        table = Table(title=esc(f"{name}: {len(t)} images, {t['group'].nunique()} patients "
-                                f"(positive class: {samples.positive_class})"))
+        table = Table(
+            title=esc(
+                f"{name}: {len(t)} images, {t['group'].nunique()} patients (positive class: {samples.positive_class})"
+            )
+        )
         for col in ("class", "images", "patients", "sources"):
             table.add_column(col, justify="left" if col in ("class", "sources") else "right")
         for cls in samples.classes:
             sub = t[t["label"] == cls]
-            table.add_row(esc(cls), str(len(sub)), str(sub["group"].nunique()),
-                          esc(", ".join(f"{k} {v}" for k, v in sub["source"].value_counts().items())))
+            table.add_row(
+                esc(cls),
+                str(len(sub)),
+                str(sub["group"].nunique()),
+                esc(", ".join(f"{k} {v}" for k, v in sub["source"].value_counts().items())),
+            )
         console.print(table)
         for warning in samples.warnings:
             console.print(f"  [yellow]warning:[/] {esc(warning)}", highlight=False)
@@ -444,25 +545,32 @@ def _sources(registry, names):
 
 
 @data_app.command("fetch")
-def data_fetch(sources: Optional[List[str]] = typer.Argument(None, help="Data sources, e.g. cohen kermany (default: all)."),
-               data_dir: Optional[Path] = typer.Option(None, "--data-dir", envvar="BENCHBOX_DATA",
-                                                       help="Root to download into.")):
+def data_fetch(
+    sources: Optional[list[str]] = typer.Argument(None, help="Data sources, e.g. cohen kermany (default: all)."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", envvar="BENCHBOX_DATA", help="Root to download into."),
+):
     """Download, verify and unpack raw data sources into the data root."""
     from benchbox.datadir import data_root
 
     root = data_root(data_dir)
     for name, source in _sources(_registry(), sources):
-        with Progress(TextColumn(f"{name}"), BarColumn(), TextColumn("{task.completed:,.0f} bytes"),
-                      console=console) as progress:
+        with Progress(
+            TextColumn(f"{name}"), BarColumn(), TextColumn("{task.completed:,.0f} bytes"), console=console
+        ) as progress:
             task = progress.add_task(name, total=None)
-            target = source.fetch(root, lambda done, total: progress.update(task, completed=done, total=total or None))
+            target = source.fetch(
+                root, lambda done, total, task=task: progress.update(task, completed=done, total=total or None)
+            )
         console.print(f"[green]{esc(name)}[/] -> {esc(target)}", highlight=False)
 
 
 @data_app.command("verify")
-def data_verify(sources: Optional[List[str]] = typer.Argument(None, help="Data sources (default: all)."),
-                data_dir: Optional[Path] = typer.Option(None, "--data-dir", envvar="BENCHBOX_DATA",
-                                                        help="Root that holds the sources.")):
+def data_verify(
+    sources: Optional[list[str]] = typer.Argument(None, help="Data sources (default: all)."),
+    data_dir: Optional[Path] = typer.Option(
+        None, "--data-dir", envvar="BENCHBOX_DATA", help="Root that holds the sources."
+    ),
+):
     """Check a data root against the sources' shipped manifests: missing, changed and extra files."""
     from benchbox.datadir import data_root
 
@@ -471,7 +579,9 @@ def data_verify(sources: Optional[List[str]] = typer.Argument(None, help="Data s
     for name, source in _sources(_registry(), sources):
         report = source.verify(root)
         state = "[green]ok[/]" if report.ok else "[red]problems[/]"
-        console.print(f"{esc(name)}: {state} — {report.checked} file(s) checked under {esc(report.root)}", highlight=False)
+        console.print(
+            f"{esc(name)}: {state} — {report.checked} file(s) checked under {esc(report.root)}", highlight=False
+        )
         for label, items in (("missing", report.missing), ("changed", report.changed), ("extra", report.extra)):
             for item in items[:20]:
                 console.print(f"  {label}: {item}", markup=False, highlight=False)
@@ -482,41 +592,63 @@ def data_verify(sources: Optional[List[str]] = typer.Argument(None, help="Data s
         if not report.ok:
             bad.append(name)
     if bad:
-        raise BenchboxError(f"{', '.join(bad)}: files missing or changed under {root} (listed above); fetch again "
-                            "with `benchbox data fetch` or fix the files by hand")
+        raise BenchboxError(
+            f"{', '.join(bad)}: files missing or changed under {root} (listed above); fetch again "
+            "with `benchbox data fetch` or fix the files by hand"
+        )
 
 
 @data_app.command("export")
-def data_export(name: str = typer.Argument(..., help="Data set plugin, e.g. synthetic."),
-                to: Path = typer.Option(..., "--to", help="Folder to create (class folders + labels.csv)."),
-                input_size: str = typer.Option("256x256", "--size", help="HEIGHTxWIDTH of the written images."),
-                data_dir: Optional[Path] = typer.Option(None, "--data-dir", envvar="BENCHBOX_DATA",
-                                                        help="Root of the raw data sources."),
-                seed: int = typer.Option(0, "--seed", min=0, help="Seed of the data set's draw.")):
+def data_export(
+    name: str = typer.Argument(..., help="Data set plugin, e.g. synthetic."),
+    to: Path = typer.Option(..., "--to", help="Folder to create (class folders + labels.csv)."),
+    input_size: str = typer.Option("256x256", "--size", help="HEIGHTxWIDTH of the written images."),
+    data_dir: Optional[Path] = typer.Option(
+        None, "--data-dir", envvar="BENCHBOX_DATA", help="Root of the raw data sources."
+    ),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the data set's draw."),
+):
     """Write a data set as a class-folder tree and a CSV (e.g. the synthetic set, for a walk-through)."""
     from benchbox.export import export_dataset
     from benchbox.harness import call_plugin
 
     registry = _registry()
     dataset = registry.get("dataset", name)
-    samples = call_plugin(registry.origin_of("dataset", name), "samples", f"data set {name}", dataset.samples,
-                          dict(dataset.defaults), seed, str(data_dir) if data_dir else None)
+    samples = call_plugin(
+        registry.origin_of("dataset", name),
+        "samples",
+        f"data set {name}",
+        dataset.samples,
+        dict(dataset.defaults),
+        seed,
+        str(data_dir) if data_dir else None,
+    )
     result = export_dataset(samples, to, parse_size(input_size))
-    console.print(f"wrote {result.get('images', len(samples.table))} images of {esc(name)} to {esc(to)} "
-                  f"(class folders and labels.csv)", highlight=False)
+    console.print(
+        f"wrote {result.get('images', len(samples.table))} images of {esc(name)} to {esc(to)} "
+        f"(class folders and labels.csv)",
+        highlight=False,
+    )
     if result.get("group_pattern"):
-        console.print(f"patients are in the file names: group_pattern = '{result['group_pattern']}'",
-                      markup=False, highlight=False)
+        console.print(
+            f"patients are in the file names: group_pattern = '{result['group_pattern']}'",
+            markup=False,
+            highlight=False,
+        )
 
 
 @plugin_app.command("new")
-def plugin_new(name: str = typer.Argument(..., help="Short name, e.g. resnet (makes benchbox-resnet/)."),
-               directory: Path = typer.Option(Path("."), "--dir", help="Where to create the package.")):
+def plugin_new(
+    name: str = typer.Argument(..., help="Short name, e.g. resnet (makes benchbox-resnet/)."),
+    directory: Path = typer.Option(Path("."), "--dir", help="Where to create the package."),
+):
     """Scaffold a backbone plugin package: entry point, a Keras ResNet50 backbone, conformance test."""
     from benchbox.scaffold import scaffold
 
     root = scaffold(name, directory)
-    console.print(esc(f"created {root}\n  next: pip install -e {root} && benchbox plugins && python -m pytest {root}/tests"))
+    console.print(
+        esc(f"created {root}\n  next: pip install -e {root} && benchbox plugins && python -m pytest {root}/tests")
+    )
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -568,8 +700,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except Exception:
         log = _crash_log(traceback.format_exc())
-        err_console.print(f"[bold red]internal error:[/] {esc(repr(sys.exc_info()[1]))} — a bug in benchbox or a plugin; "
-                          f"the traceback is in {esc(log)}. Please report it with that file.", highlight=False)
+        err_console.print(
+            f"[bold red]internal error:[/] {esc(repr(sys.exc_info()[1]))} — a bug in benchbox or a plugin; "
+            f"the traceback is in {esc(log)}. Please report it with that file.",
+            highlight=False,
+        )
         if STATE["verbose"]:
             err_console.print(log.read_text(), markup=False, highlight=False)
         sys.exit(1)

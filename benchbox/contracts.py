@@ -6,9 +6,10 @@ Everything here is framework-free: a test can build any of these values by hand.
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,7 +25,7 @@ class Availability:
     reason: str = ""
 
     @staticmethod
-    def needs_modules(*modules: str, install: str) -> "Availability":
+    def needs_modules(*modules: str, install: str) -> Availability:
         missing = [m for m in modules if importlib.util.find_spec(m) is None]
         if missing:
             return Availability(False, f"missing {', '.join(missing)}; install with: {install}")

@@ -8,8 +8,17 @@ import platform
 import shutil
 import subprocess
 
-FRAMEWORK_PACKAGES = ("keras", "tensorflow", "tensorflow-cpu", "torch", "torchvision", "timm",
-                      "numpy", "scikit-learn", "pluggy")
+FRAMEWORK_PACKAGES = (
+    "keras",
+    "tensorflow",
+    "tensorflow-cpu",
+    "torch",
+    "torchvision",
+    "timm",
+    "numpy",
+    "scikit-learn",
+    "pluggy",
+)
 
 
 def package_versions() -> dict[str, str]:
@@ -37,8 +46,9 @@ def gpu_names() -> list[str]:
     if not shutil.which("nvidia-smi"):
         return []
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=10
+        )
         return [line.strip() for line in out.stdout.splitlines() if line.strip()]
     except (OSError, subprocess.SubprocessError):
         return []
@@ -47,7 +57,13 @@ def gpu_names() -> list[str]:
 def environment() -> dict:
     from benchbox import __version__
 
-    return {"benchbox": __version__, "python": platform.python_version(),
-            "os": f"{platform.system()} {platform.release()}", "machine": platform.machine(),
-            "cpu": cpu_name(), "cpu_count": os.cpu_count(), "gpus": gpu_names(),
-            "packages": package_versions()}
+    return {
+        "benchbox": __version__,
+        "python": platform.python_version(),
+        "os": f"{platform.system()} {platform.release()}",
+        "machine": platform.machine(),
+        "cpu": cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "gpus": gpu_names(),
+        "packages": package_versions(),
+    }

@@ -42,9 +42,18 @@ class ExecutorConfig:
 
 def build_job(unit: Unit, images: np.ndarray, test_images: np.ndarray, progress=None) -> FoldJob:
     f = unit.job_fields
-    return FoldJob(x_train=images[unit.train_idx], y_train=f["y_train"], x_test=test_images[unit.test_idx],
-                   num_classes=f["num_classes"], options=f["options"], training=f["training"], seed=f["seed"],
-                   progress=progress, train_ids=f["train_ids"], test_ids=f["test_ids"])
+    return FoldJob(
+        x_train=images[unit.train_idx],
+        y_train=f["y_train"],
+        x_test=test_images[unit.test_idx],
+        num_classes=f["num_classes"],
+        options=f["options"],
+        training=f["training"],
+        seed=f["seed"],
+        progress=progress,
+        train_ids=f["train_ids"],
+        test_ids=f["test_ids"],
+    )
 
 
 class LocalExecutor:
@@ -93,35 +102,51 @@ class RayExecutor:
         if ray.is_initialized():
             return
         address = self.config.address or os.environ.get("RAY_ADDRESS")
-        kwargs = {"include_dashboard": False, "log_to_driver": False, "ignore_reinit_error": True,
-                  # workers must import benchbox and the plugins exactly as the driver does
-                  "runtime_env": {"env_vars": {"PYTHONPATH": os.environ.get("PYTHONPATH", "")}}}
+        kwargs = {
+            "include_dashboard": False,
+            "log_to_driver": False,
+            "ignore_reinit_error": True,
+            # workers must import benchbox and the plugins exactly as the driver does
+            "runtime_env": {"env_vars": {"PYTHONPATH": os.environ.get("PYTHONPATH", "")}},
+        }
         try:
             if address:
                 ray.init(address=address, **kwargs)
             else:
                 ray.init(num_cpus=self.config.local_cpus, **kwargs)
         except Exception as exc:
-            raise BenchboxError(f"cannot start or reach Ray ({address or 'local instance'}): {exc}. Check "
-                                "--ray-address / RAY_ADDRESS, or start a cluster with `ray start --head`") from None
+            raise BenchboxError(
+                f"cannot start or reach Ray ({address or 'local instance'}): {exc}. Check "
+                "--ray-address / RAY_ADDRESS, or start a cluster with `ray start --head`"
+            ) from None
 
     def run(self, units, images: dict, externals: dict, on_done, on_failed, reporter) -> None:
         self._connect()
         ray, cfg = self.ray, self.config
-        options = {"num_cpus": cfg.cpus_per_fold, "num_gpus": cfg.gpus_per_fold, "max_retries": cfg.max_retries,
-                   # a fold can fail for a passing reason on a cluster (out of GPU memory, a lost node)
-                   "retry_exceptions": True}
+        options = {
+            "num_cpus": cfg.cpus_per_fold,
+            "num_gpus": cfg.gpus_per_fold,
+            "max_retries": cfg.max_retries,
+            # a fold can fail for a passing reason on a cluster (out of GPU memory, a lost node)
+            "retry_exceptions": True,
+        }
         if cfg.memory_gb_per_fold:
             options["memory"] = int(cfg.memory_gb_per_fold * 2**30)
         task = ray.remote(_ray_train_unit).options(**options)
         # each image array goes to the object store once and is shared by every task that reads it
         image_refs = {key: ray.put(arr) for key, arr in images.items()}
         external_refs = {key: ray.put(ext) for key, ext in externals.items()}
-        pending = {task.remote(u, image_refs[u.images_key], image_refs[u.test_images_key],
-                               external_refs.get(u.external_key, {})): u for u in units}
+        pending = {
+            task.remote(
+                u, image_refs[u.images_key], image_refs[u.test_images_key], external_refs.get(u.external_key, {})
+            ): u
+            for u in units
+        }
         total = len(pending)
-        reporter.message(f"ray: {total} unit(s) submitted ({cfg.cpus_per_fold} CPU, {cfg.gpus_per_fold} GPU per fold, "
-                         f"up to {cfg.max_retries} retries)")
+        reporter.message(
+            f"ray: {total} unit(s) submitted ({cfg.cpus_per_fold} CPU, {cfg.gpus_per_fold} GPU per fold, "
+            f"up to {cfg.max_retries} retries)"
+        )
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             ref = done[0]

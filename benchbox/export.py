@@ -41,7 +41,7 @@ def safe_name(text: str, limit: int = 120) -> str:
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", str(text)).strip("-._")
     name = re.sub(r"_{2,}", "_", name) or "x"  # "__" is the separator only
     if len(name) > limit:
-        name = f"{name[:limit - 9]}-{zlib.crc32(str(text).encode()):08x}"
+        name = f"{name[: limit - 9]}-{zlib.crc32(str(text).encode()):08x}"
     return name
 
 
@@ -69,12 +69,17 @@ def export_dataset(samples: SampleSet, to: str | os.PathLike, size: tuple[int, i
     table = samples.table.reset_index(drop=True)
     class_dirs = {c: safe_name(c) for c in samples.classes}
     if len(set(class_dirs.values())) != len(class_dirs):
-        raise DataError(f"export: class names {list(samples.classes)} give the same folder name once made safe; "
-                        "rename the classes (e.g. with label_map)")
+        raise DataError(
+            f"export: class names {list(samples.classes)} give the same folder name once made safe; "
+            "rename the classes (e.g. with label_map)"
+        )
     names, used = [], set()
     for row in table.itertuples(index=False):
-        stem = safe_name(row.id) if str(row.group) == str(row.id) else \
-            f"{safe_name(row.group)}{GROUP_SEPARATOR}{safe_name(row.id)}"
+        stem = (
+            safe_name(row.id)
+            if str(row.group) == str(row.id)
+            else f"{safe_name(row.group)}{GROUP_SEPARATOR}{safe_name(row.id)}"
+        )
         rel = f"{class_dirs[row.label]}/{stem}.png"
         if rel in used:  # two ids that differ only in unsafe characters
             rel = f"{class_dirs[row.label]}/{stem}-{zlib.crc32(str(row.id).encode()):08x}.png"
@@ -86,12 +91,14 @@ def export_dataset(samples: SampleSet, to: str | os.PathLike, size: tuple[int, i
         for d in class_dirs.values():
             (staging / d).mkdir(parents=True)
         for start in range(0, len(table), chunk):
-            part = table.iloc[start:start + chunk]
+            part = table.iloc[start : start + chunk]
             images = np.asarray(samples.load(part, (height, width)))
             if images.shape != (len(part), height, width) or images.dtype != np.uint8:
-                raise DataError(f"export: the data set's load returned {images.dtype} {images.shape}; expected uint8 "
-                                f"{(len(part), height, width)}")
-            for rel, image in zip(names[start:start + chunk], images):
+                raise DataError(
+                    f"export: the data set's load returned {images.dtype} {images.shape}; expected uint8 "
+                    f"{(len(part), height, width)}"
+                )
+            for rel, image in zip(names[start : start + chunk], images):
                 Image.fromarray(image, "L").save(staging / rel)
         with open(staging / "labels.csv", "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
@@ -106,6 +113,11 @@ def export_dataset(samples: SampleSet, to: str | os.PathLike, size: tuple[int, i
         shutil.rmtree(staging, ignore_errors=True)
         raise
     counts = table["label"].value_counts()
-    return {"folder": str(to), "csv": str(to / "labels.csv"), "images": len(table),
-            "classes": {c: int(counts.get(c, 0)) for c in samples.classes}, "size": [height, width],
-            "group_pattern": GROUP_PATTERN}
+    return {
+        "folder": str(to),
+        "csv": str(to / "labels.csv"),
+        "images": len(table),
+        "classes": {c: int(counts.get(c, 0)) for c in samples.classes},
+        "size": [height, width],
+        "group_pattern": GROUP_PATTERN,
+    }

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -49,8 +50,9 @@ def call_plugin(plugin: str, method: str, where: str, fn: Callable, *args, **kwa
     except BenchboxError as exc:
         raise PluginError(f"{plugin} failed in {method} on {where}: {exc}", detail=traceback.format_exc()) from exc
     except Exception as exc:
-        raise PluginError(f"{plugin} failed in {method} on {where}: {type(exc).__name__}: {exc}",
-                          detail=traceback.format_exc()) from exc
+        raise PluginError(
+            f"{plugin} failed in {method} on {where}: {type(exc).__name__}: {exc}", detail=traceback.format_exc()
+        ) from exc
 
 
 def check_probabilities(p: Any, n: int, num_classes: int, who: str) -> np.ndarray:
@@ -60,25 +62,39 @@ def check_probabilities(p: Any, n: int, num_classes: int, who: str) -> np.ndarra
     except (TypeError, ValueError) as exc:
         raise PluginError(f"{who} returned probabilities that are not numbers ({exc})") from None
     if arr.shape != (n, num_classes):
-        raise PluginError(f"{who} returned probabilities of shape {arr.shape}; expected ({n}, {num_classes}) "
-                          "(one row per image, one column per class)")
+        raise PluginError(
+            f"{who} returned probabilities of shape {arr.shape}; expected ({n}, {num_classes}) "
+            "(one row per image, one column per class)"
+        )
     if not np.isfinite(arr).all():
         bad = int((~np.isfinite(arr)).any(axis=1).sum())
-        raise PluginError(f"{who} returned non-finite probabilities (NaN or inf) in {bad} of {n} rows; "
-                          "the model diverged or the plugin has a bug (try a lower learning rate)")
+        raise PluginError(
+            f"{who} returned non-finite probabilities (NaN or inf) in {bad} of {n} rows; "
+            "the model diverged or the plugin has a bug (try a lower learning rate)"
+        )
     if arr.size and (arr.min() < 0 or arr.max() > 1):
-        raise PluginError(f"{who} returned probabilities outside [0, 1] (min {arr.min():.4g}, max {arr.max():.4g}); "
-                          "apply softmax to the network's outputs")
+        raise PluginError(
+            f"{who} returned probabilities outside [0, 1] (min {arr.min():.4g}, max {arr.max():.4g}); "
+            "apply softmax to the network's outputs"
+        )
     sums = arr.sum(axis=1)
     if arr.size and np.abs(sums - 1).max() > SUM_TOLERANCE:
         worst = int(np.abs(sums - 1).argmax())
-        raise PluginError(f"{who} returned probability rows that do not sum to one (row {worst} sums to "
-                          f"{sums[worst]:.6g}, tolerance {SUM_TOLERANCE}); apply softmax to the network's outputs")
+        raise PluginError(
+            f"{who} returned probability rows that do not sum to one (row {worst} sums to "
+            f"{sums[worst]:.6g}, tolerance {SUM_TOLERANCE}); apply softmax to the network's outputs"
+        )
     return arr
 
 
-def run_fold(backbone: Backbone, plugin: str, job: FoldJob, where: str,
-             external: dict[str, np.ndarray] | None = None, clock: Callable[[], float] = time.perf_counter) -> FoldOutcome:
+def run_fold(
+    backbone: Backbone,
+    plugin: str,
+    job: FoldJob,
+    where: str,
+    external: dict[str, np.ndarray] | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> FoldOutcome:
     """Train on the job, predict its test fold (and any external images), time it all the same way."""
     t0 = clock()
     model = call_plugin(plugin, "fit", where, backbone.fit, job)
@@ -87,8 +103,15 @@ def run_fold(backbone: Backbone, plugin: str, job: FoldJob, where: str,
 
     n_test = len(job.x_test)
     t0 = clock()
-    probs = call_plugin(plugin, "predict", where, backbone.predict, model, job.x_test,
-                        list(job.test_ids) if job.test_ids is not None else None)
+    probs = call_plugin(
+        plugin,
+        "predict",
+        where,
+        backbone.predict,
+        model,
+        job.x_test,
+        list(job.test_ids) if job.test_ids is not None else None,
+    )
     call_plugin(plugin, "synchronize", where, backbone.synchronize, model)
     predict_seconds = clock() - t0
     probs = check_probabilities(probs, n_test, job.num_classes, f"{plugin} (predict on {where})")
@@ -112,5 +135,11 @@ def run_fold(backbone: Backbone, plugin: str, job: FoldJob, where: str,
     if not isinstance(info, dict):
         raise PluginError(f"{plugin} returned info of type {type(info).__name__} on {where}; return a dict")
     info = {**info, "timing": {"throughput_images": len(batch) if n_test else 0, "warmup_calls": 1}}
-    return FoldOutcome(probabilities=probs, external=ext, train_seconds=train_seconds, predict_seconds=predict_seconds,
-                       infer_images_per_sec=rate, info=info)
+    return FoldOutcome(
+        probabilities=probs,
+        external=ext,
+        train_seconds=train_seconds,
+        predict_seconds=predict_seconds,
+        infer_images_per_sec=rate,
+        info=info,
+    )

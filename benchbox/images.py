@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -151,21 +151,27 @@ def decode_dicom(path: str | os.PathLike) -> np.ndarray:
         raise DataError(f"{path} is not a readable DICOM file: {exc}") from None
     if not any(tag in ds for tag in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
         kind = getattr(ds, "Modality", "") or getattr(ds, "SOPClassUID", "")
-        raise DataError(f"{path} is a DICOM file without pixel data ({'modality/class ' + str(kind) + '; ' if kind else ''}"
-                        "e.g. a report or a presentation state), not an image: remove it from the data set")
+        raise DataError(
+            f"{path} is a DICOM file without pixel data ({'modality/class ' + str(kind) + '; ' if kind else ''}"
+            "e.g. a report or a presentation state), not an image: remove it from the data set"
+        )
     frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
     if frames > 1:
-        raise DataError(f"{path}: a multi-frame DICOM ({frames} frames); benchbox reads single images only: "
-                        "export the frame you want as its own file")
+        raise DataError(
+            f"{path}: a multi-frame DICOM ({frames} frames); benchbox reads single images only: "
+            "export the frame you want as its own file"
+        )
     photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).strip().upper()
     try:
         arr = ds.pixel_array
     except Exception as exc:
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         name = getattr(syntax, "name", syntax) or "unknown"
-        raise DataError(f"cannot decode the pixel data of DICOM file {path} (transfer syntax {name}): {exc}. "
-                        "Compressed DICOM needs a decoder: pip install pylibjpeg pylibjpeg-libjpeg "
-                        "pylibjpeg-openjpeg (or python-gdcm), or convert the file to uncompressed") from None
+        raise DataError(
+            f"cannot decode the pixel data of DICOM file {path} (transfer syntax {name}): {exc}. "
+            "Compressed DICOM needs a decoder: pip install pylibjpeg pylibjpeg-libjpeg "
+            "pylibjpeg-openjpeg (or python-gdcm), or convert the file to uncompressed"
+        ) from None
     try:
         from pydicom.pixels import apply_color_lut, apply_modality_lut, convert_color_space
     except ImportError:  # pydicom 2.x
@@ -183,8 +189,11 @@ def decode_dicom(path: str | os.PathLike) -> np.ndarray:
         if arr.ndim != 2:
             raise ValueError(f"unexpected pixel array shape {arr.shape}")
         stored_8bit = arr.dtype == np.uint8
-        rescaled = (_number(ds.get("RescaleSlope"), 1.0) != 1.0 or _number(ds.get("RescaleIntercept"), 0.0) != 0.0
-                    or "ModalityLUTSequence" in ds)
+        rescaled = (
+            _number(ds.get("RescaleSlope"), 1.0) != 1.0
+            or _number(ds.get("RescaleIntercept"), 0.0) != 0.0
+            or "ModalityLUTSequence" in ds
+        )
         values = np.asarray(apply_modality_lut(arr, ds), dtype=np.float64)
         window = _stored_window(ds)
         if window is not None:
@@ -243,11 +252,15 @@ def unreadable_message(path, reason: str, skip_unreadable: bool | None = None) -
     file was readable when the data set was listed and has changed since."""
     head = f"cannot decode image {path}: {reason}."
     if skip_unreadable:
-        return (f"{head} The data set has skip_unreadable = true, and this file was readable when the data set "
-                "was listed, so it has changed since: replace or remove it and run again.")
+        return (
+            f"{head} The data set has skip_unreadable = true, and this file was readable when the data set "
+            "was listed, so it has changed since: replace or remove it and run again."
+        )
     if skip_unreadable is None:
-        return (f"{head} Replace or remove the file, or set skip_unreadable = true on the data set (if it has "
-                "that option) to skip unreadable images.")
+        return (
+            f"{head} Replace or remove the file, or set skip_unreadable = true on the data set (if it has "
+            "that option) to skip unreadable images."
+        )
     return f"{head} Replace or remove the file, or set skip_unreadable = true on the data set to skip it."
 
 

@@ -68,18 +68,25 @@ def _samples(suite: Suite, registry, alias: str, data_dir, external_only: bool =
     entry = suite.datasets[alias]
     plugin = registry.get("dataset", entry.plugin)
     options = dict(entry.options)
-    samples = call_plugin(entry.plugin, "samples", f"data set {alias}", plugin.samples, options, suite.seed,
-                          data_dir or suite.data_dir)
+    samples = call_plugin(
+        entry.plugin, "samples", f"data set {alias}", plugin.samples, options, suite.seed, data_dir or suite.data_dir
+    )
     if not isinstance(samples, SampleSet):
-        raise BenchboxError(f"dataset plugin {entry.plugin} returned {type(samples).__name__} for {alias}; "
-                            "samples() must return a benchbox.contracts.SampleSet")
+        raise BenchboxError(
+            f"dataset plugin {entry.plugin} returned {type(samples).__name__} for {alias}; "
+            "samples() must return a benchbox.contracts.SampleSet"
+        )
     if len(samples.table) == 0:
-        raise DataError(f"data set {alias} ({entry.plugin}) has no images with these options; check its options "
-                        "and the data root (`benchbox data describe`)")
+        raise DataError(
+            f"data set {alias} ({entry.plugin}) has no images with these options; check its options "
+            "and the data root (`benchbox data describe`)"
+        )
     if options.get("positive_class") and not external_only:  # a test-only set may lack it (matched by name)
         if options["positive_class"] not in samples.classes:
-            raise BenchboxError(f"{suite.path}: datasets.{alias}.positive_class: {options['positive_class']!r} is "
-                                f"not a class of this data set; classes: {', '.join(samples.classes)}")
+            raise BenchboxError(
+                f"{suite.path}: datasets.{alias}.positive_class: {options['positive_class']!r} is "
+                f"not a class of this data set; classes: {', '.join(samples.classes)}"
+            )
         samples.positive_class = options["positive_class"]
     return samples
 
@@ -99,8 +106,10 @@ def prepare_data(suite: Suite, registry, data_dir=None) -> dict[DataKey, Prepare
         folds = None
         if alias not in external:
             if len(samples.classes) < 2 or samples.table["label"].nunique() < 2:
-                problems.append(f"data set {alias}: needs images of at least two classes to train on; found "
-                                f"{', '.join(sorted(samples.table['label'].astype(str).unique()))}")
+                problems.append(
+                    f"data set {alias}: needs images of at least two classes to train on; found "
+                    f"{', '.join(sorted(samples.table['label'].astype(str).unique()))}"
+                )
                 continue
             folds = assign_folds(suite.protocol, samples.labels, samples.table["group"].to_numpy(), suite.seed)
         prepared[DataKey(alias)] = PreparedData(DataKey(alias), samples, folds)
@@ -118,8 +127,11 @@ def probe_data(key: DataKey, base: PreparedData, suite: Suite) -> PreparedData:
     s, probe = base.samples, key.probe
     options = suite.probes[probe]
     if probe in IMAGE_PROBES:
-        probed = replace(s, load=lambda table, size: transform(probe, s.load(table, size), options),
-                         fingerprint=f"{s.fingerprint}+{probe}")
+        probed = replace(
+            s,
+            load=lambda table, size: transform(probe, s.load(table, size), options),
+            fingerprint=f"{s.fingerprint}+{probe}",
+        )
         if options.get("apply", "train+test") == "test":
             return PreparedData(key, s, base.folds, test_samples=probed)
         return PreparedData(key, probed, base.folds)
@@ -127,11 +139,19 @@ def probe_data(key: DataKey, base: PreparedData, suite: Suite) -> PreparedData:
     table = s.table.assign(label=s.table["source"].astype(str))
     classes = tuple(sorted(table["label"].unique()))
     if len(classes) < 2:
-        raise BenchboxError(f"probe source-as-label on {base.key.dataset!r}: every image comes from one source "
-                            f"({classes[0]}); there is nothing to predict — remove the probe from [probes]")
+        raise BenchboxError(
+            f"probe source-as-label on {base.key.dataset!r}: every image comes from one source "
+            f"({classes[0]}); there is nothing to predict — remove the probe from [probes]"
+        )
     positive_sources = s.table.loc[s.table["label"] == s.positive_class, "source"].value_counts()
-    samples = SampleSet(table=table, classes=classes, positive_class=str(positive_sources.index[0]), load=s.load,
-                        notes=list(s.notes), fingerprint=f"{s.fingerprint}+{probe}")
+    samples = SampleSet(
+        table=table,
+        classes=classes,
+        positive_class=str(positive_sources.index[0]),
+        load=s.load,
+        notes=list(s.notes),
+        fingerprint=f"{s.fingerprint}+{probe}",
+    )
     folds = assign_folds(suite.protocol, samples.labels, table["group"].to_numpy(), suite.seed)
     return PreparedData(key, samples, folds)
 
@@ -153,12 +173,27 @@ def plan_units(suite: Suite, data: dict[DataKey, PreparedData], done) -> list[Un
         test_ids = np.char.add(f"{cell.data.slug}/test/", raw_ids) if ds.test_samples is not None else ids
         for fold in todo:
             train_idx, test_idx = train_test_indices(ds.folds, fold)
-            units.append(Unit(cell=cell, plugin=entry.plugin, fold=fold, images_key=key, test_images_key=test_key,
-                              external_key=(externals, entry.input_size), train_idx=train_idx, test_idx=test_idx,
-                              job_fields={"y_train": labels[train_idx], "num_classes": len(ds.samples.classes),
-                                          "options": entry.options, "training": suite.training,
-                                          "seed": fold_seed(suite.seed, cell, fold),
-                                          "train_ids": ids[train_idx].tolist(), "test_ids": test_ids[test_idx].tolist()}))
+            units.append(
+                Unit(
+                    cell=cell,
+                    plugin=entry.plugin,
+                    fold=fold,
+                    images_key=key,
+                    test_images_key=test_key,
+                    external_key=(externals, entry.input_size),
+                    train_idx=train_idx,
+                    test_idx=test_idx,
+                    job_fields={
+                        "y_train": labels[train_idx],
+                        "num_classes": len(ds.samples.classes),
+                        "options": entry.options,
+                        "training": suite.training,
+                        "seed": fold_seed(suite.seed, cell, fold),
+                        "train_ids": ids[train_idx].tolist(),
+                        "test_ids": test_ids[test_idx].tolist(),
+                    },
+                )
+            )
     return units
 
 
@@ -183,9 +218,12 @@ def _load(samples: SampleSet, size, label: str) -> np.ndarray:
     except BenchboxError:
         raise
     except Exception as exc:
-        raise BenchboxError(f"data set {label}: loading its images failed: {type(exc).__name__}: {exc}",
-                            detail=traceback.format_exc()) from exc
+        raise BenchboxError(
+            f"data set {label}: loading its images failed: {type(exc).__name__}: {exc}", detail=traceback.format_exc()
+        ) from exc
     if arr.dtype != np.uint8 or arr.shape != (len(samples.table), *size):
-        raise BenchboxError(f"data set {label}: load() returned {arr.dtype} {arr.shape}; expected uint8 "
-                            f"{(len(samples.table), *size)} (grayscale, padded and resized)")
+        raise BenchboxError(
+            f"data set {label}: load() returned {arr.dtype} {arr.shape}; expected uint8 "
+            f"{(len(samples.table), *size)} (grayscale, padded and resized)"
+        )
     return arr

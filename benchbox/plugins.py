@@ -22,8 +22,12 @@ from benchbox.contracts import Availability
 from benchbox.errors import PluginError
 
 GROUP = "benchbox"
-KINDS = {"dataset": "benchbox_datasets", "backbone": "benchbox_backbones", "evaluator": "benchbox_evaluators",
-         "data source": "benchbox_data_sources"}
+KINDS = {
+    "dataset": "benchbox_datasets",
+    "backbone": "benchbox_backbones",
+    "evaluator": "benchbox_evaluators",
+    "data source": "benchbox_data_sources",
+}
 
 
 @dataclass
@@ -73,8 +77,10 @@ class Registry:
         """The plugin object, or a PluginError listing the valid names."""
         table = self.table(kind)
         if name not in table:
-            raise PluginError(f"unknown {kind} plugin {name!r}; available: {', '.join(sorted(table)) or 'none'}"
-                              " (see `benchbox plugins`)")
+            raise PluginError(
+                f"unknown {kind} plugin {name!r}; available: {', '.join(sorted(table)) or 'none'}"
+                " (see `benchbox plugins`)"
+            )
         entry = table[name]
         avail = entry.availability
         if not avail.ok:
@@ -94,15 +100,17 @@ class Registry:
             raise
         except Exception as exc:
             culprit = self._culprit(exc)
-            raise PluginError(f"plugin {culprit} failed in {hook}: {type(exc).__name__}: {exc}",
-                              detail=traceback.format_exc()) from exc
+            raise PluginError(
+                f"plugin {culprit} failed in {hook}: {type(exc).__name__}: {exc}", detail=traceback.format_exc()
+            ) from exc
 
     def call_each(self, hook: str, **kwargs) -> tuple[list[tuple[str, Any]], list[str]]:
         """Call a hook once per plugin (isolated): [(plugin, result)] and a message per failure."""
         results, problems = [], []
         for impl in getattr(self.pm.hook, hook).get_hookimpls():
-            caller = self.pm.subset_hook_caller(hook, remove_plugins=[p for n, p in self.pm.list_name_plugin()
-                                                                       if n != impl.plugin_name])
+            caller = self.pm.subset_hook_caller(
+                hook, remove_plugins=[p for n, p in self.pm.list_name_plugin() if n != impl.plugin_name]
+            )
             try:
                 results.extend((impl.plugin_name, r) for r in caller(**kwargs))  # one result: this plugin's
             except Exception as exc:
@@ -134,16 +142,25 @@ def _check_pending(pm: pluggy.PluginManager, registry: Registry) -> None:
     for name, plugin in list(pm.list_name_plugin()):
         if plugin is None:
             continue
-        unknown = {impl.function.__name__ for hook in pm.get_hookcallers(plugin) or []
-                   for impl in hook.get_hookimpls() if impl.plugin is plugin and hook.name not in known}
-        unmarked = {attr for attr in dir(plugin) if attr in known and callable(getattr(plugin, attr, None))
-                    and pm.parse_hookimpl_opts(plugin, attr) is None}
+        unknown = {
+            impl.function.__name__
+            for hook in pm.get_hookcallers(plugin) or []
+            for impl in hook.get_hookimpls()
+            if impl.plugin is plugin and hook.name not in known
+        }
+        unmarked = {
+            attr
+            for attr in dir(plugin)
+            if attr in known and callable(getattr(plugin, attr, None)) and pm.parse_hookimpl_opts(plugin, attr) is None
+        }
         if unknown or unmarked:
             pm.unregister(plugin)
             reasons = []
             if unknown:
-                reasons.append(f"implements unknown hook(s) {', '.join(sorted(unknown))} — a typo? "
-                               f"known hooks: {', '.join(sorted(known))}")
+                reasons.append(
+                    f"implements unknown hook(s) {', '.join(sorted(unknown))} — a typo? "
+                    f"known hooks: {', '.join(sorted(known))}"
+                )
             if unmarked:
                 reasons.append(f"{', '.join(sorted(unmarked))} not marked with @benchbox.hookimpl")
             registry.broken.append((name, "; ".join(reasons)))
@@ -184,8 +201,9 @@ def load_registry(extra_plugins=()) -> Registry:
                 registry.broken.append((plugin_name, f"contributed a {kind} without a name ({type(obj).__name__})"))
                 continue
             if name in table:
-                registry.broken.append((plugin_name, f"{kind} {name!r} already provided by "
-                                        f"{table[name].origin}; ignored"))
+                registry.broken.append(
+                    (plugin_name, f"{kind} {name!r} already provided by {table[name].origin}; ignored")
+                )
                 continue
             table[name] = Entry(kind, name, obj, origin, plugin_name)
     return registry

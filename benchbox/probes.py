@@ -21,13 +21,17 @@ import numpy as np
 IMAGE_PROBES = ("lungs-blackout", "border-only", "centre-only")
 LABEL_PROBES = ("source-as-label",)
 PROBES = IMAGE_PROBES + LABEL_PROBES
-PROBE_OPTIONS = {"lungs-blackout": {"fraction": 0.6, "apply": "train+test"},
-                 "border-only": {"frame": 0.12, "apply": "train+test"},
-                 "centre-only": {"frame": 0.12, "apply": "train+test"},
-                 "source-as-label": {}}
-THRESHOLDS = {"same_within_points": 10.0,  # a probe "keeps" the accuracy when within this many points
-              "above_chance_points": 15.0,  # a probe "carries information" above chance by this many
-              "source_accuracy": 0.95}  # source "predictable near-perfectly" at or above this accuracy
+PROBE_OPTIONS = {
+    "lungs-blackout": {"fraction": 0.6, "apply": "train+test"},
+    "border-only": {"frame": 0.12, "apply": "train+test"},
+    "centre-only": {"frame": 0.12, "apply": "train+test"},
+    "source-as-label": {},
+}
+THRESHOLDS = {
+    "same_within_points": 10.0,  # a probe "keeps" the accuracy when within this many points
+    "above_chance_points": 15.0,  # a probe "carries information" above chance by this many
+    "source_accuracy": 0.95,
+}  # source "predictable near-perfectly" at or above this accuracy
 
 
 def _frame(h: int, w: int, frame: float) -> tuple[int, int]:
@@ -40,7 +44,7 @@ def lungs_blackout(images: np.ndarray, fraction: float = 0.6) -> np.ndarray:
     h, w = images.shape[-2:]
     rh, rw = int(round(fraction * h)), int(round(fraction * w))
     top, left = (h - rh) // 2, (w - rw) // 2
-    out[..., top:top + rh, left:left + rw] = 0
+    out[..., top : top + rh, left : left + rw] = 0
     return out
 
 
@@ -49,7 +53,7 @@ def border_only(images: np.ndarray, frame: float = 0.12) -> np.ndarray:
     out = images.copy()
     h, w = images.shape[-2:]
     fh, fw = _frame(h, w, frame)
-    out[..., fh:h - fh, fw:w - fw] = 0
+    out[..., fh : h - fh, fw : w - fw] = 0
     return out
 
 
@@ -58,7 +62,7 @@ def centre_only(images: np.ndarray, frame: float = 0.12) -> np.ndarray:
     out = np.zeros_like(images)
     h, w = images.shape[-2:]
     fh, fw = _frame(h, w, frame)
-    out[..., fh:h - fh, fw:w - fw] = images[..., fh:h - fh, fw:w - fw]
+    out[..., fh : h - fh, fw : w - fw] = images[..., fh : h - fh, fw : w - fw]
     return out
 
 

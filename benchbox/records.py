@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -29,7 +30,7 @@ class CellKey:
     probe: str = ""
 
     @property
-    def data(self) -> "DataKey":
+    def data(self) -> DataKey:
         return DataKey(self.dataset, self.probe)
 
     @property
@@ -72,14 +73,21 @@ class ExternalPrediction:
     probabilities: np.ndarray
 
     def to_json(self) -> dict:
-        return {"ids": list(self.ids), "labels": list(self.labels), "sources": list(self.sources),
-                "probabilities": np.asarray(self.probabilities, dtype=float).tolist()}
+        return {
+            "ids": list(self.ids),
+            "labels": list(self.labels),
+            "sources": list(self.sources),
+            "probabilities": np.asarray(self.probabilities, dtype=float).tolist(),
+        }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "ExternalPrediction":
-        return cls(ids=list(data["ids"]), labels=[str(v) for v in data["labels"]],
-                   sources=[str(v) for v in data.get("sources") or ["unknown"] * len(data["ids"])],
-                   probabilities=np.asarray(data["probabilities"], dtype=float))
+    def from_json(cls, data: Mapping[str, Any]) -> ExternalPrediction:
+        return cls(
+            ids=list(data["ids"]),
+            labels=[str(v) for v in data["labels"]],
+            sources=[str(v) for v in data.get("sources") or ["unknown"] * len(data["ids"])],
+            probabilities=np.asarray(data["probabilities"], dtype=float),
+        )
 
 
 @dataclass
@@ -114,25 +122,38 @@ class FoldRecord:
         return np.asarray(self.probabilities).argmax(axis=1)
 
     def to_json(self) -> dict:
-        return {"schema": SCHEMA, "dataset": self.cell.dataset, "probe": self.cell.probe,
-                "backbone": self.cell.backbone, "fold": self.fold, "seed": self.seed, "classes": list(self.classes),
-                "test_ids": list(self.test_ids), "y_true": np.asarray(self.y_true, dtype=int).tolist(),
-                "test_groups": list(self.test_groups), "test_sources": list(self.test_sources),
-                "probabilities": np.asarray(self.probabilities, dtype=float).tolist(),
-                "n_train": int(self.n_train), "n_test": self.n_test, "train_seconds": float(self.train_seconds),
-                "predict_seconds": float(self.predict_seconds),
-                "infer_images_per_sec": _finite_or_none(self.infer_images_per_sec), "info": self.info,
-                "external": {a: e.to_json() for a, e in self.external.items()},
-                "suite_digest": self.suite_digest,
-                "written_at": self.written_at or time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        return {
+            "schema": SCHEMA,
+            "dataset": self.cell.dataset,
+            "probe": self.cell.probe,
+            "backbone": self.cell.backbone,
+            "fold": self.fold,
+            "seed": self.seed,
+            "classes": list(self.classes),
+            "test_ids": list(self.test_ids),
+            "y_true": np.asarray(self.y_true, dtype=int).tolist(),
+            "test_groups": list(self.test_groups),
+            "test_sources": list(self.test_sources),
+            "probabilities": np.asarray(self.probabilities, dtype=float).tolist(),
+            "n_train": int(self.n_train),
+            "n_test": self.n_test,
+            "train_seconds": float(self.train_seconds),
+            "predict_seconds": float(self.predict_seconds),
+            "infer_images_per_sec": _finite_or_none(self.infer_images_per_sec),
+            "info": self.info,
+            "external": {a: e.to_json() for a, e in self.external.items()},
+            "suite_digest": self.suite_digest,
+            "written_at": self.written_at or time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any], aliases: Mapping[str, DataKey] | None = None) -> "FoldRecord":
+    def from_json(cls, data: Mapping[str, Any], aliases: Mapping[str, DataKey] | None = None) -> FoldRecord:
         """Read a stored record of any schema; ``aliases`` maps schema-1 data set names to their key."""
         schema = int(data.get("schema", 1))
         if schema > SCHEMA:
-            raise StoreError(f"fold record of schema {schema}, newer than this benchbox reads ({SCHEMA}); "
-                             "upgrade benchbox")
+            raise StoreError(
+                f"fold record of schema {schema}, newer than this benchbox reads ({SCHEMA}); upgrade benchbox"
+            )
         for key in ("dataset", "backbone", "fold", "y_true", "probabilities"):
             if key not in data:
                 raise ValueError(f"missing field {key!r}")
@@ -150,16 +171,26 @@ class FoldRecord:
         else:  # schema 1: the engine's own figure, from the images it timed
             timed = (data.get("info") or {}).get("predict_images", len(y_true))
             rate = timed / predict_s if predict_s > 0 else float("nan")
-        return cls(cell=CellKey(data_key.dataset, str(data["backbone"]), data_key.probe), fold=int(data["fold"]),
-                   seed=int(data.get("seed", 0)), classes=[str(c) for c in data.get("classes") or []],
-                   test_ids=ids, y_true=y_true, probabilities=probs,
-                   test_groups=[str(g) for g in data.get("test_groups") or ids],
-                   test_sources=[str(s) for s in data.get("test_sources") or ["unknown"] * len(ids)],
-                   n_train=int(data.get("n_train", 0)), train_seconds=float(data.get("train_seconds") or 0.0),
-                   predict_seconds=predict_s, infer_images_per_sec=rate, info=dict(data.get("info") or {}),
-                   external={a: ExternalPrediction.from_json(e) for a, e in (data.get("external") or {}).items()},
-                   suite_digest=str(data.get("suite_digest", "")), written_at=str(data.get("written_at", "")),
-                   schema=schema)
+        return cls(
+            cell=CellKey(data_key.dataset, str(data["backbone"]), data_key.probe),
+            fold=int(data["fold"]),
+            seed=int(data.get("seed", 0)),
+            classes=[str(c) for c in data.get("classes") or []],
+            test_ids=ids,
+            y_true=y_true,
+            probabilities=probs,
+            test_groups=[str(g) for g in data.get("test_groups") or ids],
+            test_sources=[str(s) for s in data.get("test_sources") or ["unknown"] * len(ids)],
+            n_train=int(data.get("n_train", 0)),
+            train_seconds=float(data.get("train_seconds") or 0.0),
+            predict_seconds=predict_s,
+            infer_images_per_sec=rate,
+            info=dict(data.get("info") or {}),
+            external={a: ExternalPrediction.from_json(e) for a, e in (data.get("external") or {}).items()},
+            suite_digest=str(data.get("suite_digest", "")),
+            written_at=str(data.get("written_at", "")),
+            schema=schema,
+        )
 
 
 def _finite_or_none(value: float):

@@ -72,8 +72,15 @@ def preflight(suite: Suite, registry, data_dir=None) -> dict[DataKey, PreparedDa
     return data
 
 
-def run_suite(suite: Suite, registry, run_dir=None, data_dir=None, new: bool = False,
-              reporter: Reporter | None = None, executor_config: ExecutorConfig | None = None) -> RunResult:
+def run_suite(
+    suite: Suite,
+    registry,
+    run_dir=None,
+    data_dir=None,
+    new: bool = False,
+    reporter: Reporter | None = None,
+    executor_config: ExecutorConfig | None = None,
+) -> RunResult:
     """Run (or resume) every cell of the suite; return the run's summarised result."""
     reporter = reporter or Reporter()
     data = preflight(suite, registry, data_dir)
@@ -90,8 +97,14 @@ def run_suite(suite: Suite, registry, run_dir=None, data_dir=None, new: bool = F
         session.close()
 
 
-def execute(suite: Suite, registry, session: Session, data: dict[DataKey, PreparedData], reporter: Reporter,
-            executor_config: ExecutorConfig) -> RunResult:
+def execute(
+    suite: Suite,
+    registry,
+    session: Session,
+    data: dict[DataKey, PreparedData],
+    reporter: Reporter,
+    executor_config: ExecutorConfig,
+) -> RunResult:
     store, run_dir = session.store, session.run_dir
     registry.call_lifecycle("benchbox_run_start", run_dir=run_dir, manifest=session.manifest)
 
@@ -123,19 +136,25 @@ def execute(suite: Suite, registry, session: Session, data: dict[DataKey, Prepar
     make_executor(executor_config, registry).run(units, images, externals, on_done, on_failed, reporter)
     elapsed = time.time() - started
     finished_now = len(units) - len(failed)
-    store.update_manifest(status="complete" if not failed else "incomplete",
-                          finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), last_session_seconds=round(elapsed, 2),
-                          executor=executor_config.label,
-                          folds_per_hour=round(3600 * finished_now / elapsed, 1) if elapsed > 0 and finished_now else None,
-                          failed_units=[unit.where for unit, _ in failed])
+    store.update_manifest(
+        status="complete" if not failed else "incomplete",
+        finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        last_session_seconds=round(elapsed, 2),
+        executor=executor_config.label,
+        folds_per_hour=round(3600 * finished_now / elapsed, 1) if elapsed > 0 and finished_now else None,
+        failed_units=[unit.where for unit, _ in failed],
+    )
     result = summarise(store, registry) if store.has_records() else None
     if result is not None:
         write_views(result)
     registry.call_lifecycle("benchbox_run_end", run_dir=run_dir, result=result)
     if result is None:
         errors = [e for _, e in failed if not e.startswith("skipped")] or [e for _, e in failed]
-        raise BenchboxError(f"no fold finished in {run_dir}: " + "; ".join(errors[:3]) +
-                            f". Fix the cause and rerun the same command to resume (tracebacks in {run_dir / 'benchbox.log'}).")
+        raise BenchboxError(
+            f"no fold finished in {run_dir}: "
+            + "; ".join(errors[:3])
+            + f". Fix the cause and rerun the same command to resume (tracebacks in {run_dir / 'benchbox.log'})."
+        )
     return result
 
 
@@ -149,15 +168,30 @@ def make_record(unit: Unit, outcome, data: dict[DataKey, PreparedData], digest: 
     external = {}
     for alias, probs in outcome.external.items():
         et = data[DataKey(alias)].samples.table
-        external[alias] = ExternalPrediction(ids=et["id"].astype(str).tolist(), labels=et["label"].astype(str).tolist(),
-                                             sources=et["source"].astype(str).tolist(), probabilities=probs)
-    return FoldRecord(cell=unit.cell, fold=unit.fold, seed=unit.job_fields["seed"], classes=list(ds.samples.classes),
-                      test_ids=t["id"].iloc[idx].astype(str).tolist(), y_true=ds.samples.labels[idx],
-                      probabilities=outcome.probabilities, test_groups=t["group"].iloc[idx].astype(str).tolist(),
-                      test_sources=t["source"].iloc[idx].astype(str).tolist(), n_train=int(len(unit.train_idx)),
-                      train_seconds=outcome.train_seconds, predict_seconds=outcome.predict_seconds,
-                      infer_images_per_sec=outcome.infer_images_per_sec, info=outcome.info, external=external,
-                      suite_digest=digest)
+        external[alias] = ExternalPrediction(
+            ids=et["id"].astype(str).tolist(),
+            labels=et["label"].astype(str).tolist(),
+            sources=et["source"].astype(str).tolist(),
+            probabilities=probs,
+        )
+    return FoldRecord(
+        cell=unit.cell,
+        fold=unit.fold,
+        seed=unit.job_fields["seed"],
+        classes=list(ds.samples.classes),
+        test_ids=t["id"].iloc[idx].astype(str).tolist(),
+        y_true=ds.samples.labels[idx],
+        probabilities=outcome.probabilities,
+        test_groups=t["group"].iloc[idx].astype(str).tolist(),
+        test_sources=t["source"].iloc[idx].astype(str).tolist(),
+        n_train=int(len(unit.train_idx)),
+        train_seconds=outcome.train_seconds,
+        predict_seconds=outcome.predict_seconds,
+        infer_images_per_sec=outcome.infer_images_per_sec,
+        info=outcome.info,
+        external=external,
+        suite_digest=digest,
+    )
 
 
 def rerender(run_dir: Path, registry) -> RunResult:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from benchbox.errors import BenchboxError
 
-PYPROJECT = '''[build-system]
+PYPROJECT = """[build-system]
 requires = ["setuptools>=68"]
 build-backend = "setuptools.build_meta"
 
@@ -26,7 +26,7 @@ test = ["pytest"]
 
 [tool.setuptools]
 packages = ["{module}"]
-'''
+"""
 
 MODULE = '''"""{dist}: a benchbox backbone plugin (keras.applications.ResNet50, frozen up to `cutoff`)."""
 
@@ -78,16 +78,16 @@ def benchbox_backbones():
     return [KerasResNet50()]
 '''
 
-TEST = '''from benchbox.plugins import load_registry
+TEST = """from benchbox.plugins import load_registry
 from benchbox.testing import check_backbone
 
 
 def test_conformance():
     backbone = load_registry().get("backbone", "{short}/resnet50")
     check_backbone(backbone, options={{"input_size": [32, 32]}})
-'''
+"""
 
-README = '''# {dist}
+README = """# {dist}
 
 A benchbox backbone plugin. Install it next to benchbox and it appears in `benchbox plugins`:
 
@@ -96,7 +96,7 @@ A benchbox backbone plugin. Install it next to benchbox and it appears in `bench
     python -m pytest tests
 
 Use it in a suite with `plugin = "{short}/resnet50"`.
-'''
+"""
 
 
 def scaffold(name: str, parent: Path) -> Path:

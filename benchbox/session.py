@@ -44,8 +44,9 @@ def choose_run_dir(suite: Suite, run_dir: Path | None, new: bool) -> tuple[Path,
         if blocker == run_dir:
             raise StoreError(f"--run-dir {run_dir} is a file; name a folder (it is created if missing)")
         if blocker is not None:
-            raise StoreError(f"--run-dir {run_dir}: {blocker} is a file, so no folder can be created there; name "
-                             "another folder")
+            raise StoreError(
+                f"--run-dir {run_dir}: {blocker} is a file, so no folder can be created there; name another folder"
+            )
         return run_dir, notes
     if file_in_the_way(Path(suite.output_dir)) is not None:
         raise StoreError(f"{suite.path}: output_dir {suite.output_dir} is (or lies under) a file; name a folder")
@@ -55,16 +56,19 @@ def choose_run_dir(suite: Suite, run_dir: Path | None, new: bool) -> tuple[Path,
             return found, [f"resuming unfinished run {found}"]
         other = unfinished_of_other_content(suite.output_dir, suite.name, suite.digest)
         if other is not None:
-            notes.append(f"note: {other} is an unfinished run of an earlier version of this suite; it is left as it "
-                         "is and a new run starts (the suite changed, so its folds cannot be reused)")
+            notes.append(
+                f"note: {other} is an unfinished run of an earlier version of this suite; it is left as it "
+                "is and a new run starts (the suite changed, so its folds cannot be reused)"
+            )
     path = Path(suite.output_dir) / f"{suite.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     while path.exists():
         path = Path(f"{path}x")
     return path, notes
 
 
-def open_session(suite: Suite, registry, data: dict[DataKey, PreparedData], run_dir: Path | None = None,
-                 new: bool = False) -> Session:
+def open_session(
+    suite: Suite, registry, data: dict[DataKey, PreparedData], run_dir: Path | None = None, new: bool = False
+) -> Session:
     """Choose, lock and check the run directory; write the manifest and splits of a new run."""
     path, notes = choose_run_dir(suite, run_dir, new)
     store = RunStore(path)
@@ -74,21 +78,29 @@ def open_session(suite: Suite, registry, data: dict[DataKey, PreparedData], run_
         if resumed:
             manifest = store.manifest()
             if manifest.get("format") != FORMAT:
-                raise StoreError(f"{path} was written by an older benchbox (format {manifest.get('format')}); "
-                                 "`benchbox report` still reads it, but it cannot be resumed: start a new run with --new")
+                raise StoreError(
+                    f"{path} was written by an older benchbox (format {manifest.get('format')}); "
+                    "`benchbox report` still reads it, but it cannot be resumed: start a new run with --new"
+                )
             if manifest.get("suite_digest") != suite.digest:
-                raise StoreError(f"{path} holds a run of a different suite (or an edited one); start a new run with "
-                                 "--new or choose another --run-dir")
+                raise StoreError(
+                    f"{path} holds a run of a different suite (or an edited one); start a new run with "
+                    "--new or choose another --run-dir"
+                )
         elif store.has_records():
-            raise StoreError(f"{path} holds fold records but no manifest.json, so nothing says which suite made them; "
-                             "they are not adopted. Choose another --run-dir (or --new), or delete that folder")
+            raise StoreError(
+                f"{path} holds fold records but no manifest.json, so nothing says which suite made them; "
+                "they are not adopted. Choose another --run-dir (or --new), or delete that folder"
+            )
         else:
             manifest = build_manifest(suite, registry, data)
             store.create(manifest, suite.text)
         foreign = store.foreign_records(suite.digest)
         if foreign:
-            raise StoreError(f"{path}: {len(foreign)} fold record(s) were written by another suite "
-                             f"(e.g. {foreign[0].name}); they are not adopted. Start a new run with --new")
+            raise StoreError(
+                f"{path}: {len(foreign)} fold record(s) were written by another suite "
+                f"(e.g. {foreign[0].name}); they are not adopted. Start a new run with --new"
+            )
         check_splits(store, suite, data)
     except BaseException:
         store.unlock()
@@ -103,8 +115,10 @@ def check_splits(store: RunStore, suite: Suite, data: dict[DataKey, PreparedData
         previous = store.read_split(key.slug)
         ids = ds.samples.table["id"].astype(str).tolist()
         if previous and (previous["ids"] != ids or previous["fold"] != ds.folds.tolist()):
-            raise StoreError(f"{store.path}: the folds of data set {key.label!r} differ from the stored split "
-                             "(the data changed since the run started); start a new run with --new")
+            raise StoreError(
+                f"{store.path}: the folds of data set {key.label!r} differ from the stored split "
+                "(the data changed since the run started); start a new run with --new"
+            )
         if not previous:
             store.write_split(key.slug, ids, ds.folds, suite.protocol.label)
 
@@ -115,27 +129,60 @@ def build_manifest(suite: Suite, registry, data: dict[DataKey, PreparedData]) ->
         t = ds.samples.table
         entry = suite.datasets[key.dataset]
         ds_meta[key.slug] = {
-            "dataset": key.dataset, "plugin": entry.plugin, "options": entry.options, "probe": key.probe or None,
-            "probe_of": key.dataset if key.probe else None, "classes": list(ds.samples.classes),
-            "positive_class": ds.samples.positive_class, "images": int(len(t)), "patients": int(t["group"].nunique()),
+            "dataset": key.dataset,
+            "plugin": entry.plugin,
+            "options": entry.options,
+            "probe": key.probe or None,
+            "probe_of": key.dataset if key.probe else None,
+            "classes": list(ds.samples.classes),
+            "positive_class": ds.samples.positive_class,
+            "images": int(len(t)),
+            "patients": int(t["group"].nunique()),
             "class_counts": {str(k): int(v) for k, v in t["label"].value_counts().items()},
-            "fingerprint": ds.samples.fingerprint, "notes": list(ds.samples.notes),
+            "fingerprint": ds.samples.fingerprint,
+            "notes": list(ds.samples.notes),
             "warnings": list(ds.samples.warnings),
-            "class_sources": {str(c): {str(k): int(v) for k, v in t.loc[t["label"] == c, "source"].value_counts().items()}
-                              for c in ds.samples.classes},
-            "external_only": ds.folds is None}
+            "class_sources": {
+                str(c): {str(k): int(v) for k, v in t.loc[t["label"] == c, "source"].value_counts().items()}
+                for c in ds.samples.classes
+            },
+            "external_only": ds.folds is None,
+        }
     cells = []
     for cell in suite.cells:
         entry = suite.backbones[cell.backbone]
         backbone = registry.backbones[entry.plugin].obj
-        cells.append({"dataset": cell.dataset, "probe": cell.probe, "backbone": cell.backbone, "data": cell.data.slug,
-                      "plugin": entry.plugin, "framework": backbone.framework, "options": entry.options,
-                      "folds": suite.protocol.n_folds, "external": suite.external.get(cell, [])})
-    return {"suite": suite.name, "suite_path": str(suite.path), "suite_digest": suite.digest,
-            "suite_as_run": suite.raw, "seed": suite.seed, "protocol": suite.protocol.__dict__,
-            "protocol_label": suite.protocol.label, "training": suite.training.__dict__,
-            "evaluators": suite.evaluators, "datasets": ds_meta, "probes": suite.probes,
-            "probe_thresholds": suite.thresholds, "cells": cells, "record_schema": 2,
-            "timing": "harness: fit wall time; predict wall time on the test fold; whole-network throughput on one "
-                      "batch after one warm-up call, device synchronised",
-            "environment": environment(), "status": "running", "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        cells.append(
+            {
+                "dataset": cell.dataset,
+                "probe": cell.probe,
+                "backbone": cell.backbone,
+                "data": cell.data.slug,
+                "plugin": entry.plugin,
+                "framework": backbone.framework,
+                "options": entry.options,
+                "folds": suite.protocol.n_folds,
+                "external": suite.external.get(cell, []),
+            }
+        )
+    return {
+        "suite": suite.name,
+        "suite_path": str(suite.path),
+        "suite_digest": suite.digest,
+        "suite_as_run": suite.raw,
+        "seed": suite.seed,
+        "protocol": suite.protocol.__dict__,
+        "protocol_label": suite.protocol.label,
+        "training": suite.training.__dict__,
+        "evaluators": suite.evaluators,
+        "datasets": ds_meta,
+        "probes": suite.probes,
+        "probe_thresholds": suite.thresholds,
+        "cells": cells,
+        "record_schema": 2,
+        "timing": "harness: fit wall time; predict wall time on the test fold; whole-network throughput on one "
+        "batch after one warm-up call, device synchronised",
+        "environment": environment(),
+        "status": "running",
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }

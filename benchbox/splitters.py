@@ -46,13 +46,17 @@ def assign_folds(protocol: Protocol, labels, groups, seed: int) -> np.ndarray:
         return _holdout(protocol, labels, groups, seed)
     k = protocol.k
     if protocol.grouped and len(np.unique(groups)) < k:
-        raise BenchboxError(f"protocol: {k}-fold grouped CV needs at least {k} patients, "
-                            f"the data set has {len(np.unique(groups))}; lower protocol.k")
+        raise BenchboxError(
+            f"protocol: {k}-fold grouped CV needs at least {k} patients, "
+            f"the data set has {len(np.unique(groups))}; lower protocol.k"
+        )
     if protocol.stratified:
         smallest = np.bincount(np.unique(labels, return_inverse=True)[1]).min()
         if smallest < k:
-            raise BenchboxError(f"protocol: stratified {k}-fold CV needs at least {k} images per "
-                                f"class, the smallest class has {smallest}; lower protocol.k")
+            raise BenchboxError(
+                f"protocol: stratified {k}-fold CV needs at least {k} images per "
+                f"class, the smallest class has {smallest}; lower protocol.k"
+            )
     # scikit-learn is imported here, not at the top: it would double the start-up time of every command
     from sklearn.model_selection import GroupKFold, KFold, StratifiedGroupKFold, StratifiedKFold
 
@@ -84,8 +88,9 @@ def _holdout(protocol: Protocol, labels, groups, seed: int) -> np.ndarray:
         gss = GroupShuffleSplit(n_splits=1, test_size=protocol.test_fraction, random_state=seed)
         _, test = next(gss.split(idx, labels, groups))
     else:
-        _, test = train_test_split(idx, test_size=protocol.test_fraction, random_state=seed,
-                                   stratify=labels if protocol.stratified else None)
+        _, test = train_test_split(
+            idx, test_size=protocol.test_fraction, random_state=seed, stratify=labels if protocol.stratified else None
+        )
     fold = np.full(n, -1, dtype=np.int64)
     fold[test] = 0
     return fold

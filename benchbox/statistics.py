@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -71,8 +71,9 @@ def macro_f1(y_true, y_pred, num_classes: int) -> float:
     return float(per_class_prf(cm)[2][present].mean()) if present.any() else float("nan")
 
 
-def bootstrap_ci(statistic: Callable[[np.ndarray], float], groups, n_boot: int = 1000, seed: int = 0,
-                 level: float = 0.95) -> tuple[float, float]:
+def bootstrap_ci(
+    statistic: Callable[[np.ndarray], float], groups, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
     """Percentile interval of ``statistic(indices)`` over resamples of whole groups (patients)."""
     groups = np.asarray(groups)
     uniq, inverse = np.unique(groups, return_inverse=True)
@@ -103,8 +104,18 @@ def mcnemar(correct_a, correct_b) -> dict:
 
     if n < 25:
         p = min(1.0, 2 * stats.binom.cdf(min(only_a, only_b), n, 0.5))
-        return {"only_a": only_a, "only_b": only_b, "statistic": float(min(only_a, only_b)), "p_value": float(p),
-                "method": "exact"}
+        return {
+            "only_a": only_a,
+            "only_b": only_b,
+            "statistic": float(min(only_a, only_b)),
+            "p_value": float(p),
+            "method": "exact",
+        }
     chi2 = (abs(only_a - only_b) - 1) ** 2 / n
-    return {"only_a": only_a, "only_b": only_b, "statistic": float(chi2), "p_value": float(stats.chi2.sf(chi2, 1)),
-            "method": "chi2-cc"}
+    return {
+        "only_a": only_a,
+        "only_b": only_b,
+        "statistic": float(chi2),
+        "p_value": float(stats.chi2.sf(chi2, 1)),
+        "method": "chi2-cc",
+    }

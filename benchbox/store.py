@@ -46,8 +46,9 @@ def write_atomic(path: Path, text: str | bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w", **({} if isinstance(text, bytes) else
-                                                                         {"encoding": "utf-8"})) as f:
+        with os.fdopen(
+            fd, "wb" if isinstance(text, bytes) else "w", **({} if isinstance(text, bytes) else {"encoding": "utf-8"})
+        ) as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
@@ -116,8 +117,9 @@ class RunStore:
         if not self.path.is_dir():
             raise StoreError(f"{self.path}: no such run directory")
         if not self.manifest_path.exists():
-            raise StoreError(f"{self.path}: not a benchbox run (no {MANIFEST}); pass a directory "
-                             f"written by `benchbox run`")
+            raise StoreError(
+                f"{self.path}: not a benchbox run (no {MANIFEST}); pass a directory written by `benchbox run`"
+            )
         try:
             data = json.loads(self.manifest_path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
@@ -146,8 +148,10 @@ class RunStore:
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise StoreError(f"cannot create the run directory {self.path}: {exc.strerror or exc}; choose another "
-                             "--run-dir or output_dir") from None
+            raise StoreError(
+                f"cannot create the run directory {self.path}: {exc.strerror or exc}; choose another "
+                "--run-dir or output_dir"
+            ) from None
         lock = self.path / LOCK
         me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         fd, tmp = tempfile.mkstemp(dir=self.path, prefix=f"{LOCK}.", suffix=".tmp")
@@ -162,9 +166,11 @@ class RunStore:
                 except FileExistsError:
                     holder = self._holder(lock)
                     if holder is not None and _alive(holder):
-                        raise RunLocked(f"{self.path} is being written by process {holder.get('pid')} on "
-                                        f"{holder.get('host')} (since {holder.get('since')}); wait for it to finish, "
-                                        f"or use another --run-dir. If that process is gone, delete {lock}") from None
+                        raise RunLocked(
+                            f"{self.path} is being written by process {holder.get('pid')} on "
+                            f"{holder.get('host')} (since {holder.get('since')}); wait for it to finish, "
+                            f"or use another --run-dir. If that process is gone, delete {lock}"
+                        ) from None
                     lock.unlink(missing_ok=True)  # its holder is dead (or the lock is damaged): break it
         finally:
             os.unlink(tmp)
@@ -185,8 +191,10 @@ class RunStore:
         return self.path / "splits" / f"{name}.json"
 
     def write_split(self, name: str, ids, folds, protocol: str) -> None:
-        write_json(self.split_path(name), {"dataset": name, "protocol": protocol,
-                                           "ids": list(ids), "fold": [int(f) for f in folds]})
+        write_json(
+            self.split_path(name),
+            {"dataset": name, "protocol": protocol, "ids": list(ids), "fold": [int(f) for f in folds]},
+        )
 
     def read_split(self, name: str) -> dict | None:
         p = self.split_path(name)
@@ -194,9 +202,11 @@ class RunStore:
             return None
         data = read_json_object(p)
         if data is None or not isinstance(data.get("ids"), list) or not isinstance(data.get("fold"), list):
-            raise StoreError(f"{p} is damaged (not the fold assignment benchbox wrote), so the stored folds cannot be "
-                             "checked against the suite; delete that file to have it drawn again from the suite's "
-                             "seed, or start a new run with --new")
+            raise StoreError(
+                f"{p} is damaged (not the fold assignment benchbox wrote), so the stored folds cannot be "
+                "checked against the suite; delete that file to have it drawn again from the suite's "
+                "seed, or start a new run with --new"
+            )
         return data
 
     # --- fold records ---------------------------------------------------------------------
@@ -229,9 +239,18 @@ class RunStore:
 
     def write_failure(self, cell: CellKey, fold: int, error: str) -> None:
         """A unit that failed: kept with its error; rerunning the suite retries it."""
-        write_json(self.failure_path(cell, fold),
-                   {"dataset": cell.dataset, "probe": cell.probe, "backbone": cell.backbone, "fold": fold,
-                    "cell": str(cell), "error": error, "failed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        write_json(
+            self.failure_path(cell, fold),
+            {
+                "dataset": cell.dataset,
+                "probe": cell.probe,
+                "backbone": cell.backbone,
+                "fold": fold,
+                "cell": str(cell),
+                "error": error,
+                "failed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            },
+        )
 
     def clear_failure(self, cell: CellKey, fold: int) -> None:
         self.failure_path(cell, fold).unlink(missing_ok=True)
@@ -268,12 +287,15 @@ class RunStore:
                 rec = FoldRecord.from_json(data, aliases)
                 _validate(rec)
             except (OSError, ValueError, TypeError, KeyError, AttributeError, StoreError) as exc:
-                problems.append(f"{p}: skipped a damaged fold record ({exc}); rerun `benchbox run` on the suite to "
-                                "redo it")
+                problems.append(
+                    f"{p}: skipped a damaged fold record ({exc}); rerun `benchbox run` on the suite to redo it"
+                )
                 continue
             if digest and rec.suite_digest != digest:
-                problems.append(f"{p}: skipped a fold record of another suite (digest {rec.suite_digest or 'none'}, "
-                                f"this run's is {digest}); it was copied in or left by an edited suite")
+                problems.append(
+                    f"{p}: skipped a fold record of another suite (digest {rec.suite_digest or 'none'}, "
+                    f"this run's is {digest}); it was copied in or left by an edited suite"
+                )
                 continue
             records.append(rec)
         return records, problems

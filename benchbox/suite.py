@@ -13,7 +13,6 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
@@ -25,13 +24,39 @@ from benchbox.probes import PROBE_OPTIONS, PROBES, THRESHOLDS
 from benchbox.records import CellKey
 from benchbox.splitters import Protocol
 
-TOP_KEYS = {"name", "description", "seed", "output_dir", "data_dir", "evaluators", "protocol",
-            "training", "datasets", "backbones", "experiments", "executor", "probes"}
-EXECUTOR_KEYS = {"kind": str, "address": str, "cpus_per_fold": float, "gpus_per_fold": float,
-                 "memory_gb_per_fold": float, "max_retries": int, "local_cpus": int}
+TOP_KEYS = {
+    "name",
+    "description",
+    "seed",
+    "output_dir",
+    "data_dir",
+    "evaluators",
+    "protocol",
+    "training",
+    "datasets",
+    "backbones",
+    "experiments",
+    "executor",
+    "probes",
+}
+EXECUTOR_KEYS = {
+    "kind": str,
+    "address": str,
+    "cpus_per_fold": float,
+    "gpus_per_fold": float,
+    "memory_gb_per_fold": float,
+    "max_retries": int,
+    "local_cpus": int,
+}
 PROTOCOL_KEYS = {"kind": str, "k": int, "stratified": bool, "grouped": bool, "test_fraction": float}
-TRAINING_KEYS = {"epochs": int, "batch_size": int, "optimizer": str, "learning_rate": float, "augment": bool,
-                 "class_weight": str}
+TRAINING_KEYS = {
+    "epochs": int,
+    "batch_size": int,
+    "optimizer": str,
+    "learning_rate": float,
+    "augment": bool,
+    "class_weight": str,
+}
 OPTIMIZERS = ("adam",)
 PROTOCOL_KINDS = ("kfold", "holdout")
 DEFAULT_EVALUATORS = ("paper", "clinical")
@@ -105,8 +130,14 @@ def _type_ok(value, expected) -> bool:
 
 
 def _type_name(expected) -> str:
-    return {bool: "true/false", int: "an integer", float: "a number", str: "a string",
-            list: "a list", dict: "a table"}.get(expected, expected.__name__)
+    return {
+        bool: "true/false",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a table",
+    }.get(expected, expected.__name__)
 
 
 class _Checker:
@@ -120,8 +151,7 @@ class _Checker:
     def keys(self, where: str, table: dict, allowed):
         for key in table:
             if key not in allowed:
-                self.add(f"{where}.{key}" if where else key,
-                         f"unknown key; allowed: {', '.join(sorted(allowed))}")
+                self.add(f"{where}.{key}" if where else key, f"unknown key; allowed: {', '.join(sorted(allowed))}")
 
     def typed(self, where: str, table: dict, schema: dict):
         for key, expected in schema.items():
@@ -148,9 +178,14 @@ def load_suite(path, registry, check_availability: bool = False) -> Suite:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
-        raise SuiteError(path, [f"line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); TOML files must be "
-                                "UTF-8 — save it with that encoding"]) from None
+        line = data[: exc.start].count(b"\n") + 1
+        raise SuiteError(
+            path,
+            [
+                f"line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); TOML files must be "
+                "UTF-8 — save it with that encoding"
+            ],
+        ) from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -161,9 +196,23 @@ def load_suite(path, registry, check_availability: bool = False) -> Suite:
 def validate_suite(raw: dict, path, registry, text: str = "", check_availability: bool = False) -> Suite:
     c = _Checker(path)
     c.keys("", raw, TOP_KEYS)
-    c.typed("", raw, {"name": str, "description": str, "seed": int, "output_dir": str,
-                      "data_dir": str, "evaluators": list, "protocol": dict, "training": dict,
-                      "datasets": dict, "backbones": dict, "experiments": list})
+    c.typed(
+        "",
+        raw,
+        {
+            "name": str,
+            "description": str,
+            "seed": int,
+            "output_dir": str,
+            "data_dir": str,
+            "evaluators": list,
+            "protocol": dict,
+            "training": dict,
+            "datasets": dict,
+            "backbones": dict,
+            "experiments": list,
+        },
+    )
     name = raw.get("name")
     if not isinstance(name, str) or not ALIAS.match(name):
         c.add("name", "required: a name of letters, digits, '-', '_' or '.' (it names the run directory)")
@@ -217,8 +266,11 @@ def validate_suite(raw: dict, path, registry, text: str = "", check_availability
         elif max(size) > MAX_SIDE:
             batch = training_raw.get("batch_size", 64) if _type_ok(training_raw.get("batch_size", 64), int) else 64
             gib = batch * size[0] * size[1] * 3 * 4 * 64 / 2**30  # float32 RGB, ~64 activation maps per pixel
-            c.add(f"backbones.{alias}.input_size", f"{size[0]}x{size[1]} is beyond {MAX_SIDE} pixels per side: one "
-                  f"training batch of {batch} would need about {gib:,.0f} GiB; X-ray studies use 200-512 px")
+            c.add(
+                f"backbones.{alias}.input_size",
+                f"{size[0]}x{size[1]} is beyond {MAX_SIDE} pixels per side: one "
+                f"training batch of {batch} would need about {gib:,.0f} GiB; X-ray studies use 200-512 px",
+            )
 
     cells, external = _cells(c, raw, datasets, backbones)
     probes, thresholds = _probes(c, raw, datasets)
@@ -230,21 +282,46 @@ def validate_suite(raw: dict, path, registry, text: str = "", check_availability
     if isinstance(evaluators, list):
         for i, ev in enumerate(evaluators):
             if ev not in registry.evaluators:
-                c.add(f"evaluators[{i}]", f"unknown evaluator {ev!r}; available: "
-                      f"{', '.join(sorted(registry.evaluators)) or 'none'}")
+                c.add(
+                    f"evaluators[{i}]",
+                    f"unknown evaluator {ev!r}; available: {', '.join(sorted(registry.evaluators)) or 'none'}",
+                )
 
     if c.problems:
         raise SuiteError(path, c.problems)
     return Suite(
-        path=Path(path), name=name, seed=seed, description=raw.get("description", ""),
-        output_dir=Path(output_dir), data_dir=raw.get("data_dir"),
-        protocol=Protocol(kind=kind, k=k, stratified=protocol_raw.get("stratified", True),
-                          grouped=protocol_raw.get("grouped", False), test_fraction=float(frac)),
-        training=TrainingConfig(epochs=training_raw.get("epochs", 10), batch_size=training_raw.get("batch_size", 64),
-                                optimizer=opt.lower(), learning_rate=float(lr),
-                                augment=training_raw.get("augment", False),
-                                class_weight=training_raw.get("class_weight", "none")),
-        executor=dict(executor_raw), probes=probes, thresholds=thresholds, datasets=datasets, backbones=backbones, cells=cells, external=external, evaluators=list(evaluators), raw=raw, text=text)
+        path=Path(path),
+        name=name,
+        seed=seed,
+        description=raw.get("description", ""),
+        output_dir=Path(output_dir),
+        data_dir=raw.get("data_dir"),
+        protocol=Protocol(
+            kind=kind,
+            k=k,
+            stratified=protocol_raw.get("stratified", True),
+            grouped=protocol_raw.get("grouped", False),
+            test_fraction=float(frac),
+        ),
+        training=TrainingConfig(
+            epochs=training_raw.get("epochs", 10),
+            batch_size=training_raw.get("batch_size", 64),
+            optimizer=opt.lower(),
+            learning_rate=float(lr),
+            augment=training_raw.get("augment", False),
+            class_weight=training_raw.get("class_weight", "none"),
+        ),
+        executor=dict(executor_raw),
+        probes=probes,
+        thresholds=thresholds,
+        datasets=datasets,
+        backbones=backbones,
+        cells=cells,
+        external=external,
+        evaluators=list(evaluators),
+        raw=raw,
+        text=text,
+    )
 
 
 def _entries(c: _Checker, raw, section, registry, kind, common, check_availability):
@@ -252,7 +329,7 @@ def _entries(c: _Checker, raw, section, registry, kind, common, check_availabili
     entries = {}
     tables = raw.get(section)
     if not isinstance(tables, dict) or not tables:
-        c.add(section, f"required: at least one [{section}.NAME] table with plugin = \"...\"")
+        c.add(section, f'required: at least one [{section}.NAME] table with plugin = "..."')
         return entries
     available = registry.table(kind)
     for alias, table in tables.items():
@@ -267,8 +344,10 @@ def _entries(c: _Checker, raw, section, registry, kind, common, check_availabili
             c.add(f"{where}.plugin", f"required; available: {', '.join(sorted(available)) or 'none'}")
             continue
         if plugin not in available:
-            c.add(f"{where}.plugin", f"unknown {kind} plugin {plugin!r}; available: "
-                  f"{', '.join(sorted(available)) or 'none'}")
+            c.add(
+                f"{where}.plugin",
+                f"unknown {kind} plugin {plugin!r}; available: {', '.join(sorted(available)) or 'none'}",
+            )
             continue
         obj = available[plugin].obj
         if check_availability and not available[plugin].availability.ok:
@@ -305,8 +384,10 @@ def plugin_option_problems(backbone, plugin: str, options) -> list[str]:
         problems = backbone.check_options(options) or []
         return [problems] if isinstance(problems, str) else [str(p) for p in problems]
     except Exception as exc:
-        return [f"plugin {plugin} failed in check_options: {type(exc).__name__}: {exc} (a bug in that plugin; "
-                "report it to its authors)"]
+        return [
+            f"plugin {plugin} failed in check_options: {type(exc).__name__}: {exc} (a bug in that plugin; "
+            "report it to its authors)"
+        ]
 
 
 def _probes(c: _Checker, raw, datasets):
@@ -411,14 +492,18 @@ def _cells(c: _Checker, raw, datasets, backbones):
             if name not in datasets:
                 c.add(f"{where}.external", f"unknown name {name!r}; defined: {', '.join(datasets) or 'none'}")
             elif name in lists.get("datasets", []):
-                c.add(f"{where}.external", f"{name!r} is also trained on in this experiment; an external "
-                      "data set must never be seen in training")
+                c.add(
+                    f"{where}.external",
+                    f"{name!r} is also trained on in this experiment; an external "
+                    "data set must never be seen in training",
+                )
         for d in lists.get("datasets", []):
             for b in lists.get("backbones", []):
                 cell = CellKey(d, b)
                 if cell not in cells:
                     cells.append(cell)
                 external.setdefault(cell, [])
-                external[cell] += [n for n in ext if n in datasets and n not in lists["datasets"]
-                                   and n not in external[cell]]
+                external[cell] += [
+                    n for n in ext if n in datasets and n not in lists["datasets"] and n not in external[cell]
+                ]
     return cells, {k: v for k, v in external.items() if v}

@@ -76,8 +76,10 @@ def summarise(store: RunStore, registry, with_sections: bool = True) -> RunResul
     manifest = store.manifest()
     records, problems = store.read_records(manifest)
     if not records:
-        raise StoreError(f"{store.path}: no usable fold records (folds/ is empty or every record is damaged); "
-                         "run the suite first" + (f" — {problems[0]}" if problems else ""))
+        raise StoreError(
+            f"{store.path}: no usable fold records (folds/ is empty or every record is damaged); "
+            "run the suite first" + (f" — {problems[0]}" if problems else "")
+        )
     metrics = declared_metrics(manifest, registry, problems)
     cells_meta = cell_index(manifest)
     datasets = data_index(manifest)
@@ -90,11 +92,23 @@ def summarise(store: RunStore, registry, with_sections: bool = True) -> RunResul
         expected = meta.get("folds")
         if expected is not None and len(recs) < expected:
             missing = sorted(set(range(expected)) - {r.fold for r in recs})
-            problems.append(f"{cell}: folds {missing} missing ({len(recs)}/{expected} done); "
-                            "the figures below use the finished folds only")
-        row = {"cell": cell, "dataset": cell.dataset, "probe": cell.probe, "data": cell.label,
-               "backbone": cell.backbone, "plugin": meta.get("plugin", ""), "framework": meta.get("framework", ""),
-               "folds": len(recs), "folds_expected": expected, "classes": list(classes), "positive_class": positive}
+            problems.append(
+                f"{cell}: folds {missing} missing ({len(recs)}/{expected} done); "
+                "the figures below use the finished folds only"
+            )
+        row = {
+            "cell": cell,
+            "dataset": cell.dataset,
+            "probe": cell.probe,
+            "data": cell.label,
+            "backbone": cell.backbone,
+            "plugin": meta.get("plugin", ""),
+            "framework": meta.get("framework", ""),
+            "folds": len(recs),
+            "folds_expected": expected,
+            "classes": list(classes),
+            "positive_class": positive,
+        }
         for name in manifest.get("evaluators", ["paper"]):
             entry = registry.evaluators.get(name)
             if entry is None:
@@ -113,10 +127,16 @@ def summarise(store: RunStore, registry, with_sections: bool = True) -> RunResul
         mark_significance(rows, group_by_cell(records), primary)
     order = {c: i for i, c in enumerate(cells_meta)}
     rows.sort(key=lambda r: order.get(r["cell"], len(order)))
-    result = RunResult(run_dir=store.path, manifest=manifest, records=records, summary=pd.DataFrame(rows),
-                       metrics=metrics, problems=problems, failures=store.read_failures(),
-                       evaluators={n: registry.evaluators[n].obj for n in manifest.get("evaluators", [])
-                                   if n in registry.evaluators})
+    result = RunResult(
+        run_dir=store.path,
+        manifest=manifest,
+        records=records,
+        summary=pd.DataFrame(rows),
+        metrics=metrics,
+        problems=problems,
+        failures=store.read_failures(),
+        evaluators={n: registry.evaluators[n].obj for n in manifest.get("evaluators", []) if n in registry.evaluators},
+    )
     if with_sections:
         result.sections = collect_sections(result, registry)
     return result
@@ -132,7 +152,9 @@ def collect_sections(result: RunResult, registry) -> list[Section]:
         try:
             out.extend(entry.obj.sections(result) or [])
         except Exception as exc:
-            result.problems.append(f"evaluator {name!r} failed to build its report sections: {type(exc).__name__}: {exc}")
+            result.problems.append(
+                f"evaluator {name!r} failed to build its report sections: {type(exc).__name__}: {exc}"
+            )
     contributed, problems = registry.call_each("benchbox_report_sections", result=result)
     result.problems.extend(problems)
     for _, sections in contributed:

@@ -30,18 +30,20 @@ def _tiny_fold(num_classes: int, size, seed: int = 0, n_train: int = 12, n_test:
     return x_train, y_train, x_test
 
 
-def check_backbone(backbone: Backbone, options: dict | None = None, epochs: int = 1, batch_size: int = 4,
-                   class_counts=(2, 3)) -> dict:
+def check_backbone(
+    backbone: Backbone, options: dict | None = None, epochs: int = 1, batch_size: int = 4, class_counts=(2, 3)
+) -> dict:
     """Check a backbone plugin against the contract; return the options used.
 
     Trains ``len(class_counts) + 1`` times (the last repeats 3 classes to check determinism)."""
-    assert isinstance(backbone.name, str) and "/" in backbone.name, \
+    assert isinstance(backbone.name, str) and "/" in backbone.name, (
         f"name {backbone.name!r}: use 'framework/network', e.g. 'keras/resnet50'"
+    )
     assert backbone.framework, f"{backbone.name}: set `framework`"
     avail = backbone.availability()
     assert avail.ok, f"{backbone.name}: unavailable here: {avail.reason}"
     opts = {**dict(backbone.defaults), "weights": "none", **(options or {})}
-    for key in (options or {}):
+    for key in options or {}:
         assert key in backbone.defaults, f"{backbone.name}: option {key!r} is not declared in `defaults`"
     problems = backbone.check_options(opts)
     assert problems == [], f"{backbone.name}: its own defaults are rejected by check_options: {problems}"
@@ -60,23 +62,28 @@ def check_backbone(backbone: Backbone, options: dict | None = None, epochs: int 
             raise AssertionError(str(exc)) from exc
         p = out.probabilities
         assert out.train_seconds >= 0 and out.predict_seconds >= 0, f"{backbone.name}: negative timings"
-        assert np.isfinite(out.infer_images_per_sec) and out.infer_images_per_sec > 0, \
+        assert np.isfinite(out.infer_images_per_sec) and out.infer_images_per_sec > 0, (
             f"{backbone.name}: the harness could not time predict(model, images, ids=None)"
-        assert "train_seconds" not in out.info and "predict_seconds" not in out.info, \
+        )
+        assert "train_seconds" not in out.info and "predict_seconds" not in out.info, (
             f"{backbone.name}: info must not carry headline timings (the harness measures them)"
+        )
         info = out.info
         if {"params_total", "params_frozen", "params_trainable"} <= set(info):
-            assert info["params_frozen"] + info["params_trainable"] == info["params_total"], \
+            assert info["params_frozen"] + info["params_trainable"] == info["params_total"], (
                 f"{backbone.name}: frozen + trainable parameters != total"
+            )
         outputs[num_classes] = p
 
     x_train, y_train, x_test = _tiny_fold(3, size)
     model = backbone.fit(FoldJob(x_train, y_train, x_test, 3, opts, training, seed=11))
     again = np.asarray(backbone.predict(model, x_test, None), dtype=float)
     whole = np.asarray(backbone.predict(model, x_test, [f"test/{i}" for i in range(len(x_test))]), dtype=float)
-    assert np.allclose(again, whole, atol=1e-4), \
+    assert np.allclose(again, whole, atol=1e-4), (
         f"{backbone.name}: predict with ids (cached work) and without (whole network) disagree"
+    )
     first = outputs[3] if 3 in outputs else again
-    assert np.allclose(again, first, atol=1e-6), \
+    assert np.allclose(again, first, atol=1e-6), (
         f"{backbone.name}: the same seed gave different predictions (seed weight init and shuffling)"
+    )
     return opts

@@ -17,8 +17,8 @@ import torch
 import torchvision
 from torch import nn
 
-from benchbox.harness import run_fold
 from benchbox.contracts import FoldJob, TrainingConfig
+from benchbox.harness import run_fold
 from benchbox.plugins import load_registry
 
 
@@ -30,8 +30,16 @@ def hand_written(x_train, y_train, x_test, epochs, batch_size, seed):
     for m in frozen:
         for p in m.parameters():
             p.requires_grad_(False)
-    head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(1280, 1000), nn.ReLU(), nn.Dropout(0.5),
-                         nn.Linear(1000, 750), nn.ReLU(), nn.Linear(750, 3))
+    head = nn.Sequential(
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(1280, 1000),
+        nn.ReLU(),
+        nn.Dropout(0.5),
+        nn.Linear(1000, 750),
+        nn.ReLU(),
+        nn.Linear(750, 3),
+    )
     model = nn.Sequential(features, head)
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
@@ -51,7 +59,7 @@ def hand_written(x_train, y_train, x_test, epochs, batch_size, seed):
     model.eval()
     with torch.no_grad():
         xt = torch.from_numpy(x_test).unsqueeze(1)
-        return torch.cat([torch.softmax(model(prep(xt[i:i + batch_size])), 1) for i in range(0, len(xt), batch_size)])
+        return torch.cat([torch.softmax(model(prep(xt[i : i + batch_size])), 1) for i in range(0, len(xt), batch_size)])
 
 
 def main():
@@ -73,17 +81,23 @@ def main():
     times = {"benchbox": [], "hand-written": []}
     for r in range(args.repeats):
         t0 = time.perf_counter()
-        run_fold(backbone, backbone.name, FoldJob(x[:n], y[:n], x[n:], 3, options, TrainingConfig(args.epochs, args.batch_size),
-                                                  seed=r), "benchmark fold")
+        run_fold(
+            backbone,
+            backbone.name,
+            FoldJob(x[:n], y[:n], x[n:], 3, options, TrainingConfig(args.epochs, args.batch_size), seed=r),
+            "benchmark fold",
+        )
         times["benchbox"].append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         hand_written(x[:n], y[:n], x[n:], args.epochs, args.batch_size, r)
         times["hand-written"].append(time.perf_counter() - t0)
     bb, hw = np.median(times["benchbox"]), np.median(times["hand-written"])
-    print(f"torch/mobilenet_v2, {n} train / {len(y) - n} test images at {h}x{w}, {args.epochs} epochs, batch {args.batch_size}, "
-          f"median of {args.repeats} alternating repeats")
-    print(f"benchbox harness    : {bb:7.2f} s  {['%.2f' % t for t in times['benchbox']]}")
-    print(f"hand-written loop    : {hw:7.2f} s  {['%.2f' % t for t in times['hand-written']]}")
+    print(
+        f"torch/mobilenet_v2, {n} train / {len(y) - n} test images at {h}x{w}, {args.epochs} epochs, batch {args.batch_size}, "
+        f"median of {args.repeats} alternating repeats"
+    )
+    print(f"benchbox harness    : {bb:7.2f} s  {[f'{t:.2f}' for t in times['benchbox']]}")
+    print(f"hand-written loop    : {hw:7.2f} s  {[f'{t:.2f}' for t in times['hand-written']]}")
     print(f"harness overhead     : {100 * (bb - hw) / hw:+6.1f} %  (target: under 5 %)")
 
 

@@ -8,15 +8,15 @@ import numpy as np
 from PIL import Image
 
 from benchbox.images import DecodeCache
-from benchbox_paper_metrics.metrics import paper_metrics
 from benchbox.splitters import Protocol, assign_folds
+from benchbox_paper_metrics.metrics import paper_metrics
 
 RNG = np.random.default_rng(0)
 Y_TRUE = RNG.integers(0, 3, 100_000)
 Y_PRED = np.where(RNG.random(100_000) < 0.9, Y_TRUE, RNG.integers(0, 3, 100_000))
 FOLDS = np.arange(100_000) % 10
 GROUPS = RNG.integers(0, 3_000, 10_000)
-LABELS = (GROUPS % 3)
+LABELS = GROUPS % 3
 
 
 def test_paper_metrics_100k(benchmark):

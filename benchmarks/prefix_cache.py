@@ -31,15 +31,20 @@ import time
 
 import numpy as np
 
-from benchbox.harness import run_fold
 from benchbox.contracts import FoldJob, TrainingConfig
-from benchbox_engine_common.networks import STUDY
+from benchbox.harness import run_fold
 from benchbox.plugins import load_registry
-from benchbox_engine_common.prefix_cache import CACHE
 from benchbox.splitters import Protocol, assign_folds, train_test_indices
+from benchbox_engine_common.networks import STUDY
+from benchbox_engine_common.prefix_cache import CACHE
 
-SIZES = {"vgg19": [64, 85], "mobilenet_v2": [64, 85], "inception_v3": [80, 106], "xception": [80, 106],
-         "inception_resnet_v2": [80, 106]}
+SIZES = {
+    "vgg19": [64, 85],
+    "mobilenet_v2": [64, 85],
+    "inception_v3": [80, 106],
+    "xception": [80, 106],
+    "inception_resnet_v2": [80, 106],
+}
 
 
 def fixed_weights(framework, network, options, directory):
@@ -47,6 +52,7 @@ def fixed_weights(framework, network, options, directory):
     path = f"{directory}/{framework}-{network}"
     if framework == "torch":
         import torch
+
         from benchbox_torch import engine
 
         net, _ = engine.build_model(network, {**options, "weights": "none"}, 3, seed=123)
@@ -70,8 +76,12 @@ def load_data(registry, args, size):
     if args.dataset != "synthetic" and 0 < args.images < len(table):
         rng = np.random.default_rng(0)
         share = args.images / len(table)
-        keep = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:max(1, round(share * (labels == c).sum()))]
-                               for c in np.unique(labels)])
+        keep = np.concatenate(
+            [
+                rng.permutation(np.flatnonzero(labels == c))[: max(1, round(share * (labels == c).sum()))]
+                for c in np.unique(labels)
+            ]
+        )
         keep.sort()
         table, labels = table.iloc[keep].reset_index(drop=True), labels[keep]
     return samples.load(table, tuple(size)), labels, table["id"].astype(str).to_numpy()
@@ -83,9 +93,17 @@ def run_protocol(backbone, options, images, labels, ids, args):
     t0 = time.perf_counter()
     for f in range(args.folds):
         tr, te = train_test_indices(folds, f)
-        job = FoldJob(images[tr], labels[tr], images[te], probs.shape[1], options,
-                      TrainingConfig(epochs=args.epochs, batch_size=args.batch_size), seed=f,
-                      train_ids=ids[tr].tolist(), test_ids=ids[te].tolist())
+        job = FoldJob(
+            images[tr],
+            labels[tr],
+            images[te],
+            probs.shape[1],
+            options,
+            TrainingConfig(epochs=args.epochs, batch_size=args.batch_size),
+            seed=f,
+            train_ids=ids[tr].tolist(),
+            test_ids=ids[te].tolist(),
+        )
         probs[te] = run_fold(backbone, backbone.name, job, f"fold {f}").probabilities
     return time.perf_counter() - t0, probs
 
@@ -99,9 +117,30 @@ def agreement(reference, other) -> str:
 def noise_floor(args, network, weights, out):
     """The uncached protocol in a child process with one thread: the framework's own spread."""
     env = {**os.environ, "TF_NUM_INTRAOP_THREADS": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, __file__, "--framework", args.framework, "--networks", network, "--dataset", args.dataset,
-           "--images", str(args.images), "--folds", str(args.folds), "--epochs", str(args.epochs),
-           "--batch-size", str(args.batch_size), "--weights", weights, "--uncached-only", out, "--threads", "1"]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--framework",
+        args.framework,
+        "--networks",
+        network,
+        "--dataset",
+        args.dataset,
+        "--images",
+        str(args.images),
+        "--folds",
+        str(args.folds),
+        "--epochs",
+        str(args.epochs),
+        "--batch-size",
+        str(args.batch_size),
+        "--weights",
+        weights,
+        "--uncached-only",
+        out,
+        "--threads",
+        "1",
+    ]
     if args.data_dir:
         cmd += ["--data-dir", args.data_dir]
     subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
@@ -138,12 +177,16 @@ def main():
         options = {**backbone.defaults, "input_size": SIZES[network], "weights": args.weights, "cache_prefix": False}
         np.save(args.uncached_only, run_protocol(backbone, options, images, labels, ids, args)[1])
         return
-    print(f"framework={args.framework} dataset={args.dataset} images={args.images} folds={args.folds} "
-          f"epochs={args.epochs} batch={args.batch_size} "
-          f"weights={'random per fold' if args.random else 'fixed (pretrained-like)'}")
-    print(f"{'network':20s} {'cutoff':>6s} {'input':>7s} {'uncached s':>10s} {'cached s':>9s} {'speed-up':>8s} "
-          f"{'max |dp|':>9s} {'mean |dp|':>9s} {'same class':>10s} {'acc unc/cached':>14s}"
-          + (f" {'1-thread max':>12s} {'mean':>9s} {'same class':>10s}" if args.noise_floor else ""))
+    print(
+        f"framework={args.framework} dataset={args.dataset} images={args.images} folds={args.folds} "
+        f"epochs={args.epochs} batch={args.batch_size} "
+        f"weights={'random per fold' if args.random else 'fixed (pretrained-like)'}"
+    )
+    print(
+        f"{'network':20s} {'cutoff':>6s} {'input':>7s} {'uncached s':>10s} {'cached s':>9s} {'speed-up':>8s} "
+        f"{'max |dp|':>9s} {'mean |dp|':>9s} {'same class':>10s} {'acc unc/cached':>14s}"
+        + (f" {'1-thread max':>12s} {'mean':>9s} {'same class':>10s}" if args.noise_floor else "")
+    )
     total_plain = total_cached = 0.0
     with tempfile.TemporaryDirectory() as tmp:
         for network in args.networks.split(","):
@@ -158,9 +201,11 @@ def main():
             total_plain += t_plain
             total_cached += t_cached
             acc = f"{(p_plain.argmax(1) == labels).mean():.3f}/{(p_cached.argmax(1) == labels).mean():.3f}"
-            line = (f"{network:20s} {STUDY[network]['cutoff']:6d} {'x'.join(map(str, size)):>7s} {t_plain:10.1f} "
-                    f"{t_cached:9.1f} {t_plain / t_cached:7.2f}x "
-                    f"{agreement(p_plain, p_cached)} {acc:>14s}")
+            line = (
+                f"{network:20s} {STUDY[network]['cutoff']:6d} {'x'.join(map(str, size)):>7s} {t_plain:10.1f} "
+                f"{t_cached:9.1f} {t_plain / t_cached:7.2f}x "
+                f"{agreement(p_plain, p_cached)} {acc:>14s}"
+            )
             if args.noise_floor:
                 p_one = noise_floor(args, network, options["weights"], f"{tmp}/{network}-1thread.npy")
                 line += f"    {agreement(p_plain, p_one)}"

@@ -20,8 +20,8 @@ import argparse
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchbox_engine_common.networks import STUDY
 from benchbox.plugins import load_registry
+from benchbox_engine_common.networks import STUDY
 
 
 def macs(fn, *args):
@@ -42,7 +42,9 @@ def main():
     passes = args.folds * args.epochs * (args.folds - 1) / args.folds  # training passes per image
     registry = load_registry()
     print(f"input={h}x{w} folds={args.folds} epochs={args.epochs}: {passes:.0f} training passes per image")
-    print(f"{'network':20s} {'cutoff':>6s} {'prefix GMAC':>11s} {'suffix GMAC':>11s} {'suffix share':>12s} {'bound':>7s}")
+    print(
+        f"{'network':20s} {'cutoff':>6s} {'prefix GMAC':>11s} {'suffix GMAC':>11s} {'suffix share':>12s} {'bound':>7s}"
+    )
     sum_plain = sum_cached = 0.0
     for network in STUDY:
         backbone = registry.get("backbone", f"torch/{network}")
@@ -54,8 +56,10 @@ def main():
         f_s, _ = macs(engine.SuffixNet(suffix, net).eval(), *boundary)
         plain, cached = passes * (f_p + 3 * f_s), f_p + passes * 3 * f_s
         sum_plain, sum_cached = sum_plain + plain, sum_cached + cached
-        print(f"{network:20s} {STUDY[network]['cutoff']:6d} {f_p / 1e9:11.3f} {f_s / 1e9:11.3f} "
-              f"{f_s / (f_p + f_s):12.1%} {plain / cached:6.2f}x")
+        print(
+            f"{network:20s} {STUDY[network]['cutoff']:6d} {f_p / 1e9:11.3f} {f_s / 1e9:11.3f} "
+            f"{f_s / (f_p + f_s):12.1%} {plain / cached:6.2f}x"
+        )
     print(f"{'all five':20s} {'':6s} {'':11s} {'':11s} {'':12s} {sum_plain / sum_cached:6.2f}x")
 
 

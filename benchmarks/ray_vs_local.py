@@ -20,7 +20,9 @@ from pathlib import Path
 def run(suite, run_dir, extra):
     exe = Path(sys.executable).with_name("benchbox")
     t0 = time.perf_counter()
-    res = subprocess.run([str(exe), "run", str(suite), "--run-dir", str(run_dir), *extra], capture_output=True, text=True)
+    res = subprocess.run(
+        [str(exe), "run", str(suite), "--run-dir", str(run_dir), *extra], capture_output=True, text=True
+    )
     if res.returncode != 0:
         sys.exit(f"benchbox run {' '.join(extra)} failed:\n{res.stderr[-3000:]}")
     return time.perf_counter() - t0
@@ -37,12 +39,22 @@ def main():
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         t_local = run(args.suite, Path(tmp) / "local", [])
-        t_ray = run(args.suite, Path(tmp) / "ray", ["--executor", "ray", "--ray-local-cpus", str(args.workers),
-                                                    "--cpus-per-fold", "1"])
+        t_ray = run(
+            args.suite,
+            Path(tmp) / "ray",
+            ["--executor", "ray", "--ray-local-cpus", str(args.workers), "--cpus-per-fold", "1"],
+        )
         a, b = records(Path(tmp) / "local"), records(Path(tmp) / "ray")
         same = a.keys() == b.keys() and all(a[k]["probabilities"] == b[k]["probabilities"] for k in a)
-        max_diff = max((abs(x - y) for k in a for ra, rb in zip(a[k]["probabilities"], b[k]["probabilities"])
-                        for x, y in zip(ra, rb)), default=0.0)
+        max_diff = max(
+            (
+                abs(x - y)
+                for k in a
+                for ra, rb in zip(a[k]["probabilities"], b[k]["probabilities"])
+                for x, y in zip(ra, rb)
+            ),
+            default=0.0,
+        )
     print(f"suite {args.suite}: {len(a)} folds")
     print(f"local executor            : {t_local:7.1f} s (wall, whole command)")
     print(f"ray, {args.workers} worker CPU(s)       : {t_ray:7.1f} s (wall, whole command, Ray start-up included)")

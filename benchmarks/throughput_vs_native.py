@@ -21,16 +21,19 @@ def native_torch(network, bs, h, w):
     import timm
     import torch
     import torchvision
+
     from benchbox_torch import NETS
 
     lib = NETS[network]
-    model = (getattr(torchvision.models, lib.model)() if lib.library == "torchvision"
-             else timm.create_model(lib.model)).eval()
+    model = (
+        getattr(torchvision.models, lib.model)() if lib.library == "torchvision" else timm.create_model(lib.model)
+    ).eval()
     x = torch.rand(bs, 3, h, w) * 2 - 1
 
     def step():
         with torch.inference_mode():
             model(x)
+
     return Steps(step=step)
 
 
@@ -38,8 +41,9 @@ def native_keras(network, bs, h, w):
     from benchbox_keras import APPS, engine
 
     keras = engine.import_keras()
-    model = getattr(keras.applications, APPS[network].cls)(weights=None, include_top=False, input_shape=(h, w, 3),
-                                                          pooling="avg")
+    model = getattr(keras.applications, APPS[network].cls)(
+        weights=None, include_top=False, input_shape=(h, w, 3), pooling="avg"
+    )
     x = np.random.default_rng(0).uniform(-1, 1, (bs, h, w, 3)).astype("float32")
     return Steps(step=lambda: model.predict_on_batch(x))
 
@@ -58,8 +62,9 @@ def main():
         b = registry.get("backbone", name)
         network = name.split("/")[1]
         for bs in (int(v) for v in args.batch_sizes.split(",")):
-            ours = bench_backbone(b, {**b.defaults, "input_size": [h, w]}, [bs], 0, "cpu", False, False,
-                                  min_seconds=args.min_seconds)[0]["infer_samples_per_sec"]
+            ours = bench_backbone(
+                b, {**b.defaults, "input_size": [h, w]}, [bs], 0, "cpu", False, False, min_seconds=args.min_seconds
+            )[0]["infer_samples_per_sec"]
             steps = native_torch(network, bs, h, w) if b.framework == "torch" else native_keras(network, bs, h, w)
             native = measure(steps, bs, min_seconds=args.min_seconds)["samples_per_sec"]
             print(f"{name:22s} {bs:5d} {ours:15.1f} {native:13.1f} {ours / native:6.2f}", flush=True)

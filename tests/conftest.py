@@ -14,7 +14,9 @@ WEIGHTS = SHARED / "weights"
 
 HAS_KERAS = importlib.util.find_spec("keras") is not None and importlib.util.find_spec("tensorflow") is not None
 HAS_TORCH = importlib.util.find_spec("torch") is not None and importlib.util.find_spec("torchvision") is not None
-needs_keras = pytest.mark.skipif(not HAS_KERAS, reason="Keras 3 + TensorFlow not installed (pip install 'benchbox[keras]')")
+needs_keras = pytest.mark.skipif(
+    not HAS_KERAS, reason="Keras 3 + TensorFlow not installed (pip install 'benchbox[keras]')"
+)
 needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="PyTorch not installed (pip install 'benchbox[torch]')")
 needs_data = pytest.mark.skipif(not (DATA / "chest_xray").is_dir(), reason=f"real X-rays not found at {DATA}")
 
@@ -69,24 +71,40 @@ input_size = [48, 48]
 
 
 def tiny_suite(tmp_path: Path, backbones: str, name: str = "tiny") -> Path:
-    return write_suite(tmp_path / f"{name}.toml",
-                       TINY_SUITE.format(name=name, out=tmp_path / "runs", backbones=backbones))
+    return write_suite(
+        tmp_path / f"{name}.toml", TINY_SUITE.format(name=name, out=tmp_path / "runs", backbones=backbones)
+    )
 
 
 def run_cli(*args, cwd=None, env=None, timeout=600):
     """The real `benchbox` command in a subprocess."""
     exe = Path(sys.executable).with_name("benchbox")
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True, cwd=cwd,
-                          env=full_env, timeout=timeout)
+    return subprocess.run(
+        [str(exe), *map(str, args)], capture_output=True, text=True, cwd=cwd, env=full_env, timeout=timeout
+    )
 
 
 @pytest.fixture(scope="session")
 def example_site(tmp_path_factory):
     """tests/example_plugin, a third party's plugin package, pip-installed into a folder of its own."""
     target = tmp_path_factory.mktemp("example-site")
-    res = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                          "--target", str(target), str(ROOT / "tests" / "example_plugin")], capture_output=True, text=True)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(ROOT / "tests" / "example_plugin"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 0, res.stderr
     return target
 

@@ -4,15 +4,20 @@ import numpy as np
 import pytest
 
 from benchbox.contracts import TrainingConfig
-from benchbox_engine_common.networks import STUDY
 from benchbox.testing import check_backbone
+from benchbox_engine_common.networks import STUDY
 from conftest import fit_predict, needs_keras, needs_torch
 
 pytestmark = pytest.mark.slow  # builds and trains every real network
 
 # the smallest inputs each network accepts, keeping the suite fast
-SMALL = {"vgg19": [32, 40], "mobilenet_v2": [32, 40], "inception_v3": [75, 80],
-         "xception": [71, 80], "inception_resnet_v2": [75, 80]}
+SMALL = {
+    "vgg19": [32, 40],
+    "mobilenet_v2": [32, 40],
+    "inception_v3": [75, 80],
+    "xception": [71, 80],
+    "inception_resnet_v2": [75, 80],
+}
 NETWORKS = list(STUDY)
 
 
@@ -56,6 +61,7 @@ def test_keras_cutoff_freezes_exactly_cutoff_layers_and_their_batchnorm(network)
 @pytest.mark.parametrize("network", NETWORKS)
 def test_torch_cutoff_freezes_mapped_modules_and_their_batchnorm(network):
     import torch
+
     from benchbox_torch import engine, keras_weighted_layers
 
     options = small_options(_backbone("torch", network), network)
@@ -76,7 +82,7 @@ def test_torch_cutoff_freezes_mapped_modules_and_their_batchnorm(network):
     after = net.state_dict()
     prefix = "base."
     for key, value in before.items():
-        owner = key[len(prefix):].rsplit(".", 1)[0] if key.startswith(prefix) else None
+        owner = key[len(prefix) :].rsplit(".", 1)[0] if key.startswith(prefix) else None
         if owner in frozen_names:
             assert torch.equal(after[key], value), f"frozen {key} changed"
     changed = [k for k, v in before.items() if k.startswith("head.") and not torch.equal(after[k], v)]
@@ -89,7 +95,9 @@ def _backbone(framework, network):
     return load_registry().get("backbone", f"{framework}/{network}")
 
 
-@pytest.mark.parametrize("framework", [pytest.param("keras", marks=needs_keras), pytest.param("torch", marks=needs_torch)])
+@pytest.mark.parametrize(
+    "framework", [pytest.param("keras", marks=needs_keras), pytest.param("torch", marks=needs_torch)]
+)
 @pytest.mark.parametrize("network", NETWORKS)
 def test_conformance_kit(framework, network):
     backbone = _backbone(framework, network)
@@ -98,7 +106,9 @@ def test_conformance_kit(framework, network):
     check_backbone(backbone, options={"input_size": SMALL[network]}, class_counts=(3,) if slow else (2, 3))
 
 
-@pytest.mark.parametrize("framework", [pytest.param("keras", marks=needs_keras), pytest.param("torch", marks=needs_torch)])
+@pytest.mark.parametrize(
+    "framework", [pytest.param("keras", marks=needs_keras), pytest.param("torch", marks=needs_torch)]
+)
 def test_cutoff_beyond_depth_states_the_depth(framework):
     from benchbox.errors import BenchboxError
 

@@ -90,7 +90,13 @@ def test_validate_and_plugins_commands():
 
 
 def test_help_on_every_command():
-    for args in (["--help"], ["run", "--help"], ["validate", "--help"], ["report", "--help"],
-                 ["plugins", "--help"], ["backbones", "describe", "--help"]):
+    for args in (
+        ["--help"],
+        ["run", "--help"],
+        ["validate", "--help"],
+        ["report", "--help"],
+        ["plugins", "--help"],
+        ["backbones", "describe", "--help"],
+    ):
         res = run_cli(*args)
         assert res.returncode == 0 and "Usage" in res.stdout, args

@@ -39,8 +39,9 @@ input_size = [32, 40]
 
 
 def suite(tmp_path, name="c", evaluators='["paper", "example-balanced"]', extra=""):
-    return write_suite(tmp_path / f"{name}.toml", SUITE.format(name=name, out=tmp_path / "runs",
-                                                               evaluators=evaluators, extra=extra))
+    return write_suite(
+        tmp_path / f"{name}.toml", SUITE.format(name=name, out=tmp_path / "runs", evaluators=evaluators, extra=extra)
+    )
 
 
 @pytest.mark.slow
@@ -56,8 +57,16 @@ def test_a_third_party_metric_gets_a_column_a_plot_and_a_ranking(tmp_path, examp
     weak = suite(tmp_path, name="w", extra="C = 0.00001")  # heavily regularised: a weaker entry
     res = run_cli("run", weak, "--run-dir", tmp_path / "run-weak", env=example_env)
     assert res.returncode == 0, res.stderr
-    res = run_cli("leaderboard", tmp_path / "run", tmp_path / "run-weak", "--metric", "balanced_accuracy",
-                  "--format", "json", env=example_env)
+    res = run_cli(
+        "leaderboard",
+        tmp_path / "run",
+        tmp_path / "run-weak",
+        "--metric",
+        "balanced_accuracy",
+        "--format",
+        "json",
+        env=example_env,
+    )
     assert res.returncode == 0, res.stderr
     entries = sorted(json.loads(res.stdout), key=lambda e: e["rank"])
     assert [e["rank"] for e in entries] == [1, 2]
@@ -106,7 +115,7 @@ def test_the_harness_times_predict_itself_whatever_the_plugin_reports():
 @pytest.mark.slow
 def test_a_sleeping_third_party_backbone_is_timed_in_a_run(tmp_path, example_env):
     s = suite(tmp_path, evaluators='["paper"]').read_text().replace("example/pixel_logreg", "example/sleepy")
-    (tmp_path / "s.toml").write_text(s.replace('input_size = [32, 40]', 'input_size = [32, 40]\npredict_sleep = 0.3'))
+    (tmp_path / "s.toml").write_text(s.replace("input_size = [32, 40]", "input_size = [32, 40]\npredict_sleep = 0.3"))
     res = run_cli("run", tmp_path / "s.toml", "--run-dir", tmp_path / "run", env=example_env)
     assert res.returncode == 0, res.stderr
     records = [json.loads(p.read_text()) for p in (tmp_path / "run" / "folds").glob("*.json")]
@@ -167,8 +176,12 @@ def test_the_core_imports_no_plugin_and_parses_no_alias():
 
 def test_the_core_does_not_name_the_study():
     words = re.compile(r"covid|accuracy_3class|accuracy_2class|pneumonia", re.IGNORECASE)
-    hits = [f"{p.relative_to(ROOT)}:{i}" for p in (ROOT / "benchbox").rglob("*.py")
-            for i, line in enumerate(p.read_text().splitlines(), 1) if words.search(line) and "scaffold" not in p.name]
+    hits = [
+        f"{p.relative_to(ROOT)}:{i}"
+        for p in (ROOT / "benchbox").rglob("*.py")
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if words.search(line) and "scaffold" not in p.name
+    ]
     assert hits == []
 
 
@@ -176,11 +189,13 @@ def test_the_core_does_not_name_the_study():
 def test_report_and_leaderboard_need_no_framework(tmp_path, example_env):
     res = run_cli("run", suite(tmp_path), "--run-dir", tmp_path / "run", env=example_env)
     assert res.returncode == 0, res.stderr
-    code = ("import sys\nfrom benchbox.cli import main\n"
-            "for argv in (['report', %r, '--format', 'csv'], ['leaderboard', %r, '--format', 'csv']):\n"
-            "    try:\n        main(argv)\n    except SystemExit as e:\n        assert e.code == 0, e.code\n"
-            "assert not any(m in sys.modules for m in ('tensorflow', 'torch', 'keras')), 'model code imported'\n"
-            ) % (str(tmp_path / "run"), str(tmp_path / "run"))
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env={**__import__("os").environ, **example_env})
+    code = (
+        "import sys\nfrom benchbox.cli import main\n"
+        "for argv in (['report', {!r}, '--format', 'csv'], ['leaderboard', {!r}, '--format', 'csv']):\n"
+        "    try:\n        main(argv)\n    except SystemExit as e:\n        assert e.code == 0, e.code\n"
+        "assert not any(m in sys.modules for m in ('tensorflow', 'torch', 'keras')), 'model code imported'\n"
+    ).format(str(tmp_path / "run"), str(tmp_path / "run"))
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**__import__("os").environ, **example_env}
+    )
     assert res.returncode == 0, res.stderr

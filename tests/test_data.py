@@ -44,10 +44,16 @@ def cohen_root(tmp_path):
 @pytest.fixture
 def kermany_root(tmp_path):
     base = tmp_path / "chest_xray"
-    for rel in ["train/NORMAL/IM-0117-0001.jpeg", "train/NORMAL/IM-0117-0002.jpeg", "train/NORMAL/NORMAL2-IM-1427-0001.jpeg",
-                "test/NORMAL/IM-0001-0001.jpeg", "train/PNEUMONIA/person1_bacteria_1.jpeg",
-                "train/PNEUMONIA/person1_virus_6.jpeg", "val/PNEUMONIA/person22_bacteria_74.jpeg",
-                "train/PNEUMONIA/oddname.jpeg"]:
+    for rel in [
+        "train/NORMAL/IM-0117-0001.jpeg",
+        "train/NORMAL/IM-0117-0002.jpeg",
+        "train/NORMAL/NORMAL2-IM-1427-0001.jpeg",
+        "test/NORMAL/IM-0001-0001.jpeg",
+        "train/PNEUMONIA/person1_bacteria_1.jpeg",
+        "train/PNEUMONIA/person1_virus_6.jpeg",
+        "val/PNEUMONIA/person22_bacteria_74.jpeg",
+        "train/PNEUMONIA/oddname.jpeg",
+    ]:
         img(base / rel)
     (base / "train" / "NORMAL" / ".DS_Store").write_text("x")
     return tmp_path
@@ -55,10 +61,25 @@ def kermany_root(tmp_path):
 
 def test_cohen_selects_frontal_xrays_and_maps_findings(cohen_root):
     table, notes = read_cohen(cohen_root)
-    assert sorted(table["id"].str.removeprefix("cohen/")) == ["a.jpg", "b.jpg", "c.png", "d.jpg", "e.jpg", "f.jpg", "g.jpg"]
+    assert sorted(table["id"].str.removeprefix("cohen/")) == [
+        "a.jpg",
+        "b.jpg",
+        "c.png",
+        "d.jpg",
+        "e.jpg",
+        "f.jpg",
+        "g.jpg",
+    ]
     labels = dict(zip(table["id"].str.removeprefix("cohen/"), table["label"]))
-    assert labels == {"a.jpg": "covid", "b.jpg": "covid", "c.png": "covid", "d.jpg": "bacterial",
-                      "e.jpg": "viral", "f.jpg": "normal", "g.jpg": "other"}
+    assert labels == {
+        "a.jpg": "covid",
+        "b.jpg": "covid",
+        "c.png": "covid",
+        "d.jpg": "bacterial",
+        "e.jpg": "viral",
+        "f.jpg": "normal",
+        "g.jpg": "other",
+    }
     assert table.loc[table["id"] == "cohen/a.jpg", "group"].item() == "cohen:1"
     assert table.loc[table["id"] == "cohen/c.png", "site"].item() == "Milan"
     assert any("missing.jpg" in n for n in notes)
@@ -96,7 +117,13 @@ def test_kermany_missing_names_the_layout(tmp_path):
 @needs_data
 def test_real_sources_counts_groups_no_ct_no_lateral():
     cohen, _ = read_cohen(DATA)
-    assert cohen["label"].value_counts().to_dict() == {"covid": 301, "bacterial": 31, "other": 29, "viral": 21, "normal": 19}
+    assert cohen["label"].value_counts().to_dict() == {
+        "covid": 301,
+        "bacterial": 31,
+        "other": 29,
+        "viral": 21,
+        "normal": 19,
+    }
     assert set(cohen["view"]) <= {"PA", "AP", "AP Supine", "AP semi erect"}
     assert cohen[cohen["label"] == "covid"]["group"].nunique() == 184
     kermany, _ = read_kermany(DATA)
@@ -172,6 +199,7 @@ def test_offline_fetch_names_the_url_and_the_layout(tmp_path, monkeypatch):
     import dataclasses
 
     import requests
+
     from benchbox_xray.fetch import KERMANY, SOURCES, fetch
 
     def offline(*a, **k):

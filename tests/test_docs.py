@@ -22,7 +22,9 @@ def doc_module(index: int) -> types.ModuleType:
 
 
 def test_the_doc_has_a_backbone_and_an_evaluator_example():
-    assert len(BLOCKS) == 2 and "class NearestCentroid(Backbone)" in BLOCKS[0] and "class Youden(Evaluator)" in BLOCKS[1]
+    assert (
+        len(BLOCKS) == 2 and "class NearestCentroid(Backbone)" in BLOCKS[0] and "class Youden(Evaluator)" in BLOCKS[1]
+    )
 
 
 def test_the_backbone_example_passes_the_conformance_kit():
@@ -32,9 +34,11 @@ def test_the_backbone_example_passes_the_conformance_kit():
 
 def test_both_examples_run_in_a_suite(tmp_path):
     registry = load_registry(extra_plugins=[doc_module(0), doc_module(1)])
-    path = write_suite(tmp_path / "doc.toml", f"""
+    path = write_suite(
+        tmp_path / "doc.toml",
+        f"""
 name = "doc"
-output_dir = "{tmp_path / 'runs'}"
+output_dir = "{tmp_path / "runs"}"
 evaluators = ["paper", "youden"]
 [protocol]
 k = 3
@@ -46,7 +50,8 @@ patients = 24
 [backbones.centroid]
 plugin = "centroid/pixels"
 input_size = [64, 64]
-""")
+""",
+    )
     result = run_suite(load_suite(path, registry), registry)
     row = result.summary.iloc[0]
     assert row["folds"] == 3 and -1 <= row["youden_j"] <= 1 and len(row["youden_j_folds"]) == 3

@@ -73,21 +73,49 @@ def test_auc_is_nan_without_positives():
 @pytest.fixture
 def stored_run(tmp_path):
     """A run directory written by hand: two backbones, two folds, no model code anywhere."""
+
     def make(name, backbones, seed=0, size=(64, 64), counts=(6, 6, 6)):
         rng = np.random.default_rng(seed)
         store = RunStore(tmp_path / name)
         ids = [f"img{i}" for i in range(sum(counts))]
         y = np.repeat([0, 1, 2], counts)
         fold = np.arange(len(y)) % 2
-        cells = [{"dataset": "d", "backbone": b, "plugin": f"torch/{b}", "framework": "torch",
-                  "options": {"input_size": list(size), "weights": "none"}, "folds": 2} for b in backbones]
+        cells = [
+            {
+                "dataset": "d",
+                "backbone": b,
+                "plugin": f"torch/{b}",
+                "framework": "torch",
+                "options": {"input_size": list(size), "weights": "none"},
+                "folds": 2,
+            }
+            for b in backbones
+        ]
         # the layout benchbox 0.1 wrote (format benchbox-run/1, schema-1 records): old runs must keep rendering
-        write_json(store.manifest_path, {"format": "benchbox-run/1", "suite": name, "suite_digest": name, "status": "complete", "seed": 0, "evaluators": ["paper", "clinical"],
-                      "protocol": {"grouped": True}, "protocol_label": "2-fold (stratified+grouped)",
-                      "datasets": {"d": {"plugin": "synthetic", "classes": CLASSES, "positive_class": "covid",
-                                         "class_counts": dict(zip(CLASSES, counts))}},
-                      "cells": cells, "environment": {"cpu": "test cpu", "benchbox": "0.1.0"},
-                      "started_at": "2026-11-25T10:00:00"})
+        write_json(
+            store.manifest_path,
+            {
+                "format": "benchbox-run/1",
+                "suite": name,
+                "suite_digest": name,
+                "status": "complete",
+                "seed": 0,
+                "evaluators": ["paper", "clinical"],
+                "protocol": {"grouped": True},
+                "protocol_label": "2-fold (stratified+grouped)",
+                "datasets": {
+                    "d": {
+                        "plugin": "synthetic",
+                        "classes": CLASSES,
+                        "positive_class": "covid",
+                        "class_counts": dict(zip(CLASSES, counts)),
+                    }
+                },
+                "cells": cells,
+                "environment": {"cpu": "test cpu", "benchbox": "0.1.0"},
+                "started_at": "2026-11-25T10:00:00",
+            },
+        )
         for k, b in enumerate(backbones):
             skill = 2.0 + 2 * k
             for f in range(2):
@@ -95,22 +123,39 @@ def stored_run(tmp_path):
                 logits = rng.normal(0, 1, (len(idx), 3))
                 logits[np.arange(len(idx)), y[idx]] += skill
                 probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-                write_json(store.path / "folds" / f"d__{b}__fold{f:02d}.json", {"dataset": "d", "backbone": b, "fold": f, "classes": CLASSES,
-                                    "test_ids": [ids[i] for i in idx], "test_indices": idx.tolist(),
-                                    "test_groups": [f"p{i // 2}" for i in idx], "y_true": y[idx].tolist(),
-                                    "probabilities": probs.tolist(), "train_seconds": 1.0, "predict_seconds": 0.1})
+                write_json(
+                    store.path / "folds" / f"d__{b}__fold{f:02d}.json",
+                    {
+                        "dataset": "d",
+                        "backbone": b,
+                        "fold": f,
+                        "classes": CLASSES,
+                        "test_ids": [ids[i] for i in idx],
+                        "test_indices": idx.tolist(),
+                        "test_groups": [f"p{i // 2}" for i in idx],
+                        "y_true": y[idx].tolist(),
+                        "probabilities": probs.tolist(),
+                        "train_seconds": 1.0,
+                        "predict_seconds": 0.1,
+                    },
+                )
         return store.path
+
     return make
 
 
 def test_report_renders_from_records_only_and_writes_plots(stored_run):
     run = stored_run("r1", ["weak", "strong"])
-    code = ("import sys; from benchbox.cli import main; sys.argv = ['benchbox', 'report', %r, '--format', 'markdown'];\n"
-            "try:\n    main()\nexcept SystemExit:\n    pass\n"
-            "assert not any(m in sys.modules for m in ('tensorflow', 'torch', 'keras')), 'model code imported'\n") % str(run)
+    code = (
+        f"import sys; from benchbox.cli import main; sys.argv = ['benchbox', 'report', {str(run)!r}, '--format', 'markdown'];\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "assert not any(m in sys.modules for m in ('tensorflow', 'torch', 'keras')), 'model code imported'\n"
+    )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
-    assert "## Comparison" in res.stdout and "Table 4" in res.stdout and "[" in res.stdout and "pred covid" in res.stdout
+    assert (
+        "## Comparison" in res.stdout and "Table 4" in res.stdout and "[" in res.stdout and "pred covid" in res.stdout
+    )
     assert "best" in res.stdout
     for plot in ("confusion__d__weak.png", "confusion__d__strong.png", "roc__d.png", "folds__d.png"):
         assert (run / "plots" / plot).stat().st_size > 1000

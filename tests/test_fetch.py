@@ -21,7 +21,7 @@ from benchbox_xray.manifest import FORMAT, make_manifest
 TOP = "covid-chestxray-dataset-0f7245db"  # GitHub names the archive's top folder after the commit
 FILES = {
     "metadata.csv": b"patientid,finding,filename,view,modality\n"
-                    b"1,COVID-19,a.jpg,PA,X-ray\n2,No Finding,b.jpg,AP,X-ray\n",
+    b"1,COVID-19,a.jpg,PA,X-ray\n2,No Finding,b.jpg,AP,X-ray\n",
     "images/a.jpg": b"\xff\xd8a" + bytes(range(256)) * 400,
     "images/b.jpg": b"\xff\xd8b" + bytes(range(255, -1, -1)) * 400,
     "README.md": b"# covid-chestxray-dataset\n",
@@ -102,8 +102,14 @@ def server():
 
 def source(url, known_hash=None, manifest=None, retries=0):
     # manifest_path is always set explicitly: the shipped manifest must not decide what these tests see
-    return dataclasses.replace(COHEN, url=url, known_hash=known_hash, retries=retries, timeout=5,
-                               manifest_path=manifest or Path("/nonexistent/manifest-cohen.json"))
+    return dataclasses.replace(
+        COHEN,
+        url=url,
+        known_hash=known_hash,
+        retries=retries,
+        timeout=5,
+        manifest_path=manifest or Path("/nonexistent/manifest-cohen.json"),
+    )
 
 
 def snapshot(root: Path):
@@ -113,8 +119,18 @@ def snapshot(root: Path):
 
 
 def write_manifest(path: Path, files: dict[str, bytes]) -> Path:
-    path.write_text(json.dumps({"format": FORMAT, "source": "cohen", "version": "test", "folder": COHEN.folder,
-                                "algorithm": "sha256", "files": {k: sha256(v) for k, v in files.items()}}))
+    path.write_text(
+        json.dumps(
+            {
+                "format": FORMAT,
+                "source": "cohen",
+                "version": "test",
+                "folder": COHEN.folder,
+                "algorithm": "sha256",
+                "files": {k: sha256(v) for k, v in files.items()},
+            }
+        )
+    )
     return path
 
 
@@ -259,7 +275,8 @@ def test_an_archive_without_a_top_folder_is_installed_too(server, tmp_path):
     server.files["/flat.zip"] = make_zip(top=".")
     target = source(server.url("/flat.zip")).fetch(tmp_path / "data")
     assert (target / "images" / "a.jpg").is_file() and sorted(p.name for p in (tmp_path / "data").iterdir()) == [
-        "covid-chestxray-dataset"]
+        "covid-chestxray-dataset"
+    ]
 
 
 def test_not_a_zip_or_no_layout_inside_is_refused(server, tmp_path):
@@ -293,8 +310,12 @@ def test_verify_names_missing_changed_and_extra_files(tmp_path):
     assert report.changed == ["covid-chestxray-dataset/images/a.jpg"]
     assert report.extra == ["covid-chestxray-dataset/images/new.png"]
     text = render_verify(report)
-    for line in ("FAILED: 1 missing, 1 changed; 1 extra file(s)", "missing: covid-chestxray-dataset/README.md",
-                 "changed: covid-chestxray-dataset/images/a.jpg", "extra: covid-chestxray-dataset/images/new.png"):
+    for line in (
+        "FAILED: 1 missing, 1 changed; 1 extra file(s)",
+        "missing: covid-chestxray-dataset/README.md",
+        "changed: covid-chestxray-dataset/images/a.jpg",
+        "extra: covid-chestxray-dataset/images/new.png",
+    ):
         assert line in text
 
     report = KERMANY.verify(tmp_path / "data")
@@ -322,8 +343,9 @@ def test_environment_points_a_shipped_source_at_a_mirror(server, tmp_path, monke
 
 
 def test_the_plugin_offers_both_sources_through_the_hook():
-    import benchbox_xray
     import pluggy
+
+    import benchbox_xray
     from benchbox import hookspecs
     from benchbox.contracts import DataSource
 

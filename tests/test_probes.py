@@ -70,8 +70,11 @@ centre-only = {{ frame = 0.12 }}
 
 def _verdicts(run_dir):
     text = (run_dir / "report.md").read_text()
-    lines = [l for l in text.splitlines() if l.startswith("| lungs-blackout") or l.startswith("| border-only")
-             or l.startswith("| centre-only")]
+    lines = [
+        l
+        for l in text.splitlines()
+        if l.startswith("| lungs-blackout") or l.startswith("| border-only") or l.startswith("| centre-only")
+    ]
     return {l.split("|")[1].strip(): l.split("|")[2].strip() for l in lines if l.split("|")[2].strip() in ("YES", "no")}
 
 
@@ -109,12 +112,18 @@ def test_source_as_label_and_within_source_select_the_right_samples(registry):
     from benchbox.records import CellKey, DataKey
     from benchbox.suite import validate_suite
 
-    raw = {"name": "sel", "seed": 0, "protocol": {"k": 3, "grouped": True},
-           "datasets": {"d1": {"plugin": "dataset_1", "covid": 30, "bacterial": 30, "normal": 30},
-                        "inside": {"plugin": "cohen", "binary": True}},
-           "backbones": {"m": {"plugin": "torch/mobilenet_v2", "weights": "none"}},
-           "experiments": [{"datasets": ["d1"], "backbones": ["m"]}],
-           "probes": {"source-as-label": {}, "within-source": {"dataset": "inside"}}}
+    raw = {
+        "name": "sel",
+        "seed": 0,
+        "protocol": {"k": 3, "grouped": True},
+        "datasets": {
+            "d1": {"plugin": "dataset_1", "covid": 30, "bacterial": 30, "normal": 30},
+            "inside": {"plugin": "cohen", "binary": True},
+        },
+        "backbones": {"m": {"plugin": "torch/mobilenet_v2", "weights": "none"}},
+        "experiments": [{"datasets": ["d1"], "backbones": ["m"]}],
+        "probes": {"source-as-label": {}, "within-source": {"dataset": "inside"}},
+    }
     suite = validate_suite(raw, "sel.toml", registry)
     assert CellKey("d1", "m", "source-as-label") in suite.cells and CellKey("inside", "m") in suite.cells
     prepared = prepare_data(suite, registry, str(DATA))
@@ -124,7 +133,12 @@ def test_source_as_label_and_within_source_select_the_right_samples(registry):
     assert (src.samples.table["label"] == base["source"]).all() and list(src.samples.table["id"]) == list(base["id"])
     inside = prepared[DataKey("inside")].samples
     assert set(inside.table["source"]) == {"cohen"} and inside.classes == ("covid", "not_covid")
-    assert set(inside.table.loc[inside.table["label"] == "not_covid", "finding"]) == {"bacterial", "viral", "normal", "other"}
+    assert set(inside.table.loc[inside.table["label"] == "not_covid", "finding"]) == {
+        "bacterial",
+        "viral",
+        "normal",
+        "other",
+    }
     for key in (DataKey("d1", "source-as-label"), DataKey("inside")):  # patient-grouped folds
         table, folds = prepared[key].samples.table, prepared[key].folds
         assert all(len(set(folds[table["group"] == g])) == 1 for g in table["group"].unique())
@@ -149,8 +163,10 @@ def test_unknown_probe_and_bad_options_are_reported(tmp_path, registry):
     from benchbox.errors import SuiteError
     from benchbox.suite import load_suite
 
-    text = ('name = "x"\n[datasets.s]\nplugin = "synthetic"\n[backbones.b]\nplugin = "torch/mobilenet_v2"\n'
-            '[probes]\nlung-blackout = {}\nborder-only = { frame = 0.7 }\ncentre-only = { apply = "train" }\n')
+    text = (
+        'name = "x"\n[datasets.s]\nplugin = "synthetic"\n[backbones.b]\nplugin = "torch/mobilenet_v2"\n'
+        '[probes]\nlung-blackout = {}\nborder-only = { frame = 0.7 }\ncentre-only = { apply = "train" }\n'
+    )
     with pytest.raises(SuiteError) as exc:
         load_suite(write_suite(tmp_path / "s.toml", text), registry)
     text = "\n".join(exc.value.problems)

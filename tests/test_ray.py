@@ -12,8 +12,13 @@ import pytest
 
 from conftest import TORCH_MNV2, needs_torch, run_cli, tiny_suite
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="Ray not installed (pip install 'benchbox[ray]')"),
-              needs_torch]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        importlib.util.find_spec("ray") is None, reason="Ray not installed (pip install 'benchbox[ray]')"
+    ),
+    needs_torch,
+]
 RAY = ["--executor", "ray", "--ray-local-cpus", "2"]
 
 
@@ -50,8 +55,10 @@ def test_ray_records_equal_the_local_executor_bit_for_bit(tmp_path):
 
 def test_failing_unit_is_retried_then_recorded_while_others_finish(tmp_path, example_env):
     attempts = tmp_path / "attempts.txt"
-    suite = tiny_suite(tmp_path, f'[backbones.f]\nplugin = "example/flaky"\nfail_on_id = "syn/syn-00000"\n'
-                                 f'attempts_file = "{attempts}"\n')
+    suite = tiny_suite(
+        tmp_path,
+        f'[backbones.f]\nplugin = "example/flaky"\nfail_on_id = "syn/syn-00000"\nattempts_file = "{attempts}"\n',
+    )
     res = run_cli("run", suite, "--run-dir", tmp_path / "run", *RAY, "--max-retries", "2", env=example_env)
     assert res.returncode == 1
     assert "1 fold(s) failed" in res.stderr and "planted failure on syn/syn-00000" in res.stderr
@@ -67,8 +74,11 @@ def test_killed_driver_resumes_with_every_fold_exactly_once(tmp_path):
     suite = tiny_suite(tmp_path, TORCH_MNV2.replace("[48, 48]", "[64, 64]"), name="rkill")
     suite.write_text(suite.read_text().replace("k = 3", "k = 4").replace("epochs = 1", "epochs = 4"))
     exe = Path(sys.executable).with_name("benchbox")
-    proc = subprocess.Popen([str(exe), "run", str(suite), *RAY, "--cpus-per-fold", "1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(exe), "run", str(suite), *RAY, "--cpus-per-fold", "1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline, folds_dir = time.time() + 300, None
     while time.time() < deadline and folds_dir is None:
         found = list((tmp_path / "runs").glob("rkill-*/folds/*.json"))

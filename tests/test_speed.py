@@ -30,8 +30,9 @@ class FakeDevice:
 
 def test_timer_syncs_before_every_clock_read_and_excludes_warmup():
     dev = FakeDevice()
-    r = measure(Steps(step=dev.step, sync=dev.sync), batch_size=4, clock=dev.clock, warmup=3, min_steps=5,
-                min_seconds=0.095)
+    r = measure(
+        Steps(step=dev.step, sync=dev.sync), batch_size=4, clock=dev.clock, warmup=3, min_steps=5, min_seconds=0.095
+    )
     assert r["step_time"] == pytest.approx(10.0)  # ms; the 5 s warm-up steps are not in it
     assert r["samples_per_sec"] == pytest.approx(400.0)
     assert r["steps"] == 10  # until 0.1 s of measured time
@@ -58,8 +59,17 @@ def _job(size, options, augment=False):
     rng = np.random.default_rng(0)
     x = rng.integers(0, 255, (24, *size), dtype=np.uint8)
     y = np.arange(24) % 3
-    return FoldJob(x[:18], y[:18], x[18:], 3, options, TrainingConfig(epochs=2, batch_size=6, augment=augment), seed=9,
-                   train_ids=[f"i{k}" for k in range(18)], test_ids=[f"i{k}" for k in range(18, 24)])
+    return FoldJob(
+        x[:18],
+        y[:18],
+        x[18:],
+        3,
+        options,
+        TrainingConfig(epochs=2, batch_size=6, augment=augment),
+        seed=9,
+        train_ids=[f"i{k}" for k in range(18)],
+        test_ids=[f"i{k}" for k in range(18, 24)],
+    )
 
 
 def _backbone(name):
@@ -68,9 +78,14 @@ def _backbone(name):
     return load_registry().get("backbone", name)
 
 
-@pytest.mark.parametrize("name,size", [pytest.param("keras/vgg19", [32, 40], marks=needs_keras),
-                                       pytest.param("torch/xception", [71, 80], marks=needs_torch),
-                                       pytest.param("torch/mobilenet_v2", [32, 40], marks=needs_torch)])
+@pytest.mark.parametrize(
+    "name,size",
+    [
+        pytest.param("keras/vgg19", [32, 40], marks=needs_keras),
+        pytest.param("torch/xception", [71, 80], marks=needs_torch),
+        pytest.param("torch/mobilenet_v2", [32, 40], marks=needs_torch),
+    ],
+)
 @pytest.mark.slow
 def test_cached_and_uncached_training_give_the_same_predictions(name, size):
     b = _backbone(name)
@@ -86,6 +101,7 @@ def test_cached_and_uncached_training_give_the_same_predictions(name, size):
 @needs_torch
 def test_pretrained_prefix_is_computed_once_per_run_and_reused(tmp_path):
     import torch
+
     from benchbox_torch import engine
 
     b = _backbone("torch/mobilenet_v2")
@@ -97,8 +113,10 @@ def test_pretrained_prefix_is_computed_once_per_run_and_reused(tmp_path):
     assert (first.info["prefix_cache"], second.info["prefix_cache"]) == ("computed", "hit")
 
 
-@pytest.mark.parametrize("name", [pytest.param("keras/mobilenet_v2", marks=needs_keras),
-                                  pytest.param("torch/mobilenet_v2", marks=needs_torch)])
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param("keras/mobilenet_v2", marks=needs_keras), pytest.param("torch/mobilenet_v2", marks=needs_torch)],
+)
 @pytest.mark.slow
 def test_augmentation_falls_back_and_says_why(name):
     b = _backbone(name)
@@ -111,8 +129,20 @@ def test_augmentation_falls_back_and_says_why(name):
 @needs_torch
 def test_bench_csv_has_the_promised_columns(tmp_path):
     out = tmp_path / "bench.csv"
-    res = run_cli("bench", "torch/mobilenet_v2", "--batch-sizes", "1,2", "--train-batch-size", "2",
-                  "--input", "32x40", "--min-seconds", "0.05", "-o", out)
+    res = run_cli(
+        "bench",
+        "torch/mobilenet_v2",
+        "--batch-sizes",
+        "1,2",
+        "--train-batch-size",
+        "2",
+        "--input",
+        "32x40",
+        "--min-seconds",
+        "0.05",
+        "-o",
+        out,
+    )
     assert res.returncode == 0, res.stderr
     import pandas as pd
 

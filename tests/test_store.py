@@ -8,14 +8,26 @@ from benchbox.errors import StoreError
 from benchbox.records import CellKey, FoldRecord
 from benchbox.store import RunStore, find_resumable, write_atomic
 
-
 CELL = CellKey("d", "b")
 
 
 def record(fold):
-    return FoldRecord(cell=CELL, fold=fold, seed=0, classes=["a", "b"], test_ids=["x", "y"], y_true=np.array([0, 1]),
-                      probabilities=np.array([[0.9, 0.1], [0.2, 0.8]]), test_groups=["x", "y"], test_sources=["s", "s"],
-                      n_train=4, train_seconds=1.0, predict_seconds=0.1, infer_images_per_sec=20.0, suite_digest="x")
+    return FoldRecord(
+        cell=CELL,
+        fold=fold,
+        seed=0,
+        classes=["a", "b"],
+        test_ids=["x", "y"],
+        y_true=np.array([0, 1]),
+        probabilities=np.array([[0.9, 0.1], [0.2, 0.8]]),
+        test_groups=["x", "y"],
+        test_sources=["s", "s"],
+        n_train=4,
+        train_seconds=1.0,
+        predict_seconds=0.1,
+        infer_images_per_sec=20.0,
+        suite_digest="x",
+    )
 
 
 def test_atomic_write_leaves_old_file_intact_when_interrupted(tmp_path, monkeypatch):

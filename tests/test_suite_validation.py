@@ -1,8 +1,7 @@
 import pytest
 
-from benchbox.records import CellKey
-
 from benchbox.errors import SuiteError
+from benchbox.records import CellKey
 from benchbox.suite import load_suite
 from conftest import ROOT, write_suite
 
@@ -48,14 +47,20 @@ def test_shipped_suites_validate(path, registry):
 
 BAD = [
     ("colour = 1", "colour: unknown key; allowed:"),
-    ('[training]\noptimiser = "adam"', "training.optimiser: unknown key; allowed: augment, batch_size, class_weight, epochs"),
+    (
+        '[training]\noptimiser = "adam"',
+        "training.optimiser: unknown key; allowed: augment, batch_size, class_weight, epochs",
+    ),
     ('[training]\noptimizer = "sgd"', "training.optimizer: unknown optimizer 'sgd'; allowed: adam"),
     ("[training]\nepochs = 0", "training.epochs: must be at least 1"),
     ('[training]\nepochs = "ten"', "training.epochs: must be an integer"),
     ('[protocol]\nkind = "loo"', "protocol.kind: unknown protocol 'loo'; allowed: kfold, holdout"),
     ("[protocol]\nk = 1", "protocol.k: must be at least 2"),
     ('[datasets.x]\nplugin = "mnist"', "datasets.x.plugin: unknown dataset plugin 'mnist'; available:"),
-    ('[backbones.x]\nplugin = "keras/resnet50"', "backbones.x.plugin: unknown backbone plugin 'keras/resnet50'; available:"),
+    (
+        '[backbones.x]\nplugin = "keras/resnet50"',
+        "backbones.x.plugin: unknown backbone plugin 'keras/resnet50'; available:",
+    ),
     ('[backbones.x]\nplugin = "keras/vgg19"\ncutof = 3', "backbones.x.cutof: unknown key; allowed:"),
     ('[backbones.x]\nplugin = "keras/vgg19"\nhead = [0]', "head: must be a list of positive integers"),
     ('[backbones.x]\nplugin = "keras/vgg19"\npooling = "sum"', "pooling: must be one of avg, max"),

@@ -60,8 +60,22 @@ def test_scaffolded_plugin_installs_and_is_discovered(tmp_path):
     pkg = tmp_path / "benchbox-resnet"
     assert (pkg / "tests" / "test_conformance.py").exists()
     site = tmp_path / "site"
-    pip = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                          "--target", str(site), str(pkg)], capture_output=True, text=True)
+    pip = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(site),
+            str(pkg),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert pip.returncode == 0, pip.stderr
     res = run_cli("plugins", env=env_with(site))
     assert "resnet/resnet50" in res.stdout and "benchbox-resnet 0.1.0" in res.stdout

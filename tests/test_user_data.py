@@ -58,9 +58,16 @@ def gray_of(path):
 def tree(tmp_path):
     """mydata/{covid,normal,pneumonia}/..., with nesting, patients in names, junk files."""
     root = tmp_path / "mydata"
-    for rel in ["covid/person1_a.png", "covid/person1_b.png", "covid/site2/person2_a.png",
-                "normal/person3_a.jpg", "normal/person4_a.bmp",
-                "pneumonia/person5_a.tif", "pneumonia/person5_b.tiff", "pneumonia/person6_a.jpeg"]:
+    for rel in [
+        "covid/person1_a.png",
+        "covid/person1_b.png",
+        "covid/site2/person2_a.png",
+        "normal/person3_a.jpg",
+        "normal/person4_a.bmp",
+        "pneumonia/person5_a.tif",
+        "pneumonia/person5_b.tiff",
+        "pneumonia/person6_a.jpeg",
+    ]:
         img(root / rel, value=40 + len(rel))
     (root / "covid" / "README.txt").write_text("notes")
     (root / "normal" / ".DS_Store").write_text("x")
@@ -71,12 +78,20 @@ def tree(tmp_path):
 
 # --- folder ---------------------------------------------------------------------------------------
 
+
 def test_folder_classes_ids_and_sources_from_the_tree(tree):
     s = samples("folder", root=str(tree))
     assert s.classes == ("covid", "normal", "pneumonia") and s.positive_class == "covid"
-    assert sorted(s.table["id"]) == ["covid/person1_a.png", "covid/person1_b.png", "covid/site2/person2_a.png",
-                                     "normal/person3_a.jpg", "normal/person4_a.bmp", "pneumonia/person5_a.tif",
-                                     "pneumonia/person5_b.tiff", "pneumonia/person6_a.jpeg"]
+    assert sorted(s.table["id"]) == [
+        "covid/person1_a.png",
+        "covid/person1_b.png",
+        "covid/site2/person2_a.png",
+        "normal/person3_a.jpg",
+        "normal/person4_a.bmp",
+        "pneumonia/person5_a.tif",
+        "pneumonia/person5_b.tiff",
+        "pneumonia/person6_a.jpeg",
+    ]
     assert dict(zip(s.table["id"], s.table["label"]))["covid/site2/person2_a.png"] == "covid"
     assert set(s.table["source"]) == {"mydata"}
     assert (s.table["group"] == s.table["id"]).all()  # no group_pattern: one group per image ...
@@ -102,11 +117,14 @@ def test_folder_group_pattern_partial_match_is_reported(tree):
     assert any("does not match 1 of 9" in w and "normal/anon.png" in w for w in s.warnings)
 
 
-@pytest.mark.parametrize("pattern, message", [
-    (r"person(\d+", "not a valid regular expression"),
-    (r"person\d+_", "has no group"),
-    (r"patient(\d+)", "matches no image path.*covid/person1_a.png"),
-])
+@pytest.mark.parametrize(
+    "pattern, message",
+    [
+        (r"person(\d+", "not a valid regular expression"),
+        (r"person\d+_", "has no group"),
+        (r"patient(\d+)", "matches no image path.*covid/person1_a.png"),
+    ],
+)
 def test_folder_bad_group_pattern_is_a_clear_error(tree, pattern, message):
     with pytest.raises(DataError, match=message):
         samples("folder", root=str(tree), group_pattern=pattern)
@@ -115,8 +133,9 @@ def test_folder_bad_group_pattern_is_a_clear_error(tree, pattern, message):
 def test_folder_classes_order_subset_label_map_and_positive(tree):
     (tree / "COVID-19").mkdir()
     img(tree / "COVID-19" / "person9_x.png")
-    s = samples("folder", root=str(tree), label_map={"COVID-19": "covid"}, classes=["normal", "covid"],
-                positive_class="covid")
+    s = samples(
+        "folder", root=str(tree), label_map={"COVID-19": "covid"}, classes=["normal", "covid"], positive_class="covid"
+    )
     assert s.classes == ("normal", "covid") and s.positive_class == "covid"
     assert s.table.set_index("id").loc["COVID-19/person9_x.png", "label"] == "covid"
     assert (s.table["label"] == "covid").sum() == 4 and (s.table["label"] == "normal").sum() == 2
@@ -223,11 +242,14 @@ def test_folder_fingerprint_names_the_content(tree):
     assert b != a
     img(tree / "normal" / "person7_a.png", size=(41, 30))  # same name, other content (size)
     assert samples("folder", root=str(tree)).fingerprint != b
-    assert samples("folder", root=str(tree), label_map={"normal": "healthy"}).fingerprint != \
-        samples("folder", root=str(tree)).fingerprint
+    assert (
+        samples("folder", root=str(tree), label_map={"normal": "healthy"}).fingerprint
+        != samples("folder", root=str(tree)).fingerprint
+    )
 
 
 # --- unreadable images (issue 14 item 5) ---------------------------------------------------------
+
 
 def truncated_jpeg(dest):
     """A real JPEG cut in half: Pillow's verify() passes it, decoding it fails."""
@@ -299,6 +321,7 @@ def test_decode_cache_default_advice_and_pickling(tmp_path):
 
 # --- csv ------------------------------------------------------------------------------------------
 
+
 def write_csv(path, text):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
@@ -306,19 +329,26 @@ def write_csv(path, text):
 
 
 def test_csv_columns_mapping_relative_paths_patients_and_split(tree):
-    csv = write_csv(tree / "meta" / "labels.csv",
-                    "filename,finding,patient_id,site,fold\n"
-                    "../covid/person1_a.png,COVID-19,p1,A,train\n"
-                    "../covid/person1_b.png,COVID-19,p1,A,test\n"
-                    "../normal/person3_a.jpg,No Finding,p3,B,train\n"
-                    f"{tree / 'pneumonia' / 'person5_a.tif'},Pneumonia,p5,,train\n")
-    s = samples("csv", file=str(csv), columns={"path": "filename", "label": "finding", "patient": "patient_id",
-                                                "source": "site", "split": "fold"},
-                label_map={"COVID-19": "covid", "No Finding": "normal", "Pneumonia": "pneumonia"}, split="train")
+    csv = write_csv(
+        tree / "meta" / "labels.csv",
+        "filename,finding,patient_id,site,fold\n"
+        "../covid/person1_a.png,COVID-19,p1,A,train\n"
+        "../covid/person1_b.png,COVID-19,p1,A,test\n"
+        "../normal/person3_a.jpg,No Finding,p3,B,train\n"
+        f"{tree / 'pneumonia' / 'person5_a.tif'},Pneumonia,p5,,train\n",
+    )
+    s = samples(
+        "csv",
+        file=str(csv),
+        columns={"path": "filename", "label": "finding", "patient": "patient_id", "source": "site", "split": "fold"},
+        label_map={"COVID-19": "covid", "No Finding": "normal", "Pneumonia": "pneumonia"},
+        split="train",
+    )
     t = s.table.set_index("id")
     # the id is the path as written (normalised); the file is found relative to the CSV's folder
-    assert sorted(t.index) == sorted(["../covid/person1_a.png", "../normal/person3_a.jpg",
-                                      str(tree / "pneumonia/person5_a.tif")])
+    assert sorted(t.index) == sorted(
+        ["../covid/person1_a.png", "../normal/person3_a.jpg", str(tree / "pneumonia/person5_a.tif")]
+    )
     assert t.loc["../covid/person1_a.png", ["label", "group", "source"]].tolist() == ["covid", "p1", "A"]
     assert t.loc["../covid/person1_a.png", "path"] == str(tree / "covid" / "person1_a.png")
     assert t.loc[str(tree / "pneumonia/person5_a.tif"), "source"] == "meta"  # blank cell: the CSV folder's name
@@ -352,8 +382,10 @@ def test_csv_missing_label_column_names_the_columns_and_the_option(tree):
 
 
 def test_csv_path_that_does_not_exist(tree):
-    csv = write_csv(tree / "labels.csv", "path,label\ncovid/person1_a.png,covid\nnormal/gone.png,normal\n"
-                                         "normal/person3_a.jpg,normal\n")
+    csv = write_csv(
+        tree / "labels.csv",
+        "path,label\ncovid/person1_a.png,covid\nnormal/gone.png,normal\nnormal/person3_a.jpg,normal\n",
+    )
     with pytest.raises(DataError, match=r"line 3: 'normal/gone.png'.*skip_unreadable = true"):
         samples("csv", file=str(csv))
     s = samples("csv", file=str(csv), skip_unreadable=True)
@@ -362,8 +394,9 @@ def test_csv_path_that_does_not_exist(tree):
 
 
 def test_csv_split_errors_and_empty_cells(tree):
-    csv = write_csv(tree / "labels.csv", "path,label,split\ncovid/person1_a.png,covid,train\n"
-                                         "normal/person3_a.jpg,normal,train\n")
+    csv = write_csv(
+        tree / "labels.csv", "path,label,split\ncovid/person1_a.png,covid,train\nnormal/person3_a.jpg,normal,train\n"
+    )
     with pytest.raises(DataError, match=r"split = 'test' matches no row.*train"):
         samples("csv", file=str(csv), split="test")
     no_split = write_csv(tree / "b.csv", "path,label\ncovid/person1_a.png,covid\n")
@@ -375,28 +408,39 @@ def test_csv_split_errors_and_empty_cells(tree):
 
 
 def test_csv_duplicates_and_conflicts(tree):
-    conflict = write_csv(tree / "a.csv", "path,label\ncovid/person1_a.png,covid\nnormal/person3_a.jpg,normal\n"
-                                         "./covid/person1_a.png,normal\n")
+    conflict = write_csv(
+        tree / "a.csv",
+        "path,label\ncovid/person1_a.png,covid\nnormal/person3_a.jpg,normal\n./covid/person1_a.png,normal\n",
+    )
     with pytest.raises(DataError, match=r"different labels on lines 2, 4"):
         samples("csv", file=str(conflict))
-    same = write_csv(tree / "b.csv", "path,label\ncovid/person1_a.png,covid\nnormal/person3_a.jpg,normal\n"
-                                     "covid/person1_a.png,covid\n")
+    same = write_csv(
+        tree / "b.csv",
+        "path,label\ncovid/person1_a.png,covid\nnormal/person3_a.jpg,normal\ncovid/person1_a.png,covid\n",
+    )
     s = samples("csv", file=str(same))
     assert len(s.table) == 2 and any("duplicate" in w and "4" in w for w in s.warnings)
 
 
 def test_csv_not_utf8_names_the_line(tree):
     csv = tree / "labels.csv"
-    csv.write_bytes("path,label,patient\ncovid/person1_a.png,covid,Jos\u00e9\n".encode("utf-8")
-                    + "normal/person3_a.jpg,normal,Ren\u00e9\n".encode("cp1252"))
+    csv.write_bytes(
+        "path,label,patient\ncovid/person1_a.png,covid,Jos\u00e9\n".encode("utf-8")
+        + "normal/person3_a.jpg,normal,Ren\u00e9\n".encode("cp1252")
+    )
     with pytest.raises(DataError, match=r"labels.csv is not UTF-8: line\(s\) 3 .*Save the file as UTF-8"):
         samples("csv", file=str(csv))
-    csv.write_bytes(b"\xef\xbb\xbf" + "path,label,patient\ncovid/person1_a.png,covid,Jos\u00e9\n"
-                    "normal/person3_a.jpg,normal,Ren\u00e9\n".encode("utf-8"))  # UTF-8 with a BOM (Excel)
+    csv.write_bytes(
+        b"\xef\xbb\xbf"
+        + "path,label,patient\ncovid/person1_a.png,covid,Jos\u00e9\nnormal/person3_a.jpg,normal,Ren\u00e9\n".encode(
+            "utf-8"
+        )
+    )  # UTF-8 with a BOM (Excel)
     assert set(samples("csv", file=str(csv)).table["group"]) == {"Jos\u00e9", "Ren\u00e9"}
 
 
 # --- DICOM ----------------------------------------------------------------------------------------
+
 
 def write_dicom(path, pixels, photometric="MONOCHROME2", bits=8, with_pixels=True, **elements):
     """A minimal DICOM file (explicit VR little endian) holding ``pixels``."""
@@ -445,12 +489,28 @@ def test_dicom_16bit_rescale_and_window(tmp_path):
     png = gray_of(real("pneumonia")).astype(np.float64)
     stored = (png * 16 + 1000).astype(np.uint16)  # 1000..5080
     # modality values = stored * 0.5 - 500 = 8 * png; the window [0, 2040] gives png back
-    path = write_dicom(tmp_path / "w.dcm", stored, bits=16, RescaleSlope="0.5", RescaleIntercept="-500",
-                       WindowCenter=["1020.5", "40"], WindowWidth=["2041", "400"])  # multi-valued: the first
+    path = write_dicom(
+        tmp_path / "w.dcm",
+        stored,
+        bits=16,
+        RescaleSlope="0.5",
+        RescaleIntercept="-500",
+        WindowCenter=["1020.5", "40"],
+        WindowWidth=["2041", "400"],
+    )  # multi-valued: the first
     out = decode_dicom(path)
     assert out.dtype == np.uint8 and np.abs(out.astype(int) - png).max() <= 1
-    narrow = decode_dicom(write_dicom(tmp_path / "n.dcm", stored, bits=16, RescaleSlope="0.5",
-                                      RescaleIntercept="-500", WindowCenter="512", WindowWidth="512"))
+    narrow = decode_dicom(
+        write_dicom(
+            tmp_path / "n.dcm",
+            stored,
+            bits=16,
+            RescaleSlope="0.5",
+            RescaleIntercept="-500",
+            WindowCenter="512",
+            WindowWidth="512",
+        )
+    )
     values = png * 8
     assert (narrow[values <= 256] == 0).all() and (narrow[values > 767] == 255).all()
     linear = (values > 256) & (values <= 767)
@@ -497,7 +557,9 @@ def test_dicom_without_pydicom_says_how_to_install(tmp_path, monkeypatch):
     path = tmp_path / "x.dcm"
     path.write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 16)
     monkeypatch.setitem(sys.modules, "pydicom", None)  # import pydicom -> ImportError
-    with pytest.raises(DataError, match=r"x.dcm is a DICOM file; reading DICOM needs pydicom: pip install 'benchbox\[dicom\]'"):
+    with pytest.raises(
+        DataError, match=r"x.dcm is a DICOM file; reading DICOM needs pydicom: pip install 'benchbox\[dicom\]'"
+    ):
         decode_file(path, (8, 8))
     with pytest.raises(DataError, match=r"benchbox\[dicom\]"):  # not "skipped" as if the file were bad
         unreadable_reason(path)
@@ -526,6 +588,7 @@ def test_folder_reads_dicom_with_and_without_extension(tmp_path):
 
 
 # --- export ---------------------------------------------------------------------------------------
+
 
 def test_export_synthetic_reads_back_with_folder_and_csv(tmp_path):
     from benchbox.export import GROUP_PATTERN, export_dataset
@@ -589,13 +652,19 @@ def test_export_failure_leaves_nothing(tmp_path):
 
 # --- the study's plugins: root, split, metadata encoding (issue 13, issue 14) ----------------------
 
+
 @pytest.fixture
 def kermany_copy(tmp_path):
     """A Kermany copy with a train and a test split, outside any data root."""
     base = tmp_path / "elsewhere" / "chest_xray"
-    for rel in ["train/NORMAL/IM-0117-0001.jpeg", "train/PNEUMONIA/person1_bacteria_1.jpeg",
-                "train/PNEUMONIA/person2_virus_6.jpeg", "test/NORMAL/IM-0001-0001.jpeg",
-                "test/PNEUMONIA/person3_bacteria_2.jpeg", "test/PNEUMONIA/person4_virus_7.jpeg"]:
+    for rel in [
+        "train/NORMAL/IM-0117-0001.jpeg",
+        "train/PNEUMONIA/person1_bacteria_1.jpeg",
+        "train/PNEUMONIA/person2_virus_6.jpeg",
+        "test/NORMAL/IM-0001-0001.jpeg",
+        "test/PNEUMONIA/person3_bacteria_2.jpeg",
+        "test/PNEUMONIA/person4_virus_7.jpeg",
+    ]:
         img(base / rel)
     return base
 
@@ -603,9 +672,11 @@ def kermany_copy(tmp_path):
 def test_kermany_root_and_split(kermany_copy, tmp_path):
     data_dir = str(tmp_path / "no-data-here")
     test = samples("kermany", data_dir=data_dir, root=str(kermany_copy.parent), split="test")
-    assert sorted(test.table["id"]) == ["kermany/test/NORMAL/IM-0001-0001.jpeg",
-                                        "kermany/test/PNEUMONIA/person3_bacteria_2.jpeg",
-                                        "kermany/test/PNEUMONIA/person4_virus_7.jpeg"]
+    assert sorted(test.table["id"]) == [
+        "kermany/test/NORMAL/IM-0001-0001.jpeg",
+        "kermany/test/PNEUMONIA/person3_bacteria_2.jpeg",
+        "kermany/test/PNEUMONIA/person4_virus_7.jpeg",
+    ]
     train = samples("kermany", root=str(kermany_copy), split="train")  # the chest_xray folder itself works too
     assert set(train.table["split"]) == {"train"} and len(train.table) == 3
     assert len(samples("kermany", root=str(kermany_copy)).table) == 6  # split = "all"
@@ -631,9 +702,13 @@ def cohen_checkout(base, rows: list[bytes]):
 
 
 def test_cohen_root_option_overrides_data_dir(tmp_path):
-    base = cohen_checkout(tmp_path / "copy" / "covid-chestxray-dataset",
-                          [b"1,0,M,50,COVID-19,PA,X-ray,2020,Rome,images,a.jpg,,,\n",
-                           b"2,0,M,50,No Finding,PA,X-ray,2020,Rome,images,b.jpg,,,\n"])
+    base = cohen_checkout(
+        tmp_path / "copy" / "covid-chestxray-dataset",
+        [
+            b"1,0,M,50,COVID-19,PA,X-ray,2020,Rome,images,a.jpg,,,\n",
+            b"2,0,M,50,No Finding,PA,X-ray,2020,Rome,images,b.jpg,,,\n",
+        ],
+    )
     for root in (base.parent, base):  # the data root holding the checkout, or the checkout itself
         s = samples("cohen", data_dir=str(tmp_path / "empty"), root=str(root), labels=["covid", "normal"])
         assert sorted(s.table["id"]) == ["cohen/a.jpg", "cohen/b.jpg"]
@@ -642,10 +717,12 @@ def test_cohen_root_option_overrides_data_dir(tmp_path):
 
 
 def test_dataset_1_root_option(tmp_path, kermany_copy):
-    cohen_checkout(kermany_copy.parent / "covid-chestxray-dataset",
-                   [b"1,0,M,50,COVID-19,PA,X-ray,2020,Rome,images,a.jpg,,,\n"])
-    s = samples("dataset_1", data_dir=str(tmp_path / "empty"), root=str(kermany_copy.parent),
-                covid=1, bacterial=2, normal=2)
+    cohen_checkout(
+        kermany_copy.parent / "covid-chestxray-dataset", [b"1,0,M,50,COVID-19,PA,X-ray,2020,Rome,images,a.jpg,,,\n"]
+    )
+    s = samples(
+        "dataset_1", data_dir=str(tmp_path / "empty"), root=str(kermany_copy.parent), covid=1, bacterial=2, normal=2
+    )
     assert s.table["label"].value_counts().to_dict() == {"bacterial": 2, "normal": 2, "covid": 1}
     assert any("shortfall" in w for w in s.warnings) is False
     short = samples("dataset_1", root=str(kermany_copy.parent), covid=1, bacterial=2, normal=5)
@@ -655,11 +732,14 @@ def test_dataset_1_root_option(tmp_path, kermany_copy):
 def test_cohen_metadata_not_utf8_is_read_losslessly_with_a_warning(tmp_path):
     from benchbox_xray.sources import read_cohen
 
-    base = cohen_checkout(tmp_path / "covid-chestxray-dataset", [
-        "Jos\u00e9,0,M,50,COVID-19,PA,X-ray,2020,Rome,images,a.jpg,,,\n".encode("utf-8"),
-        "Ren\u00e9,0,M,50,COVID-19,PA,X-ray,2020,Rome,images,b.jpg,,,\n".encode("cp1252"),
-        "Ren\u00ea,0,M,50,COVID-19,PA,X-ray,2020,Rome,images,c.jpg,,,\n".encode("cp1252"),
-    ])
+    base = cohen_checkout(
+        tmp_path / "covid-chestxray-dataset",
+        [
+            "Jos\u00e9,0,M,50,COVID-19,PA,X-ray,2020,Rome,images,a.jpg,,,\n".encode("utf-8"),
+            "Ren\u00e9,0,M,50,COVID-19,PA,X-ray,2020,Rome,images,b.jpg,,,\n".encode("cp1252"),
+            "Ren\u00ea,0,M,50,COVID-19,PA,X-ray,2020,Rome,images,c.jpg,,,\n".encode("cp1252"),
+        ],
+    )
     warnings = []
     table, notes = read_cohen(tmp_path, warnings)
     groups = dict(zip(table["id"], table["group"]))
@@ -672,6 +752,7 @@ def test_cohen_metadata_not_utf8_is_read_losslessly_with_a_warning(tmp_path):
 
 
 # --- registration and the example suite -----------------------------------------------------------
+
 
 def test_plugins_are_registered_with_typed_defaults(registry):
     for name in ("folder", "csv"):

@@ -37,14 +37,22 @@ def test_keras_offline_imagenet_fails_with_actionable_message(tmp_path, monkeypa
     with pytest.raises(WeightsError) as exc:
         b.prepare({**b.defaults, "weights": "imagenet"})
     msg = str(exc.value)
-    for part in ("keras/vgg19", "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5", str(tmp_path / "keras" / "models"),
-                 "https://storage.googleapis.com/", 'weights = "none"', "benchbox weights fetch"):
+    for part in (
+        "keras/vgg19",
+        "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        str(tmp_path / "keras" / "models"),
+        "https://storage.googleapis.com/",
+        'weights = "none"',
+        "benchbox weights fetch",
+    ):
         assert part in msg, part
 
 
 @needs_torch
-@pytest.mark.parametrize("name,needle", [("torch/mobilenet_v2", "mobilenet_v2-b0353104.pth"),
-                                         ("torch/xception", "huggingface.co/timm/legacy_xception")])
+@pytest.mark.parametrize(
+    "name,needle",
+    [("torch/mobilenet_v2", "mobilenet_v2-b0353104.pth"), ("torch/xception", "huggingface.co/timm/legacy_xception")],
+)
 @pytest.mark.slow
 def test_torch_offline_imagenet_fails_with_actionable_message(tmp_path, monkeypatch, no_network, name, needle):
     import torch
@@ -63,8 +71,16 @@ def test_run_stops_before_training_when_weights_are_missing(tmp_path):
     from conftest import tiny_suite
 
     suite = tiny_suite(tmp_path, '[backbones.v]\nplugin = "keras/vgg19"\ninput_size = [32, 32]\n')
-    res = run_cli("run", suite, env={"KERAS_HOME": str(tmp_path / "k"), "HTTPS_PROXY": "http://127.0.0.1:9",
-                                      "HTTP_PROXY": "http://127.0.0.1:9"}, timeout=300)
+    res = run_cli(
+        "run",
+        suite,
+        env={
+            "KERAS_HOME": str(tmp_path / "k"),
+            "HTTPS_PROXY": "http://127.0.0.1:9",
+            "HTTP_PROXY": "http://127.0.0.1:9",
+        },
+        timeout=300,
+    )
     assert res.returncode == 1 and "cannot start the run" in res.stderr and "backbones.v" in res.stderr
     assert "Traceback" not in res.stderr
     assert not list((tmp_path / "runs").glob("*/folds/*.json"))
@@ -90,6 +106,7 @@ def test_keras_local_weights_file_reproduces_predictions(tmp_path):
 @pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
 def test_torch_local_weights_file_reproduces_predictions(tmp_path, suffix):
     import torch
+
     from benchbox_torch import engine
 
     b = backbone("torch/mobilenet_v2")
@@ -113,6 +130,7 @@ def test_torch_local_weights_file_reproduces_predictions(tmp_path, suffix):
 @needs_torch
 def test_torch_weights_file_that_does_not_fit_is_a_clear_error(tmp_path):
     import torch
+
     from benchbox_torch import engine
 
     torch.save({"unrelated.weight": torch.zeros(3)}, tmp_path / "bad.pth")
@@ -155,11 +173,28 @@ def test_describe_command_shows_the_facts():
 def test_paper_suite_without_weights_or_data_stops_at_once_naming_both(tmp_path):
     from conftest import ROOT
 
-    res = run_cli("run", ROOT / "suites" / "paper.toml", "--data-dir", tmp_path / "empty", "--run-dir", tmp_path / "run",
-                  env={"KERAS_HOME": str(tmp_path / "k"), "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"},
-                  timeout=300)
+    res = run_cli(
+        "run",
+        ROOT / "suites" / "paper.toml",
+        "--data-dir",
+        tmp_path / "empty",
+        "--run-dir",
+        tmp_path / "run",
+        env={
+            "KERAS_HOME": str(tmp_path / "k"),
+            "HTTPS_PROXY": "http://127.0.0.1:9",
+            "HTTP_PROXY": "http://127.0.0.1:9",
+        },
+        timeout=300,
+    )
     assert res.returncode == 1 and "Traceback" not in res.stderr
-    for needle in ("vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5", "inception_resnet_v2", 'weights = "none"',
-                   "covid-chestxray-dataset", "chest_xray", "benchbox data fetch"):
+    for needle in (
+        "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        "inception_resnet_v2",
+        'weights = "none"',
+        "covid-chestxray-dataset",
+        "chest_xray",
+        "benchbox data fetch",
+    ):
         assert needle in res.stderr, needle
     assert not (tmp_path / "run" / "folds").exists()

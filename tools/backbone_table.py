@@ -1,6 +1,6 @@
 """Print the Keras vs PyTorch side-by-side table of docs/backbones.md (study cutoffs, 200x266).
 
-    python tools/backbone_table.py > /tmp/table.md
+python tools/backbone_table.py > /tmp/table.md
 """
 
 from benchbox.plugins import load_registry
@@ -13,5 +13,8 @@ for network in STUDY:
     for fw in ("keras", "torch"):
         b = registry.get("backbone", f"{fw}/{network}")
         d = b.describe(b.defaults, (200, 266))
-        print(f"| {network} | {fw} | {d['depth']} | {d['cutoff']} | `{d['last_frozen_layer']}` | "
-              f"{d['params_total']:,} | {d['params_frozen']:,} | {d['params_trainable']:,} | {d['gmacs']} |", flush=True)
+        print(
+            f"| {network} | {fw} | {d['depth']} | {d['cutoff']} | `{d['last_frozen_layer']}` | "
+            f"{d['params_total']:,} | {d['params_frozen']:,} | {d['params_trainable']:,} | {d['gmacs']} |",
+            flush=True,
+        )

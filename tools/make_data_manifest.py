@@ -36,8 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     base = src.locate(args.data_dir)
     problems = src.layout_problems(base) if base.is_dir() else [f"{src.folder}/"]
     if problems:
-        print(f"{base}: not the {src.name} layout (missing: {', '.join(problems)}); expected {src.layout}",
-              file=sys.stderr)
+        print(
+            f"{base}: not the {src.name} layout (missing: {', '.join(problems)}); expected {src.layout}",
+            file=sys.stderr,
+        )
         return 1
     manifest = make_manifest(base, src.name, src.folder, args.version or src.version)
     out = args.output or src.manifest_path

@@ -30,13 +30,17 @@ def compare(run_dir, a: str, b: str, dataset: str | None = None, n_boot: int = 1
     backbones = sorted({bb for _, bb in cells})
     for name in (a, b):
         if name not in backbones:
-            raise BenchboxError(f"{run_dir}: no records for backbone {name!r}; backbones in this run: {', '.join(backbones)}")
+            raise BenchboxError(
+                f"{run_dir}: no records for backbone {name!r}; backbones in this run: {', '.join(backbones)}"
+            )
     if dataset is None:
         if len(datasets) != 1:
             raise BenchboxError(f"{a} and {b} share data sets {datasets or 'none'}; choose one with --dataset")
         dataset = datasets[0]
     elif dataset not in datasets:
-        raise BenchboxError(f"{a} and {b} were not both evaluated on {dataset!r}; shared: {', '.join(datasets) or 'none'}")
+        raise BenchboxError(
+            f"{a} and {b} were not both evaluated on {dataset!r}; shared: {', '.join(datasets) or 'none'}"
+        )
     ra, rb = _aligned(cells[(dataset, a)]), _aligned(cells[(dataset, b)])
     shared = sorted(set(ra) & set(rb))
     if not shared:
@@ -51,8 +55,19 @@ def compare(run_dir, a: str, b: str, dataset: str | None = None, n_boot: int = 1
     correct_a, correct_b = pa.argmax(1) == y, pb.argmax(1) == y
     test = mcnemar(correct_a, correct_b)
     diff = positive_auc(y, pa, pos) - positive_auc(y, pb, pos)
-    lo, hi = bootstrap_ci(lambda i: positive_auc(y[i], pa[i], pos) - positive_auc(y[i], pb[i], pos),
-                          groups, n_boot, seed)
-    return {"dataset": dataset, "a": a, "b": b, "n": len(shared), "accuracy_a": float(correct_a.mean()),
-            "accuracy_b": float(correct_b.mean()), "mcnemar": test, "auc_a": positive_auc(y, pa, pos),
-            "auc_b": positive_auc(y, pb, pos), "auc_difference": diff, "auc_difference_ci": (lo, hi)}
+    lo, hi = bootstrap_ci(
+        lambda i: positive_auc(y[i], pa[i], pos) - positive_auc(y[i], pb[i], pos), groups, n_boot, seed
+    )
+    return {
+        "dataset": dataset,
+        "a": a,
+        "b": b,
+        "n": len(shared),
+        "accuracy_a": float(correct_a.mean()),
+        "accuracy_b": float(correct_b.mean()),
+        "mcnemar": test,
+        "auc_a": positive_auc(y, pa, pos),
+        "auc_b": positive_auc(y, pb, pos),
+        "auc_difference": diff,
+        "auc_difference_ci": (lo, hi),
+    }

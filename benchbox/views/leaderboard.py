@@ -55,21 +55,33 @@ def collect(run_dirs, registry, dataset: str | None = None) -> tuple[pd.DataFram
                 continue
             opts = cells.get(cell, {}).get("options", {})
             composition = f"{dmeta.get('plugin', cell.dataset)} " + ", ".join(
-                f"{k} {v}" for k, v in sorted(dmeta.get("class_counts", {}).items()))
+                f"{k} {v}" for k, v in sorted(dmeta.get("class_counts", {}).items())
+            )
             size = "x".join(str(v) for v in opts.get("input_size", []))
-            rows.append({**{k: v for k, v in r.to_dict().items() if k != "cell"},
-                         "run": Path(run_dir).name, "run_dir": str(run_dir),
-                         "suite": manifest.get("suite"), "protocol": manifest.get("protocol_label"),
-                         "grouped": bool(manifest.get("protocol", {}).get("grouped")),
-                         "weights": opts.get("weights", ""), "input_size": size, "composition": composition,
-                         "hardware": ", ".join(env.get("gpus") or []) or env.get("cpu", ""),
-                         "date": manifest.get("started_at", ""), "benchbox": env.get("benchbox", ""),
-                         "notes": " | ".join(_completeness(r) + notes.get(cell, [])),
-                         "group": f"{composition} | {manifest.get('protocol_label')} | input {size}"})
+            rows.append(
+                {
+                    **{k: v for k, v in r.to_dict().items() if k != "cell"},
+                    "run": Path(run_dir).name,
+                    "run_dir": str(run_dir),
+                    "suite": manifest.get("suite"),
+                    "protocol": manifest.get("protocol_label"),
+                    "grouped": bool(manifest.get("protocol", {}).get("grouped")),
+                    "weights": opts.get("weights", ""),
+                    "input_size": size,
+                    "composition": composition,
+                    "hardware": ", ".join(env.get("gpus") or []) or env.get("cpu", ""),
+                    "date": manifest.get("started_at", ""),
+                    "benchbox": env.get("benchbox", ""),
+                    "notes": " | ".join(_completeness(r) + notes.get(cell, [])),
+                    "group": f"{composition} | {manifest.get('protocol_label')} | input {size}",
+                }
+            )
     if not rows:
         if dataset and seen_datasets:
-            raise BenchboxError(f"--dataset {dataset!r}: no entry of that data set in the runs given; their data sets: "
-                                f"{', '.join(sorted(seen_datasets))} (or name a dataset plugin)")
+            raise BenchboxError(
+                f"--dataset {dataset!r}: no entry of that data set in the runs given; their data sets: "
+                f"{', '.join(sorted(seen_datasets))} (or name a dataset plugin)"
+            )
         raise BenchboxError("no leaderboard entries: " + ("; ".join(problems) if problems else "no runs given"))
     return pd.DataFrame(rows), problems, metrics
 
@@ -105,33 +117,63 @@ def choose_metric(metrics: dict[str, MetricSpec], name: str | None) -> MetricSpe
     return metrics[name]
 
 
-COLUMNS = ["rank", "backbone", "framework", "value", "weights", "suite", "run", "grouped", "hardware", "date", "benchbox",
-           "notes"]
+COLUMNS = [
+    "rank",
+    "backbone",
+    "framework",
+    "value",
+    "weights",
+    "suite",
+    "run",
+    "grouped",
+    "hardware",
+    "date",
+    "benchbox",
+    "notes",
+]
 
 
 def table_rows(ranked: pd.DataFrame, spec: MetricSpec):
     for group, sub in ranked.groupby("group", sort=False):
-        yield group, [{"rank": "" if pd.isna(r["rank"]) else int(r["rank"]), "backbone": f"{r['backbone']} ({r['plugin']})",
-                       "framework": r["framework"], "value": value(r.to_dict(), spec, spread=False),
-                       "weights": r["weights"], "suite": r["suite"], "run": r["run"],
-                       "grouped": "yes" if r["grouped"] else "no", "hardware": r["hardware"],
-                       "date": str(r["date"])[:16], "benchbox": r["benchbox"], "notes": r.get("notes", "") or "",
-                       "run_dir": r["run_dir"]}
-                      for _, r in sub.iterrows()]
+        yield (
+            group,
+            [
+                {
+                    "rank": "" if pd.isna(r["rank"]) else int(r["rank"]),
+                    "backbone": f"{r['backbone']} ({r['plugin']})",
+                    "framework": r["framework"],
+                    "value": value(r.to_dict(), spec, spread=False),
+                    "weights": r["weights"],
+                    "suite": r["suite"],
+                    "run": r["run"],
+                    "grouped": "yes" if r["grouped"] else "no",
+                    "hardware": r["hardware"],
+                    "date": str(r["date"])[:16],
+                    "benchbox": r["benchbox"],
+                    "notes": r.get("notes", "") or "",
+                    "run_dir": r["run_dir"],
+                }
+                for _, r in sub.iterrows()
+            ],
+        )
 
 
 def render(ranked: pd.DataFrame, spec: MetricSpec, fmt: str, output: Path | None = None) -> str:
     if fmt not in FORMATS:
         raise BenchboxError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     if fmt in ("csv", "json"):
-        flat = ranked.drop(columns=[c for c in ranked.columns if ranked[c].map(lambda v: isinstance(v, (list, dict))).any()])
+        flat = ranked.drop(
+            columns=[c for c in ranked.columns if ranked[c].map(lambda v: isinstance(v, (list, dict))).any()]
+        )
         return flat.to_csv(index=False) if fmt == "csv" else flat.to_json(orient="records", indent=1)
     title = f"{spec.label} {spec.unit}".strip()
     if fmt == "markdown":
         from tabulate import tabulate
 
-        parts = [f"# benchbox leaderboard — {md_escape(title)}\n",
-                 "Entries are ranked only against entries with the same data set composition, protocol and input size.\n"]
+        parts = [
+            f"# benchbox leaderboard — {md_escape(title)}\n",
+            "Entries are ranked only against entries with the same data set composition, protocol and input size.\n",
+        ]
         for group, rows in table_rows(ranked, spec):
             parts.append(f"## {md_escape(group)}\n")
             frame = pd.DataFrame(rows)[COLUMNS].map(md_escape)
@@ -169,15 +211,17 @@ def render_html(ranked: pd.DataFrame, spec: MetricSpec, output: Path | None = No
     """One self-contained page: inline CSS and JS, plots embedded as data URIs, no network."""
     e = html.escape
     title = f"{spec.label} {spec.unit}".strip()
-    parts = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-             f"<title>benchbox leaderboard — {e(title)}</title><style>",
-             "body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;margin-bottom:2em}"
-             "th,td{border:1px solid #ccc;padding:4px 8px;font-size:14px}th{background:#f0f0f0;cursor:pointer}"
-             "figure{display:inline-block;margin:8px}img{max-width:420px}</style></head><body>",
-             f"<h1>benchbox leaderboard — {e(title)}</h1>",
-             f"<p>Ranked only against entries with the same data set composition, protocol and input size; "
-             f"{'higher' if spec.higher_is_better else 'lower'} is better. Values: pooled over folds, with 95% "
-             "intervals. Click a column to sort.</p>"]
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>benchbox leaderboard — {e(title)}</title><style>",
+        "body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;margin-bottom:2em}"
+        "th,td{border:1px solid #ccc;padding:4px 8px;font-size:14px}th{background:#f0f0f0;cursor:pointer}"
+        "figure{display:inline-block;margin:8px}img{max-width:420px}</style></head><body>",
+        f"<h1>benchbox leaderboard — {e(title)}</h1>",
+        f"<p>Ranked only against entries with the same data set composition, protocol and input size; "
+        f"{'higher' if spec.higher_is_better else 'lower'} is better. Values: pooled over folds, with 95% "
+        "intervals. Click a column to sort.</p>",
+    ]
     for group, rows in table_rows(ranked, spec):
         parts.append(f"<h2>{e(group)}</h2><table class='lb'><thead><tr>")
         parts += [f"<th>{e(c)}</th>" for c in COLUMNS]
@@ -196,8 +240,10 @@ def render_html(ranked: pd.DataFrame, spec: MetricSpec, output: Path | None = No
     plots = _embedded_plots(ranked)
     if plots:
         parts.append("<h2>Plots</h2>")
-        parts += [f"<figure><img alt='{e(t)}' src='data:image/png;base64,{b}'><figcaption>{e(t)}</figcaption></figure>"
-                  for t, b in plots]
+        parts += [
+            f"<figure><img alt='{e(t)}' src='data:image/png;base64,{b}'><figcaption>{e(t)}</figcaption></figure>"
+            for t, b in plots
+        ]
     parts.append(f"<script>{SORT_JS}</script></body></html>")
     return "\n".join(parts)
 

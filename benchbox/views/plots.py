@@ -61,7 +61,9 @@ def write_plots(result: RunResult) -> list[Path]:
             ax.plot([0, 1], [0, 1], ls=":", color="grey")
             ax.set_xlabel("1 − specificity (false positive rate)")
             ax.set_ylabel("sensitivity (true positive rate)")
-            ax.set_title(f"{name}: {data.label}\nROC, {rows[mine[0]]['positive_class']} vs rest, pooled folds", fontsize=9)
+            ax.set_title(
+                f"{name}: {data.label}\nROC, {rows[mine[0]]['positive_class']} vs rest, pooled folds", fontsize=9
+            )
             ax.legend(fontsize=7, loc="lower right")
             fig.tight_layout()
             written.append(save(fig, out_dir / f"roc__{data.slug}.png"))

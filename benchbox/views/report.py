@@ -27,10 +27,14 @@ def note(result: RunResult) -> str:
     vs = result.summary["vs_best_metric"].dropna().iloc[0] if "vs_best_metric" in result.summary else None
     if isinstance(vs, str):
         spec = result.metric(vs)
-        parts.append(f"vs best: McNemar's test against the best backbone of the data set by "
-                     f"{spec.label if spec else vs} (* p < 0.05).")
-    parts.append("Train s: harness wall time of fit, summed over folds; Infer img/s: whole network, one batch after "
-                 "a warm-up, median over folds.")
+        parts.append(
+            f"vs best: McNemar's test against the best backbone of the data set by "
+            f"{spec.label if spec else vs} (* p < 0.05)."
+        )
+    parts.append(
+        "Train s: harness wall time of fit, summed over folds; Infer img/s: whole network, one batch after "
+        "a warm-up, median over folds."
+    )
     return " ".join(p for p in parts if p)
 
 
@@ -79,8 +83,12 @@ def render_text(result: RunResult, fmt: str) -> str:
         frame = _escape_frame(frame) if md else frame
         return tabulate(frame, headers="keys", tablefmt=tablefmt, showindex=index) + "\n"
 
-    parts = [heading(result.title, 1), heading("Comparison"), table(comparison_frame(result)),
-             (md_escape(note(result)) if md else f"% {note(result)}") + "\n"]
+    parts = [
+        heading(result.title, 1),
+        heading("Comparison"),
+        table(comparison_frame(result)),
+        (md_escape(note(result)) if md else f"% {note(result)}") + "\n",
+    ]
     for section in result.sections:
         if not getattr(section, "in_report", True):
             continue
@@ -104,6 +112,7 @@ def _numeric(values) -> bool:
             return True
         except ValueError:
             return head in ("n/a", "")
+
     return all(starts_with_number(v) for v in values)
 
 
@@ -113,8 +122,12 @@ def _rich(frame: pd.DataFrame, title: str, caption: str = "") -> Table:
     t = Table(title=escape(title), caption=escape(caption) if caption else None, caption_justify="left")
     for col in frame.columns:
         name = str(col) in NAME_COLUMNS
-        t.add_column(escape(str(col)), justify="right" if not name and _numeric(frame[col]) else "left",
-                     no_wrap=name, overflow="fold")
+        t.add_column(
+            escape(str(col)),
+            justify="right" if not name and _numeric(frame[col]) else "left",
+            no_wrap=name,
+            overflow="fold",
+        )
     for _, row in frame.iterrows():
         t.add_row(*[escape(str(v)) for v in row])
     return t

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import json
 import os
-from functools import lru_cache
+from collections.abc import Mapping
+from functools import cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from benchbox.contracts import Backbone
 
@@ -23,14 +24,19 @@ STUDY = {
 }
 
 #: what the paper leaves open, set to the Keras defaults (documented in docs/backbones.md)
-COMMON_DEFAULTS = {"dropout": 0.5, "pooling": "avg", "weights": "imagenet", "input_size": [200, 266],
-                   "cache_prefix": True}
+COMMON_DEFAULTS = {
+    "dropout": 0.5,
+    "pooling": "avg",
+    "weights": "imagenet",
+    "input_size": [200, 266],
+    "cache_prefix": True,
+}
 POOLINGS = ("avg", "max")
 #: MobileNet v2 width multipliers keras.applications builds and has ImageNet weights for
 KERAS_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
 
 
-@lru_cache(maxsize=None)
+@cache
 def keras_layers(network: str) -> list:
     """The Keras layer list [name, class, has_weights] of a network (tools/gen_keras_layer_table.py)."""
     table = json.loads((Path(__file__).parent / "keras_layers.json").read_text())
@@ -67,15 +73,23 @@ class NetworkBackbone(Backbone):
         if not isinstance(cutoff, int) or isinstance(cutoff, bool) or cutoff < 0:
             problems.append(f"cutoff: must be an integer >= 0, got {cutoff!r}")
         head = options.get("head")
-        if not isinstance(head, list) or not all(isinstance(u, int) and not isinstance(u, bool) and u > 0 for u in head):
-            problems.append(f"head: must be a list of positive integers (hidden dense sizes, [] for none), got {head!r}")
+        if not isinstance(head, list) or not all(
+            isinstance(u, int) and not isinstance(u, bool) and u > 0 for u in head
+        ):
+            problems.append(
+                f"head: must be a list of positive integers (hidden dense sizes, [] for none), got {head!r}"
+            )
         dropout = options.get("dropout")
         if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
             problems.append(f"dropout: must be a number in [0, 1), got {dropout!r}")
         if options.get("pooling") not in POOLINGS:
             problems.append(f"pooling: must be one of {', '.join(POOLINGS)}, got {options.get('pooling')!r}")
         weights = options.get("weights")
-        if isinstance(weights, str) and weights_kind(weights) == "file" and not os.path.exists(os.path.expanduser(weights)):
+        if (
+            isinstance(weights, str)
+            and weights_kind(weights) == "file"
+            and not os.path.exists(os.path.expanduser(weights))
+        ):
             problems.append(f"weights: {weights!r} is neither 'imagenet', 'none' nor an existing file")
         alpha = options.get("alpha")
         if "alpha" in options and (not isinstance(alpha, (int, float)) or alpha <= 0):

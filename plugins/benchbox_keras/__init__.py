@@ -24,18 +24,33 @@ class KerasApp:
 
 
 APPS = {
-    "vgg19": KerasApp("VGG19", "caffe", "vgg19/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
-                      "253f8cb515780f3b799900260a226db6"),
-    "mobilenet_v2": KerasApp("MobileNetV2", "tf",
-                             "mobilenet_v2/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{alpha}_{rows}_no_top.h5",
-                             None),
-    "inception_v3": KerasApp("InceptionV3", "tf", "inception_v3/inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
-                             "bcbd6486424b2319ff4ef7d526e38f63"),
-    "xception": KerasApp("Xception", "tf", "xception/xception_weights_tf_dim_ordering_tf_kernels_notop.h5",
-                         "b0042744bf5b25fce3cb969f33bebb97"),
-    "inception_resnet_v2": KerasApp("InceptionResNetV2", "tf",
-                                    "inception_resnet_v2/inception_resnet_v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
-                                    "d19885ff4a710c122648d3b5c3b684e4"),
+    "vgg19": KerasApp(
+        "VGG19", "caffe", "vgg19/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5", "253f8cb515780f3b799900260a226db6"
+    ),
+    "mobilenet_v2": KerasApp(
+        "MobileNetV2",
+        "tf",
+        "mobilenet_v2/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{alpha}_{rows}_no_top.h5",
+        None,
+    ),
+    "inception_v3": KerasApp(
+        "InceptionV3",
+        "tf",
+        "inception_v3/inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        "bcbd6486424b2319ff4ef7d526e38f63",
+    ),
+    "xception": KerasApp(
+        "Xception",
+        "tf",
+        "xception/xception_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        "b0042744bf5b25fce3cb969f33bebb97",
+    ),
+    "inception_resnet_v2": KerasApp(
+        "InceptionResNetV2",
+        "tf",
+        "inception_resnet_v2/inception_resnet_v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        "d19885ff4a710c122648d3b5c3b684e4",
+    ),
 }
 
 
@@ -66,12 +81,16 @@ class KerasBackbone(NetworkBackbone):
         depth = len(keras_layers(self.network))
         cutoff = options.get("cutoff")
         if isinstance(cutoff, int) and cutoff > depth:
-            problems.append(f"cutoff: {cutoff} is beyond the depth of {self.network} ({depth} Keras layers); "
-                            f"choose cutoff <= {depth}")
+            problems.append(
+                f"cutoff: {cutoff} is beyond the depth of {self.network} ({depth} Keras layers); "
+                f"choose cutoff <= {depth}"
+            )
         alpha = options.get("alpha")
         if self.network == "mobilenet_v2" and isinstance(alpha, (int, float)) and float(alpha) not in KERAS_ALPHAS:
-            problems.append(f"alpha: {alpha} is not a width keras.applications.MobileNetV2 supports; choose one of "
-                            f"{', '.join(map(str, KERAS_ALPHAS))}")
+            problems.append(
+                f"alpha: {alpha} is not a width keras.applications.MobileNetV2 supports; choose one of "
+                f"{', '.join(map(str, KERAS_ALPHAS))}"
+            )
         return problems
 
     def prepare(self, options):

@@ -58,9 +58,11 @@ def ensure_weights(network: str, options) -> None:
         except BenchboxError:
             raise
         except Exception as exc:
-            raise WeightsError(f"keras/{network}: weights file {path} cannot be loaded into this network "
-                               f"({type(exc).__name__}: {str(exc)[:300]}); was it saved from keras/{network} "
-                               "with the same cutoff, head and input size?") from None
+            raise WeightsError(
+                f"keras/{network}: weights file {path} cannot be loaded into this network "
+                f"({type(exc).__name__}: {str(exc)[:300]}); was it saved from keras/{network} "
+                "with the same cutoff, head and input size?"
+            ) from None
         return
     fname, url, md5 = imagenet_file(network, options)
     cached = os.path.join(keras_cache_dir(), fname)
@@ -68,8 +70,9 @@ def ensure_weights(network: str, options) -> None:
         return
     keras = import_keras()
     try:
-        keras.utils.get_file(fname, url, cache_dir=os.path.dirname(keras_cache_dir()), cache_subdir="models",
-                             file_hash=md5)
+        keras.utils.get_file(
+            fname, url, cache_dir=os.path.dirname(keras_cache_dir()), cache_subdir="models", file_hash=md5
+        )
     except Exception as exc:  # no network, proxy, checksum: all end the same way for the user
         raise WeightsError(
             f"keras/{network}: ImageNet weights are not in the Keras cache and could not be downloaded "
@@ -78,7 +81,7 @@ def ensure_weights(network: str, options) -> None:
             f"    It downloads from: {url}\n"
             f"    To fix: on a machine with a network run `benchbox weights fetch keras/{network}` and copy "
             f"{fname} into {keras_cache_dir()} (or set KERAS_HOME); or, in the suite's [backbones.*] table, "
-            f"set weights = \"none\" (random initialisation) or weights = \"/path/to/no_top_weights.h5\"."
+            f'set weights = "none" (random initialisation) or weights = "/path/to/no_top_weights.h5".'
         ) from None
 
 
@@ -107,8 +110,10 @@ def build_model(network: str, options, num_classes: int, seed: int):
         base.load_weights(os.path.join(keras_cache_dir(), imagenet_file(network, options)[0]))
     cutoff = int(options["cutoff"])
     if cutoff > len(base.layers):
-        raise BenchboxError(f"keras/{network}: cutoff {cutoff} is beyond the network's depth of "
-                            f"{len(base.layers)} Keras layers; choose cutoff <= {len(base.layers)}")
+        raise BenchboxError(
+            f"keras/{network}: cutoff {cutoff} is beyond the network's depth of "
+            f"{len(base.layers)} Keras layers; choose cutoff <= {len(base.layers)}"
+        )
     for layer in base.layers[:cutoff]:
         layer.trainable = False
     inputs = keras.Input((h, w, 1), name="xray")
@@ -138,9 +143,11 @@ def load_weights_file(network, base, model, path):
             return
         except Exception as exc:
             errors.append(f"{target.name}: {exc}")
-    raise WeightsError(f"keras/{network}: cannot load weights file {path} into the backbone or the whole "
-                       f"model; it must be a Keras weights file (.h5 or .weights.h5) of this network "
-                       f"and configuration. Details: {' | '.join(errors)}")
+    raise WeightsError(
+        f"keras/{network}: cannot load weights file {path} into the backbone or the whole "
+        f"model; it must be a Keras weights file (.h5 or .weights.h5) of this network "
+        f"and configuration. Details: {' | '.join(errors)}"
+    )
 
 
 def save_weights(model, path) -> None:
@@ -154,6 +161,7 @@ class _EpochProgress:
             def on_epoch_end(self, epoch, logs=None):
                 if job.progress:
                     job.progress(epoch + 1, job.training.epochs)
+
         self.callback = Callback()
 
 
@@ -186,18 +194,29 @@ def fit(network: str, job: FoldJob) -> TrainedModel:
     else:
         trainer, x_train, x_test = model, as_input(job.x_train), None
         info["prefix_cache"] = f"off: {reason}"
-    trainer.compile(optimizer=keras.optimizers.Adam(learning_rate=job.training.learning_rate),
-                    loss="sparse_categorical_crossentropy")
+    trainer.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=job.training.learning_rate),
+        loss="sparse_categorical_crossentropy",
+    )
     keras.utils.set_random_seed(job.seed)  # the same shuffling whether the prefix is cached or not
     class_weight = None
     if job.training.class_weight == "balanced":
         class_weight = dict(enumerate(balanced_class_weights(job.y_train, job.num_classes).tolist()))
     t0 = time.perf_counter()
-    trainer.fit(x_train, job.y_train, epochs=job.training.epochs, batch_size=job.training.batch_size, shuffle=True,
-                verbose=0, callbacks=[_EpochProgress(keras, job).callback], class_weight=class_weight)
+    trainer.fit(
+        x_train,
+        job.y_train,
+        epochs=job.training.epochs,
+        batch_size=job.training.batch_size,
+        shuffle=True,
+        verbose=0,
+        callbacks=[_EpochProgress(keras, job).callback],
+        class_weight=class_weight,
+    )
     info["train_loop_seconds"] = time.perf_counter() - t0
-    return TrainedModel(model, trainer if reason is None else None, job_ids(job)[1], x_test,
-                        job.training.batch_size, info)
+    return TrainedModel(
+        model, trainer if reason is None else None, job_ids(job)[1], x_test, job.training.batch_size, info
+    )
 
 
 def predict_images(model: TrainedModel, images: np.ndarray, ids=None) -> np.ndarray:
@@ -251,7 +270,7 @@ def cached_prefix(keras, network, model, base, job):
         x = feeds[0]
     else:
         x = keras.Model(boundary, base.output)(feeds if len(feeds) > 1 else feeds[0])
-    after_base = model.layers[model.layers.index(base) + 1:]
+    after_base = model.layers[model.layers.index(base) + 1 :]
     for layer in after_base:
         x = layer(x)
     trainer = keras.Model(feeds, x, name=f"{model.name}_suffix")
@@ -263,8 +282,9 @@ def cached_prefix(keras, network, model, base, job):
     status = "hit"
     if cached is None:
         extractor = prefix_extractor(keras, model, base, boundary)
-        out = extractor.predict(as_input(np.concatenate([job.x_train, job.x_test])),
-                                batch_size=job.training.batch_size, verbose=0)
+        out = extractor.predict(
+            as_input(np.concatenate([job.x_train, job.x_test])), batch_size=job.training.batch_size, verbose=0
+        )
         cached = [np.asarray(a, dtype=np.float32) for a in (out if isinstance(out, (list, tuple)) else [out])]
         CACHE.put(key, train_ids + test_ids, cached)
         status = "computed"
@@ -273,8 +293,11 @@ def cached_prefix(keras, network, model, base, job):
     x_test = [a[n:] for a in cached]
     if len(cached) == 1:
         x_train, x_test = x_train[0], x_test[0]
-    info = {"prefix_cache": status, "prefix_seconds": time.perf_counter() - t0,
-            "prefix_boundary": [list(t.shape[1:]) for t in boundary]}
+    info = {
+        "prefix_cache": status,
+        "prefix_seconds": time.perf_counter() - t0,
+        "prefix_boundary": [list(t.shape[1:]) for t in boundary],
+    }
     return trainer, x_train, x_test, info
 
 
@@ -292,6 +315,7 @@ _STATISTICS = ("moving_mean", "moving_variance", "imagenet_preprocess/")
 def parameter_counts(model) -> dict:
     """Learnable parameters only (BatchNorm moving statistics and the fixed preprocessing are
     state, not parameters, as in PyTorch), so the two frameworks' counts compare."""
+
     def learnable(w):
         return not any(s in w.path for s in _STATISTICS)
 
@@ -320,7 +344,11 @@ def count_macs(model) -> int:
         elif name == "SeparableConv2D":
             kh, kw = layer.kernel_size
             cin = layer.input.shape[-1]
-            macs += shape[0] * shape[1] * (kh * kw * cin * layer.depth_multiplier + cin * layer.depth_multiplier * layer.filters)
+            macs += (
+                shape[0]
+                * shape[1]
+                * (kh * kw * cin * layer.depth_multiplier + cin * layer.depth_multiplier * layer.filters)
+            )
         elif name == "Dense":
             macs += int(np.prod(layer.input.shape[1:])) * layer.units
     return int(macs)
@@ -339,14 +367,22 @@ def describe(network: str, options) -> dict:
     cutoff = int(options["cutoff"])
     counts = parameter_counts(model)
     return {
-        "framework": "keras", "model": f"keras.applications.{APPS[network].cls}",
-        "depth": f"{len(base.layers)} Keras layers", "cutoff": cutoff,
+        "framework": "keras",
+        "model": f"keras.applications.{APPS[network].cls}",
+        "depth": f"{len(base.layers)} Keras layers",
+        "cutoff": cutoff,
         "last_frozen_layer": base.layers[cutoff - 1].name if cutoff else "(none)",
-        **counts, "input_size": list(options["input_size"]),
-        "preprocessing": ("grayscale x3, BGR mean subtraction (Caffe)" if APPS[network].preprocessing == "caffe"
-                          else "grayscale x3, x/127.5 - 1"),
+        **counts,
+        "input_size": list(options["input_size"]),
+        "preprocessing": (
+            "grayscale x3, BGR mean subtraction (Caffe)"
+            if APPS[network].preprocessing == "caffe"
+            else "grayscale x3, x/127.5 - 1"
+        ),
         "gmacs": round(count_macs(model) / 1e9, 3),
-        "head": list(options["head"]), "pooling": options["pooling"], "weights": options["weights"],
+        "head": list(options["head"]),
+        "pooling": options["pooling"],
+        "weights": options["weights"],
     }
 
 
@@ -374,8 +410,11 @@ def bench_steps(network, options, batch_size, device, amp, channels_last, train)
                 step = lambda: model.predict_on_batch(x)  # noqa: E731
     finally:
         keras.mixed_precision.set_dtype_policy("float32")
-    return {"steps": _steps(step), "params": parameter_counts(model)["params_total"],
-            "gmacs": round(count_macs(model) / 1e9, 3)}
+    return {
+        "steps": _steps(step),
+        "params": parameter_counts(model)["params_total"],
+        "gmacs": round(count_macs(model) / 1e9, 3),
+    }
 
 
 def _steps(step):

@@ -41,17 +41,27 @@ def _pct(name, label, interval="wilson", plot=False) -> MetricSpec:
 
 class PaperMetrics(Evaluator):
     name = "paper"
-    description = "the study's metrics: 3-/2-class accuracy, sensitivity, specificity, TP/FP/TN/FN; Wilson 95% CIs, fold spread"
-    metrics = (_pct("accuracy_3class", "Acc 3-class", plot=True), _pct("accuracy_2class", "Acc 2-class", plot=True),
-               _pct("sensitivity", "Sensitivity", plot=True), _pct("specificity", "Specificity", plot=True))
+    description = (
+        "the study's metrics: 3-/2-class accuracy, sensitivity, specificity, TP/FP/TN/FN; Wilson 95% CIs, fold spread"
+    )
+    metrics = (
+        _pct("accuracy_3class", "Acc 3-class", plot=True),
+        _pct("accuracy_2class", "Acc 2-class", plot=True),
+        _pct("sensitivity", "Sensitivity", plot=True),
+        _pct("specificity", "Specificity", plot=True),
+    )
 
     def evaluate(self, records, classes, positive_class):
         y_true, y_pred, folds = pooled_predictions(records)
         m = paper_metrics(y_true, y_pred, classes, positive_class, folds=folds)
         cm = np.asarray(m["confusion"])
         n = int(cm.sum())
-        successes = {"accuracy_3class": (int(np.trace(cm)), n), "accuracy_2class": (m["tp"] + m["tn"], n),
-                     "sensitivity": (m["tp"], m["tp"] + m["fn"]), "specificity": (m["tn"], m["tn"] + m["fp"])}
+        successes = {
+            "accuracy_3class": (int(np.trace(cm)), n),
+            "accuracy_2class": (m["tp"] + m["tn"], n),
+            "sensitivity": (m["tp"], m["tp"] + m["fn"]),
+            "specificity": (m["tn"], m["tn"] + m["fp"]),
+        }
         for key, (k, total) in successes.items():
             m[f"{key}_ci_low"], m[f"{key}_ci_high"] = wilson(k, total)
         return m
@@ -60,22 +70,43 @@ class PaperMetrics(Evaluator):
         rows = [r for _, r in result.summary.iterrows() if isinstance(r.get("confusion"), list)]
         if not rows:
             return []
-        counts = pd.DataFrame([{"Data": r["data"], "Backbone": r["backbone"], "Positive": r["positive_class"],
-                                "TP": int(r["tp"]), "FP": int(r["fp"]), "TN": int(r["tn"]), "FN": int(r["fn"])}
-                               for r in rows])
+        counts = pd.DataFrame(
+            [
+                {
+                    "Data": r["data"],
+                    "Backbone": r["backbone"],
+                    "Positive": r["positive_class"],
+                    "TP": int(r["tp"]),
+                    "FP": int(r["fp"]),
+                    "TN": int(r["tn"]),
+                    "FN": int(r["fn"]),
+                }
+                for r in rows
+            ]
+        )
         out = [Section("Positive-class counts (the study's Table 4)", counts)]
         long_form = []
         for r in rows:
             classes = list(r["classes"])
             cm = pd.DataFrame(r["confusion"], index=classes, columns=classes).T  # rows: predicted
-            long_form += [{"data": r["data"], "backbone": r["backbone"], "predicted": p, "actual": a,
-                           "count": int(cm.loc[p, a])} for p in classes for a in classes]
+            long_form += [
+                {"data": r["data"], "backbone": r["backbone"], "predicted": p, "actual": a, "count": int(cm.loc[p, a])}
+                for p in classes
+                for a in classes
+            ]
             cm.index = [f"pred {c}" for c in classes]
             cm.columns = [f"actual {c}" for c in classes]
-            out.append(Section(f"Confusion matrix: {r['data']} x {r['backbone']} (predicted rows, actual columns)",
-                               cm.reset_index(names="")))
-        out.append(Section("Pooled confusion matrices, long form", pd.DataFrame(long_form), csv="confusion.csv",
-                           in_report=False))
+            out.append(
+                Section(
+                    f"Confusion matrix: {r['data']} x {r['backbone']} (predicted rows, actual columns)",
+                    cm.reset_index(names=""),
+                )
+            )
+        out.append(
+            Section(
+                "Pooled confusion matrices, long form", pd.DataFrame(long_form), csv="confusion.csv", in_report=False
+            )
+        )
         return out
 
     def plots(self, result, directory: Path):
@@ -99,8 +130,10 @@ class PaperMetrics(Evaluator):
                     red, green, blue, _ = image.cmap(image.norm(cm[i, j]))
                     light = 0.299 * red + 0.587 * green + 0.114 * blue > 0.5
                     ax.text(j, i, int(cm[i, j]), ha="center", va="center", color="black" if light else "white")
-            ax.set_title(f"{result.manifest.get('suite', '')}: {r['data']} x {r['backbone']}\npooled confusion matrix",
-                         fontsize=9)
+            ax.set_title(
+                f"{result.manifest.get('suite', '')}: {r['data']} x {r['backbone']}\npooled confusion matrix",
+                fontsize=9,
+            )
             fig.tight_layout()
             written.append(save(fig, directory / f"confusion__{r['cell'].slug}.png"))
         return written
@@ -109,9 +142,11 @@ class PaperMetrics(Evaluator):
 class ClinicalMetrics(Evaluator):
     name = "clinical"
     description = "ROC AUC and macro F1 with patient-bootstrap 95% CIs, balanced accuracy, per-class P/R/F1"
-    metrics = (MetricSpec("auc", "AUC", digits=3, interval="bootstrap"),
-               MetricSpec("macro_f1", "Macro F1", digits=3, interval="bootstrap", table=False),
-               MetricSpec("balanced_accuracy", "Balanced acc.", scale=100, unit="%", table=False))
+    metrics = (
+        MetricSpec("auc", "AUC", digits=3, interval="bootstrap"),
+        MetricSpec("macro_f1", "Macro F1", digits=3, interval="bootstrap", table=False),
+        MetricSpec("balanced_accuracy", "Balanced acc.", scale=100, unit="%", table=False),
+    )
 
     def __init__(self, n_boot: int = 1000, seed: int = 0):
         self.n_boot, self.seed = n_boot, seed
@@ -124,15 +159,23 @@ class ClinicalMetrics(Evaluator):
         cm = confusion_matrix(y_true, y_pred, k)
         precision, recall, f1 = per_class_prf(cm)
         present = cm.sum(1) > 0
-        out = {"auc": positive_auc(y_true, probs, pos), "macro_f1": macro_f1(y_true, y_pred, k),
-               "balanced_accuracy": float(recall[present].mean()) if present.any() else float("nan")}
+        out = {
+            "auc": positive_auc(y_true, probs, pos),
+            "macro_f1": macro_f1(y_true, y_pred, k),
+            "balanced_accuracy": float(recall[present].mean()) if present.any() else float("nan"),
+        }
         out["auc_ci_low"], out["auc_ci_high"] = bootstrap_ci(
-            lambda i: positive_auc(y_true[i], probs[i], pos), groups, self.n_boot, self.seed)
+            lambda i: positive_auc(y_true[i], probs[i], pos), groups, self.n_boot, self.seed
+        )
         out["macro_f1_ci_low"], out["macro_f1_ci_high"] = bootstrap_ci(
-            lambda i: macro_f1(y_true[i], y_pred[i], k), groups, self.n_boot, self.seed)
+            lambda i: macro_f1(y_true[i], y_pred[i], k), groups, self.n_boot, self.seed
+        )
         for c, name in enumerate(classes):
             out[f"precision_{name}"], out[f"recall_{name}"], out[f"f1_{name}"] = (
-                float(precision[c]), float(recall[c]), float(f1[c]))
+                float(precision[c]),
+                float(recall[c]),
+                float(f1[c]),
+            )
         return out
 
 

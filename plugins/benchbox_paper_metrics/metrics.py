@@ -9,7 +9,7 @@ the fold mean and standard deviation show the spread.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -45,8 +45,7 @@ def metrics_from_confusion(cm: np.ndarray, positive: int) -> dict[str, float]:
     }
 
 
-def paper_metrics(y_true, y_pred, classes: Sequence[str], positive_class: str,
-                  folds=None) -> dict:
+def paper_metrics(y_true, y_pred, classes: Sequence[str], positive_class: str, folds=None) -> dict:
     """Pooled study metrics, plus fold mean and standard deviation when ``folds`` is given.
 
     Returns a flat dict: accuracy_3class, accuracy_2class, sensitivity, specificity, tp, fp, tn,
@@ -65,9 +64,10 @@ def paper_metrics(y_true, y_pred, classes: Sequence[str], positive_class: str,
     out["confusion"] = cm.tolist()
     if folds is not None:
         folds = np.asarray(folds)
-        per_fold = [metrics_from_confusion(confusion_matrix(y_true[folds == f], y_pred[folds == f],
-                                                            len(classes)), pos)
-                    for f in np.unique(folds)]
+        per_fold = [
+            metrics_from_confusion(confusion_matrix(y_true[folds == f], y_pred[folds == f], len(classes)), pos)
+            for f in np.unique(folds)
+        ]
         for key in HEADLINE:
             values = np.array([m[key] for m in per_fold], dtype=float)
             out[f"{key}_folds"] = values.tolist()

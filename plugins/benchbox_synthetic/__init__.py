@@ -31,8 +31,9 @@ def _blob(yy, xx, cy, cx, ry, rx):
     return np.exp(-(((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2))
 
 
-def render(label: str, patient: dict, image_seed: int, size: tuple[int, int], shortcut: bool = False,
-           signal: bool = True) -> np.ndarray:
+def render(
+    label: str, patient: dict, image_seed: int, size: tuple[int, int], shortcut: bool = False, signal: bool = True
+) -> np.ndarray:
     """One synthetic chest X-ray as uint8 (height, width); resolution independent.
 
     ``shortcut`` plants a class-specific marker in the top border (as a hospital's label or
@@ -78,31 +79,51 @@ class SyntheticXrays(Dataset):
     def samples(self, options, seed, data_dir):
         n, n_patients = int(options["images"]), int(options["patients"])
         if n_patients < 3 or n < n_patients:
-            raise DataError(f"synthetic: images = {n}, patients = {n_patients}: needs patients >= 3 and images >= "
-                            "patients (each patient has at least one image)")
+            raise DataError(
+                f"synthetic: images = {n}, patients = {n_patients}: needs patients >= 3 and images >= "
+                "patients (each patient has at least one image)"
+            )
         order = _rng(seed, "classes").permutation(n_patients)
         patient_label = {p: CLASSES[i % 3] for i, p in enumerate(order)}
         patients = {}
         for p in range(n_patients):
             r = _rng(seed, "patient", p)
-            patients[p] = {"shift": r.normal(0, 0.03), "scale": r.uniform(0.9, 1.1),
-                           "contrast": r.uniform(0.8, 1.2)}
+            patients[p] = {"shift": r.normal(0, 0.03), "scale": r.uniform(0.9, 1.1), "contrast": r.uniform(0.8, 1.2)}
         owner = np.concatenate([np.arange(n_patients), _rng(seed, "owners").integers(0, n_patients, n - n_patients)])
-        rows = [{"id": f"syn-{i:05d}", "label": patient_label[int(p)], "group": f"patient-{int(p):04d}",
-                 "source": "synthetic", "patient_index": int(p)} for i, p in enumerate(owner)]
+        rows = [
+            {
+                "id": f"syn-{i:05d}",
+                "label": patient_label[int(p)],
+                "group": f"patient-{int(p):04d}",
+                "source": "synthetic",
+                "patient_index": int(p),
+            }
+            for i, p in enumerate(owner)
+        ]
         table = pd.DataFrame(rows)
 
         def load(sub: pd.DataFrame, size):
             out = np.empty((len(sub), *size), dtype=np.uint8)
             for k, row in enumerate(sub.itertuples(index=False)):
                 image_seed = int.from_bytes(hashlib.sha256(f"{seed}/{row.id}".encode()).digest()[:8], "little")
-                out[k] = render(row.label, patients[row.patient_index], image_seed, size,
-                                shortcut=bool(options["shortcut"]), signal=bool(options["signal"]))
+                out[k] = render(
+                    row.label,
+                    patients[row.patient_index],
+                    image_seed,
+                    size,
+                    shortcut=bool(options["shortcut"]),
+                    signal=bool(options["signal"]),
+                )
             return out
 
-        return SampleSet(table=table, classes=CLASSES, positive_class=options["positive_class"],
-                         load=load, fingerprint=f"synthetic:seed={seed}:n={n}:patients={n_patients}"
-                                                f":shortcut={options['shortcut']}:signal={options['signal']}")
+        return SampleSet(
+            table=table,
+            classes=CLASSES,
+            positive_class=options["positive_class"],
+            load=load,
+            fingerprint=f"synthetic:seed={seed}:n={n}:patients={n_patients}"
+            f":shortcut={options['shortcut']}:signal={options['signal']}",
+        )
 
 
 @hookimpl

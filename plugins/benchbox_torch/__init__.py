@@ -62,8 +62,10 @@ class TorchBackbone(NetworkBackbone):
         if isinstance(cutoff, int) and cutoff > depth:
             problems.append(f"cutoff: {cutoff} is beyond the depth of {self.network} ({depth} Keras layers)")
         if self.network == "mobilenet_v2" and options.get("alpha", 1.0) != 1.0:
-            problems.append("alpha: torchvision's MobileNet v2 takes width_mult; only 1.0 has ImageNet weights "
-                            "and only 1.0 is supported here (use keras/mobilenet_v2 for alpha 0.35)")
+            problems.append(
+                "alpha: torchvision's MobileNet v2 takes width_mult; only 1.0 has ImageNet weights "
+                "and only 1.0 is supported here (use keras/mobilenet_v2 for alpha 0.35)"
+            )
         return problems
 
     def prepare(self, options):

@@ -100,8 +100,10 @@ def imagenet_location(network) -> tuple[str, str]:
     hub_id = _timm_hub_id(network)
     from huggingface_hub import constants
 
-    return (os.path.join(constants.HF_HUB_CACHE, "models--" + hub_id.replace("/", "--")),
-            f"https://huggingface.co/{hub_id}")
+    return (
+        os.path.join(constants.HF_HUB_CACHE, "models--" + hub_id.replace("/", "--")),
+        f"https://huggingface.co/{hub_id}",
+    )
 
 
 def ensure_weights(network: str, options) -> None:
@@ -116,8 +118,10 @@ def ensure_weights(network: str, options) -> None:
         except BenchboxError:
             raise
         except Exception as exc:
-            raise WeightsError(f"torch/{network}: weights file {options['weights']} cannot be loaded into this "
-                               f"network ({type(exc).__name__}: {str(exc)[:300]})") from None
+            raise WeightsError(
+                f"torch/{network}: weights file {options['weights']} cannot be loaded into this "
+                f"network ({type(exc).__name__}: {str(exc)[:300]})"
+            ) from None
         return
     cached, url = imagenet_location(network)
     try:
@@ -135,8 +139,8 @@ def ensure_weights(network: str, options) -> None:
             f"    {NETS[network].library} looks in: {cached}\n"
             f"    It downloads from: {url}\n"
             f"    To fix: on a machine with a network run `benchbox weights fetch torch/{network}` and copy the "
-            f"cache over; or, in the suite's [backbones.*] table, set weights = \"none\" (random "
-            f"initialisation) or weights = \"/path/to/weights.safetensors\" (or a .pth state dict)."
+            f'cache over; or, in the suite\'s [backbones.*] table, set weights = "none" (random '
+            f'initialisation) or weights = "/path/to/weights.safetensors" (or a .pth state dict).'
         ) from None
 
 
@@ -165,12 +169,16 @@ def load_weights_file(network, net: BenchboxNet, path: str) -> None:
     try:
         sd = load_state_dict_file(path)
     except Exception as exc:
-        raise WeightsError(f"torch/{network}: cannot read weights file {path}: {_load_error(exc)}. It must be a "
-                           ".safetensors file or a PyTorch state dict saved with torch.save (files that would run "
-                           "code when loaded are refused)") from None
+        raise WeightsError(
+            f"torch/{network}: cannot read weights file {path}: {_load_error(exc)}. It must be a "
+            ".safetensors file or a PyTorch state dict saved with torch.save (files that would run "
+            "code when loaded are refused)"
+        ) from None
     if not isinstance(sd, dict) or not all(isinstance(k, str) for k in sd):
-        raise WeightsError(f"torch/{network}: weights file {path} holds a {type(sd).__name__}, not a state dict "
-                           "(a mapping of tensor names to tensors)")
+        raise WeightsError(
+            f"torch/{network}: weights file {path} holds a {type(sd).__name__}, not a state dict "
+            "(a mapping of tensor names to tensors)"
+        )
     if any(k.startswith("head.") for k in sd) and any(k.startswith("base.") for k in sd):
         try:
             net.load_state_dict(sd, strict=True)
@@ -187,8 +195,10 @@ def load_weights_file(network, net: BenchboxNet, path: str) -> None:
                 break
     missing = [k for k in base_sd if k not in mapped]
     if missing:
-        raise WeightsError(f"torch/{network}: {path} does not fit the network: {len(missing)} of "
-                           f"{len(base_sd)} tensors missing (e.g. {missing[:3]})")
+        raise WeightsError(
+            f"torch/{network}: {path} does not fit the network: {len(missing)} of "
+            f"{len(base_sd)} tensors missing (e.g. {missing[:3]})"
+        )
     net.base.load_state_dict(mapped, strict=True)
 
 
@@ -227,8 +237,10 @@ def build_model(network: str, options, num_classes: int, seed: int) -> tuple[Ben
     cutoff = int(options["cutoff"])
     depth = len(keras_layers(network))
     if cutoff > depth:
-        raise BenchboxError(f"torch/{network}: cutoff {cutoff} is beyond the network's depth of {depth} "
-                            f"Keras layers; choose cutoff <= {depth}")
+        raise BenchboxError(
+            f"torch/{network}: cutoff {cutoff} is beyond the network's depth of {depth} "
+            f"Keras layers; choose cutoff <= {depth}"
+        )
     units = weight_units(base)
     n_frozen = keras_weighted_layers(network, cutoff)
     frozen = units[:n_frozen]
@@ -252,8 +264,12 @@ def build_model(network: str, options, num_classes: int, seed: int) -> tuple[Ben
     net = BenchboxNet(base, nn.Sequential(*layers), mean, std, frozen_bn)
     if kind == "file":
         load_weights_file(network, net, os.path.expanduser(options["weights"]))
-    info = {"frozen_units": n_frozen, "units": len(units),
-            "last_frozen_layer": frozen[-1][0] if frozen else "(none)", **parameter_counts(net)}
+    info = {
+        "frozen_units": n_frozen,
+        "units": len(units),
+        "last_frozen_layer": frozen[-1][0] if frozen else "(none)",
+        **parameter_counts(net),
+    }
     return net, info
 
 
@@ -269,8 +285,12 @@ class _Tracer(torch.fx.Tracer):
     their training/eval behaviour is decided at run time, not frozen into the traced graph."""
 
     def is_leaf_module(self, m, qualname):
-        return (super().is_leaf_module(m, qualname) or isinstance(m, _BN)
-                or type(m).__name__ == "SeparableConv2d" or any(True for _ in m.parameters(recurse=False)))
+        return (
+            super().is_leaf_module(m, qualname)
+            or isinstance(m, _BN)
+            or type(m).__name__ == "SeparableConv2d"
+            or any(True for _ in m.parameters(recurse=False))
+        )
 
 
 def split_prefix(base: nn.Module):
@@ -334,7 +354,7 @@ def prefix_activations(net: BenchboxNet, prefix: nn.Module, x: np.ndarray, batch
     xs = torch.from_numpy(np.ascontiguousarray(x)).unsqueeze(1)
     parts = []
     for i in range(0, len(xs), batch_size):
-        xb = xs[i:i + batch_size].float().expand(-1, 3, -1, -1) / 255.0
+        xb = xs[i : i + batch_size].float().expand(-1, 3, -1, -1) / 255.0
         parts.append([t.numpy() for t in prefix((xb - net.mean) / net.std)])
     return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
 
@@ -358,8 +378,11 @@ def cached_inputs(network, net, job):
     n = len(train_ids)
     train_inputs = [torch.from_numpy(np.ascontiguousarray(a[:n])) for a in cached]
     test_inputs = [torch.from_numpy(np.ascontiguousarray(a[n:])) for a in cached]
-    info = {"prefix_cache": status, "prefix_seconds": time.perf_counter() - t0,
-            "prefix_boundary": [list(a.shape[1:]) for a in cached]}
+    info = {
+        "prefix_cache": status,
+        "prefix_seconds": time.perf_counter() - t0,
+        "prefix_boundary": [list(a.shape[1:]) for a in cached],
+    }
     return SuffixNet(suffix, net), (train_inputs, test_inputs), info
 
 
@@ -374,8 +397,9 @@ def augment_batch(xb: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     dx = torch.randint(-(w // 20), w // 20 + 1, (n,), generator=generator)
     for i in range(n):
         sy, sx = int(dy[i]), int(dx[i])
-        out[i, :, max(sy, 0):h + min(sy, 0), max(sx, 0):w + min(sx, 0)] = \
-            xb[i, :, max(-sy, 0):h + min(-sy, 0), max(-sx, 0):w + min(-sx, 0)]
+        out[i, :, max(sy, 0) : h + min(sy, 0), max(sx, 0) : w + min(sx, 0)] = xb[
+            i, :, max(-sy, 0) : h + min(-sy, 0), max(-sx, 0) : w + min(-sx, 0)
+        ]
     return out
 
 
@@ -411,7 +435,7 @@ def train(net: nn.Module, inputs, y: np.ndarray, training, seed: int, progress=N
     for epoch in range(training.epochs):
         order = torch.randperm(len(ys), generator=generator)
         for start in range(0, len(ys), bs):
-            idx = order[start:start + bs]
+            idx = order[start : start + bs]
             batch = [t[idx] for t in inputs]
             if training.augment:
                 batch = [augment_batch(batch[0], generator)]
@@ -428,7 +452,10 @@ def predict_from(trainer: nn.Module, inputs: list, batch_size: int) -> np.ndarra
     """Class probabilities from cached prefix activations."""
     trainer.eval()
     n = len(inputs[0])
-    out = [torch.softmax(trainer(*[t[i:i + batch_size] for t in inputs]).double(), dim=1) for i in range(0, n, batch_size)]
+    out = [
+        torch.softmax(trainer(*[t[i : i + batch_size] for t in inputs]).double(), dim=1)
+        for i in range(0, n, batch_size)
+    ]
     return torch.cat(out).numpy()
 
 
@@ -436,7 +463,7 @@ def predict_from(trainer: nn.Module, inputs: list, batch_size: int) -> np.ndarra
 def predict(net: BenchboxNet, x: np.ndarray, batch_size: int) -> np.ndarray:
     net.eval()
     xs = torch.from_numpy(np.ascontiguousarray(x)).unsqueeze(1)
-    out = [torch.softmax(net(xs[i:i + batch_size]).double(), dim=1) for i in range(0, len(xs), batch_size)]
+    out = [torch.softmax(net(xs[i : i + batch_size]).double(), dim=1) for i in range(0, len(xs), batch_size)]
     return torch.cat(out).numpy() if out else np.zeros((0, net.head[-1].out_features))
 
 
@@ -496,16 +523,20 @@ def describe(network: str, options) -> dict:
     h, w = (int(v) for v in options["input_size"])
     lib = NETS[network]
     return {
-        "framework": "torch", "model": f"{lib.library} {lib.model}",
+        "framework": "torch",
+        "model": f"{lib.library} {lib.model}",
         "depth": f"{info['units']} weight-carrying modules ({len(keras_layers(network))} Keras layers)",
         "cutoff": int(options["cutoff"]),
         "last_frozen_layer": info["last_frozen_layer"],
         "frozen_modules": f"{info['frozen_units']} of {info['units']}",
-        **parameter_counts(net), "input_size": [h, w],
+        **parameter_counts(net),
+        "input_size": [h, w],
         "preprocessing": f"grayscale x3, /255, mean {tuple(round(float(v), 3) for v in net.mean.flatten())}, "
-                         f"std {tuple(round(float(v), 3) for v in net.std.flatten())}",
+        f"std {tuple(round(float(v), 3) for v in net.std.flatten())}",
         "gmacs": count_gmacs(net, h, w),
-        "head": list(options["head"]), "pooling": options["pooling"], "weights": options["weights"],
+        "head": list(options["head"]),
+        "pooling": options["pooling"],
+        "weights": options["weights"],
     }
 
 
@@ -545,4 +576,5 @@ def bench_steps(network, options, batch_size, device, amp, channels_last, train)
         def step():
             with torch.inference_mode(), torch.autocast(device, dtype=dtype, enabled=amp):
                 net(x)
+
     return {"steps": Steps(step=step, sync=sync), "params": info["params_total"], "gmacs": gmacs}

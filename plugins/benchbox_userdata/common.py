@@ -6,8 +6,9 @@ import functools
 import hashlib
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -50,7 +51,9 @@ def resolve_path(plugin: str, option: str, value: Any, data_dir: str | None, wha
         beside = Path(data_dir).expanduser() / path
         if beside.exists():
             return beside
-    tried = f"{path.resolve()}" + (f" or {Path(data_dir).expanduser() / path}" if data_dir and not path.is_absolute() else "")
+    tried = f"{path.resolve()}" + (
+        f" or {Path(data_dir).expanduser() / path}" if data_dir and not path.is_absolute() else ""
+    )
     raise DataError(f"{plugin}: {option} = {value!r} does not exist (looked for {tried}); set {option} to {what}")
 
 
@@ -58,17 +61,24 @@ def check_options(plugin: str, options: Mapping[str, Any]) -> None:
     """Option values the suite's type check cannot see (list and table contents)."""
     classes = options.get("classes", [])
     if not isinstance(classes, list) or not all(isinstance(c, str) and c for c in classes):
-        raise DataError(f"{plugin}: classes must be a list of class names, e.g. [\"covid\", \"normal\"]; got {classes!r}")
+        raise DataError(f'{plugin}: classes must be a list of class names, e.g. ["covid", "normal"]; got {classes!r}')
     if len(set(classes)) != len(classes):
         raise DataError(f"{plugin}: classes lists a class twice: {classes!r}")
     label_map = options.get("label_map", {})
     if not isinstance(label_map, dict) or not all(isinstance(v, str) and v for v in label_map.values()):
-        raise DataError(f"{plugin}: label_map must map names to class names, e.g. "
-                        f"{{ \"COVID-19\" = \"covid\" }}; got {label_map!r}")
+        raise DataError(
+            f'{plugin}: label_map must map names to class names, e.g. {{ "COVID-19" = "covid" }}; got {label_map!r}'
+        )
 
 
-def select_classes(plugin: str, table: pd.DataFrame, options: Mapping[str, Any], where: str,
-                   warnings: list[str], origin: dict[str, list[str]] | None = None) -> tuple[pd.DataFrame, tuple[str, ...], str]:
+def select_classes(
+    plugin: str,
+    table: pd.DataFrame,
+    options: Mapping[str, Any],
+    where: str,
+    warnings: list[str],
+    origin: dict[str, list[str]] | None = None,
+) -> tuple[pd.DataFrame, tuple[str, ...], str]:
     """Apply ``classes`` (order and subset) and ``positive_class`` to a table whose ``label`` has
     been mapped already; ``origin`` says which folder names/labels made each class (for messages)."""
     present = sorted(table["label"].unique())
@@ -78,25 +88,31 @@ def select_classes(plugin: str, table: pd.DataFrame, options: Mapping[str, Any],
         if unknown:
             mapped = {k: v for k, v in (options.get("label_map") or {}).items()}
             hint = f" (label_map: {mapped})" if mapped else " (label_map can rename them)"
-            raise DataError(f"{plugin}: classes names {', '.join(map(repr, unknown))}, which {where} does not have; "
-                            f"it has: {', '.join(present) or 'none'}{hint}")
+            raise DataError(
+                f"{plugin}: classes names {', '.join(map(repr, unknown))}, which {where} does not have; "
+                f"it has: {', '.join(present) or 'none'}{hint}"
+            )
         left_out = [c for c in present if c not in wanted]
         if left_out:
             n = int(table["label"].isin(left_out).sum())
-            warnings.append(f"{plugin}: {n} image(s) of class(es) {', '.join(left_out)} left out, as classes lists "
-                            f"only {', '.join(wanted)}")
+            warnings.append(
+                f"{plugin}: {n} image(s) of class(es) {', '.join(left_out)} left out, as classes lists "
+                f"only {', '.join(wanted)}"
+            )
         table = table[table["label"].isin(wanted)]
         classes = tuple(wanted)
     else:
         classes = tuple(present)
     if len(classes) < 2:
-        raise DataError(f"{plugin}: {where} has {len(classes)} class(es) ({', '.join(classes) or 'none'}); a "
-                        "classifier needs at least 2: add images of another class"
-                        + (" or list more in classes" if wanted else ""))
+        raise DataError(
+            f"{plugin}: {where} has {len(classes)} class(es) ({', '.join(classes) or 'none'}); a "
+            "classifier needs at least 2: add images of another class" + (" or list more in classes" if wanted else "")
+        )
     positive = options.get("positive_class") or classes[0]
     if positive not in classes:
-        raise DataError(f"{plugin}: positive_class = {positive!r} is not a class of {where}; classes: "
-                        f"{', '.join(classes)}")
+        raise DataError(
+            f"{plugin}: positive_class = {positive!r} is not a class of {where}; classes: {', '.join(classes)}"
+        )
     order = {c: i for i, c in enumerate(classes)}
     table = table.assign(_order=table["label"].map(order)).sort_values(["_order", "id"], kind="stable")
     return table.drop(columns="_order").reset_index(drop=True), classes, positive
@@ -108,11 +124,14 @@ def compile_group_pattern(plugin: str, pattern: str) -> re.Pattern | None:
     try:
         compiled = re.compile(pattern)
     except re.error as exc:
-        raise DataError(f"{plugin}: group_pattern {pattern!r} is not a valid regular expression: {exc}. "
-                        "Example: 'person(\\d+)_' (in TOML, single quotes keep the backslash)") from None
+        raise DataError(
+            f"{plugin}: group_pattern {pattern!r} is not a valid regular expression: {exc}. "
+            "Example: 'person(\\d+)_' (in TOML, single quotes keep the backslash)"
+        ) from None
     if compiled.groups < 1:
-        raise DataError(f"{plugin}: group_pattern {pattern!r} has no group; put the patient id in parentheses, "
-                        "e.g. 'person(\\d+)_'")
+        raise DataError(
+            f"{plugin}: group_pattern {pattern!r} has no group; put the patient id in parentheses, e.g. 'person(\\d+)_'"
+        )
     return compiled
 
 

@@ -10,12 +10,24 @@ import pandas as pd
 
 from benchbox.contracts import Dataset, SampleSet
 from benchbox.errors import DataError
-from benchbox_userdata.common import (check_options, drop_unreadable, example, fingerprint, loader, resolve_path,
-                                      select_classes)
+from benchbox_userdata.common import (
+    check_options,
+    drop_unreadable,
+    example,
+    fingerprint,
+    loader,
+    resolve_path,
+    select_classes,
+)
 
 #: logical column -> the names looked for when ``columns`` does not name one (case-insensitive)
-COLUMNS = {"path": ("path",), "label": ("label",), "group": ("patient", "group", "patient_id", "patientid"),
-           "source": ("source",), "split": ("split",)}
+COLUMNS = {
+    "path": ("path",),
+    "label": ("label",),
+    "group": ("patient", "group", "patient_id", "patientid"),
+    "source": ("source",),
+    "split": ("split",),
+}
 ALIASES = {"patient": "group"}
 
 
@@ -32,13 +44,17 @@ def read_utf8_csv(path: Path, plugin: str) -> pd.DataFrame:
                 line.decode("utf-8")
             except UnicodeDecodeError:
                 bad.append(number)
-        raise DataError(f"{plugin}: {path} is not UTF-8: line(s) {example(bad, 5)} hold bytes that are not UTF-8 "
-                        "text. Save the file as UTF-8 (e.g. `iconv -f cp1252 -t utf-8 in.csv > out.csv`, or "
-                        "'CSV UTF-8' in a spreadsheet) and point file at it") from None
+        raise DataError(
+            f"{plugin}: {path} is not UTF-8: line(s) {example(bad, 5)} hold bytes that are not UTF-8 "
+            "text. Save the file as UTF-8 (e.g. `iconv -f cp1252 -t utf-8 in.csv > out.csv`, or "
+            "'CSV UTF-8' in a spreadsheet) and point file at it"
+        ) from None
     try:
         table = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError:
-        raise DataError(f"{plugin}: {path} is empty; it needs a header line (path,label,...) and one row per image") from None
+        raise DataError(
+            f"{plugin}: {path} is empty; it needs a header line (path,label,...) and one row per image"
+        ) from None
     except pd.errors.ParserError as exc:
         raise DataError(f"{plugin}: {path} is not a well-formed CSV: {exc}") from None
     table.columns = [str(c).strip() for c in table.columns]
@@ -48,8 +64,10 @@ def read_utf8_csv(path: Path, plugin: str) -> pd.DataFrame:
 def _find_columns(plugin: str, path: Path, table: pd.DataFrame, mapping: dict) -> dict[str, str]:
     unknown = [k for k in mapping if k not in COLUMNS and k not in ALIASES]
     if unknown:
-        raise DataError(f"{plugin}: columns has unknown key(s) {', '.join(map(repr, unknown))}; allowed: path, label, "
-                        "patient (or group), source, split, e.g. columns = { path = \"filename\", label = \"finding\" }")
+        raise DataError(
+            f"{plugin}: columns has unknown key(s) {', '.join(map(repr, unknown))}; allowed: path, label, "
+            'patient (or group), source, split, e.g. columns = { path = "filename", label = "finding" }'
+        )
     bad = {k: v for k, v in mapping.items() if not isinstance(v, str) or not v}
     if bad:
         raise DataError(f"{plugin}: columns values must be column names (strings); got {bad}")
@@ -61,8 +79,10 @@ def _find_columns(plugin: str, path: Path, table: pd.DataFrame, mapping: dict) -
             name = mapping[key]
             actual = name if name in table.columns else by_lower.get(name.lower())
             if actual is None:
-                raise DataError(f"{plugin}: {path} has no column {name!r} (named by columns.{key}); its columns are: "
-                                f"{', '.join(table.columns)}")
+                raise DataError(
+                    f"{plugin}: {path} has no column {name!r} (named by columns.{key}); its columns are: "
+                    f"{', '.join(table.columns)}"
+                )
             found[key] = actual
             continue
         for name in candidates:
@@ -71,26 +91,41 @@ def _find_columns(plugin: str, path: Path, table: pd.DataFrame, mapping: dict) -
                 break
     for key in ("path", "label"):
         if key not in found:
-            raise DataError(f"{plugin}: {path} has no {key!r} column; its columns are: {', '.join(table.columns)}. "
-                            f"Name the {key} column with the columns option, e.g. columns = {{ {key} = "
-                            f"\"{'filename' if key == 'path' else 'finding'}\" }}")
+            raise DataError(
+                f"{plugin}: {path} has no {key!r} column; its columns are: {', '.join(table.columns)}. "
+                f"Name the {key} column with the columns option, e.g. columns = {{ {key} = "
+                f'"{"filename" if key == "path" else "finding"}" }}'
+            )
     return found
 
 
 class CsvDataset(Dataset):
     name = "csv"
     description = "a CSV of image paths and labels (optional patient, source, split columns); paths relative to the CSV"
-    defaults = {"file": "", "columns": {}, "split": "all", "classes": [], "label_map": {}, "positive_class": "",
-                "source": "", "skip_unreadable": False}
+    defaults = {
+        "file": "",
+        "columns": {},
+        "split": "all",
+        "classes": [],
+        "label_map": {},
+        "positive_class": "",
+        "source": "",
+        "skip_unreadable": False,
+    }
 
     def samples(self, options, seed, data_dir):
         plugin = self.name
         options = {**self.defaults, **options}
         check_options(plugin, options)
         if not isinstance(options["columns"], dict):
-            raise DataError(f"{plugin}: columns must be a table, e.g. {{ path = \"filename\", label = \"finding\" }}")
-        csv = resolve_path(plugin, "file", options["file"], data_dir,
-                           "a CSV with columns path and label (and optionally patient, source, split)")
+            raise DataError(f'{plugin}: columns must be a table, e.g. {{ path = "filename", label = "finding" }}')
+        csv = resolve_path(
+            plugin,
+            "file",
+            options["file"],
+            data_dir,
+            "a CSV with columns path and label (and optionally patient, source, split)",
+        )
         if not csv.is_file():
             raise DataError(f"{plugin}: file = {str(csv)!r} is not a file; set file to a CSV")
         raw = read_utf8_csv(csv, plugin)
@@ -100,20 +135,26 @@ class CsvDataset(Dataset):
         split = str(options["split"]).strip()
         if split and split != "all":
             if "split" not in cols:
-                raise DataError(f"{plugin}: split = {split!r}, but {csv} has no split column (columns: "
-                                f"{', '.join(raw.columns)}); name it with columns = {{ split = \"...\" }} or use split = \"all\"")
+                raise DataError(
+                    f"{plugin}: split = {split!r}, but {csv} has no split column (columns: "
+                    f'{", ".join(raw.columns)}); name it with columns = {{ split = "..." }} or use split = "all"'
+                )
             values = raw[cols["split"]].str.strip()
             if not (values == split).any():
-                raise DataError(f"{plugin}: split = {split!r} matches no row of {csv}; its {cols['split']!r} column holds: "
-                                f"{example(sorted(set(values)), 8)}")
+                raise DataError(
+                    f"{plugin}: split = {split!r} matches no row of {csv}; its {cols['split']!r} column holds: "
+                    f"{example(sorted(set(values)), 8)}"
+                )
             raw, lines = raw[values == split], lines[values == split]
         paths = raw[cols["path"]].str.strip()
         labels = raw[cols["label"]].str.strip()
         for what, series in (("path", paths), ("label", labels)):
             empty = lines[series == ""]
             if len(empty):
-                raise DataError(f"{plugin}: {csv}: line(s) {example(empty.tolist(), 5)} have an empty {what} "
-                                f"(column {cols[what]!r}); fill them in or delete those rows")
+                raise DataError(
+                    f"{plugin}: {csv}: line(s) {example(empty.tolist(), 5)} have an empty {what} "
+                    f"(column {cols[what]!r}); fill them in or delete those rows"
+                )
         if not len(raw):
             raise DataError(f"{plugin}: {csv} has no rows; it needs one row per image")
         base = csv.parent
@@ -130,43 +171,71 @@ class CsvDataset(Dataset):
             listed = "; ".join(f"line {line}: {value!r} ({f})" for line, value, f in missing[:5])
             more = f"; and {len(missing) - 5} more" if len(missing) > 5 else ""
             if not options["skip_unreadable"]:
-                raise DataError(f"{plugin}: {len(missing)} path(s) in {csv} do not exist: {listed}{more}. Paths are read "
-                                "relative to the CSV's folder; fix them, or set skip_unreadable = true to leave such "
-                                "rows out")
-            warnings.append(f"{plugin}: skipped {len(missing)} row(s) of {csv} whose file does not exist "
-                            f"(skip_unreadable = true): {listed}{more}")
+                raise DataError(
+                    f"{plugin}: {len(missing)} path(s) in {csv} do not exist: {listed}{more}. Paths are read "
+                    "relative to the CSV's folder; fix them, or set skip_unreadable = true to leave such "
+                    "rows out"
+                )
+            warnings.append(
+                f"{plugin}: skipped {len(missing)} row(s) of {csv} whose file does not exist "
+                f"(skip_unreadable = true): {listed}{more}"
+            )
         source_default = options["source"] or base.resolve().name
         sources = raw[cols["source"]].str.strip() if "source" in cols else pd.Series("", index=raw.index)
-        table = pd.DataFrame({
-            "id": ids, "label": [options["label_map"].get(v, v) for v in labels],
-            "group": raw[cols["group"]].str.strip().to_numpy() if "group" in cols else ids,
-            "source": [s or source_default for s in sources], "path": [str(f) for f in files],
-            "finding": labels.to_numpy(), "line": lines.to_numpy(),
-        })
+        table = pd.DataFrame(
+            {
+                "id": ids,
+                "label": [options["label_map"].get(v, v) for v in labels],
+                "group": raw[cols["group"]].str.strip().to_numpy() if "group" in cols else ids,
+                "source": [s or source_default for s in sources],
+                "path": [str(f) for f in files],
+                "finding": labels.to_numpy(),
+                "line": lines.to_numpy(),
+            }
+        )
         if "split" in cols:
             table["split"] = raw[cols["split"]].str.strip().to_numpy()
         table = table[exists].reset_index(drop=True)
         table = self._dedupe(plugin, csv, table, warnings)
         if "group" not in cols:
-            warnings.append(f"{plugin}: {csv} has no patient column, so each image is its own group: images of one "
-                            "patient can fall in both the training and the test folds, which inflates the scores. Add a "
-                            "patient column (or name it with columns = { patient = \"...\" })")
+            warnings.append(
+                f"{plugin}: {csv} has no patient column, so each image is its own group: images of one "
+                "patient can fall in both the training and the test folds, which inflates the scores. Add a "
+                'patient column (or name it with columns = { patient = "..." })'
+            )
         else:
             blank = table["group"] == ""
             if blank.any():
-                warnings.append(f"{plugin}: {int(blank.sum())} row(s) of {csv} have no patient (line(s) "
-                                f"{example(table.loc[blank, 'line'].tolist(), 5)}); each of those is its own group")
+                warnings.append(
+                    f"{plugin}: {int(blank.sum())} row(s) of {csv} have no patient (line(s) "
+                    f"{example(table.loc[blank, 'line'].tolist(), 5)}); each of those is its own group"
+                )
                 table.loc[blank, "group"] = table.loc[blank, "id"]
         table, classes, positive = select_classes(plugin, table, options, str(csv), warnings)
         if options["skip_unreadable"]:
             table = drop_unreadable(plugin, table, warnings, notes)
-            table, classes, positive = select_classes(plugin, table, {**options, "classes": list(classes)},
-                                                      f"{csv} (after skipping unreadable images)", warnings)
+            table, classes, positive = select_classes(
+                plugin,
+                table,
+                {**options, "classes": list(classes)},
+                f"{csv} (after skipping unreadable images)",
+                warnings,
+            )
         source = options["source"] or base.resolve().name
-        notes.insert(0, f"{plugin}: {len(table)} images in {len(classes)} classes from {csv}"
-                     + (f" (split {split})" if split and split != "all" else ""))
-        return SampleSet(table=table, classes=classes, positive_class=positive, load=loader(options["skip_unreadable"]),
-                         notes=notes, warnings=warnings, fingerprint=fingerprint(plugin, source, table))
+        notes.insert(
+            0,
+            f"{plugin}: {len(table)} images in {len(classes)} classes from {csv}"
+            + (f" (split {split})" if split and split != "all" else ""),
+        )
+        return SampleSet(
+            table=table,
+            classes=classes,
+            positive_class=positive,
+            load=loader(options["skip_unreadable"]),
+            notes=notes,
+            warnings=warnings,
+            fingerprint=fingerprint(plugin, source, table),
+        )
 
     @staticmethod
     def _dedupe(plugin, csv, table, warnings) -> pd.DataFrame:
@@ -176,11 +245,15 @@ class CsvDataset(Dataset):
         conflicts = [g for _, g in dup.groupby("path") if g["label"].nunique() > 1]
         if conflicts:
             g = conflicts[0]
-            raise DataError(f"{plugin}: {csv} gives {g['id'].iloc[0]!r} different labels on lines "
-                            f"{', '.join(map(str, g['line']))} ({', '.join(g['finding'])})"
-                            + (f", and {len(conflicts) - 1} more file(s) conflict" if len(conflicts) > 1 else "")
-                            + ": keep one row per image")
+            raise DataError(
+                f"{plugin}: {csv} gives {g['id'].iloc[0]!r} different labels on lines "
+                f"{', '.join(map(str, g['line']))} ({', '.join(g['finding'])})"
+                + (f", and {len(conflicts) - 1} more file(s) conflict" if len(conflicts) > 1 else "")
+                + ": keep one row per image"
+            )
         extra = table.duplicated("path", keep="first")
-        warnings.append(f"{plugin}: {int(extra.sum())} duplicate row(s) in {csv} (same file, same label) were dropped, "
-                        f"lines {example(table.loc[extra, 'line'].tolist(), 5)}")
+        warnings.append(
+            f"{plugin}: {int(extra.sum())} duplicate row(s) in {csv} (same file, same label) were dropped, "
+            f"lines {example(table.loc[extra, 'line'].tolist(), 5)}"
+        )
         return table[~extra].reset_index(drop=True)

@@ -23,16 +23,24 @@ def sections(result) -> list[Section]:
     for cell, table, verdicts in shortcut_reports(result, externals):
         title = f"Shortcut report: {cell}"
         out.append(Section(title, table))
-        out.append(Section(f"{title}: verdicts",
-                           pd.DataFrame([{"Probe": v.probe, "Shortcut?": "YES" if v.fires else "no", "Reading": v.text}
-                                         for v in verdicts]),
-                           annotations={cell: " | ".join(f"{v.probe}: {'SHORTCUT' if v.fires else 'ok'} — {v.text}"
-                                                         for v in verdicts)}))
+        out.append(
+            Section(
+                f"{title}: verdicts",
+                pd.DataFrame(
+                    [{"Probe": v.probe, "Shortcut?": "YES" if v.fires else "no", "Reading": v.text} for v in verdicts]
+                ),
+                annotations={
+                    cell: " | ".join(f"{v.probe}: {'SHORTCUT' if v.fires else 'ok'} — {v.text}" for v in verdicts)
+                },
+            )
+        )
     src = by_source(result)
     if len(src) and src["Source"].nunique() > 1:
         out.append(Section("Per source (test folds): does the model separate sources rather than diseases?", src))
     if externals:
-        out.append(Section("External evaluation (never trained on; mean of the fold models)", external_frame(externals)))
+        out.append(
+            Section("External evaluation (never trained on; mean of the fold models)", external_frame(externals))
+        )
     return out
 
 

@@ -25,9 +25,17 @@ def by_source(result) -> pd.DataFrame:
         for s in sorted(set(src)):
             m = src == s
             rt = rates(y[m], pred[m], pos)
-            rows.append({"Data": cell.label, "Backbone": cell.backbone, "Source": s, "Images": int(m.sum()),
-                         "Accuracy %": rt.accuracy.text(True), "Sensitivity %": rt.sensitivity.text(True),
-                         "Specificity %": rt.specificity.text(True)})
+            rows.append(
+                {
+                    "Data": cell.label,
+                    "Backbone": cell.backbone,
+                    "Source": s,
+                    "Images": int(m.sum()),
+                    "Accuracy %": rt.accuracy.text(True),
+                    "Sensitivity %": rt.sensitivity.text(True),
+                    "Specificity %": rt.specificity.text(True),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -65,19 +73,37 @@ def external(result) -> list[ExternalResult]:
                 m = sources == s
                 is_pos, is_neg = (labels == positive) & m, (labels != positive) & m
                 spread = [100 * (fp[is_neg] == 0).mean() for fp in fold_pred] if is_neg.any() else []
-                out.append(ExternalResult(
-                    cell=cell, external=alias, source=str(s), images=int(m.sum()),
-                    labels=", ".join(f"{k} {v}" for k, v in zip(*np.unique(labels[m], return_counts=True))),
-                    sensitivity=Rate(int(mean_pred[is_pos].sum()), int(is_pos.sum())),
-                    specificity=Rate(int((~mean_pred[is_neg]).sum()), int(is_neg.sum())),
-                    specificity_fold_sd=float(np.std(spread, ddof=1)) if len(spread) > 1 else float("nan"),
-                    folds=len(parts)))
+                out.append(
+                    ExternalResult(
+                        cell=cell,
+                        external=alias,
+                        source=str(s),
+                        images=int(m.sum()),
+                        labels=", ".join(f"{k} {v}" for k, v in zip(*np.unique(labels[m], return_counts=True))),
+                        sensitivity=Rate(int(mean_pred[is_pos].sum()), int(is_pos.sum())),
+                        specificity=Rate(int((~mean_pred[is_neg]).sum()), int(is_neg.sum())),
+                        specificity_fold_sd=float(np.std(spread, ddof=1)) if len(spread) > 1 else float("nan"),
+                        folds=len(parts),
+                    )
+                )
     return out
 
 
 def external_frame(results: list[ExternalResult]) -> pd.DataFrame:
-    return pd.DataFrame([{"Data": e.cell.label, "Backbone": e.cell.backbone, "External": e.external,
-                          "Source": e.source, "Images": e.images, "Labels": e.labels,
-                          "Sensitivity %": e.sensitivity.text(True), "Specificity %": e.specificity.text(True),
-                          "Specificity fold sd": "n/a" if np.isnan(e.specificity_fold_sd) else f"{e.specificity_fold_sd:.1f}",
-                          "Folds": e.folds} for e in results])
+    return pd.DataFrame(
+        [
+            {
+                "Data": e.cell.label,
+                "Backbone": e.cell.backbone,
+                "External": e.external,
+                "Source": e.source,
+                "Images": e.images,
+                "Labels": e.labels,
+                "Sensitivity %": e.sensitivity.text(True),
+                "Specificity %": e.specificity.text(True),
+                "Specificity fold sd": "n/a" if np.isnan(e.specificity_fold_sd) else f"{e.specificity_fold_sd:.1f}",
+                "Folds": e.folds,
+            }
+            for e in results
+        ]
+    )

@@ -33,7 +33,9 @@ class Rate:
         if not self.n:
             return "n/a"
         lo, hi = self.interval
-        return f"{100 * self.value:.1f} [{100 * lo:.1f}–{100 * hi:.1f}]" + (f" ({self.hits}/{self.n})" if counts else "")
+        return f"{100 * self.value:.1f} [{100 * lo:.1f}–{100 * hi:.1f}]" + (
+            f" ({self.hits}/{self.n})" if counts else ""
+        )
 
 
 @dataclass(frozen=True)
@@ -46,8 +48,11 @@ class Rates:
 def rates(y_true, y_pred, positive: int) -> Rates:
     y, p = np.asarray(y_true), np.asarray(y_pred)
     pos, neg = y == positive, y != positive
-    return Rates(Rate(int((y == p).sum()), len(y)), Rate(int((p[pos] == positive).sum()), int(pos.sum())),
-                 Rate(int((p[neg] != positive).sum()), int(neg.sum())))
+    return Rates(
+        Rate(int((y == p).sum()), len(y)),
+        Rate(int((p[pos] == positive).sum()), int(pos.sum())),
+        Rate(int((p[neg] != positive).sum()), int(neg.sum())),
+    )
 
 
 def cell_rates(records, positive_class: str) -> Rates:

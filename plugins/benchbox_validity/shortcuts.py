@@ -33,8 +33,15 @@ def sources_coincide(meta: dict) -> bool:
     return bool(per_class) and all(len(sources) == 1 for sources in per_class.values())
 
 
-def verdict(probe: str, standard: Rates, probed: Rates, chance: float, thresholds: dict,
-            source_coincides: bool | None = None, options: dict | None = None) -> Verdict:
+def verdict(
+    probe: str,
+    standard: Rates,
+    probed: Rates,
+    chance: float,
+    thresholds: dict,
+    source_coincides: bool | None = None,
+    options: dict | None = None,
+) -> Verdict:
     """A plain-language reading of one probe against the standard protocol."""
     options = options or {}
     same, above = thresholds["same_within_points"], thresholds["above_chance_points"]
@@ -43,36 +50,76 @@ def verdict(probe: str, standard: Rates, probed: Rates, chance: float, threshold
     if probe == "source-as-label":
         src_acc = probed.accuracy.value
         if src_acc >= thresholds["source_accuracy"] and source_coincides:
-            return Verdict(probe, True, f"the image source is predicted with {100 * src_acc:.1f}% accuracy and the "
-                           "classes coincide with the sources: the headline cannot separate disease from source")
+            return Verdict(
+                probe,
+                True,
+                f"the image source is predicted with {100 * src_acc:.1f}% accuracy and the "
+                "classes coincide with the sources: the headline cannot separate disease from source",
+            )
         if src_acc >= thresholds["source_accuracy"]:
-            return Verdict(probe, True, f"the image source is predicted with {100 * src_acc:.1f}% accuracy: the "
-                           "model can tell the sources apart, a shortcut wherever classes and sources are linked")
-        return Verdict(probe, False, f"the source is predicted with {100 * src_acc:.1f}% accuracy (below "
-                       f"{100 * thresholds['source_accuracy']:.0f}%): no near-perfect source signal")
+            return Verdict(
+                probe,
+                True,
+                f"the image source is predicted with {100 * src_acc:.1f}% accuracy: the "
+                "model can tell the sources apart, a shortcut wherever classes and sources are linked",
+            )
+        return Verdict(
+            probe,
+            False,
+            f"the source is predicted with {100 * src_acc:.1f}% accuracy (below "
+            f"{100 * thresholds['source_accuracy']:.0f}%): no near-perfect source signal",
+        )
     if probe in ("lungs-blackout", "border-only"):
-        what = ("with the lungs blacked out" if probe == "lungs-blackout"
-                else f"from a {100 * options.get('frame', 0.12):.0f}% border alone")
+        what = (
+            "with the lungs blacked out"
+            if probe == "lungs-blackout"
+            else f"from a {100 * options.get('frame', 0.12):.0f}% border alone"
+        )
         if acc >= base - same and acc >= chance_pts + above:
-            return Verdict(probe, True, f"accuracy {what} is {acc:.1f}%, within {base - acc:.1f} points of the "
-                           f"standard protocol ({base:.1f}%): the model does not need the lungs")
+            return Verdict(
+                probe,
+                True,
+                f"accuracy {what} is {acc:.1f}%, within {base - acc:.1f} points of the "
+                f"standard protocol ({base:.1f}%): the model does not need the lungs",
+            )
         if acc >= chance_pts + above:
-            return Verdict(probe, True, f"accuracy {what} is {acc:.1f}% (chance {chance_pts:.1f}%, standard "
-                           f"{base:.1f}%): information outside the lungs predicts the class")
-        return Verdict(probe, False, f"accuracy {what} is {acc:.1f}%, near chance ({chance_pts:.1f}%): no "
-                       "shortcut found outside the lungs by this probe")
+            return Verdict(
+                probe,
+                True,
+                f"accuracy {what} is {acc:.1f}% (chance {chance_pts:.1f}%, standard "
+                f"{base:.1f}%): information outside the lungs predicts the class",
+            )
+        return Verdict(
+            probe,
+            False,
+            f"accuracy {what} is {acc:.1f}%, near chance ({chance_pts:.1f}%): no "
+            "shortcut found outside the lungs by this probe",
+        )
     if probe == "centre-only":
         if acc >= base - same:
-            return Verdict(probe, False, f"accuracy on the centre alone is {acc:.1f}%, within {base - acc:.1f} "
-                           f"points of the standard ({base:.1f}%): the centre carries the signal")
-        return Verdict(probe, True, f"accuracy on the centre alone is {acc:.1f}%, {base - acc:.1f} points "
-                       f"below the standard ({base:.1f}%): the border carries part of the signal")
+            return Verdict(
+                probe,
+                False,
+                f"accuracy on the centre alone is {acc:.1f}%, within {base - acc:.1f} "
+                f"points of the standard ({base:.1f}%): the centre carries the signal",
+            )
+        return Verdict(
+            probe,
+            True,
+            f"accuracy on the centre alone is {acc:.1f}%, {base - acc:.1f} points "
+            f"below the standard ({base:.1f}%): the border carries part of the signal",
+        )
     raise ValueError(probe)
 
 
 def _row(protocol: str, data: str, r: Rates) -> dict:
-    return {"Protocol": protocol, "Data": data, "Accuracy %": r.accuracy.text(), "Sensitivity %": r.sensitivity.text(),
-            "Specificity %": r.specificity.text()}
+    return {
+        "Protocol": protocol,
+        "Data": data,
+        "Accuracy %": r.accuracy.text(),
+        "Sensitivity %": r.sensitivity.text(),
+        "Specificity %": r.specificity.text(),
+    }
 
 
 def within_verdict(std: Rates, row: Rates, thresholds: dict, name: str) -> Verdict:
@@ -80,22 +127,40 @@ def within_verdict(std: Rates, row: Rates, thresholds: dict, name: str) -> Verdi
     if drop != drop:  # nan
         return Verdict("within-source", False, f"within {name}: sensitivity or specificity undefined")
     if drop > thresholds["same_within_points"]:
-        return Verdict("within-source", True, f"inside one source ({name}) sensitivity is {row.sensitivity.text()}% "
-                       f"and specificity {row.specificity.text()}%, up to {drop:.1f} points below the headline: much "
-                       "of the headline came from telling sources apart")
-    return Verdict("within-source", False, f"inside one source ({name}) sensitivity and specificity stay within "
-                   f"{thresholds['same_within_points']:.0f} points of the headline")
+        return Verdict(
+            "within-source",
+            True,
+            f"inside one source ({name}) sensitivity is {row.sensitivity.text()}% "
+            f"and specificity {row.specificity.text()}%, up to {drop:.1f} points below the headline: much "
+            "of the headline came from telling sources apart",
+        )
+    return Verdict(
+        "within-source",
+        False,
+        f"inside one source ({name}) sensitivity and specificity stay within "
+        f"{thresholds['same_within_points']:.0f} points of the headline",
+    )
 
 
 def external_verdict(std: Rates, e: ExternalResult, thresholds: dict, positive: str) -> Verdict:
     if not e.specificity.n:
-        return Verdict("external-source", False, f"{e.external} ({e.source}): no negative images to measure specificity")
+        return Verdict(
+            "external-source", False, f"{e.external} ({e.source}): no negative images to measure specificity"
+        )
     if e.specificity.points < std.specificity.points - thresholds["same_within_points"]:
-        return Verdict("external-source", True, f"on unseen images from {e.source} ({e.external}) specificity falls to "
-                       f"{e.specificity.text()}% from {std.specificity.points:.1f}%: the model calls images of the "
-                       f"{positive} class's source {positive} whatever they show")
-    return Verdict("external-source", False, f"on unseen images from {e.source} ({e.external}) specificity is "
-                   f"{e.specificity.text()}%, close to the standard protocol")
+        return Verdict(
+            "external-source",
+            True,
+            f"on unseen images from {e.source} ({e.external}) specificity falls to "
+            f"{e.specificity.text()}% from {std.specificity.points:.1f}%: the model calls images of the "
+            f"{positive} class's source {positive} whatever they show",
+        )
+    return Verdict(
+        "external-source",
+        False,
+        f"on unseen images from {e.source} ({e.external}) specificity is "
+        f"{e.specificity.text()}%, close to the standard protocol",
+    )
 
 
 def shortcut_reports(result, externals: list[ExternalResult]) -> list[tuple[CellKey, pd.DataFrame, list[Verdict]]]:
@@ -124,8 +189,17 @@ def shortcut_reports(result, externals: list[ExternalResult]) -> list[tuple[Cell
             label = probe + (" (test only)" if probes[probe].get("apply") == "test" else "")
             data = cell.dataset if probe != "source-as-label" else f"{cell.dataset}, label = source"
             table.append(_row(label, data, probed))
-            verdicts.append(verdict(probe, std, probed, chance_level(pmeta), thresholds,
-                                    source_coincides=sources_coincide(meta), options=probes[probe]))
+            verdicts.append(
+                verdict(
+                    probe,
+                    std,
+                    probed,
+                    chance_level(pmeta),
+                    thresholds,
+                    source_coincides=sources_coincide(meta),
+                    options=probes[probe],
+                )
+            )
         within_cell = CellKey(within, cell.backbone) if within else None
         if within_cell in cells:
             wmeta = result.data_meta(within_cell)
@@ -135,8 +209,15 @@ def shortcut_reports(result, externals: list[ExternalResult]) -> list[tuple[Cell
         ext_name = probes.get("external-source", {}).get("dataset")
         for e in externals:
             if e.cell == cell and e.external == ext_name:
-                table.append({"Protocol": f"external-source ({e.source})", "Data": ext_name, "Accuracy %": "n/a",
-                              "Sensitivity %": e.sensitivity.text(), "Specificity %": e.specificity.text()})
+                table.append(
+                    {
+                        "Protocol": f"external-source ({e.source})",
+                        "Data": ext_name,
+                        "Accuracy %": "n/a",
+                        "Sensitivity %": e.sensitivity.text(),
+                        "Specificity %": e.specificity.text(),
+                    }
+                )
                 verdicts.append(external_verdict(std, e, thresholds, positive))
         out.append((cell, pd.DataFrame(table), verdicts))
     return out

@@ -57,7 +57,9 @@ def drop_unreadable(table: pd.DataFrame, notes: list[str], warnings: list[str] |
     if bad:
         notes.append(f"skipped {len(bad)} unreadable image(s): {', '.join(p for p, _ in bad)}")
         if warnings is not None:
-            shown = "; ".join(f"{p} ({r})" for p, r in bad[:10]) + (f"; and {len(bad) - 10} more" if len(bad) > 10 else "")
+            shown = "; ".join(f"{p} ({r})" for p, r in bad[:10]) + (
+                f"; and {len(bad) - 10} more" if len(bad) > 10 else ""
+            )
             warnings.append(f"skipped {len(bad)} unreadable image(s) (skip_unreadable = true): {shown}")
     return table[~table["path"].isin({p for p, _ in bad})].reset_index(drop=True)
 
@@ -75,8 +77,10 @@ def source_root(name: str, options, data_dir) -> Path:
         candidate = data_root(data_dir) / path
     if not candidate.is_dir():
         tried = str(path.resolve()) + ("" if path.is_absolute() else f" or {data_root(data_dir) / path}")
-        raise DataError(f"{name}: root = {root!r} is not a folder (looked for {tried}); set root to the folder that "
-                        "holds the source's layout (see docs/datasets.md) or leave it out to use --data-dir")
+        raise DataError(
+            f"{name}: root = {root!r} is not a folder (looked for {tried}); set root to the folder that "
+            "holds the source's layout (see docs/datasets.md) or leave it out to use --data-dir"
+        )
     return candidate
 
 
@@ -92,8 +96,13 @@ class SourceDataset(Dataset):
 
     def __init__(self, name, reader, classes, description, splits: bool = False):
         self.name, self._reader, self._classes, self.description = name, reader, classes, description
-        self.defaults = {"positive_class": "covid" if "covid" in classes else classes[0],
-                         "skip_unreadable": False, "labels": list(classes), "binary": False, "root": ""}
+        self.defaults = {
+            "positive_class": "covid" if "covid" in classes else classes[0],
+            "skip_unreadable": False,
+            "labels": list(classes),
+            "binary": False,
+            "root": "",
+        }
         if splits:
             self.defaults["split"] = "all"
 
@@ -110,9 +119,11 @@ class SourceDataset(Dataset):
                 present = sorted(set(table["split"]))
                 table = table[table["split"] == split]
                 if table.empty:
-                    raise DataError(f"{self.name}: split = {split!r}, but {root} holds no {split} images (splits "
-                                    f"present: {', '.join(present)}); place the {split} folder of the release there "
-                                    "or choose another split")
+                    raise DataError(
+                        f"{self.name}: split = {split!r}, but {root} holds no {split} images (splits "
+                        f"present: {', '.join(present)}); place the {split} folder of the release there "
+                        "or choose another split"
+                    )
                 notes.append(f"{self.name}: split {split}: {len(table)} images")
         keep = [c for c in self._classes if c in options["labels"]]
         table = table[table["label"].isin(keep)].sort_values("id").reset_index(drop=True)
@@ -126,9 +137,15 @@ class SourceDataset(Dataset):
         name = self.name + ("-binary" if options["binary"] else "")
         if "split" in self.defaults and str(options["split"]).strip().lower() != "all":
             name += f"-{str(options['split']).strip().lower()}"
-        return SampleSet(table=table, classes=tuple(keep), positive_class=positive, notes=notes, warnings=warnings,
-                         load=functools.partial(load_images, skip_unreadable=bool(options["skip_unreadable"])),
-                         fingerprint=_fingerprint(name, table))
+        return SampleSet(
+            table=table,
+            classes=tuple(keep),
+            positive_class=positive,
+            notes=notes,
+            warnings=warnings,
+            load=functools.partial(load_images, skip_unreadable=bool(options["skip_unreadable"])),
+            fingerprint=_fingerprint(name, table),
+        )
 
 
 def _fingerprint(name, table) -> str:
@@ -140,8 +157,12 @@ class ComposedDataset(Dataset):
 
     def __init__(self, name, recipe, description):
         self.name, self.recipe, self.description = name, recipe, description
-        self.defaults = {"positive_class": "covid", "skip_unreadable": False, "root": "",
-                         **{key: count for parts in recipe.values() for _, _, key, count in parts}}
+        self.defaults = {
+            "positive_class": "covid",
+            "skip_unreadable": False,
+            "root": "",
+            **{key: count for parts in recipe.values() for _, _, key, count in parts},
+        }
 
     def samples(self, options, seed, data_dir):
         options = {**self.defaults, **options}
@@ -159,8 +180,9 @@ class ComposedDataset(Dataset):
                 sources[src] = table
                 notes.extend(src_notes)
         if problems:
-            raise DataError(f"{self.name} needs data that is missing under {root}:\n" +
-                            "\n".join(f"  - {p}" for p in problems))
+            raise DataError(
+                f"{self.name} needs data that is missing under {root}:\n" + "\n".join(f"  - {p}" for p in problems)
+            )
         parts = []
         for cls, recipe in self.recipe.items():
             for src, src_label, key, _ in recipe:
@@ -171,33 +193,60 @@ class ComposedDataset(Dataset):
                 rng = np.random.default_rng([seed, zlib.crc32(f"{self.name}/{key}".encode())])
                 take = pool.iloc[np.sort(rng.permutation(len(pool))[:want])]
                 if len(take) < want:
-                    notes.append(f"shortfall: {self.name} asks for {want} {src_label} images from {src} ({key}); "
-                                 f"the source holds {len(pool)}, all of them are used ({want - len(pool)} short)")
+                    notes.append(
+                        f"shortfall: {self.name} asks for {want} {src_label} images from {src} ({key}); "
+                        f"the source holds {len(pool)}, all of them are used ({want - len(pool)} short)"
+                    )
                     warnings.append(notes[-1])
                 parts.append(take.assign(label=cls, finding=take["label"]))
         table = pd.concat(parts, ignore_index=True)
-        return SampleSet(table=table, classes=tuple(self.recipe), positive_class=options["positive_class"],
-                         load=functools.partial(load_images, skip_unreadable=bool(options["skip_unreadable"])),
-                         notes=notes, warnings=warnings, fingerprint=_fingerprint(self.name, table))
+        return SampleSet(
+            table=table,
+            classes=tuple(self.recipe),
+            positive_class=options["positive_class"],
+            load=functools.partial(load_images, skip_unreadable=bool(options["skip_unreadable"])),
+            notes=notes,
+            warnings=warnings,
+            fingerprint=_fingerprint(self.name, table),
+        )
 
 
-DATASET_1 = {"covid": [("cohen", "covid", "covid", 224)],
-             "bacterial": [("kermany", "bacterial", "bacterial", 700)],
-             "normal": [("kermany", "normal", "normal", 504)]}
-DATASET_2 = {"covid": [("cohen", "covid", "covid", 224)],
-             "pneumonia": [("kermany", "bacterial", "bacterial", 400), ("kermany", "viral", "viral", 314)],
-             "normal": [("kermany", "normal", "normal", 504)]}
+DATASET_1 = {
+    "covid": [("cohen", "covid", "covid", 224)],
+    "bacterial": [("kermany", "bacterial", "bacterial", 700)],
+    "normal": [("kermany", "normal", "normal", 504)],
+}
+DATASET_2 = {
+    "covid": [("cohen", "covid", "covid", 224)],
+    "pneumonia": [("kermany", "bacterial", "bacterial", 400), ("kermany", "viral", "viral", 314)],
+    "normal": [("kermany", "normal", "normal", 504)],
+}
 
 
 @hookimpl
 def benchbox_datasets():
     return [
-        ComposedDataset("dataset_1", DATASET_1, "the study's Dataset_1: 224 COVID-19 (Cohen), 700 bacterial, 504 normal (Kermany)"),
-        ComposedDataset("dataset_2", DATASET_2, "the study's Dataset_2: 224 COVID-19, 714 pneumonia (400 bacterial + 314 viral), 504 normal"),
-        SourceDataset("cohen", read_cohen, ("covid", "bacterial", "viral", "normal", "other"),
-                      "Cohen's covid-chestxray-dataset: frontal X-rays, all findings"),
-        SourceDataset("kermany", read_kermany, ("bacterial", "viral", "normal"),
-                      "Kermany et al. pediatric chest_xray: bacterial, viral, normal", splits=True),
+        ComposedDataset(
+            "dataset_1", DATASET_1, "the study's Dataset_1: 224 COVID-19 (Cohen), 700 bacterial, 504 normal (Kermany)"
+        ),
+        ComposedDataset(
+            "dataset_2",
+            DATASET_2,
+            "the study's Dataset_2: 224 COVID-19, 714 pneumonia (400 bacterial + 314 viral), 504 normal",
+        ),
+        SourceDataset(
+            "cohen",
+            read_cohen,
+            ("covid", "bacterial", "viral", "normal", "other"),
+            "Cohen's covid-chestxray-dataset: frontal X-rays, all findings",
+        ),
+        SourceDataset(
+            "kermany",
+            read_kermany,
+            ("bacterial", "viral", "normal"),
+            "Kermany et al. pediatric chest_xray: bacterial, viral, normal",
+            splits=True,
+        ),
     ]
 
 

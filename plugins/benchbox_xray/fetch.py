@@ -31,9 +31,9 @@ import tempfile
 import uuid
 import zipfile
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pooch
 
@@ -80,8 +80,7 @@ class _ProgressAdapter:
 def _unsafe_member(name: str) -> bool:
     """True for an archive member that would land outside the folder it is extracted into."""
     parts = re.split(r"[\\/]", name)
-    return (name.startswith(("/", "\\")) or bool(re.match(r"^[A-Za-z]:", name)) or ".." in parts
-            or "\x00" in name)
+    return name.startswith(("/", "\\")) or bool(re.match(r"^[A-Za-z]:", name)) or ".." in parts or "\x00" in name
 
 
 def _short(exc: BaseException) -> str:
@@ -157,8 +156,11 @@ class ArchiveSource(DataSource):
             if not self.layout_problems(d):
                 return d
             if level < depth:
-                queue.extend((c, level + 1) for c in sorted(d.iterdir())
-                             if c.is_dir() and not c.is_symlink() and c.name not in SKIP_DIRS)
+                queue.extend(
+                    (c, level + 1)
+                    for c in sorted(d.iterdir())
+                    if c.is_dir() and not c.is_symlink() and c.name not in SKIP_DIRS
+                )
         return None
 
     # -- fetch ------------------------------------------------------------------------------
@@ -197,16 +199,24 @@ class ArchiveSource(DataSource):
             f"cannot download {self.name} ({why}).\n    It needs: {url}\n    (home: {self.home})\n"
             f"    To place it by hand, put {self.layout} under {root} — or pass --data-dir DIR / set "
             f"BENCHBOX_DATA to a folder that already holds that layout.\n"
-            f"    Nothing was kept; running the fetch again starts the download again.")
+            f"    Nothing was kept; running the fetch again starts the download again."
+        )
 
-    def _download(self, url: str, known_hash: str | None, root: Path, download_dir: Path,
-                  progress: Progress | None) -> Path:
+    def _download(
+        self, url: str, known_hash: str | None, root: Path, download_dir: Path, progress: Progress | None
+    ) -> Path:
         import requests
 
-        store = pooch.create(path=download_dir, base_url="", registry={self.archive_name: known_hash},
-                             urls={self.archive_name: url}, retry_if_failed=self.retries)
-        downloader = pooch.HTTPDownloader(progressbar=_ProgressAdapter(progress) if progress else False,
-                                          timeout=self.timeout, chunk_size=1 << 20)
+        store = pooch.create(
+            path=download_dir,
+            base_url="",
+            registry={self.archive_name: known_hash},
+            urls={self.archive_name: url},
+            retry_if_failed=self.retries,
+        )
+        downloader = pooch.HTTPDownloader(
+            progressbar=_ProgressAdapter(progress) if progress else False, timeout=self.timeout, chunk_size=1 << 20
+        )
         logger = pooch.get_logger()
         level = logger.level
         logger.setLevel("WARNING")  # pooch's "Downloading ..." lines would interleave with the caller's progress bar
@@ -222,7 +232,8 @@ class ArchiveSource(DataSource):
                 f"    expected: {expected}\n    actual:   {actual}\n"
                 f"    Nothing was extracted and {root} is unchanged. The file on the server is corrupted or "
                 f"not the pinned version: try again later, or place {self.layout} under {root} by hand "
-                f"(home: {self.home}).") from None
+                f"(home: {self.home})."
+            ) from None
         except (requests.exceptions.RequestException, OSError) as exc:
             raise self._cannot_download(url, root, _short(exc)) from None
         finally:
@@ -233,29 +244,38 @@ class ArchiveSource(DataSource):
         try:
             zf = zipfile.ZipFile(archive)
         except (zipfile.BadZipFile, OSError) as exc:
-            raise DataError(f"{self.name}: the download from {url} is not a readable zip archive ({_short(exc)}); "
-                            f"{nothing}. Try again, or place {self.layout} under {root} by hand.") from None
+            raise DataError(
+                f"{self.name}: the download from {url} is not a readable zip archive ({_short(exc)}); "
+                f"{nothing}. Try again, or place {self.layout} under {root} by hand."
+            ) from None
         with zf:
             unsafe = [m.filename for m in zf.infolist() if _unsafe_member(m.filename)]
             if unsafe:
-                raise DataError(f"{self.name}: the archive from {url} has member(s) that would be written outside "
-                                f"the folder it is unpacked into: {_listing(unsafe)}. Refused; {nothing}.")
+                raise DataError(
+                    f"{self.name}: the archive from {url} has member(s) that would be written outside "
+                    f"the folder it is unpacked into: {_listing(unsafe)}. Refused; {nothing}."
+                )
             tmp = Path(tempfile.mkdtemp(prefix=f".{self.name}-extract-", dir=root))
             try:
                 try:
                     for member in zf.infolist():
                         dest = (tmp / member.filename).resolve()
                         if not dest.is_relative_to(tmp.resolve()):  # belt and braces after _unsafe_member
-                            raise DataError(f"{self.name}: archive member {member.filename!r} escapes the "
-                                            f"target folder. Refused; {nothing}.")
+                            raise DataError(
+                                f"{self.name}: archive member {member.filename!r} escapes the "
+                                f"target folder. Refused; {nothing}."
+                            )
                         zf.extract(member, tmp)
                 except (zipfile.BadZipFile, OSError, EOFError) as exc:
-                    raise DataError(f"{self.name}: cannot unpack the archive from {url} ({_short(exc)}); "
-                                    f"{nothing}.") from None
+                    raise DataError(
+                        f"{self.name}: cannot unpack the archive from {url} ({_short(exc)}); {nothing}."
+                    ) from None
                 base = self._find_in(tmp)
                 if base is None:
-                    raise DataError(f"{self.name}: the archive from {url} holds no folder with "
-                                    f"{', '.join(self.required)}; {nothing}. Place {self.layout} under {root} by hand.")
+                    raise DataError(
+                        f"{self.name}: the archive from {url} holds no folder with "
+                        f"{', '.join(self.required)}; {nothing}. Place {self.layout} under {root} by hand."
+                    )
                 manifest = self.load_manifest()
                 if manifest.files:
                     found = compare(base, manifest)
@@ -264,7 +284,8 @@ class ArchiveSource(DataSource):
                             f"{self.name}: the archive from {url} does not hold the pinned content "
                             f"({manifest.version or manifest.path}): {len(found.missing)} file(s) missing "
                             f"({_listing(found.missing)}), {len(found.changed)} changed ({_listing(found.changed)}); "
-                            f"{nothing}.")
+                            f"{nothing}."
+                        )
                 return self._swap_into_place(base, root)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -282,8 +303,9 @@ class ArchiveSource(DataSource):
         except OSError as exc:
             if old is not None:
                 old.rename(target)
-            raise DataError(f"{self.name}: cannot move the unpacked folder to {target} ({_short(exc)}); "
-                            f"{root} is unchanged.") from None
+            raise DataError(
+                f"{self.name}: cannot move the unpacked folder to {target} ({_short(exc)}); {root} is unchanged."
+            ) from None
         if old is not None:
             old.unlink() if old.is_symlink() else shutil.rmtree(old, ignore_errors=True)
         return target
@@ -297,8 +319,10 @@ class ArchiveSource(DataSource):
         base = self.locate(root)
         if not base.is_dir():
             report.missing.append(f"{self.folder}/")
-            report.notes.append(f"{self.name}: {base} does not exist. Run `benchbox data fetch {self.name}` or "
-                                f"place {self.layout} under {root} by hand (home: {self.home}).")
+            report.notes.append(
+                f"{self.name}: {base} does not exist. Run `benchbox data fetch {self.name}` or "
+                f"place {self.layout} under {root} by hand (home: {self.home})."
+            )
             return report
         prefix = base.relative_to(root).as_posix()
         missing = [f"{prefix}/{rel}" for rel in self.layout_problems(base)]
@@ -309,15 +333,18 @@ class ArchiveSource(DataSource):
             report.notes.append(
                 f"{self.name}: no manifest is shipped for this source ({where} {state}), so file contents were NOT "
                 f"verified; only the layout was checked ({', '.join(self.required)}). A maintainer with the "
-                f"original data generates it with `python tools/make_data_manifest.py {self.name} --data-dir DIR`.")
+                f"original data generates it with `python tools/make_data_manifest.py {self.name} --data-dir DIR`."
+            )
         else:
             found = compare(base, manifest)
             report.checked = found.checked
             missing += [f"{prefix}/{rel}" for rel in found.missing]
             report.changed = [f"{prefix}/{rel}" for rel in found.changed]
             report.extra = [f"{prefix}/{rel}" for rel in found.extra]
-            report.notes.append(f"{self.name}: {found.checked} of {len(manifest.files)} file(s) hashed against the "
-                                f"manifest ({manifest.version or manifest.path})")
+            report.notes.append(
+                f"{self.name}: {found.checked} of {len(manifest.files)} file(s) hashed against the "
+                f"manifest ({manifest.version or manifest.path})"
+            )
         report.missing = list(dict.fromkeys(missing))
         return report
 
@@ -325,8 +352,10 @@ class ArchiveSource(DataSource):
 def render_verify(report: VerifyReport, limit: int = 20) -> str:
     """A plain-text account of one VerifyReport (for `benchbox data verify`)."""
     if not report.ok:
-        parts = [f"{len(report.missing)} missing" if report.missing else "",
-                 f"{len(report.changed)} changed" if report.changed else ""]
+        parts = [
+            f"{len(report.missing)} missing" if report.missing else "",
+            f"{len(report.changed)} changed" if report.changed else "",
+        ]
         status = "FAILED: " + ", ".join(p for p in parts if p)
     elif report.checked:
         status = f"OK: {report.checked} file(s) match the manifest"
@@ -366,7 +395,7 @@ KERMANY = ArchiveSource(
     home="https://data.mendeley.com/datasets/rscbjbr9sj/2 (ChestXRay2017.zip)",
     layout=f"{KERMANY_DIR}/{{train,test}}/{{NORMAL,PNEUMONIA}}/*.jpeg",
     url="https://data.mendeley.com/public-files/datasets/rscbjbr9sj/files/"
-        "f12eaf6d-6023-432f-acc9-80c9d7393433/file_downloaded",
+    "f12eaf6d-6023-432f-acc9-80c9d7393433/file_downloaded",
     folder=KERMANY_DIR,
     required=("train/NORMAL/", "train/PNEUMONIA/", "test/NORMAL/", "test/PNEUMONIA/"),
     archive_name="ChestXRay2017.zip",

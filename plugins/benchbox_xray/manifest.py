@@ -65,8 +65,20 @@ class Manifest:
     path: Path | None = None  # where it was read from
 
     def to_json(self) -> str:
-        return json.dumps({"format": FORMAT, "source": self.source, "version": self.version, "folder": self.folder,
-                           "algorithm": "sha256", "files": dict(sorted(self.files.items()))}, indent=1) + "\n"
+        return (
+            json.dumps(
+                {
+                    "format": FORMAT,
+                    "source": self.source,
+                    "version": self.version,
+                    "folder": self.folder,
+                    "algorithm": "sha256",
+                    "files": dict(sorted(self.files.items())),
+                },
+                indent=1,
+            )
+            + "\n"
+        )
 
 
 def load_manifest(path: Path, source: str, folder: str) -> Manifest:
@@ -85,8 +97,13 @@ def load_manifest(path: Path, source: str, folder: str) -> Manifest:
             raise ValueError("'files' must map relative paths to 64-hex-digit SHA-256 strings")
     except (ValueError, AttributeError) as exc:
         raise DataError(f"{path}: not a valid benchbox data manifest ({exc})") from None
-    return Manifest(data.get("source", source), data.get("folder", folder), data.get("version", ""),
-                    {str(k): v.lower() for k, v in files.items()}, path)
+    return Manifest(
+        data.get("source", source),
+        data.get("folder", folder),
+        data.get("version", ""),
+        {str(k): v.lower() for k, v in files.items()},
+        path,
+    )
 
 
 def make_manifest(base: Path, source: str, folder: str, version: str = "") -> Manifest:

@@ -23,8 +23,20 @@ KERMANY_DIR = "chest_xray"
 FRONTAL_VIEWS = {"pa", "ap", "ap supine", "ap semi erect", "ap erect"}
 
 VIRAL = ("sars", "mers", "influenza", "varicella", "herpes", "viral", "h1n1", "rsv")
-BACTERIAL = ("streptococcus", "klebsiella", "e.coli", "e. coli", "legionella", "mycoplasma", "chlamydophila",
-             "staphylococcus", "nocardia", "bacterial", "pseudomonas", "haemophilus")
+BACTERIAL = (
+    "streptococcus",
+    "klebsiella",
+    "e.coli",
+    "e. coli",
+    "legionella",
+    "mycoplasma",
+    "chlamydophila",
+    "staphylococcus",
+    "nocardia",
+    "bacterial",
+    "pseudomonas",
+    "haemophilus",
+)
 
 
 def cohen_label(finding: str) -> str:
@@ -82,9 +94,11 @@ def read_cohen(root: Path, warnings: list[str] | None = None) -> tuple[pd.DataFr
     base = _cohen_base(root)
     meta_path = base / "metadata.csv"
     if not meta_path.exists():
-        raise DataError(f"Cohen's covid-chestxray-dataset not found: {meta_path} is missing. Expected layout: "
-                        f"{base}/metadata.csv and {base}/images/. Run `benchbox data fetch cohen` or place a "
-                        "checkout of github.com/ieee8023/covid-chestxray-dataset there (see docs/datasets.md).")
+        raise DataError(
+            f"Cohen's covid-chestxray-dataset not found: {meta_path} is missing. Expected layout: "
+            f"{base}/metadata.csv and {base}/images/. Run `benchbox data fetch cohen` or place a "
+            "checkout of github.com/ieee8023/covid-chestxray-dataset there (see docs/datasets.md)."
+        )
     text, latin1_lines = read_metadata_text(meta_path)
     meta = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
     meta.columns = [c.strip().lower() for c in meta.columns]
@@ -93,9 +107,13 @@ def read_cohen(root: Path, warnings: list[str] | None = None) -> tuple[pd.DataFr
         raise DataError(f"{meta_path}: missing column(s) {missing_cols}; is this Cohen's metadata.csv?")
     notes = []
     if latin1_lines:
-        shown = ", ".join(map(str, latin1_lines[:10])) + (f" and {len(latin1_lines) - 10} more" if len(latin1_lines) > 10 else "")
-        message = (f"{meta_path}: line(s) {shown} are not UTF-8 and were read as Latin-1 (byte for byte, nothing "
-                   "replaced); check the patient ids and file names on those lines")
+        shown = ", ".join(map(str, latin1_lines[:10])) + (
+            f" and {len(latin1_lines) - 10} more" if len(latin1_lines) > 10 else ""
+        )
+        message = (
+            f"{meta_path}: line(s) {shown} are not UTF-8 and were read as Latin-1 (byte for byte, nothing "
+            "replaced); check the patient ids and file names on those lines"
+        )
         notes.append(message)
         if warnings is not None:
             warnings.append(message)
@@ -103,7 +121,9 @@ def read_cohen(root: Path, warnings: list[str] | None = None) -> tuple[pd.DataFr
     if "modality" in meta.columns:
         meta = meta[meta["modality"].str.strip().str.lower().isin(["x-ray", "xray"])]
     else:
-        notes.append(f"{meta_path}: no 'modality' column (an early version); CT is excluded by the 'folder' column only")
+        notes.append(
+            f"{meta_path}: no 'modality' column (an early version); CT is excluded by the 'folder' column only"
+        )
     if "folder" in meta.columns:
         meta = meta[meta["folder"].str.strip().isin(["images", ""])]
     if "view" in meta.columns:
@@ -113,23 +133,29 @@ def read_cohen(root: Path, warnings: list[str] | None = None) -> tuple[pd.DataFr
     exists = [p.exists() for p in paths]
     absent = [p.name for p, ok in zip(paths, exists) if not ok]
     if absent and len(absent) == len(paths):
-        raise DataError(f"{base / 'images'}: none of the {len(paths)} images listed in metadata.csv is there "
-                        f"(e.g. {absent[0]}); place the images/ folder of the repository next to metadata.csv")
+        raise DataError(
+            f"{base / 'images'}: none of the {len(paths)} images listed in metadata.csv is there "
+            f"(e.g. {absent[0]}); place the images/ folder of the repository next to metadata.csv"
+        )
     if absent:
-        notes.append(f"cohen: {len(absent)} image(s) listed in metadata.csv are missing from images/ and were left "
-                     f"out (e.g. {', '.join(absent[:3])})")
+        notes.append(
+            f"cohen: {len(absent)} image(s) listed in metadata.csv are missing from images/ and were left "
+            f"out (e.g. {', '.join(absent[:3])})"
+        )
     meta = meta[exists]
-    table = pd.DataFrame({
-        "id": "cohen/" + meta["filename"],
-        "path": [str(base / "images" / f) for f in meta["filename"]],
-        "label": [cohen_label(f) for f in meta["finding"]],
-        "finding": meta["finding"].to_numpy(),
-        "group": "cohen:" + meta["patientid"].str.strip(),
-        "source": "cohen",
-        "site": meta["location"].to_numpy() if "location" in meta.columns else "",
-        "view": meta["view"].to_numpy() if "view" in meta.columns else "",
-        "split": "",
-    })
+    table = pd.DataFrame(
+        {
+            "id": "cohen/" + meta["filename"],
+            "path": [str(base / "images" / f) for f in meta["filename"]],
+            "label": [cohen_label(f) for f in meta["finding"]],
+            "finding": meta["finding"].to_numpy(),
+            "group": "cohen:" + meta["patientid"].str.strip(),
+            "source": "cohen",
+            "site": meta["location"].to_numpy() if "location" in meta.columns else "",
+            "view": meta["view"].to_numpy() if "view" in meta.columns else "",
+            "split": "",
+        }
+    )
     notes.insert(0, f"cohen: {len(table)} frontal X-ray images selected from {n_rows} metadata rows")
     return table.reset_index(drop=True), notes
 
@@ -162,9 +188,11 @@ def _kermany_base(root: Path) -> Path | None:
 def read_kermany(root: Path) -> tuple[pd.DataFrame, list[str]]:
     base = _kermany_base(root)
     if base is None:
-        raise DataError(f"Kermany's chest_xray not found under {Path(root) / KERMANY_DIR}. Expected layout: "
-                        f"{Path(root) / KERMANY_DIR}/{{train,test,val}}/{{NORMAL,PNEUMONIA}}/*.jpeg. Run `benchbox "
-                        "data fetch kermany` or unpack ChestXRay2017.zip there (see docs/datasets.md).")
+        raise DataError(
+            f"Kermany's chest_xray not found under {Path(root) / KERMANY_DIR}. Expected layout: "
+            f"{Path(root) / KERMANY_DIR}/{{train,test,val}}/{{NORMAL,PNEUMONIA}}/*.jpeg. Run `benchbox "
+            "data fetch kermany` or unpack ChestXRay2017.zip there (see docs/datasets.md)."
+        )
     rows, odd = [], []
     for split in ("train", "test", "val"):
         for folder in ("NORMAL", "PNEUMONIA"):
@@ -179,13 +207,25 @@ def read_kermany(root: Path) -> tuple[pd.DataFrame, list[str]]:
                 except ValueError:
                     odd.append(p.name)
                     continue
-                rows.append({"id": f"kermany/{split}/{folder}/{p.name}", "path": str(p), "label": label,
-                             "finding": label, "group": f"kermany:{patient}", "source": "kermany",
-                             "site": "Guangzhou Women and Children's Medical Center", "view": "AP", "split": split})
+                rows.append(
+                    {
+                        "id": f"kermany/{split}/{folder}/{p.name}",
+                        "path": str(p),
+                        "label": label,
+                        "finding": label,
+                        "group": f"kermany:{patient}",
+                        "source": "kermany",
+                        "site": "Guangzhou Women and Children's Medical Center",
+                        "view": "AP",
+                        "split": split,
+                    }
+                )
     if not rows:
         raise DataError(f"{base}: no images in {{train,test,val}}/{{NORMAL,PNEUMONIA}}/")
     notes = [f"kermany: {len(rows)} images from {base}"]
     if odd:
-        notes.append(f"kermany: {len(odd)} pneumonia file(s) with a name that gives no patient/type were left out "
-                     f"(e.g. {', '.join(odd[:3])})")
+        notes.append(
+            f"kermany: {len(odd)} pneumonia file(s) with a name that gives no patient/type were left out "
+            f"(e.g. {', '.join(odd[:3])})"
+        )
     return pd.DataFrame(rows), notes

@@ -29,9 +29,16 @@ class TinyCNN(Backbone):
 
         torch.manual_seed(job.seed)
         c = job.options["channels"]
-        net = nn.Sequential(nn.Conv2d(1, c, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                            nn.Conv2d(c, c, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-                            nn.Flatten(), nn.Linear(c, job.num_classes))
+        net = nn.Sequential(
+            nn.Conv2d(1, c, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(c, c, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(c, job.num_classes),
+        )
         x = torch.from_numpy(job.x_train).float().unsqueeze(1) / 255
         y = torch.from_numpy(job.y_train)
         opt = torch.optim.Adam(net.parameters(), lr=job.training.learning_rate)
@@ -117,7 +124,9 @@ class NeedsJax(Backbone):
     defaults = {"input_size": [32, 32], "weights": "none"}
 
     def availability(self):
-        return Availability.needs_modules("jax_is_not_installed_here", install="pip install benchbox-example-plugin[jax]")
+        return Availability.needs_modules(
+            "jax_is_not_installed_here", install="pip install benchbox-example-plugin[jax]"
+        )
 
 
 class BalancedAccuracy(Evaluator):
@@ -136,8 +145,11 @@ class BalancedAccuracy(Evaluator):
         y = np.concatenate([r.y_true for r in records])
         p = np.concatenate([r.predicted for r in records])
         folds = [self._score(r.y_true, r.predicted) for r in records]
-        return {"balanced_accuracy": self._score(y, p), "balanced_accuracy_folds": folds,
-                "balanced_accuracy_fold_std": float(np.std(folds, ddof=1)) if len(folds) > 1 else float("nan")}
+        return {
+            "balanced_accuracy": self._score(y, p),
+            "balanced_accuracy_folds": folds,
+            "balanced_accuracy_fold_std": float(np.std(folds, ddof=1)) if len(folds) > 1 else float("nan"),
+        }
 
 
 @hookimpl
