@@ -91,6 +91,10 @@ class RichReporter:
     def message(self, text):
         self.progress.console.print(text, style="cyan", markup=False, highlight=False)
 
+    def failure_detail(self, where, detail):
+        if STATE["verbose"]:
+            self.progress.console.print(f"traceback of {where}:\n{detail}", markup=False, highlight=False)
+
     def cells_start(self, total, done):
         self.folds = self.progress.add_task("folds", total=total, completed=done)
 

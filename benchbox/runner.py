@@ -34,6 +34,7 @@ class Reporter:
     def fold_start(self, cell, fold: int, epochs: int) -> None: ...
     def epoch(self, done: int, total: int) -> None: ...
     def fold_end(self, record: FoldRecord) -> None: ...
+    def failure_detail(self, where: str, detail: str) -> None: ...  # a failed fold's traceback (CLI: --verbose)
 
 
 def check_backbones(suite: Suite, registry) -> None:
@@ -132,6 +133,8 @@ def execute(
             store.log(f"{unit.where}: {error}\n{detail}")
         if not error.startswith("skipped"):
             reporter.message(f"failed: {error}" + (f" (traceback in {run_dir / 'benchbox.log'})" if detail else ""))
+        if detail:
+            reporter.failure_detail(unit.where, detail)
 
     make_executor(executor_config, registry).run(units, images, externals, on_done, on_failed, reporter)
     elapsed = time.time() - started

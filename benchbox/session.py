@@ -74,6 +74,7 @@ def open_session(
     store = RunStore(path)
     store.lock()
     try:
+        store.remove_temporary()  # left by a process that was killed while writing
         resumed = store.manifest_path.exists()
         if resumed:
             manifest = store.manifest()

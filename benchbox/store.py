@@ -176,6 +176,13 @@ class RunStore:
             os.unlink(tmp)
         raise RunLocked(f"{self.path}: could not take the lock {lock}; delete it if no benchbox is running")
 
+    def remove_temporary(self) -> list[Path]:
+        """Delete the temporary files of writes a killed process left half done (call with the lock held)."""
+        leftovers = [p for p in self.path.rglob(".*.tmp") if p.name != LOCK] + list(self.path.glob("plots/*.tmp.png"))
+        for p in leftovers:
+            p.unlink(missing_ok=True)
+        return leftovers
+
     def unlock(self) -> None:
         lock = self.path / LOCK
         holder = self._holder(lock)
@@ -218,6 +225,10 @@ class RunStore:
         data = read_json_object(self.record_path(cell, fold))
         if data is None:
             return False  # missing or damaged: (re)done
+        try:
+            _validate(FoldRecord.from_json(data))
+        except (ValueError, TypeError, KeyError, AttributeError, StoreError):
+            return False  # a record the views would skip (NaN, wrong shape, bad labels) is redone too
         return digest is None or data.get("suite_digest") == digest
 
     def foreign_records(self, digest: str) -> list[Path]:

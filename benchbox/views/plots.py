@@ -25,8 +25,13 @@ def save(fig, path: Path) -> Path:
     """Write a figure atomically and close it."""
     plt = pyplot()
     tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    try:
+        fig.savefig(tmp, dpi=110)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(fig)
     tmp.replace(path)
     return path
 
@@ -42,52 +47,56 @@ def write_plots(result: RunResult) -> list[Path]:
     rows = {r["cell"]: r for _, r in result.summary.iterrows()}
     name = result.manifest.get("suite", "")
     for data in dict.fromkeys(c.data for c in cells):
-        mine = [c for c in cells if c.data == data and c in rows]
-        fig, ax = plt.subplots(figsize=(5, 4.5))
-        drawn = 0
-        for cell in mine:
-            row = rows[cell]
-            classes = list(row["classes"])
-            pos = classes.index(row["positive_class"])
-            y = np.concatenate([r.y_true for r in cells[cell]]) == pos
-            score = np.concatenate([r.probabilities[:, pos] for r in cells[cell]])
-            if y.min() == y.max():
-                continue
-            fpr, tpr, _ = roc_curve(y, score)
-            auc = np.trapezoid(tpr, fpr) if hasattr(np, "trapezoid") else np.trapz(tpr, fpr)
-            ax.plot(fpr, tpr, label=f"{cell.backbone} (AUC {auc:.3f})")
-            drawn += 1
-        if drawn:
-            ax.plot([0, 1], [0, 1], ls=":", color="grey")
-            ax.set_xlabel("1 − specificity (false positive rate)")
-            ax.set_ylabel("sensitivity (true positive rate)")
-            ax.set_title(
-                f"{name}: {data.label}\nROC, {rows[mine[0]]['positive_class']} vs rest, pooled folds", fontsize=9
-            )
-            ax.legend(fontsize=7, loc="lower right")
-            fig.tight_layout()
-            written.append(save(fig, out_dir / f"roc__{data.slug}.png"))
-        else:
-            plt.close(fig)
+        try:
+            mine = [c for c in cells if c.data == data and c in rows]
+            fig, ax = plt.subplots(figsize=(5, 4.5))
+            drawn = 0
+            for cell in mine:
+                row = rows[cell]
+                classes = list(row["classes"])
+                pos = classes.index(row["positive_class"])
+                y = np.concatenate([r.y_true for r in cells[cell]]) == pos
+                score = np.concatenate([r.probabilities[:, pos] for r in cells[cell]])
+                if y.min() == y.max():
+                    continue
+                fpr, tpr, _ = roc_curve(y, score)
+                auc = np.trapezoid(tpr, fpr) if hasattr(np, "trapezoid") else np.trapz(tpr, fpr)
+                ax.plot(fpr, tpr, label=f"{cell.backbone} (AUC {auc:.3f})")
+                drawn += 1
+            if drawn:
+                ax.plot([0, 1], [0, 1], ls=":", color="grey")
+                ax.set_xlabel("1 − specificity (false positive rate)")
+                ax.set_ylabel("sensitivity (true positive rate)")
+                ax.set_title(
+                    f"{name}: {data.label}\nROC, {rows[mine[0]]['positive_class']} vs rest, pooled folds", fontsize=9
+                )
+                ax.legend(fontsize=7, loc="lower right")
+                fig.tight_layout()
+                written.append(save(fig, out_dir / f"roc__{data.slug}.png"))
+            else:
+                plt.close(fig)
 
-        specs = [m for m in result.metrics if m.plot]
-        panels = [m for m in specs if any(isinstance(rows[c].get(f"{m.name}_folds"), list) for c in mine)]
-        if not panels:
-            continue
-        fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels) + 0.5, 3.4), sharey=False, squeeze=False)
-        for ax, spec in zip(axes[0], panels):
-            for x, cell in enumerate(mine):
-                values = [spec.scale * v for v in rows[cell].get(f"{spec.name}_folds") or [] if not missing(v)]
-                ax.scatter(np.full(len(values), x) + np.linspace(-0.12, 0.12, len(values)), values, s=18)
-                pooled = rows[cell].get(spec.name)
-                if not missing(pooled):
-                    ax.hlines(spec.scale * pooled, x - 0.25, x + 0.25, color="black", lw=1)
-            ax.set_xticks(range(len(mine)), [c.backbone for c in mine], rotation=35, ha="right", fontsize=7)
-            ax.set_title(f"{spec.label} {spec.unit}".strip(), fontsize=9)
-        axes[0][0].set_ylabel("per-fold value (line: pooled)")
-        fig.suptitle(f"{name}: {data.label}, per-fold metrics", fontsize=9)
-        fig.tight_layout()
-        written.append(save(fig, out_dir / f"folds__{data.slug}.png"))
+            specs = [m for m in result.metrics if m.plot]
+            panels = [m for m in specs if any(isinstance(rows[c].get(f"{m.name}_folds"), list) for c in mine)]
+            if not panels:
+                continue
+            fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels) + 0.5, 3.4), sharey=False, squeeze=False)
+            for ax, spec in zip(axes[0], panels):
+                for x, cell in enumerate(mine):
+                    values = [spec.scale * v for v in rows[cell].get(f"{spec.name}_folds") or [] if not missing(v)]
+                    ax.scatter(np.full(len(values), x) + np.linspace(-0.12, 0.12, len(values)), values, s=18)
+                    pooled = rows[cell].get(spec.name)
+                    if not missing(pooled):
+                        ax.hlines(spec.scale * pooled, x - 0.25, x + 0.25, color="black", lw=1)
+                ax.set_xticks(range(len(mine)), [c.backbone for c in mine], rotation=35, ha="right", fontsize=7)
+                ax.set_title(f"{spec.label} {spec.unit}".strip(), fontsize=9)
+            axes[0][0].set_ylabel("per-fold value (line: pooled)")
+            fig.suptitle(f"{name}: {data.label}, per-fold metrics", fontsize=9)
+            fig.tight_layout()
+            written.append(save(fig, out_dir / f"folds__{data.slug}.png"))
+        except Exception as exc:  # one data set's plots must not stop the others, nor the evaluators' plots
+            plt.close("all")
+            result.problems.append(f"plots of {data.label} were not drawn: {type(exc).__name__}: {exc}")
 
     for ev_name, evaluator in result.evaluators.items():
         try:

@@ -155,13 +155,15 @@ def load_state_dict_file(path: str) -> dict:
 
 
 def _load_error(exc: Exception) -> str:
-    """The line of torch.load's error that says what is wrong, not its advice to load unsafely."""
+    """What is wrong with a weights file, without torch.load's advice to load it unsafely."""
     text = str(exc)
     if "WeightsUnpickler error:" in text:
         rest = [line.strip() for line in text.split("WeightsUnpickler error:", 1)[1].splitlines() if line.strip()]
-        return f"not a PyTorch state dict ({rest[0]})" if rest else "not a PyTorch state dict"
-    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-    return first if "weights_only" not in first else "not a PyTorch state dict"
+        detail = rest[0] if rest else ""
+    else:
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        detail = lines[0] if lines and "weights_only" not in lines[0] else ""
+    return "not a PyTorch state dict or .safetensors file" + (f" ({detail})" if detail else f" ({type(exc).__name__})")
 
 
 def load_weights_file(network, net: BenchboxNet, path: str) -> None:
@@ -170,9 +172,9 @@ def load_weights_file(network, net: BenchboxNet, path: str) -> None:
         sd = load_state_dict_file(path)
     except Exception as exc:
         raise WeightsError(
-            f"torch/{network}: cannot read weights file {path}: {_load_error(exc)}. It must be a "
-            ".safetensors file or a PyTorch state dict saved with torch.save (files that would run "
-            "code when loaded are refused)"
+            f"torch/{network}: cannot read weights file {path}: {_load_error(exc)}. Give a "
+            ".safetensors file or a state dict saved with torch.save (files that would run code when loaded "
+            "are refused)"
         ) from None
     if not isinstance(sd, dict) or not all(isinstance(k, str) for k in sd):
         raise WeightsError(
