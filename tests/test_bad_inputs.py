@@ -29,6 +29,9 @@ import pytest
 
 from conftest import HAS_TORCH, needs_keras, run_cli
 
+# every case runs the real CLI (0.6-2 s each): 121 cases take ~100 s, so the file is outside the fast tier
+pytestmark = pytest.mark.slow
+
 EXE = Path(sys.executable).with_name("benchbox")
 
 
