@@ -138,6 +138,10 @@ class Dataset:
     def availability(self) -> Availability:
         return Availability(True)
 
+    def check_options(self, options: Mapping[str, Any]) -> list[str]:
+        """Problems with option *values* that need no data (so `benchbox validate` finds them)."""
+        return []
+
     def samples(self, options: Mapping[str, Any], seed: int, data_dir: str | None) -> SampleSet:
         raise NotImplementedError
 

@@ -48,7 +48,8 @@ def call_plugin(plugin: str, method: str, where: str, fn: Callable, *args, **kwa
     except (KeyboardInterrupt, SystemExit):
         raise
     except BenchboxError as exc:
-        raise PluginError(f"{plugin} failed in {method} on {where}: {exc}", detail=traceback.format_exc()) from exc
+        message = str(exc).removeprefix(f"{plugin}: ")  # the plugin often names itself already
+        raise PluginError(f"{plugin} failed in {method} on {where}: {message}", detail=traceback.format_exc()) from exc
     except Exception as exc:
         raise PluginError(
             f"{plugin} failed in {method} on {where}: {type(exc).__name__}: {exc}", detail=traceback.format_exc()

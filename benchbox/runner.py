@@ -44,9 +44,13 @@ def check_backbones(suite: Suite, registry) -> None:
         entry = suite.backbones[alias]
         try:
             backbone = registry.get("backbone", entry.plugin)
+        except BenchboxError as exc:
+            problems.append(f"backbones.{alias}: {exc}")
+            continue
+        try:  # the error names the plugin, the method and backbones.ALIAS
             call_plugin(entry.plugin, "prepare", f"backbones.{alias}", backbone.prepare, entry.options)
         except BenchboxError as exc:
-            problems.append(f"backbones.{alias} ({entry.plugin}): {exc}")
+            problems.append(str(exc))
     if problems:
         raise PluginError("cannot start the run:\n" + "\n".join(f"  - {p}" for p in problems))
 
@@ -107,7 +111,9 @@ def execute(
     executor_config: ExecutorConfig,
 ) -> RunResult:
     store, run_dir = session.store, session.run_dir
-    registry.call_lifecycle("benchbox_run_start", run_dir=run_dir, manifest=session.manifest)
+    # the suite's [tracking] table travels to the hooks with the manifest, but is not stored in it
+    manifest = {**session.manifest, "tracking": dict(suite.tracking)}
+    registry.call_lifecycle("benchbox_run_start", run_dir=run_dir, manifest=manifest)
 
     def done(cell, fold):
         return store.has_record(cell, fold, suite.digest)

@@ -38,6 +38,7 @@ TOP_KEYS = {
     "experiments",
     "executor",
     "probes",
+    "tracking",
 }
 EXECUTOR_KEYS = {
     "kind": str,
@@ -48,6 +49,9 @@ EXECUTOR_KEYS = {
     "max_retries": int,
     "local_cpus": int,
 }
+#: [tracking]: where a run's results are mirrored (an experiment tracker), not what it computes
+TRACKING_KEYS = {"mlflow": dict}
+MLFLOW_KEYS = {"uri": str, "experiment": str, "artifact_location": str}
 PROTOCOL_KEYS = {"kind": str, "k": int, "stratified": bool, "grouped": bool, "test_fraction": float}
 TRAINING_KEYS = {
     "epochs": int,
@@ -105,6 +109,7 @@ class Suite:
     evaluators: list[str]
     external: dict = field(default_factory=dict)  # CellKey -> test-only dataset aliases
     executor: dict = field(default_factory=dict)  # how to run, not what: excluded from the digest
+    tracking: dict = field(default_factory=dict)  # where results are mirrored ({"mlflow": {...}}): not in the digest
     probes: dict = field(default_factory=dict)  # probe name -> options (see benchbox/probes.py)
     thresholds: dict = field(default_factory=dict)  # verdict thresholds of the shortcut report
     raw: dict = field(repr=False, default_factory=dict)
@@ -112,8 +117,11 @@ class Suite:
 
     @property
     def digest(self) -> str:
-        """Identity of what the suite computes (used to decide whether a run can be resumed)."""
-        what = {k: v for k, v in self.raw.items() if k != "executor"}
+        """Identity of what the suite computes (used to decide whether a run can be resumed).
+
+        ``executor`` and ``tracking`` say how a run is executed and where its results are mirrored,
+        not what it computes: changing them keeps the digest, so a run can be resumed with them."""
+        what = {k: v for k, v in self.raw.items() if k not in ("executor", "tracking")}
         return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -211,6 +219,7 @@ def validate_suite(raw: dict, path, registry, text: str = "", check_availability
             "datasets": dict,
             "backbones": dict,
             "experiments": list,
+            "tracking": dict,
         },
     )
     name = raw.get("name")
@@ -257,6 +266,7 @@ def validate_suite(raw: dict, path, registry, text: str = "", check_availability
     c.typed("executor", executor_raw, EXECUTOR_KEYS)
     if executor_raw.get("kind", "local") not in ("local", "ray"):
         c.add("executor.kind", f"unknown executor {executor_raw.get('kind')!r}; allowed: local, ray")
+    tracking = _tracking(c, raw)
     datasets = _entries(c, raw, "datasets", registry, "dataset", COMMON_DATASET_KEYS, check_availability)
     backbones = _entries(c, raw, "backbones", registry, "backbone", COMMON_BACKBONE_KEYS, check_availability)
     for alias, entry in backbones.items():
@@ -312,6 +322,7 @@ def validate_suite(raw: dict, path, registry, text: str = "", check_availability
             class_weight=training_raw.get("class_weight", "none"),
         ),
         executor=dict(executor_raw),
+        tracking=tracking,
         probes=probes,
         thresholds=thresholds,
         datasets=datasets,
@@ -322,6 +333,25 @@ def validate_suite(raw: dict, path, registry, text: str = "", check_availability
         raw=raw,
         text=text,
     )
+
+
+def _tracking(c: _Checker, raw) -> dict:
+    """[tracking]: ``mlflow = { uri = "...", experiment = "...", artifact_location = "..." }``, every
+    key optional (docs/tracking.md). Returns the validated table (``{}`` when absent)."""
+    tracking_raw = raw.get("tracking", {}) if isinstance(raw.get("tracking", {}), dict) else {}
+    c.keys("tracking", tracking_raw, TRACKING_KEYS)
+    c.typed("tracking", tracking_raw, TRACKING_KEYS)
+    out = {}
+    mlflow_raw = tracking_raw.get("mlflow")
+    if isinstance(mlflow_raw, dict):
+        c.keys("tracking.mlflow", mlflow_raw, MLFLOW_KEYS)
+        c.typed("tracking.mlflow", mlflow_raw, MLFLOW_KEYS)
+        for key in MLFLOW_KEYS:
+            value = mlflow_raw.get(key)
+            if isinstance(value, str) and not value.strip():
+                c.add(f"tracking.mlflow.{key}", "must not be empty (leave the key out for the default)")
+        out["mlflow"] = {k: v for k, v in mlflow_raw.items() if k in MLFLOW_KEYS}
+    return out
 
 
 def _entries(c: _Checker, raw, section, registry, kind, common, check_availability):
@@ -363,8 +393,8 @@ def _entries(c: _Checker, raw, section, registry, kind, common, check_availabili
                     options[key] = _resolve_path(options[key], c.path)
         if kind == "backbone":
             options["weights"] = _resolve_path(options.get("weights"), c.path)
-            for problem in plugin_option_problems(obj, plugin, options):
-                c.add(where, problem)
+        for problem in plugin_option_problems(obj, plugin, options):
+            c.add(where, problem)
         entries[alias] = (DatasetEntry if kind == "dataset" else BackboneEntry)(alias, plugin, options)
     return entries
 
@@ -378,10 +408,13 @@ def file_in_the_way(path: Path) -> Path | None:
     return None
 
 
-def plugin_option_problems(backbone, plugin: str, options) -> list[str]:
-    """A backbone's check_options, with a plugin that raises (or returns junk) reported, not crashing."""
+def plugin_option_problems(obj, plugin: str, options) -> list[str]:
+    """A data set's or backbone's check_options, with a plugin that raises (or returns junk)
+    reported, not crashing."""
+    if not hasattr(obj, "check_options"):
+        return []
     try:
-        problems = backbone.check_options(options) or []
+        problems = obj.check_options(options) or []
         return [problems] if isinstance(problems, str) else [str(p) for p in problems]
     except Exception as exc:
         return [

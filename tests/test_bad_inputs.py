@@ -796,14 +796,11 @@ DATA_FAULTS = {  # case -> (the [datasets.syn] table, what the message says)
     ),
     "synthetic-images-0": (
         SYNTHETIC.replace("images = 30", "images = 0"),
-        ["synthetic failed in samples on data set syn: synthetic: images = 0, patients = 12: needs patients >= 3"],
+        ["datasets.syn: images: must be at least patients (12), each patient has an image; got 0"],
     ),
     "positive-class": (
         SYNTHETIC + '\npositive_class = "healthy"',
-        [
-            "synthetic failed in samples on data set syn",
-            "positive class 'healthy' not in ('covid', 'pneumonia', 'normal')",
-        ],
+        ["datasets.syn: positive_class: must be one of covid, pneumonia, normal, got 'healthy'"],
     ),
 }
 
@@ -1239,7 +1236,7 @@ def test_truncated_jpeg_is_skipped_with_skip_unreadable(user_data_results):
     "case, needles",
     [
         ("truncated-not-skipped", ["cannot decode image", "pa0_1.jpg", "truncated", "set skip_unreadable = true"]),
-        ("folder-missing-root", ["folder: root", "does not exist"]),
+        ("folder-missing-root", ["folder failed in samples on data set imgs: root = ", "does not exist"]),
         ("folder-one-class", ["has 1 class(es) (a); a classifier needs at least 2"]),
         ("csv-not-utf8", ["is not UTF-8: line(s) 3", "Save the file as UTF-8"]),
     ],

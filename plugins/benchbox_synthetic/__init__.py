@@ -76,6 +76,19 @@ class SyntheticXrays(Dataset):
     description = "X-ray-like synthetic images in 3 classes with patient groups (no downloads)"
     defaults = {"images": 120, "patients": 40, "positive_class": "covid", "shortcut": False, "signal": True}
 
+    def check_options(self, options):
+        problems = []
+        n, n_patients = options.get("images"), options.get("patients")
+        if isinstance(n_patients, int) and n_patients < 3:
+            problems.append(f"patients: must be at least 3 (one per class), got {n_patients}")
+        if isinstance(n, int) and isinstance(n_patients, int) and n < n_patients:
+            problems.append(f"images: must be at least patients ({n_patients}), each patient has an image; got {n}")
+        if options.get("positive_class") not in CLASSES:
+            problems.append(
+                f"positive_class: must be one of {', '.join(CLASSES)}, got {options.get('positive_class')!r}"
+            )
+        return problems
+
     def samples(self, options, seed, data_dir):
         n, n_patients = int(options["images"]), int(options["patients"])
         if n_patients < 3 or n < n_patients:
