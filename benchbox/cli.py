@@ -265,10 +265,10 @@ def _output_file(output: Path, option: str = "--output", example: str = "report.
 @app.command()
 def report(
     run_dir: Path = typer.Argument(..., help="A run directory written by `benchbox run`."),
-    format: str = typer.Option("terminal", "--format", "-f", help="terminal, markdown, csv or latex."),
+    format: str = typer.Option("terminal", "--format", "-f", help="terminal, markdown, csv, latex or html."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
 ):
-    """Re-render a run's tables (and its report files and plots) from its stored fold records alone."""
+    """Re-render a run's tables (and its report files, report.html and plots) from its stored fold records alone."""
     from benchbox.runner import rerender
     from benchbox.views.report import FORMATS, print_terminal, render_text
 

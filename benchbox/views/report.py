@@ -1,7 +1,8 @@
 """A run's report, rendered from its RunResult: the comparison table (every metric the run's
 evaluators declare, with intervals and fold spread, McNemar against the best backbone, the
 harness's timings), then the sections plugins add — for the terminal (rich), Markdown, CSV
-and LaTeX. Names are never cut: columns of names do not wrap, numbers do."""
+and LaTeX (the self-contained HTML page is views/html.py). Names are never cut: columns of names do
+not wrap, numbers do."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import importlib.util
 from pathlib import Path
 
 import pandas as pd
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -18,7 +20,7 @@ from benchbox.store import write_atomic
 from benchbox.summary import RunResult
 from benchbox.views.format import header, interval_note, md_escape, missing, number, value
 
-FORMATS = ("terminal", "markdown", "csv", "latex")
+FORMATS = ("terminal", "markdown", "csv", "latex", "html")
 NAME_COLUMNS = ("Dataset", "Data", "Backbone", "Positive", "")
 
 
@@ -70,7 +72,11 @@ def _escape_frame(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def render_text(result: RunResult, fmt: str) -> str:
-    """Markdown, CSV or LaTeX text of the comparison table and every section."""
+    """Markdown, CSV, LaTeX or HTML text of the comparison table and every section."""
+    if fmt == "html":
+        from benchbox.views.html import render_html
+
+        return render_html(result)
     if fmt == "csv":
         return numeric_frame(result).to_csv(index=False)
     md = fmt == "markdown"
@@ -116,35 +122,128 @@ def _numeric(values) -> bool:
     return all(starts_with_number(v) for v in values)
 
 
-def _rich(frame: pd.DataFrame, title: str, caption: str = "") -> Table:
-    """A rich table whose name columns never wrap or get cut (numbers wrap instead); text is
-    shown literally (names such as 'syn [lungs-blackout]' are not markup)."""
-    t = Table(title=escape(title), caption=escape(caption) if caption else None, caption_justify="left")
-    for col in frame.columns:
-        name = str(col) in NAME_COLUMNS
-        t.add_column(
-            escape(str(col)),
-            justify="right" if not name and _numeric(frame[col]) else "left",
-            no_wrap=name,
-            overflow="fold",
-        )
+def _stack(text: str) -> str:
+    """``12.34 [10.1–14.6] ±1.2`` -> value, interval and spread on lines of their own (a narrow
+    column breaks the interval after its dash, not inside a number)."""
+    head, sep, rest = text.partition(" [")
+    if sep:
+        interval, sep2, spread = f"[{rest}".partition(" ±")
+        interval = interval.replace("–", "– ")
+        return "\n".join([head, interval] + ([f"±{spread}"] if sep2 else []))
+    head, sep, spread = text.partition(" ±")
+    return f"{head}\n±{spread}" if sep else text
+
+
+# when a table is wider than the terminal: no vertical rules, one space of padding a side shared
+# between neighbours (2 characters per column), a blank line between rows
+COMPACT = {"box": box.SIMPLE_HEAD, "pad_edge": False, "collapse_padding": True, "show_lines": True}
+
+
+def _fit(frame: pd.DataFrame, names: list[bool], numeric: list[bool], room: int) -> list[int] | None:
+    """Column widths summing to at most ``room`` characters: names whole, a column of numbers at
+    least its longest first line (a value is never folded mid-number), text at least its longest
+    word, the rest shared out up to each column's natural width. None when even that does not fit."""
+    lines = [[str(c)] + [line for v in frame[c] for line in str(v).split("\n")] for c in frame.columns]
+    natural = [max(len(x) for x in col) for col in lines]
+    low = []
+    for i, c in enumerate(frame.columns):
+        if names[i]:
+            low.append(natural[i])
+        elif numeric[i]:
+            low.append(max([len(str(v).split("\n")[0]) for v in frame[c]], default=1))
+        else:
+            low.append(max([len(w) for v in frame[c] for w in str(v).split()], default=1))
+    if sum(low) > room:
+        return None
+    # first room for every column's longest word (a wrap then falls between words), then more
+    words = [max([low[i]] + [len(w) for x in col[1:] for w in x.split()]) for i, col in enumerate(lines)]
+    header = [max([words[i]] + [len(w) for w in col[0].split()]) for i, col in enumerate(lines)]
+    widths = list(low)
+    for target in (words, header, natural):
+        while sum(widths) < room:
+            grow = [i for i in range(len(widths)) if widths[i] < target[i]]
+            if not grow:
+                break
+            for i in grow[: room - sum(widths)]:
+                widths[i] += 1
+    return widths
+
+
+def _table(frame, names, justify, widths, style, title, caption) -> Table:
+    t = Table(title=escape(title), caption=escape(caption) if caption else None, caption_justify="left", **style)
+    for col, name, just, w in zip(frame.columns, names, justify, widths):
+        t.add_column(escape(str(col)), justify=just, no_wrap=name, overflow="fold", width=w)
     for _, row in frame.iterrows():
         t.add_row(*[escape(str(v)) for v in row])
     return t
 
 
+def _rich(frame: pd.DataFrame, title: str, caption: str = "", width: int | None = None) -> list[Table]:
+    """Rich tables whose name columns never wrap or get cut (numbers wrap instead); text is
+    shown literally (names such as 'syn [lungs-blackout]' are not markup).
+
+    When the table is wider than ``width`` (e.g. a terminal of 100 columns) it is drawn compact:
+    intervals and spreads on lines of their own, no vertical rules, columns sized so that names
+    stay whole and no value is folded mid-number. If even that is too wide, the other columns are
+    split over several tables, each repeating the name columns (only a single column too wide
+    beside the names is folded by rich; names still stay whole)."""
+    names = [str(c) in NAME_COLUMNS for c in frame.columns]
+    justify = ["right" if not n and _numeric(frame[c]) else "left" for c, n in zip(frame.columns, names)]
+    natural = sum(max(len(str(v)) for v in [c, *frame[c]]) for c in frame.columns) + 3 * len(names) + 1
+    if width is None or not len(frame) or natural <= width:
+        return [_table(frame, names, justify, [None] * len(names), {}, title, caption)]
+    frame = frame.copy()
+    for col, name in zip(list(frame.columns), names):
+        if not name:  # a name such as 'syn [lungs-blackout]' is never split
+            frame[col] = frame[col].map(lambda v: _stack(v) if isinstance(v, str) else v)
+    numeric = [j == "right" for j in justify]
+
+    def fit(cols: list[int]) -> list[int] | None:
+        sub = frame.iloc[:, cols]
+        return _fit(sub, [names[i] for i in cols], [numeric[i] for i in cols], width - 2 * len(cols))
+
+    keys = [i for i, n in enumerate(names) if n]
+    chunks: list[list[int]] = []
+    for i in (i for i, n in enumerate(names) if not n):
+        if chunks and fit(sorted(keys + chunks[-1] + [i])) is not None:
+            chunks[-1].append(i)
+        else:
+            chunks.append([i])
+    chunks = chunks or [[]]
+    tables = []
+    for n, chunk in enumerate(chunks):
+        cols = sorted(keys + chunk)
+        widths = fit(cols) or [None] * len(cols)
+        tables.append(
+            _table(
+                frame.iloc[:, cols],
+                [names[i] for i in cols],
+                [justify[i] for i in cols],
+                widths,
+                COMPACT,
+                title if n == 0 else f"{title} (continued)",
+                caption if n == len(chunks) - 1 else "",
+            )
+        )
+    return tables
+
+
 def print_terminal(result: RunResult, console: Console | None = None) -> None:
     console = console or Console()
-    console.print(_rich(comparison_frame(result), result.title or "benchbox comparison", note(result)))
+    width = console.width
+    for table in _rich(comparison_frame(result), result.title or "benchbox comparison", note(result), width):
+        console.print(table)
     for section in result.sections:
         if getattr(section, "in_report", True):
-            console.print(_rich(section.table, section.title, "\n".join(section.notes)))
+            for table in _rich(section.table, section.title, "\n".join(section.notes), width):
+                console.print(table)
     for p in result.problems:
         console.print(f"[yellow]warning:[/] {escape(str(p))}", highlight=False)
 
 
 def write_views(result: RunResult) -> list[Path]:
-    """report.md, report.tex, summary.csv, sections' CSV files and plots inside the run directory.
+    """report.md, report.tex, summary.csv, sections' CSV files, plots and report.html (last: it
+    embeds the plots) inside the run directory.
 
     Plots come first, so that a plot that cannot be drawn (e.g. a label matplotlib cannot parse)
     is listed among the report's problems instead of stopping the views."""
@@ -165,4 +264,9 @@ def write_views(result: RunResult) -> list[Path]:
         if csv_name:
             write_atomic(run_dir / csv_name, section.table.to_csv(index=False))
             written.append(run_dir / csv_name)
+    try:
+        write_atomic(run_dir / "report.html", render_text(result, "html"))
+        written.append(run_dir / "report.html")
+    except Exception as exc:  # a view: the records and the other files matter more
+        result.problems.append(f"report.html was not written: {type(exc).__name__}: {exc}")
     return written
