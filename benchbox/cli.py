@@ -39,6 +39,8 @@ data_app = typer.Typer(help="Data sets: describe, fetch, verify and export them.
 app.add_typer(data_app, name="data")
 weights_app = typer.Typer(help="ImageNet weights in the frameworks' caches.", no_args_is_help=True)
 app.add_typer(weights_app, name="weights")
+export_app = typer.Typer(help="Send stored runs to an experiment tracker.", no_args_is_help=True)
+app.add_typer(export_app, name="export")
 console = Console(width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 STATE = {"verbose": False}
@@ -145,6 +147,9 @@ def run(
     memory_per_fold_gb: Optional[float] = typer.Option(None, "--memory-per-fold-gb", help="Ray: memory per fold."),
     max_retries: Optional[int] = typer.Option(None, "--max-retries", help="Ray: retries of a failing fold."),
     ray_local_cpus: Optional[int] = typer.Option(None, "--ray-local-cpus", help="CPUs of a local Ray instance."),
+    mlflow: Optional[str] = typer.Option(
+        None, "--mlflow", help="Also log the run to this MLflow tracking URI (overrides the suite's [tracking])."
+    ),
 ):
     """Run a suite: train and evaluate every dataset x backbone x fold, then print the comparison.
 
@@ -156,6 +161,12 @@ def run(
 
     registry = _registry()
     s = load_suite(suite, registry, check_availability=True)
+    if mlflow is not None:  # docs/tracking.md; the experiment defaults to the suite's name
+        if not mlflow.strip():
+            raise BenchboxError("--mlflow: give a tracking URI, e.g. sqlite:///mlflow.db or http://HOST:5000")
+        s.tracking = {**s.tracking, "mlflow": {**s.tracking.get("mlflow", {}), "uri": mlflow}}
+    if "mlflow" in s.tracking:
+        _check_mlflow(registry)
     settings = dict(s.executor)
     for key, value in (
         ("kind", executor),
@@ -206,6 +217,41 @@ def run(
             + "; ".join(errors[:3])
             + ". Fix the cause and rerun the same command to retry them."
         )
+
+
+def _check_mlflow(registry):
+    """MLflow tracking needs the mlflow plugin and MLflow itself: say so before any data is loaded."""
+    import importlib.util
+
+    if registry.pm.get_plugin("mlflow") is None:
+        raise PluginError("MLflow tracking is asked for, but the mlflow plugin (benchbox_mlflow) is not installed")
+    if importlib.util.find_spec("mlflow") is None:
+        raise PluginError("MLflow tracking is asked for, but MLflow is not installed: pip install 'benchbox[mlflow]'")
+    return registry.pm.get_plugin("mlflow")
+
+
+@export_app.command("mlflow")
+def export_mlflow(
+    run_dir: Path = typer.Argument(..., help="A run directory written by `benchbox run` (finished or not)."),
+    uri: Optional[str] = typer.Option(
+        None, "--uri", help="Tracking URI (default: where this run was last logged, else MLFLOW_TRACKING_URI)."
+    ),
+    experiment: Optional[str] = typer.Option(None, "--experiment", help="Experiment (default: the suite's name)."),
+):
+    """Log a stored run to MLflow as `benchbox run --mlflow` does: a parent run, a child per cell.
+
+    Idempotent: only what the server does not have yet is logged (docs/tracking.md)."""
+    registry = _registry()
+    info = _check_mlflow(registry).export_run(run_dir, registry, uri=uri, experiment=experiment)
+    for problem in info["problems"]:
+        err_console.print(f"warning: {problem}", markup=False, highlight=False)
+    console.print(
+        f"{run_dir} -> {info['uri']}: experiment {info['experiment']!r} (id {info['experiment_id']}), parent run "
+        f"{info['parent_run_id']} with {info['children']} child run(s), {info['folds']} fold(s); "
+        f"{info['logged']} new metric value(s)",
+        markup=False,
+        highlight=False,
+    )
 
 
 @app.command()

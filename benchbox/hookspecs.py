@@ -64,7 +64,12 @@ def benchbox_report_sections(result):
 def benchbox_run_start(run_dir, manifest):
     """Called once when a run starts or resumes, after its manifest is written.
 
-    ``run_dir``: :class:`pathlib.Path`; ``manifest``: the dict stored in manifest.json."""
+    ``run_dir``: :class:`pathlib.Path`; ``manifest``: the dict stored in manifest.json, plus
+    ``manifest["tracking"]``: the suite's ``[tracking]`` table with command-line overrides applied
+    (e.g. ``{"mlflow": {"uri": ...}}`` from ``--mlflow URI``; ``{}`` when none). Where results are
+    mirrored is not what the run computes: it is neither stored in manifest.json nor part of the
+    suite digest. Raise here to stop a run before anything is trained (e.g. a tracker that cannot be
+    reached); a tracker that fails later should warn rather than raise (docs/tracking.md)."""
 
 
 @hookspec
