@@ -31,6 +31,10 @@ COMMON_DEFAULTS = {
     "input_size": [200, 266],
     "cache_prefix": True,
 }
+#: BatchNorm momentum in PyTorch's meaning, the weight of the new batch statistic in the running
+#: average (PyTorch's default). Both engines use it: Keras's momentum is the weight of the old value,
+#: so the Keras engine sets 1 - BN_MOMENTUM = 0.9 instead of Keras's default 0.99 (docs/backbones.md)
+BN_MOMENTUM = 0.1
 POOLINGS = ("avg", "max")
 #: MobileNet v2 width multipliers keras.applications builds and has ImageNet weights for
 KERAS_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)

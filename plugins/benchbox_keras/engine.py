@@ -2,7 +2,8 @@
 
 Model layout: input (H, W, 1) in 0..255 -> gray_to_rgb -> imagenet_preprocess (the network's
 own: x/127.5-1, or Caffe mean subtraction for VGG) -> keras.applications base (layers[:cutoff]
-frozen; a frozen BatchNormalization runs in inference mode in Keras 3) -> global pooling ->
+frozen; a frozen BatchNormalization runs in inference mode in Keras 3; the others update their
+moving statistics with PyTorch's momentum, see BN_MOMENTUM) -> global pooling ->
 hidden Dense(ReLU) layers, Dropout between them when there are two or more -> Dense softmax.
 """
 
@@ -18,7 +19,7 @@ import numpy as np
 
 from benchbox.contracts import FoldJob, balanced_class_weights
 from benchbox.errors import BenchboxError, WeightsError
-from benchbox_engine_common.networks import weights_kind
+from benchbox_engine_common.networks import BN_MOMENTUM, weights_kind
 from benchbox_engine_common.prefix_cache import CACHE, cache_key, fallback_reason, job_ids
 from benchbox_keras import APPS, imagenet_file
 
@@ -108,6 +109,9 @@ def build_model(network: str, options, num_classes: int, seed: int):
     if kind == "imagenet":  # the file keras.applications would load, from the cache ensure_weights fills
         ensure_weights(network, options)
         base.load_weights(os.path.join(keras_cache_dir(), imagenet_file(network, options)[0]))
+    for layer in base.layers:  # PyTorch's running-average speed (Keras momentum m = 1 - PyTorch momentum)
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 1.0 - BN_MOMENTUM
     cutoff = int(options["cutoff"])
     if cutoff > len(base.layers):
         raise BenchboxError(

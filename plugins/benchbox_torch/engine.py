@@ -21,7 +21,7 @@ from torch import nn
 
 from benchbox.contracts import FoldJob, balanced_class_weights
 from benchbox.errors import BenchboxError, WeightsError
-from benchbox_engine_common.networks import weights_kind
+from benchbox_engine_common.networks import BN_MOMENTUM, weights_kind
 from benchbox_engine_common.prefix_cache import CACHE, cache_key, fallback_reason, job_ids
 from benchbox_torch import NETS, keras_layers, keras_weighted_layers
 
@@ -250,6 +250,9 @@ def build_model(network: str, options, num_classes: int, seed: int) -> tuple[Ben
         for p in mod.parameters():
             p.requires_grad_(False)
     frozen_bn = [m for _, mod in frozen for m in mod.modules() if isinstance(m, _BN)]
+    for m in base.modules():  # the same running-average speed as the Keras engine (BN_MOMENTUM)
+        if isinstance(m, _BN):
+            m.momentum = BN_MOMENTUM
     h, w = (int(v) for v in options["input_size"])
     with torch.no_grad():
         base.eval()
