@@ -523,6 +523,23 @@ def weights_fetch(
         raise PluginError(f"could not fetch weights for {len(failed)} backbone(s): {', '.join(failed)}")
 
 
+def _default_samples(registry, name: str, seed: int, data_dir):
+    """A data set's samples with its default options (describe, export), through the error boundary."""
+    from benchbox.harness import call_plugin
+
+    dataset = registry.get("dataset", name)
+    data_root = str(data_dir) if data_dir else None
+    return call_plugin(
+        registry.origin_of("dataset", name),
+        "samples",
+        f"data set {name}",
+        dataset.samples,
+        dict(dataset.defaults),
+        seed,
+        data_root,
+    )
+
+
 @data_app.command("describe")
 def data_describe(
     names: Optional[list[str]] = typer.Argument(None, help="Dataset plugins (default: all)."),
@@ -533,22 +550,12 @@ def data_describe(
 ):
     """Class counts, patients and sources of data sets (their default options)."""
     from benchbox.contracts import SampleSet
-    from benchbox.harness import call_plugin
 
     registry = _registry()
     failed = []
     for name in names or sorted(registry.datasets):
         try:
-            dataset = registry.get("dataset", name)
-            samples = call_plugin(
-                registry.origin_of("dataset", name),
-                "samples",
-                f"data set {name}",
-                dataset.samples,
-                dict(dataset.defaults),
-                seed,
-                str(data_dir) if data_dir else None,
-            )
+            samples = _default_samples(registry, name, seed, data_dir)
             if not isinstance(samples, SampleSet):
                 raise PluginError(
                     f"dataset plugin {name} returned {type(samples).__name__} from samples(); it must "
@@ -660,19 +667,9 @@ def data_export(
 ):
     """Write a data set as a class-folder tree and a CSV (e.g. the synthetic set, for a walk-through)."""
     from benchbox.export import export_dataset
-    from benchbox.harness import call_plugin
 
     registry = _registry()
-    dataset = registry.get("dataset", name)
-    samples = call_plugin(
-        registry.origin_of("dataset", name),
-        "samples",
-        f"data set {name}",
-        dataset.samples,
-        dict(dataset.defaults),
-        seed,
-        str(data_dir) if data_dir else None,
-    )
+    samples = _default_samples(registry, name, seed, data_dir)
     result = export_dataset(samples, to, parse_size(input_size))
     console.print(
         f"wrote {result.get('images', len(samples.table))} images of {esc(name)} to {esc(to)} "
