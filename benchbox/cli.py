@@ -118,12 +118,9 @@ class RichReporter:
 
 
 def _resume_hint(suite: Path, out_dir: Path | None) -> str:
-    from benchbox.store import RunStore
-
     if out_dir is None or not Path(out_dir).is_dir():
         return f"nothing was stored yet; rerun `benchbox run {suite}` to start again"
-    kept = len(list((Path(out_dir) / "folds").glob("*.json")))
-    RunStore(out_dir).unlock()
+    kept = len(list((Path(out_dir) / "folds").glob("*.json")))  # the session released its lock on the way out
     return (
         f"{kept} finished fold(s) are kept in {out_dir}; rerun `benchbox run {suite}` (or with "
         f"--run-dir {out_dir}) to resume"

@@ -10,7 +10,6 @@ reason, and the others keep working.
 from __future__ import annotations
 
 import importlib.metadata as md
-import sys
 import traceback
 from dataclasses import dataclass, field
 from typing import Any
@@ -207,8 +206,3 @@ def load_registry(extra_plugins=()) -> Registry:
                 continue
             table[name] = Entry(kind, name, obj, origin, plugin_name)
     return registry
-
-
-def warn_broken(registry: Registry, write=lambda text: print(text, file=sys.stderr)) -> None:
-    for plugin, error in registry.broken:
-        write(f"warning: broken plugin {plugin}: {error}")

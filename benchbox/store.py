@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from benchbox.errors import StoreError
 from benchbox.records import CellKey, FoldRecord, legacy_aliases
 
@@ -313,8 +315,6 @@ class RunStore:
 
 
 def _validate(rec: FoldRecord) -> None:
-    import numpy as np
-
     p = rec.probabilities
     if p.ndim != 2 or p.shape[0] != len(rec.y_true):
         raise ValueError(f"probabilities of shape {p.shape} for {len(rec.y_true)} test images")

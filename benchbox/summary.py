@@ -45,10 +45,6 @@ class RunResult:
         epochs = (m.get("training") or {}).get("epochs")
         return f"{m.get('suite', '')}: {m.get('protocol_label', '')}" + (f", {epochs} epochs" if epochs else "")
 
-    def row(self, cell: CellKey) -> dict | None:
-        sub = self.summary[self.summary["cell"] == cell] if len(self.summary) else self.summary
-        return sub.iloc[0].to_dict() if len(sub) else None
-
     def data_meta(self, cell: CellKey) -> dict:
         return data_index(self.manifest).get(cell.data, {})
 

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from benchbox.contracts import Backbone
+from benchbox.errors import BenchboxError, WeightsError
 
 #: network -> the study's layer cutoff (Keras layers frozen from the input) and hidden dense head
 STUDY = {
@@ -99,3 +100,19 @@ class NetworkBackbone(Backbone):
         if "alpha" in options and (not isinstance(alpha, (int, float)) or alpha <= 0):
             problems.append(f"alpha: must be a positive width multiplier, got {alpha!r}")
         return problems
+
+
+def check_weights_file(name: str, path: str, build: Callable[[], object], hint: str = "") -> None:
+    """A weights file exists and loads into the network ``build()`` makes with it: checked in
+    ``prepare``, before any data is loaded. ``name`` is the backbone (e.g. "torch/vgg19")."""
+    if not os.path.isfile(os.path.expanduser(path)):
+        raise WeightsError(f"{name}: weights file {path} not found")
+    try:
+        build()
+    except BenchboxError:
+        raise
+    except Exception as exc:
+        raise WeightsError(
+            f"{name}: weights file {path} cannot be loaded into this network "
+            f"({type(exc).__name__}: {str(exc)[:300]}){hint}"
+        ) from None

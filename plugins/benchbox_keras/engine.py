@@ -19,7 +19,7 @@ import numpy as np
 
 from benchbox.contracts import FoldJob, balanced_class_weights
 from benchbox.errors import BenchboxError, WeightsError
-from benchbox_engine_common.networks import BN_MOMENTUM, weights_kind
+from benchbox_engine_common.networks import BN_MOMENTUM, check_weights_file, weights_kind
 from benchbox_engine_common.prefix_cache import CACHE, cache_key, fallback_reason, job_ids
 from benchbox_keras import APPS, imagenet_file
 
@@ -51,19 +51,12 @@ def ensure_weights(network: str, options) -> None:
     if kind == "none":
         return
     if kind == "file":
-        path = os.path.expanduser(options["weights"])
-        if not os.path.isfile(path):
-            raise WeightsError(f"keras/{network}: weights file {path} not found")
-        try:  # open it and match it to the network now, before any data is loaded
-            build_model(network, options, 2, 0)
-        except BenchboxError:
-            raise
-        except Exception as exc:
-            raise WeightsError(
-                f"keras/{network}: weights file {path} cannot be loaded into this network "
-                f"({type(exc).__name__}: {str(exc)[:300]}); was it saved from keras/{network} "
-                "with the same cutoff, head and input size?"
-            ) from None
+        check_weights_file(
+            f"keras/{network}",
+            os.path.expanduser(options["weights"]),
+            lambda: build_model(network, options, 2, 0),
+            hint=f"; was it saved from keras/{network} with the same cutoff, head and input size?",
+        )
         return
     fname, url, md5 = imagenet_file(network, options)
     cached = os.path.join(keras_cache_dir(), fname)

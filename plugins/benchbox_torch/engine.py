@@ -21,7 +21,7 @@ from torch import nn
 
 from benchbox.contracts import FoldJob, balanced_class_weights
 from benchbox.errors import BenchboxError, WeightsError
-from benchbox_engine_common.networks import BN_MOMENTUM, weights_kind
+from benchbox_engine_common.networks import BN_MOMENTUM, check_weights_file, weights_kind
 from benchbox_engine_common.prefix_cache import CACHE, cache_key, fallback_reason, job_ids
 from benchbox_torch import NETS, keras_layers, keras_weighted_layers
 
@@ -111,17 +111,7 @@ def ensure_weights(network: str, options) -> None:
     if kind == "none":
         return
     if kind == "file":
-        if not os.path.isfile(os.path.expanduser(options["weights"])):
-            raise WeightsError(f"torch/{network}: weights file {options['weights']} not found")
-        try:  # open it and match it to the network now, before any data is loaded
-            build_model(network, options, 2, 0)
-        except BenchboxError:
-            raise
-        except Exception as exc:
-            raise WeightsError(
-                f"torch/{network}: weights file {options['weights']} cannot be loaded into this "
-                f"network ({type(exc).__name__}: {str(exc)[:300]})"
-            ) from None
+        check_weights_file(f"torch/{network}", options["weights"], lambda: build_model(network, options, 2, 0))
         return
     cached, url = imagenet_location(network)
     try:
