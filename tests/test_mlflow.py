@@ -173,7 +173,8 @@ def test_a_tracked_run_is_one_parent_with_a_child_per_cell(tmp_path, db, registr
         assert c["params"]["backbone.input_size"] == "[32, 32]" and c["params"]["dataset.images"] == "30"
         assert c["tags"]["benchbox.folds_done"] == "3/3"
     assert children["syn x b"]["params"]["backbone.temperature"] == "2.0"
-    row = result.row(next(c for c in result.cells if c.backbone == "a"))
+    cell_a = next(c for c in result.cells if c.backbone == "a")
+    row = result.summary[result.summary["cell"] == cell_a].iloc[0]
     logged = client.get_run(
         next(r for r in client.search_runs([parent.info.experiment_id]) if r.info.run_name == "syn x a").info.run_id
     )
