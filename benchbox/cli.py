@@ -289,6 +289,15 @@ def plugins():
                 "yes" if avail.ok else f"[red]no[/]: {esc(avail.reason)}",
                 esc(getattr(entry.obj, "description", "")),
             )
+    for prefix, (family, origin, _) in sorted(registry.backbones.families.items()):
+        avail = family.availability()
+        table.add_row(
+            "backbone family",
+            esc(f"{prefix}/<model>"),
+            esc(origin),
+            "yes" if avail.ok else f"[red]no[/]: {esc(avail.reason)}",
+            esc(family.description),
+        )
     console.print(table)
     for plugin, error in registry.broken:
         console.print(f"[red]broken plugin {esc(plugin)}:[/] {esc(error)}", highlight=False)
@@ -464,10 +473,47 @@ def _rich_frame(frame, title):
     return table
 
 
+@backbones_app.command("list")
+def backbones_list(
+    framework: Optional[str] = typer.Option(
+        None, "--framework", help="Only this framework or family prefix: keras, torch, timm, txv..."
+    ),
+    pattern: Optional[str] = typer.Option(
+        None, "--filter", help="Shell-style pattern on the name or the model part, e.g. 'convnext*'."
+    ),
+):
+    """Every backbone name a suite may use: the study's and every member of a family (timm/<model>...)."""
+    registry = _registry()
+    table = registry.backbones
+    names = table.listing(framework, pattern)
+    for name in names:
+        console.print(esc(name), highlight=False)
+    for prefix, (family, _, _) in sorted(table.families.items()):
+        avail = family.availability()
+        if not avail.ok and (framework in (None, prefix, family.framework)):
+            err_console.print(f"[yellow]{esc(prefix)}/<model> unavailable:[/] {esc(avail.reason)}", highlight=False)
+    if not names:
+        raise BenchboxError(
+            "no backbone matches"
+            + (f" --framework {framework}" if framework else "")
+            + (f" --filter {pattern!r}" if pattern else "")
+            + f"; frameworks and families: {', '.join(sorted(_frameworks(table)))}"
+        )
+    err_console.print(f"{len(names)} backbone(s)", highlight=False)
+
+
+def _frameworks(table) -> set[str]:
+    names = {e.obj.framework for e in table.values() if getattr(e.obj, "framework", "")}
+    return names | set(table.families) | {f.framework for f, _, _ in table.families.values()}
+
+
 @backbones_app.command("describe")
 def backbones_describe(
     name: str = typer.Argument(..., help="Backbone plugin, e.g. keras/inception_v3."),
     cutoff: Optional[int] = typer.Option(None, "--cutoff", help="Frozen layers (default: the study's)."),
+    freeze: Optional[str] = typer.Option(
+        None, "--freeze", help='What to freeze: "none", "all", a fraction like 0.5, or a layer/module name.'
+    ),
     input_size: str = typer.Option("200x266", "--input", help="HEIGHTxWIDTH."),
 ):
     """Parameters (total / frozen / trainable), depth, last frozen layer, preprocessing, MACs."""
@@ -478,6 +524,10 @@ def backbones_describe(
     options = dict(backbone.defaults)
     if cutoff is not None:
         options["cutoff"] = cutoff
+    if freeze is not None:
+        if "freeze" not in options:
+            raise BenchboxError(f"{name} has no freeze option; its options: {', '.join(sorted(options))}")
+        options["freeze"] = _freeze_value(freeze)
     size = parse_size(input_size)
     problems = plugin_option_problems(backbone, name, {**options, "weights": "none"})
     if problems:
@@ -693,6 +743,14 @@ def plugin_new(
     console.print(
         esc(f"created {root}\n  next: pip install -e {root} && benchbox plugins && python -m pytest {root}/tests")
     )
+
+
+def _freeze_value(text: str):
+    """--freeze 0.5 means a fraction; anything else is a word or a layer name."""
+    try:
+        return float(text) if any(ch.isdigit() for ch in text) and "." in text else text
+    except ValueError:
+        return text
 
 
 def parse_size(text: str) -> tuple[int, int]:

@@ -191,6 +191,30 @@ class Backbone:
         return {"framework": self.framework}
 
 
+class BackboneFamily:
+    """An open-ended set of backbones named ``PREFIX/MODEL`` (e.g. every model timm lists).
+
+    A plugin that can build thousands of networks contributes one family instead of thousands of
+    Backbone objects: the registry asks it for ``timm/convnext_atto`` only when a suite, a command or
+    a listing names it. Explicitly contributed backbones win over a family's (``keras/vgg19`` is the
+    study's own even though the ``keras`` family could build VGG19 too)."""
+
+    prefix: str = ""  # "timm": names are "timm/<model>"
+    framework: str = ""
+    description: str = ""
+
+    def availability(self) -> Availability:
+        return Availability(True)
+
+    def models(self) -> list[str]:
+        """Every model name this family can build (for listing and closest-match suggestions)."""
+        raise NotImplementedError
+
+    def backbone(self, model: str) -> Backbone | None:
+        """The Backbone named ``f"{prefix}/{model}"``, or None when the family has no such model."""
+        raise NotImplementedError
+
+
 class Evaluator:
     """An Evaluator plugin: turns the fold records of one cell into metrics it declares."""
 

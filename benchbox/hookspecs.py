@@ -37,6 +37,14 @@ def benchbox_backbones():
 
 
 @hookspec
+def benchbox_backbone_families():
+    """Return a list of :class:`benchbox.contracts.BackboneFamily` (open-ended sets of backbones
+    named ``PREFIX/MODEL``, e.g. ``timm/resnet18``), resolved by name only when asked for.
+
+    Called once when the registry loads, also on Ray workers. A prefix must be unique."""
+
+
+@hookspec
 def benchbox_evaluators():
     """Return a list of :class:`benchbox.contracts.Evaluator` instances this plugin provides.
 

@@ -9,6 +9,8 @@ reason, and the others keep working.
 
 from __future__ import annotations
 
+import difflib
+import fnmatch
 import importlib.metadata as md
 import traceback
 from dataclasses import dataclass, field
@@ -17,7 +19,7 @@ from typing import Any
 import pluggy
 
 from benchbox import hookspecs
-from benchbox.contracts import Availability
+from benchbox.contracts import Availability, Backbone, BackboneFamily
 from benchbox.errors import PluginError
 
 GROUP = "benchbox"
@@ -47,10 +49,107 @@ class Entry:
             return Availability(False, f"availability check failed: {type(exc).__name__}: {exc}")
 
 
+class _UnavailableMember(Backbone):
+    """A family member named while its family cannot work here (e.g. timm not installed)."""
+
+    def __init__(self, name: str, family: BackboneFamily):
+        self.name, self.framework, self._family = name, family.framework, family
+        self.description = family.description
+
+    def availability(self) -> Availability:
+        return self._family.availability()
+
+
+class BackboneTable(dict):
+    """Backbones by name: the explicitly contributed ones, then ``PREFIX/MODEL`` names resolved
+    through a family on first use. Iterating lists the explicit ones only (a family may hold
+    thousands; `benchbox backbones list` asks the families)."""
+
+    def __init__(self):
+        super().__init__()
+        self.families: dict[str, tuple[BackboneFamily, str, str]] = {}  # prefix -> (family, origin, plugin)
+
+    def _resolve(self, name: str) -> Entry | None:
+        prefix, _, model = name.partition("/")
+        if prefix not in self.families or not model:
+            return None
+        family, origin, plugin = self.families[prefix]
+        if not family.availability().ok:
+            obj = _UnavailableMember(name, family)
+        else:
+            try:
+                obj = family.backbone(model)
+            except Exception as exc:
+                raise PluginError(
+                    f"plugin {plugin}: backbone family {prefix!r} failed to build {name!r}: {type(exc).__name__}: {exc}"
+                ) from exc
+            if obj is None:
+                return None
+        entry = Entry("backbone", name, obj, origin, plugin)
+        dict.__setitem__(self, name, entry)
+        return entry
+
+    def __contains__(self, name) -> bool:
+        return dict.__contains__(self, name) or (isinstance(name, str) and self._resolve(name) is not None)
+
+    def __getitem__(self, name) -> Entry:
+        if dict.__contains__(self, name):
+            return dict.__getitem__(self, name)
+        entry = self._resolve(name) if isinstance(name, str) else None
+        if entry is None:
+            raise KeyError(name)
+        return entry
+
+    def get(self, name, default=None):
+        return self[name] if name in self else default
+
+    def family_models(self, prefix: str) -> list[str]:
+        family = self.families[prefix][0]
+        if not family.availability().ok:
+            return []
+        try:
+            return [f"{prefix}/{m}" for m in family.models()]
+        except Exception:  # a listing problem must not break an error message
+            return []
+
+    def closest(self, name: str, n: int = 5) -> list[str]:
+        """Names like ``name`` (a typo's likely meaning), from the explicit ones and the family
+        its prefix names."""
+        prefix = name.partition("/")[0]
+        pool = list(dict.keys(self))
+        if prefix in self.families:
+            pool += self.family_models(prefix)
+        return difflib.get_close_matches(name, pool, n=n, cutoff=0.6)
+
+    def listing(self, framework: str | None = None, pattern: str | None = None) -> list[str]:
+        """Every name, explicit and family, optionally of one framework/prefix and matching a
+        shell-style pattern (matched against the whole name and against the part after the '/')."""
+        names = set(dict.keys(self))
+        for prefix in self.families:
+            names.update(self.family_models(prefix))
+        out = []
+        for name in sorted(names):
+            entry = dict.get(self, name)
+            prefix, _, model = name.partition("/")
+            frameworks = {prefix, getattr(entry.obj, "framework", "")} if entry else {prefix}
+            if prefix in self.families:
+                frameworks.add(self.families[prefix][0].framework)
+            if framework and framework not in frameworks:
+                continue
+            if pattern and not (fnmatch.fnmatch(name, pattern) or fnmatch.fnmatch(model, pattern)):
+                continue
+            out.append(name)
+        return out
+
+
+def _tables() -> dict[str, dict[str, Entry]]:
+    return {k: (BackboneTable() if k == "backbone" else {}) for k in KINDS}
+
+
 @dataclass
 class Registry:
     pm: pluggy.PluginManager
-    tables: dict[str, dict[str, Entry]] = field(default_factory=lambda: {k: {} for k in KINDS})
+    tables: dict[str, dict[str, Entry]] = field(default_factory=_tables)
     broken: list[tuple[str, str]] = field(default_factory=list)  # (plugin, error)
 
     @property
@@ -76,10 +175,7 @@ class Registry:
         """The plugin object, or a PluginError listing the valid names."""
         table = self.table(kind)
         if name not in table:
-            raise PluginError(
-                f"unknown {kind} plugin {name!r}; available: {', '.join(sorted(table)) or 'none'}"
-                " (see `benchbox plugins`)"
-            )
+            raise PluginError(unknown_plugin_message(table, kind, name))
         entry = table[name]
         avail = entry.availability
         if not avail.ok:
@@ -126,6 +222,20 @@ class Registry:
                 if candidate in modules:
                     name = modules[candidate]
         return name
+
+
+def unknown_plugin_message(table: dict, kind: str, name: str) -> str:
+    """What to say when a suite or command names a plugin nobody provides: the closest names first."""
+    if isinstance(table, BackboneTable):
+        close = table.closest(name)
+        families = ", ".join(f"{p}/<model>" for p in sorted(table.families))
+        hint = "`benchbox backbones list` shows them all" + (f"; families: {families}" if families else "")
+        if close:
+            return f"unknown {kind} plugin {name!r}; did you mean {', '.join(close)}? ({hint})"
+        return f"unknown {kind} plugin {name!r}; available: {', '.join(sorted(table)) or 'none'} ({hint})"
+    close = difflib.get_close_matches(name, list(table), n=3, cutoff=0.6)
+    guess = f"did you mean {', '.join(close)}? " if close else ""
+    return f"unknown {kind} plugin {name!r}; {guess}available: {', '.join(sorted(table)) or 'none'} (see `benchbox plugins`)"
 
 
 def _origin(ep: md.EntryPoint) -> str:
@@ -205,4 +315,18 @@ def load_registry(extra_plugins=()) -> Registry:
                 )
                 continue
             table[name] = Entry(kind, name, obj, origin, plugin_name)
+    contributed, problems = registry.call_each("benchbox_backbone_families")
+    registry.broken += [(p.split()[1], p) for p in problems]
+    families = registry.backbones.families
+    for plugin_name, family in ((p, f) for p, fams in contributed for f in (fams or [])):
+        prefix = getattr(family, "prefix", "")
+        if not isinstance(prefix, str) or not prefix or "/" in prefix:
+            registry.broken.append((plugin_name, f"contributed a backbone family without a valid prefix ({prefix!r})"))
+            continue
+        if prefix in families:
+            registry.broken.append(
+                (plugin_name, f"backbone family {prefix!r} already provided by {families[prefix][1]}")
+            )
+            continue
+        families[prefix] = (family, f"{origins.get(plugin_name, plugin_name)} ({plugin_name})", plugin_name)
     return registry

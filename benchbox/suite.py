@@ -20,6 +20,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 from benchbox.contracts import TrainingConfig
 from benchbox.errors import SuiteError
+from benchbox.plugins import unknown_plugin_message
 from benchbox.probes import PROBE_OPTIONS, PROBES, THRESHOLDS
 from benchbox.records import CellKey
 from benchbox.splitters import Protocol
@@ -374,10 +375,7 @@ def _entries(c: _Checker, raw, section, registry, kind, common, check_availabili
             c.add(f"{where}.plugin", f"required; available: {', '.join(sorted(available)) or 'none'}")
             continue
         if plugin not in available:
-            c.add(
-                f"{where}.plugin",
-                f"unknown {kind} plugin {plugin!r}; available: {', '.join(sorted(available)) or 'none'}",
-            )
+            c.add(f"{where}.plugin", unknown_plugin_message(available, kind, plugin))
             continue
         obj = available[plugin].obj
         if check_availability and not available[plugin].availability.ok:
