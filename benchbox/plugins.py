@@ -229,10 +229,9 @@ def unknown_plugin_message(table: dict, kind: str, name: str) -> str:
     if isinstance(table, BackboneTable):
         close = table.closest(name)
         families = ", ".join(f"{p}/<model>" for p in sorted(table.families))
+        guess = f"did you mean {', '.join(close)}? " if close else ""
         hint = "`benchbox backbones list` shows them all" + (f"; families: {families}" if families else "")
-        if close:
-            return f"unknown {kind} plugin {name!r}; did you mean {', '.join(close)}? ({hint})"
-        return f"unknown {kind} plugin {name!r}; available: {', '.join(sorted(table)) or 'none'} ({hint})"
+        return f"unknown {kind} plugin {name!r}; {guess}available: {', '.join(sorted(table)) or 'none'} ({hint})"
     close = difflib.get_close_matches(name, list(table), n=3, cutoff=0.6)
     guess = f"did you mean {', '.join(close)}? " if close else ""
     return f"unknown {kind} plugin {name!r}; {guess}available: {', '.join(sorted(table)) or 'none'} (see `benchbox plugins`)"
