@@ -58,8 +58,8 @@ BAD = [
     ("[protocol]\nk = 1", "protocol.k: must be at least 2"),
     ('[datasets.x]\nplugin = "mnist"', "datasets.x.plugin: unknown dataset plugin 'mnist'; available:"),
     (
-        '[backbones.x]\nplugin = "keras/resnet50"',
-        "backbones.x.plugin: unknown backbone plugin 'keras/resnet50'; available:",
+        '[backbones.x]\nplugin = "keras/resnet5000x"',
+        "backbones.x.plugin: unknown backbone plugin 'keras/resnet5000x'; ",
     ),
     ('[backbones.x]\nplugin = "keras/vgg19"\ncutof = 3', "backbones.x.cutof: unknown key; allowed:"),
     ('[backbones.x]\nplugin = "keras/vgg19"\nhead = [0]', "head: must be a list of positive integers"),
