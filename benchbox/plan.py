@@ -43,6 +43,7 @@ class Unit:
     train_idx: np.ndarray
     test_idx: np.ndarray
     job_fields: dict  # y_train, num_classes, options, training, seed, ids
+    refit: bool = False  # cross-dataset refit: trained on the whole data set; only its external predictions count
 
     @property
     def where(self) -> str:
@@ -113,12 +114,41 @@ def prepare_data(suite: Suite, registry, data_dir=None) -> dict[DataKey, Prepare
                 continue
             folds = assign_folds(suite.protocol, samples.labels, samples.table["group"].to_numpy(), suite.seed)
         prepared[DataKey(alias)] = PreparedData(DataKey(alias), samples, folds)
+    problems += cross_dataset_problems(suite, prepared)
     if problems:
         raise BenchboxError("\n".join(problems))
     for key in trained:
         if key.probe:
             prepared[key] = probe_data(key, prepared[DataKey(key.dataset)], suite)
     return prepared
+
+
+def cross_dataset_problems(suite: Suite, prepared: dict[DataKey, PreparedData]) -> list[str]:
+    """Every pair (trained on A, tested on B) of a cross-dataset suite needs A's positive class among
+    B's images (classes are matched by name; the other classes may differ)."""
+    if suite.protocol.kind != "cross-dataset":
+        return []
+    problems = []
+    for cell in suite.cells:
+        a = prepared.get(DataKey(cell.dataset))
+        if cell.probe or a is None:
+            continue
+        positive = a.samples.positive_class
+        for b_alias in suite.external.get(cell, []):
+            b = prepared.get(DataKey(b_alias))
+            if b is None:
+                continue
+            present = sorted(b.samples.table["label"].astype(str).unique())
+            message = (
+                f'{suite.path}: protocol.kind = "cross-dataset": trained on {cell.dataset!r} (positive class '
+                f"{positive!r}), tested on {b_alias!r}, whose images have no class {positive!r} (its classes: "
+                f"{', '.join(present)}). Classes are matched by name: map the folder name with "
+                f'datasets.{b_alias}.label_map (e.g. label_map = {{ "COVID-19" = "{positive}" }}), or set '
+                f"datasets.{cell.dataset}.positive_class to a class both data sets have"
+            )
+            if positive not in present and message not in problems:
+                problems.append(message)
+    return problems
 
 
 def probe_data(key: DataKey, base: PreparedData, suite: Suite) -> PreparedData:
@@ -171,8 +201,13 @@ def plan_units(suite: Suite, data: dict[DataKey, PreparedData], done) -> list[Un
         raw_ids = ds.samples.table["id"].astype(str).to_numpy()
         ids = np.char.add(f"{cell.data.slug}/", raw_ids)
         test_ids = np.char.add(f"{cell.data.slug}/test/", raw_ids) if ds.test_samples is not None else ids
-        for fold in todo:
-            train_idx, test_idx = train_test_indices(ds.folds, fold)
+        refit = suite.protocol.refit_fold
+        for fold in todo + ([refit] if refit is not None and not cell.probe and not done(cell, refit) else []):
+            if fold == refit:  # the whole data set; its "test fold" is one batch of it, for the throughput timing
+                train_idx = np.arange(len(labels))
+                test_idx = train_idx[: max(1, min(len(labels), suite.training.batch_size))]
+            else:
+                train_idx, test_idx = train_test_indices(ds.folds, fold)
             units.append(
                 Unit(
                     cell=cell,
@@ -192,6 +227,7 @@ def plan_units(suite: Suite, data: dict[DataKey, PreparedData], done) -> list[Un
                         "train_ids": ids[train_idx].tolist(),
                         "test_ids": test_ids[test_idx].tolist(),
                     },
+                    refit=fold == refit,
                 )
             )
     return units
@@ -207,8 +243,15 @@ def load_images(units: list[Unit], data: dict[DataKey, PreparedData]) -> tuple[d
             images[u.images_key] = _load(ds.samples, size, u.cell.data.label)
         if u.test_images_key not in images:
             images[u.test_images_key] = _load(ds.test_samples, size, u.cell.data.label)
+    for u in units:  # after the trained-on arrays: a data set also trained on (cross-dataset) is decoded once
+        size = u.images_key[1]
         if u.external_key not in externals:
-            externals[u.external_key] = {a: _load(data[DataKey(a)].samples, size, a) for a in u.external_key[0]}
+            externals[u.external_key] = {
+                a: images[(DataKey(a), size)]
+                if (DataKey(a), size) in images
+                else _load(data[DataKey(a)].samples, size, a)
+                for a in u.external_key[0]
+            }
     return images, externals
 
 

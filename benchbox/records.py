@@ -71,14 +71,18 @@ class ExternalPrediction:
     labels: list[str]  # class names of that data set (matched to the cell's classes by name)
     sources: list[str]
     probabilities: np.ndarray
+    groups: list[str] | None = None  # patients (for patient-level intervals); None in older records
 
     def to_json(self) -> dict:
-        return {
+        out = {
             "ids": list(self.ids),
             "labels": list(self.labels),
             "sources": list(self.sources),
             "probabilities": np.asarray(self.probabilities, dtype=float).tolist(),
         }
+        if self.groups is not None:
+            out["groups"] = list(self.groups)
+        return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ExternalPrediction:
@@ -87,6 +91,7 @@ class ExternalPrediction:
             labels=[str(v) for v in data["labels"]],
             sources=[str(v) for v in data.get("sources") or ["unknown"] * len(data["ids"])],
             probabilities=np.asarray(data["probabilities"], dtype=float),
+            groups=[str(v) for v in data["groups"]] if data.get("groups") else None,
         )
 
 
@@ -120,6 +125,12 @@ class FoldRecord:
     @property
     def predicted(self) -> np.ndarray:
         return np.asarray(self.probabilities).argmax(axis=1)
+
+    @property
+    def refit(self) -> bool:
+        """A cross-dataset run's model trained on the whole data set: its external predictions count,
+        its own "test" predictions (a batch of its training images, for the timing) never do."""
+        return bool(self.info.get("refit"))
 
     def to_json(self) -> dict:
         return {

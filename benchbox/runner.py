@@ -118,7 +118,7 @@ def execute(
     def done(cell, fold):
         return store.has_record(cell, fold, suite.digest)
 
-    n_folds = suite.protocol.n_folds
+    n_folds = suite.protocol.units_per_cell
     units = plan_units(suite, data, done)
     reporter.cells_start(len(suite.cells) * n_folds, len(suite.cells) * n_folds - len(units))
     started = time.time()
@@ -182,6 +182,7 @@ def make_record(unit: Unit, outcome, data: dict[DataKey, PreparedData], digest: 
             labels=et["label"].astype(str).tolist(),
             sources=et["source"].astype(str).tolist(),
             probabilities=probs,
+            groups=et["group"].astype(str).tolist(),
         )
     return FoldRecord(
         cell=unit.cell,
@@ -197,7 +198,7 @@ def make_record(unit: Unit, outcome, data: dict[DataKey, PreparedData], digest: 
         train_seconds=outcome.train_seconds,
         predict_seconds=outcome.predict_seconds,
         infer_images_per_sec=outcome.infer_images_per_sec,
-        info=outcome.info,
+        info={**outcome.info, "refit": True} if unit.refit else outcome.info,
         external=external,
         suite_digest=digest,
     )

@@ -16,24 +16,43 @@ from benchbox.errors import BenchboxError
 
 @dataclass(frozen=True)
 class Protocol:
-    """How samples are split: k-fold (stratified and/or patient-grouped) or one holdout."""
+    """How samples are split: k-fold (stratified and/or patient-grouped) or one holdout.
 
-    kind: str = "kfold"  # "kfold" | "holdout"
+    ``cross-dataset`` splits each data set as k-fold does (its within-data-set figures) and, besides,
+    has every cell's models predict every other data set of the suite; with ``refit`` one more model
+    per cell, trained on all of its data set, makes those cross-dataset predictions."""
+
+    kind: str = "kfold"  # "kfold" | "holdout" | "cross-dataset"
     k: int = 10
     stratified: bool = True
     grouped: bool = False
     test_fraction: float = 0.2
+    refit: bool = False  # cross-dataset only: one extra model per cell, trained on the whole data set
 
     @property
     def label(self) -> str:
         how = "+".join(x for x, on in (("stratified", self.stratified), ("grouped", self.grouped)) if on)
         if self.kind == "holdout":
             return f"holdout {self.test_fraction:g}" + (f" ({how})" if how else "")
-        return f"{self.k}-fold" + (f" ({how})" if how else "")
+        within = f"{self.k}-fold" + (f" ({how})" if how else "")
+        if self.kind == "cross-dataset":
+            return f"cross-dataset, {within} within" + (", refit on all for external" if self.refit else "")
+        return within
 
     @property
     def n_folds(self) -> int:
-        return self.k if self.kind == "kfold" else 1
+        """Cross-validation folds per cell (the refit model of a cross-dataset run is not one)."""
+        return 1 if self.kind == "holdout" else self.k
+
+    @property
+    def refit_fold(self) -> int | None:
+        """The fold number a cell's refit model (trained on all of its data set) is stored under."""
+        return self.k if self.kind == "cross-dataset" and self.refit else None
+
+    @property
+    def units_per_cell(self) -> int:
+        """Models trained per cell: the folds, and the refit model if there is one."""
+        return self.n_folds + (self.refit_fold is not None)
 
 
 def assign_folds(protocol: Protocol, labels, groups, seed: int) -> np.ndarray:

@@ -53,7 +53,7 @@ EXECUTOR_KEYS = {
 #: [tracking]: where a run's results are mirrored (an experiment tracker), not what it computes
 TRACKING_KEYS = {"mlflow": dict}
 MLFLOW_KEYS = {"uri": str, "experiment": str, "artifact_location": str}
-PROTOCOL_KEYS = {"kind": str, "k": int, "stratified": bool, "grouped": bool, "test_fraction": float}
+PROTOCOL_KEYS = {"kind": str, "k": int, "stratified": bool, "grouped": bool, "test_fraction": float, "refit": bool}
 TRAINING_KEYS = {
     "epochs": int,
     "batch_size": int,
@@ -63,7 +63,7 @@ TRAINING_KEYS = {
     "class_weight": str,
 }
 OPTIMIZERS = ("adam",)
-PROTOCOL_KINDS = ("kfold", "holdout")
+PROTOCOL_KINDS = ("kfold", "holdout", "cross-dataset")
 DEFAULT_EVALUATORS = ("paper", "clinical")
 ALIAS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # keys every backbone understands, handled by the runner rather than the plugin
@@ -247,6 +247,8 @@ def validate_suite(raw: dict, path, registry, text: str = "", check_availability
     frac = protocol_raw.get("test_fraction", 0.2)
     if isinstance(frac, (int, float)) and not 0 < frac < 1:
         c.add("protocol.test_fraction", f"must be between 0 and 1, got {frac}")
+    if protocol_raw.get("refit") is True and kind != "cross-dataset":
+        c.add("protocol.refit", f'applies to kind = "cross-dataset" only (this protocol is {kind!r}); remove it')
 
     training_raw = raw.get("training", {}) if isinstance(raw.get("training", {}), dict) else {}
     c.keys("training", training_raw, TRAINING_KEYS)
@@ -284,6 +286,8 @@ def validate_suite(raw: dict, path, registry, text: str = "", check_availability
             )
 
     cells, external = _cells(c, raw, datasets, backbones)
+    if kind == "cross-dataset":
+        cells, external = expand_cross_dataset(c, cells, external, datasets)
     probes, thresholds = _probes(c, raw, datasets)
     cells, external = expand_probes(cells, external, probes)
     if training_raw.get("class_weight", "none") not in ("none", "balanced"):
@@ -313,6 +317,7 @@ def validate_suite(raw: dict, path, registry, text: str = "", check_availability
             stratified=protocol_raw.get("stratified", True),
             grouped=protocol_raw.get("grouped", False),
             test_fraction=float(frac),
+            refit=protocol_raw.get("refit", False) is True,
         ),
         training=TrainingConfig(
             epochs=training_raw.get("epochs", 10),
@@ -479,6 +484,23 @@ def expand_probes(cells: list[CellKey], external: dict, probes: dict):
             if ext != cell.dataset and ext not in external.get(cell, []):
                 external = {**external, cell: external.get(cell, []) + [ext]}
     return out, external
+
+
+def expand_cross_dataset(c: _Checker, cells: list[CellKey], external: dict, datasets):
+    """protocol.kind = "cross-dataset": every cell's models also predict every other data set of the
+    suite (each ordered pair trained-on A, tested-on B). Whether B holds A's positive class is checked
+    when the sample tables are read (benchbox/plan.py), since only then are the classes known."""
+    trained = list(dict.fromkeys(cell.dataset for cell in cells))
+    if len(datasets) < 2:
+        c.add("protocol.kind", '"cross-dataset" needs at least two [datasets.*] tables (train on one, test on another)')
+        return cells, external
+    if not trained:
+        return cells, external
+    out = dict(external)
+    for cell in cells:
+        others = [a for a in datasets if a != cell.dataset]
+        out[cell] = list(out.get(cell, [])) + [a for a in others if a not in out.get(cell, [])]
+    return cells, out
 
 
 def _resolve_path(value, suite_path):

@@ -2,7 +2,13 @@
 entries (data set x backbone) by any metric an evaluator declared, with its interval, and show
 provenance. Entries whose data set composition, protocol or input size differ are never ranked
 together: each comparable group gets its own ranking. A run that cannot be read is skipped with
-a warning; the others are still ranked."""
+a warning; the others are still ranked.
+
+A cross-dataset run adds one entry per backbone x ordered pair (trained on A, tested on B, A != B),
+each pair its own ranking group: a model's figure on B is comparable with other models' figures on B
+after training on A, not with anyone's cross-validation on A (those stay the run's ordinary entries).
+Such entries carry AUC, sensitivity and specificity (positive class vs rest) only; ranked by another
+metric they are left out."""
 
 from __future__ import annotations
 
@@ -14,9 +20,9 @@ import pandas as pd
 
 from benchbox.contracts import MetricSpec
 from benchbox.errors import BenchboxError
-from benchbox.records import cell_index
+from benchbox.records import cell_index, data_index
 from benchbox.store import RunStore
-from benchbox.summary import summarise
+from benchbox.summary import CROSS_METRICS, summarise
 from benchbox.views.format import md_escape, value
 
 FORMATS = ("markdown", "html", "csv", "json")
@@ -76,6 +82,11 @@ def collect(run_dirs, registry, dataset: str | None = None) -> tuple[pd.DataFram
                     "group": f"{composition} | {manifest.get('protocol_label')} | input {size}",
                 }
             )
+        crossed = _cross_entries(result, run_dir, dataset)
+        if crossed:
+            for spec in CROSS_SPECS:  # declared by the matrix itself, whatever evaluators the run used
+                metrics.setdefault(spec.name, spec)
+        rows += crossed
     if not rows:
         if dataset and seen_datasets:
             raise BenchboxError(
@@ -84,6 +95,71 @@ def collect(run_dirs, registry, dataset: str | None = None) -> tuple[pd.DataFram
             )
         raise BenchboxError("no leaderboard entries: " + ("; ".join(problems) if problems else "no runs given"))
     return pd.DataFrame(rows), problems, metrics
+
+
+CROSS_SPECS = (
+    MetricSpec("auc", "AUC", digits=3, interval="bootstrap"),
+    MetricSpec("sensitivity", "Sensitivity", scale=100, unit="%", interval="wilson"),
+    MetricSpec("specificity", "Specificity", scale=100, unit="%", interval="wilson"),
+)
+
+
+def _cross_entries(result, run_dir, dataset: str | None) -> list[dict]:
+    """The off-diagonal cells of a cross-dataset run's matrix as entries (the diagonal is the run's
+    ordinary entry)."""
+    cross = getattr(result, "cross", None)
+    if cross is None or not len(cross):
+        return []
+    ordinary = {}
+    for _, r in result.summary.iterrows():
+        if not r["cell"].probe:
+            ordinary[(r["dataset"], r["backbone"])] = r
+    manifest, env = result.manifest, result.manifest.get("environment", {})
+    cells = cell_index(manifest)
+    out = []
+    for _, x in cross[cross["trained_on"] != cross["tested_on"]].iterrows():
+        a, b, backbone = x["trained_on"], x["tested_on"], x["backbone"]
+        if dataset and dataset not in (a, b):
+            continue
+        own = ordinary.get((a, backbone))
+        cell = next((c for c in cells if c.dataset == a and c.backbone == backbone and not c.probe), None)
+        opts = cells.get(cell, {}).get("options", {}) if cell is not None else {}
+        size = "x".join(str(v) for v in opts.get("input_size", []))
+        comp = {}
+        for name in (a, b):
+            meta = next((m for k, m in data_index(manifest).items() if k.dataset == name and not k.probe), {})
+            comp[name] = f"{meta.get('plugin', name)} " + ", ".join(
+                f"{k} {v}" for k, v in sorted((meta.get("class_counts") or {}).items())
+            )
+        out.append(
+            {
+                **{k: x[k] for k in x.index if k in CROSS_METRICS or any(k.startswith(m + "_") for m in CROSS_METRICS)},
+                "kind": "cross-dataset",
+                "dataset": a,
+                "data": f"{a} -> {b}",
+                "tested_on": b,
+                "backbone": backbone,
+                "plugin": own["plugin"] if own is not None else "",
+                "framework": own["framework"] if own is not None else "",
+                "folds": x["models"],
+                "run": Path(run_dir).name,
+                "run_dir": str(run_dir),
+                "suite": manifest.get("suite"),
+                "protocol": manifest.get("protocol_label"),
+                "grouped": bool(manifest.get("protocol", {}).get("grouped")),
+                "weights": opts.get("weights", ""),
+                "input_size": size,
+                "composition": f"{comp[a]} -> {comp[b]}",
+                "hardware": ", ".join(env.get("gpus") or []) or env.get("cpu", ""),
+                "date": manifest.get("started_at", ""),
+                "benchbox": env.get("benchbox", ""),
+                "notes": f"cross-dataset: trained on {a}, tested on all of {b} ({x['how']}; "
+                f"positive class {x['positive_class']})",
+                "group": f"cross-dataset: trained on {comp[a]} -> tested on {comp[b]} | "
+                f"{manifest.get('protocol_label')} | input {size}",
+            }
+        )
+    return out
 
 
 def _completeness(row) -> list[str]:
@@ -98,13 +174,33 @@ def rank(entries: pd.DataFrame, spec: MetricSpec) -> pd.DataFrame:
     """Rank within each comparable group, best first (as the metric declares); no value: last, unranked."""
     if spec.name not in entries.columns:
         raise BenchboxError(f"no run computed {spec.name!r} (add the evaluator that does to the suite)")
+    left_out = 0
+    if spec.name not in CROSS_METRICS and "kind" in entries.columns:
+        crossed = entries["kind"] == "cross-dataset"  # they carry AUC, sensitivity, specificity only
+        left_out, entries = int(crossed.sum()), entries[~crossed]
+        if entries.empty:
+            raise BenchboxError(
+                f"only cross-dataset entries, which carry {', '.join(CROSS_METRICS)}: rank them with --metric auc"
+            )
     out = []
     for _, sub in entries.groupby("group", sort=True):
         numeric = pd.to_numeric(sub[spec.name], errors="coerce")
         sub = sub.assign(_v=numeric).sort_values("_v", ascending=not spec.higher_is_better, na_position="last")
         sub["rank"] = [i + 1 if not pd.isna(v) else None for i, v in enumerate(sub["_v"])]
         out.append(sub.drop(columns="_v"))
-    return pd.concat(out, ignore_index=True)
+    ranked = pd.concat(out, ignore_index=True)
+    ranked.attrs["cross_left_out"] = left_out
+    return ranked
+
+
+def _cross_note(ranked: pd.DataFrame) -> str:
+    n = ranked.attrs.get("cross_left_out", 0)
+    if not n:
+        return ""
+    return (
+        f"{n} cross-dataset entries (trained on one data set, tested on another) are ranked by "
+        f"{', '.join(CROSS_METRICS)} only: add --metric auc to see them."
+    )
 
 
 def choose_metric(metrics: dict[str, MetricSpec], name: str | None) -> MetricSpec:
@@ -174,6 +270,8 @@ def render(ranked: pd.DataFrame, spec: MetricSpec, fmt: str, output: Path | None
             f"# benchbox leaderboard — {md_escape(title)}\n",
             "Entries are ranked only against entries with the same data set composition, protocol and input size.\n",
         ]
+        if _cross_note(ranked):
+            parts.append(md_escape(_cross_note(ranked)) + "\n")
         for group, rows in table_rows(ranked, spec):
             parts.append(f"## {md_escape(group)}\n")
             frame = pd.DataFrame(rows)[COLUMNS].map(md_escape)
@@ -222,6 +320,8 @@ def render_html(ranked: pd.DataFrame, spec: MetricSpec, output: Path | None = No
         f"{'higher' if spec.higher_is_better else 'lower'} is better. Values: pooled over folds, with 95% "
         "intervals. Click a column to sort.</p>",
     ]
+    if _cross_note(ranked):
+        parts.append(f"<p>{e(_cross_note(ranked))}</p>")
     for group, rows in table_rows(ranked, spec):
         parts.append(f"<h2>{e(group)}</h2><table class='lb'><thead><tr>")
         parts += [f"<th>{e(c)}</th>" for c in COLUMNS]

@@ -1,6 +1,7 @@
 """PNG plots of a run, from its RunResult (matplotlib, no display needed): ROC curves of every
 backbone per data set (positive class against the rest), a per-fold strip plot of every metric an
-evaluator declares with ``plot=True``, and whatever plots the run's evaluators draw themselves."""
+evaluator declares with ``plot=True``, the cross-dataset AUC matrix of a cross-dataset run (a heat map
+per backbone), and whatever plots the run's evaluators draw themselves."""
 
 from __future__ import annotations
 
@@ -98,9 +99,62 @@ def write_plots(result: RunResult) -> list[Path]:
             plt.close("all")
             result.problems.append(f"plots of {data.label} were not drawn: {type(exc).__name__}: {exc}")
 
+    if len(getattr(result, "cross", ())):
+        try:
+            written.append(cross_heatmap(result, out_dir))
+        except Exception as exc:
+            plt.close("all")
+            result.problems.append(f"the cross-dataset heat map was not drawn: {type(exc).__name__}: {exc}")
+
     for ev_name, evaluator in result.evaluators.items():
         try:
             written += list(evaluator.plots(result, out_dir) or [])
         except Exception as exc:
             result.problems.append(f"evaluator {ev_name!r} failed to draw its plots: {type(exc).__name__}: {exc}")
     return written
+
+
+def cross_heatmap(result: RunResult, out_dir: Path) -> Path:
+    """cross_dataset__auc.png: one panel per backbone, rows trained on, columns tested on, AUC as
+    colour (0.5 to 1) with the value and its 95% interval written in each cell; the diagonal (the
+    within-data-set cross-validation) is outlined."""
+    plt = pyplot()
+    cross = result.cross
+    backbones = list(dict.fromkeys(cross["backbone"]))
+    names = list(dict.fromkeys(list(cross["trained_on"]) + list(cross["tested_on"])))
+    trained = [n for n in names if n in set(cross["trained_on"])]
+    side = 1.25
+    fig, axes = plt.subplots(
+        1,
+        len(backbones),
+        figsize=(0.9 + side * len(names) * len(backbones) + 0.8, 1.4 + side * len(trained)),
+        squeeze=False,
+    )
+    image = None
+    for ax, backbone in zip(axes[0], backbones):
+        mine = cross[cross["backbone"] == backbone]
+        grid = np.full((len(trained), len(names)), np.nan)
+        for _, r in mine.iterrows():
+            grid[trained.index(r["trained_on"]), names.index(r["tested_on"])] = r["auc"]
+        image = ax.imshow(np.ma.masked_invalid(grid), cmap="viridis", vmin=0.5, vmax=1.0)
+        for _, r in mine.iterrows():
+            i, j = trained.index(r["trained_on"]), names.index(r["tested_on"])
+            text = "n/a" if missing(r["auc"]) else f"{r['auc']:.3f}"
+            if not missing(r.get("auc_ci_low")) and not missing(r.get("auc_ci_high")):
+                text += f"\n[{r['auc_ci_low']:.2f}–{r['auc_ci_high']:.2f}]"
+            light = not missing(r["auc"]) and r["auc"] > 0.8
+            ax.text(j, i, text, ha="center", va="center", fontsize=7, color="black" if light else "white")
+            if r["trained_on"] == r["tested_on"]:
+                ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=2, color="black"))
+        ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+        ax.set_yticks(range(len(trained)), trained, fontsize=8)
+        ax.set_xlabel("tested on")
+        ax.set_title(backbone, fontsize=9)
+    axes[0][0].set_ylabel("trained on")
+    fig.suptitle(
+        f"{result.manifest.get('suite', '')}: cross-dataset AUC (positive class vs rest; outlined: within-data-set CV)",
+        fontsize=9,
+    )
+    if image is not None:
+        fig.colorbar(image, ax=list(axes[0]), shrink=0.8, label="AUC")
+    return save(fig, out_dir / "cross_dataset__auc.png")

@@ -4,7 +4,8 @@
   verdict per probe (also shown beside the entry in leaderboards);
 - per-source rates in the test folds (when a data set mixes sources): does the model separate
   sources rather than diseases?
-- external evaluation: test-only data sets no fold model trained on.
+- external evaluation: test-only data sets no fold model trained on;
+- the cross-dataset matrix of a protocol.kind = "cross-dataset" run (train on A, test on B), per backbone.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pandas as pd
 from benchbox import hookimpl
 from benchbox.contracts import Section
 from benchbox_validity.breakdown import by_source, external, external_frame
+from benchbox_validity.crossdata import cross_sections
 from benchbox_validity.shortcuts import shortcut_reports
 
 
@@ -37,7 +39,9 @@ def sections(result) -> list[Section]:
     src = by_source(result)
     if len(src) and src["Source"].nunique() > 1:
         out.append(Section("Per source (test folds): does the model separate sources rather than diseases?", src))
-    if externals:
+    crossed = cross_sections(result)
+    out += crossed
+    if externals and not crossed:  # a cross-dataset run's external predictions are its matrix
         out.append(
             Section("External evaluation (never trained on; mean of the fold models)", external_frame(externals))
         )
