@@ -86,6 +86,9 @@ class FoldJob:
     progress: Callable[[int, int], None] | None = None  # (epoch done, epochs) for progress bars
     train_ids: Sequence[str] | None = None  # sample ids: let engines reuse per-image work across folds
     test_ids: Sequence[str] | None = None
+    #: the suite's [explain] request for this fold (settings and the test fold's labels): read by the
+    #: harness, which removes it before the backbone sees the job (benchbox/explain.py)
+    explain: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -189,6 +192,14 @@ class Backbone:
 
     def describe(self, options: Mapping[str, Any], input_size: Sequence[int]) -> dict:
         return {"framework": self.framework}
+
+    def explain(self, model: Any, images: np.ndarray, target_classes: np.ndarray, layer: str = "auto") -> np.ndarray:
+        """Optional: Grad-CAM heat maps (N, h, w) in [0, 1] of ``model`` for uint8 images (N, H, W),
+        one per image for its class in ``target_classes`` (the predicted one), at the resolution of
+        ``layer`` ("auto": the backbone's last feature map, the one the head pools). Called by the
+        harness after prediction when the suite has [explain]; the default says this backbone
+        cannot explain, and the run goes on without its maps."""
+        raise NotImplementedError(f"{self.name or type(self).__name__} does not implement explain()")
 
 
 class BackboneFamily:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -97,6 +97,9 @@ def run_fold(
     clock: Callable[[], float] = time.perf_counter,
 ) -> FoldOutcome:
     """Train on the job, predict its test fold (and any external images), time it all the same way."""
+    request = job.explain
+    if request is not None:  # the test labels it holds never reach the backbone
+        job = replace(job, explain=None)
     t0 = clock()
     model = call_plugin(plugin, "fit", where, backbone.fit, job)
     call_plugin(plugin, "synchronize", where, backbone.synchronize, model)
@@ -116,6 +119,7 @@ def run_fold(
     call_plugin(plugin, "synchronize", where, backbone.synchronize, model)
     predict_seconds = clock() - t0
     probs = check_probabilities(probs, n_test, job.num_classes, f"{plugin} (predict on {where})")
+    explained = explain_fold(backbone, plugin, model, job, probs, request, where) if request is not None else None
 
     rate = float("nan")
     batch = job.x_test[: max(1, min(n_test, job.training.batch_size))]
@@ -136,6 +140,8 @@ def run_fold(
     if not isinstance(info, dict):
         raise PluginError(f"{plugin} returned info of type {type(info).__name__} on {where}; return a dict")
     info = {**info, "timing": {"throughput_images": len(batch) if n_test else 0, "warmup_calls": 1}}
+    if explained is not None:  # the store writes the maps beside the record and keeps only the summary
+        info["explain"] = explained
     return FoldOutcome(
         probabilities=probs,
         external=ext,
@@ -144,3 +150,51 @@ def run_fold(
         infer_images_per_sec=rate,
         info=info,
     )
+
+
+def explain_fold(backbone: Backbone, plugin: str, model, job: FoldJob, probs: np.ndarray, request, where: str) -> dict:
+    """Grad-CAM maps of a seeded sample of the test fold (benchbox/explain.py), by the fold's own
+    model, for the predicted class. Never fails the fold: a backbone that cannot explain, or whose
+    maps break the contract, gets a ``status`` saying why and no maps. Not timed: the fold's
+    timings are measured before and after without it."""
+    from benchbox import explain as ex
+
+    predicted = probs.argmax(axis=1) if len(probs) else np.zeros(0, dtype=np.int64)
+    ids = list(job.test_ids) if job.test_ids is not None else [str(i) for i in range(len(job.x_test))]
+    idx = ex.select(request["y_test"], predicted, ids, request["images_per_class"], request["seed"], job.num_classes)
+    summary = {"layer": request["layer"], "images": 0}
+    if not len(idx):
+        return {**summary, "status": "no test images to explain"}
+    t0 = time.perf_counter()
+    try:
+        maps = backbone.explain(model, job.x_test[idx], predicted[idx], layer=request["layer"])
+        maps = ex.check_maps(maps, len(idx), plugin)
+    except NotImplementedError as exc:
+        return {**summary, "status": f"cannot explain: {exc or 'explain() is not implemented'}"}
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:
+        return {
+            **summary,
+            "status": f"explain failed on {where}: {type(exc).__name__}: {exc}",
+            "traceback": traceback.format_exc()[-4000:],
+        }
+    y = np.asarray(request["y_test"])
+    return {
+        **summary,
+        "status": "ok",
+        "images": len(idx),
+        "map_size": list(maps.shape[1:]),
+        "seconds": round(time.perf_counter() - t0, 3),
+        "data": {  # popped by the store, written to explanations/<cell>__foldNN.npz
+            "maps": maps,
+            "ids": np.array([str(ids[i]) for i in idx]),
+            "index": idx,
+            "y_true": y[idx].astype(np.int64),
+            "predicted": predicted[idx].astype(np.int64),
+            "probability": probs[idx, predicted[idx]].astype(np.float32),
+            "images": ex.thumbnails(job.x_test[idx]),
+            "input_size": np.array(job.x_test.shape[1:3], dtype=np.int64),
+            "layer": np.array(str(request["layer"])),
+        },
+    }

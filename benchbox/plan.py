@@ -226,6 +226,10 @@ def plan_units(suite: Suite, data: dict[DataKey, PreparedData], done) -> list[Un
                         "seed": fold_seed(suite.seed, cell, fold),
                         "train_ids": ids[train_idx].tolist(),
                         "test_ids": test_ids[test_idx].tolist(),
+                        # [explain]: read by the harness only (it holds the test labels), see benchbox/explain.py
+                        "explain": {**suite.explain, "y_test": labels[test_idx]}
+                        if suite.explain and fold != getattr(suite.protocol, "refit_fold", None)  # not the refit
+                        else None,
                     },
                     refit=fold == refit,
                 )

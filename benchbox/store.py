@@ -243,9 +243,35 @@ class RunStore:
         return out
 
     def write_record(self, record: FoldRecord) -> Path:
+        self._write_explanations(record)
         p = self.record_path(record.cell, record.fold)
         write_json(p, record.to_json())
         return p
+
+    def explanations_path(self, cell: CellKey, fold: int) -> Path:
+        return self.path / "explanations" / f"{cell.slug}__fold{fold:02d}.npz"
+
+    def _write_explanations(self, record: FoldRecord) -> None:
+        """A fold's Grad-CAM maps (the harness leaves them in ``info["explain"]["data"]``), written
+        atomically *before* its record, so a stored record of a suite with [explain] has its maps;
+        the record keeps only the summary (status, layer, count, file)."""
+        explained = record.info.get("explain") if isinstance(record.info, dict) else None
+        if not isinstance(explained, dict):
+            return
+        explained = dict(explained)
+        record.info = {**record.info, "explain": explained}
+        data = explained.pop("data", None)
+        trace = explained.pop("traceback", None)
+        if trace:
+            self.log(f"{record.cell} fold {record.fold}: {explained.get('status')}\n{trace}")
+        path = self.explanations_path(record.cell, record.fold)
+        if data is None:
+            path.unlink(missing_ok=True)  # a rerun of this fold that could not explain: no stale maps
+            return
+        from benchbox.explain import to_npz
+
+        write_atomic(path, to_npz({**data, "classes": np.array([str(c) for c in record.classes])}))
+        explained["file"] = str(path.relative_to(self.path))
 
     def failure_path(self, cell: CellKey, fold: int) -> Path:
         return self.path / "failed" / f"{cell.slug}__fold{fold:02d}.json"

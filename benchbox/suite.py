@@ -40,6 +40,7 @@ TOP_KEYS = {
     "executor",
     "probes",
     "tracking",
+    "explain",
 }
 EXECUTOR_KEYS = {
     "kind": str,
@@ -113,6 +114,7 @@ class Suite:
     tracking: dict = field(default_factory=dict)  # where results are mirrored ({"mlflow": {...}}): not in the digest
     probes: dict = field(default_factory=dict)  # probe name -> options (see benchbox/probes.py)
     thresholds: dict = field(default_factory=dict)  # verdict thresholds of the shortcut report
+    explain: dict = field(default_factory=dict)  # [explain] with defaults merged; {} when the suite has none
     raw: dict = field(repr=False, default_factory=dict)
     text: str = field(repr=False, default="")
 
@@ -270,6 +272,7 @@ def validate_suite(raw: dict, path, registry, text: str = "", check_availability
     if executor_raw.get("kind", "local") not in ("local", "ray"):
         c.add("executor.kind", f"unknown executor {executor_raw.get('kind')!r}; allowed: local, ray")
     tracking = _tracking(c, raw)
+    explain = _explain(c, raw)
     datasets = _entries(c, raw, "datasets", registry, "dataset", COMMON_DATASET_KEYS, check_availability)
     backbones = _entries(c, raw, "backbones", registry, "backbone", COMMON_BACKBONE_KEYS, check_availability)
     for alias, entry in backbones.items():
@@ -329,6 +332,7 @@ def validate_suite(raw: dict, path, registry, text: str = "", check_availability
         ),
         executor=dict(executor_raw),
         tracking=tracking,
+        explain=explain,
         probes=probes,
         thresholds=thresholds,
         datasets=datasets,
@@ -358,6 +362,26 @@ def _tracking(c: _Checker, raw) -> dict:
                 c.add(f"tracking.mlflow.{key}", "must not be empty (leave the key out for the default)")
         out["mlflow"] = {k: v for k, v in mlflow_raw.items() if k in MLFLOW_KEYS}
     return out
+
+
+def _explain(c: _Checker, raw) -> dict:
+    """[explain]: Grad-CAM maps of a seeded sample of each fold's test images (benchbox/explain.py).
+    Returns the settings with defaults merged (the suite's seed unless it names one), ``{}`` when absent."""
+    from benchbox.explain import EXPLAIN_DEFAULTS, check_settings
+
+    if "explain" not in raw:
+        return {}
+    table = raw["explain"]
+    if not isinstance(table, dict):
+        c.add("explain", "must be a table, e.g. [explain] with images_per_class = 4 (or empty for the defaults)")
+        return {}
+    schema = {k: (float if isinstance(v, float) else type(v)) for k, v in EXPLAIN_DEFAULTS.items()}
+    c.keys("explain", table, schema)
+    c.typed("explain", table, schema)
+    for problem in check_settings(table):
+        c.add("explain", problem)
+    seed = raw.get("seed", 0) if _type_ok(raw.get("seed", 0), int) else 0
+    return {**EXPLAIN_DEFAULTS, "seed": seed, **{k: v for k, v in table.items() if k in schema}}
 
 
 def _entries(c: _Checker, raw, section, registry, kind, common, check_availability):

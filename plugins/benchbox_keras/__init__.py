@@ -112,6 +112,11 @@ class KerasBackbone(NetworkBackbone):
         return dict(model.info)
 
     def bench_steps(self, options, batch_size, device, amp, channels_last, train):
+    def explain(self, model, images, target_classes, layer="auto"):
+        from benchbox_keras import gradcam  # the whole model, even when a suffix trained on cached activations
+
+        return gradcam.explain(model.model, images, target_classes, layer, model.batch_size)
+
         from benchbox_keras import engine
 
         return engine.bench_steps(self.network, options, batch_size, device, amp, channels_last, train)

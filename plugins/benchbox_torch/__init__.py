@@ -93,6 +93,11 @@ class TorchBackbone(NetworkBackbone):
         return dict(model.info)
 
     def bench_steps(self, options, batch_size, device, amp, channels_last, train):
+    def explain(self, model, images, target_classes, layer="auto"):
+        from benchbox_torch import gradcam  # the whole net, even when a suffix trained on cached activations
+
+        return gradcam.explain(model.net, images, target_classes, layer, model.batch_size)
+
         from benchbox_torch import engine
 
         return engine.bench_steps(self.network, options, batch_size, device, amp, channels_last, train)

@@ -1,0 +1,107 @@
+"""Grad-CAM of a fold's Keras model, by hand through Keras's own gradients.
+
+Grad-CAM (Selvaraju et al. 2017): the gradient of the class score (the logit, before the
+softmax) with respect to a convolutional feature map, averaged over space, weights each channel
+of that map; their weighted sum, through a ReLU, is the heat map. The feature map is the
+backbone's output by default ("auto": the last feature map, the one the head pools), or any
+layer of the keras.applications base named by ``layer``.
+
+The forward pass uses Keras layers and ``keras.ops`` only; the gradient is the one
+backend-specific step (``_gradient``): TensorFlow's GradientTape here, written so that JAX
+(``jax.vjp``) and PyTorch (``torch.autograd.grad``) can follow; other backends say so.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from benchbox.errors import BenchboxError
+
+
+def _parts(keras, model):
+    """(layers before the base, the base, layers after it) of the engine's model layout
+    (benchbox_keras/engine.py: input -> gray_to_rgb -> preprocessing -> base -> pooling -> head),
+    with the training-time augmentation wrapper, if any, removed."""
+    inner = model
+    for layer in model.layers:  # with_augmentation wraps the model: explain the model itself
+        if isinstance(layer, keras.Model) and layer.name.startswith("benchbox_"):
+            inner = layer
+    layers = [layer for layer in inner.layers if not isinstance(layer, keras.layers.InputLayer)]
+    nested = [i for i, layer in enumerate(layers) if isinstance(layer, keras.Model)]
+    if not nested:
+        raise NotImplementedError(f"{inner.name}: no backbone sub-model found to explain")
+    i = nested[0]
+    return layers[:i], layers[i], layers[i + 1 :]
+
+
+def _features(keras, base, layer: str):
+    """A function image batch -> (feature map, base output)."""
+    if layer == "auto":
+        return lambda x: (lambda f: (f, f))(base(x, training=False))
+    try:
+        target = base.get_layer(layer)
+    except ValueError:
+        names = [lay.name for lay in base.layers if len(getattr(lay.output, "shape", ())) == 4][-5:]
+        raise BenchboxError(
+            f'[explain] layer = {layer!r}: no such layer in {base.name}; use "auto" or a layer name such as '
+            f"{', '.join(names)}"
+        ) from None
+    if len(target.output.shape) != 4:
+        raise BenchboxError(
+            f"[explain] layer = {layer!r} is not a feature map (its output has shape {target.output.shape})"
+        )
+    sub = keras.Model(base.inputs, [target.output, base.output])
+    return lambda x: tuple(sub(x, training=False))
+
+
+def _gradient(keras, forward, x):
+    """(feature map, d sum(target scores) / d feature map) for one batch, on the active backend."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            fmap, score = forward(x, tape.watch)
+        return fmap, tape.gradient(score, fmap)
+    raise NotImplementedError(
+        f"Grad-CAM for the Keras {backend!r} backend is not written yet (TensorFlow is); run with "
+        "KERAS_BACKEND=tensorflow"
+    )
+
+
+def explain(model, images: np.ndarray, target_classes, layer: str = "auto", batch_size: int = 16) -> np.ndarray:
+    """Heat maps (N, h, w) in [0, 1] of a Keras model for uint8 images (N, H, W), one per image for its class."""
+    from benchbox_keras.engine import import_keras
+
+    keras = import_keras()
+    ops = keras.ops
+    before, base, after = _parts(keras, model)
+    features = _features(keras, base, layer)
+    last = after[-1] if after else None
+    if last is None or getattr(last, "kernel", None) is None:
+        raise NotImplementedError(f"{model.name}: the last layer is not a dense classifier; cannot take its logits")
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = ops.convert_to_tensor(np.asarray(images[start : start + batch_size], dtype="float32")[..., None])
+        for lay in before:
+            x = lay([x, x, x]) if isinstance(lay, keras.layers.Concatenate) else lay(x, training=False)
+        targets = ops.convert_to_tensor(np.asarray(target_classes[start : start + batch_size], dtype="int32"))
+
+        def forward(inputs, watch, targets=targets):
+            fmap, h = features(inputs)
+            watch(fmap)
+            if layer == "auto":
+                h = fmap
+            for lay in after[:-1]:
+                h = lay(h, training=False)
+            logits = ops.matmul(h, last.kernel) + last.bias  # the class score before the softmax
+            picked = ops.take_along_axis(logits, ops.expand_dims(targets, 1), axis=1)
+            return fmap, ops.sum(picked)
+
+        fmap, grads = _gradient(keras, forward, x)
+        weights = ops.mean(grads, axis=(1, 2))  # (N, C): how much each channel raises the class score
+        cam = ops.relu(ops.sum(fmap * weights[:, None, None, :], axis=-1))
+        out.append(np.asarray(ops.convert_to_numpy(cam), dtype=np.float64))
+    maps = np.concatenate(out) if out else np.zeros((0, 1, 1))
+    peak = maps.max(axis=(1, 2), keepdims=True)
+    return np.divide(maps, peak, out=np.zeros_like(maps), where=peak > 0)

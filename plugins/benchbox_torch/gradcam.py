@@ -1,0 +1,80 @@
+"""Grad-CAM of a fold's PyTorch model through the `grad-cam` package (pytorch_grad_cam).
+
+The whole network (``TrainedModel.net``: the trained weights, whether the engine trained the
+suffix on cached prefix activations or not — the suffix shares its modules with ``net.base``) is
+explained for the given classes. The target layer is ``net.base`` by default ("auto"): its
+output is the backbone's last feature map, the one the head pools. Maps are returned at that
+feature map's resolution, ReLU'd and divided by their maximum (no min subtraction, unlike the
+package's display scaling, so the share of heat in a region is not skewed); benchbox upsamples
+them only to draw.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from benchbox.errors import BenchboxError
+
+INSTALL = "pip install 'benchbox[explain]'  (grad-cam)"
+
+
+def _gradcam_class():
+    try:
+        from pytorch_grad_cam import GradCAM
+    except ImportError:
+        raise NotImplementedError(f"the grad-cam package is not installed: {INSTALL}") from None
+
+    class FeatureMapGradCAM(GradCAM):
+        """The package's Grad-CAM (channel weights = spatial mean of the gradients), kept at the
+        target layer's resolution."""
+
+        def compute_cam_per_layer(self, input_tensor, targets, eigen_smooth):
+            acts = [a.cpu().data.numpy() for a in self.activations_and_grads.activations]
+            grads = [g.cpu().data.numpy() for g in self.activations_and_grads.gradients]
+            if not acts or not grads:
+                raise BenchboxError("Grad-CAM: the target layer produced no activation or gradient")
+            cam = self.get_cam_image(input_tensor, self.target_layers[0], targets, acts[0], grads[0], eigen_smooth)
+            return [np.maximum(cam, 0)[:, None]]
+
+        def aggregate_multi_layers(self, cam_per_target_layer):
+            return np.concatenate(cam_per_target_layer, axis=1).mean(axis=1)
+
+    return FeatureMapGradCAM
+
+
+def target_layer(net: torch.nn.Module, layer: str) -> torch.nn.Module:
+    if layer == "auto":
+        return net.base
+    try:
+        return net.get_submodule(layer)
+    except AttributeError:
+        names = [n for n, m in net.named_modules() if n and isinstance(m, torch.nn.Conv2d)][-5:]
+        raise BenchboxError(
+            f'[explain] layer = {layer!r}: no such module in this network; use "auto" or a module name '
+            f"such as {', '.join(names)}"
+        ) from None
+
+
+def explain(net: torch.nn.Module, images: np.ndarray, target_classes, layer: str = "auto", batch_size: int = 16):
+    """Heat maps (N, h, w) in [0, 1] of ``net`` for uint8 images (N, H, W), one per image for its class."""
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    cls = _gradcam_class()
+    was_training = net.training
+    out = []
+    cam = cls(model=net, target_layers=[target_layer(net, layer)])
+    # the gradient must reach the feature map even when the whole base is frozen
+    cam.compute_input_gradient = True
+    try:  # not `with cam`: the package's __exit__ prints and swallows an IndexError
+        for start in range(0, len(images), batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).float().unsqueeze(1)
+            targets = [ClassifierOutputTarget(int(c)) for c in target_classes[start : start + batch_size]]
+            out.append(np.asarray(cam(input_tensor=x, targets=targets), dtype=np.float64))
+    finally:
+        cam.activations_and_grads.release()
+        net.zero_grad(set_to_none=True)
+        net.train(was_training)
+    maps = np.concatenate(out) if out else np.zeros((0, 1, 1))
+    peak = maps.max(axis=(1, 2), keepdims=True)
+    return np.divide(maps, peak, out=np.zeros_like(maps), where=peak > 0)
