@@ -341,6 +341,45 @@ def report(
 
 
 @app.command()
+def explain(
+    run_dir: Path = typer.Argument(..., help="A run directory written by `benchbox run` with [explain] in its suite."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", help="Folder for the panels and heat_share.csv (default: RUN_DIR/plots)."
+    ),
+    images: int = typer.Option(4, "--images", min=1, help="Images per class in each panel (wrong predictions first)."),
+):
+    """(Re)draw a run's Grad-CAM panels and its heat-share table from the maps the run stored."""
+    from benchbox import explain as ex
+    from benchbox.records import group_by_cell
+    from benchbox.store import RunStore, write_atomic
+
+    store = RunStore(run_dir)
+    manifest = store.manifest()
+    records, _ = store.read_records(manifest)
+    cells = group_by_cell(records)
+    explained = ex.stored(run_dir, {c.slug: c for c in cells})
+    if not explained:
+        why = sorted({str(r.info["explain"].get("status")) for r in records if isinstance(r.info.get("explain"), dict)})
+        if why:
+            raise BenchboxError(f"{run_dir}: its suite has [explain], but no fold stored maps: " + "; ".join(why))
+        raise BenchboxError(ex.NO_EXPLANATIONS.format(run=run_dir))
+    settings = (manifest.get("suite_as_run") or {}).get("explain") or {}
+    centre, frame = float(settings.get("centre", 0.6)), float(settings.get("frame", 0.1))
+    target = out if out is not None else Path(run_dir) / "plots"
+    paths = ex.draw_panels(explained, target, images)
+    table = ex.share_frame(explained, cells, centre, frame)
+    csv_path = target / "heat_share.csv"
+    write_atomic(csv_path, table.to_csv(index=False))
+    console.print(_rich_frame(table, "Where does it look (Grad-CAM heat share)"))
+    for line in ex.share_notes(centre, frame):
+        console.print(esc(line), highlight=False)
+    for path in [*paths, csv_path]:
+        console.print(f"wrote {esc(path)}", highlight=False)
+    if out is None:
+        console.print(f"`benchbox report {esc(run_dir)}` re-renders report.html with these panels", highlight=False)
+
+
+@app.command()
 def compare(
     run_dir: Path = typer.Argument(..., help="A run directory."),
     a: str = typer.Argument(..., help="First backbone (its name in the suite)."),

@@ -79,7 +79,12 @@ document.querySelectorAll('table.sortable thead th').forEach(function (th) {
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
 
 # the core's own plot kinds (views/plots.py); an evaluator's plots are named by their file prefix
-PLOT_GROUPS = {"roc": "ROC curves", "folds": "Per-fold metrics", "cross_dataset": "Cross-dataset matrix"}
+PLOT_GROUPS = {
+    "roc": "ROC curves",
+    "folds": "Per-fold metrics",
+    "cross_dataset": "Cross-dataset matrix",
+    "gradcam": "Grad-CAM: where each network looks",  # plugins/benchbox_explain
+}
 
 NAME_COLUMNS = {"data", "dataset", "backbone", "positive", "source", "external", "protocol", "probe", ""}
 
