@@ -262,7 +262,7 @@ def test_leaderboard_one_entry_per_backbone_and_ordered_pair(kfold_run):
     result, registry, _ = kfold_run
     entries, problems, metrics = collect([result.run_dir], registry)
     cross = entries[entries["kind"] == "cross-dataset"]
-    assert sorted(cross["data"]) == ["a -> b", "b -> a"]
+    assert sorted(cross["data"]) == ["a → b", "b → a"]
     assert cross["group"].nunique() == 2  # each pair ranked on its own
     ranked = rank(entries, choose_metric(metrics, "auc"))
     text = render(ranked, choose_metric(metrics, "auc"), "markdown")
@@ -292,6 +292,9 @@ def test_cli_end_to_end_on_two_exported_folders(tmp_path):
             "data", "export", "synthetic", "--to", str(tmp_path / name), "--size", "32x32", "--seed", str(seed)
         )
         assert out.returncode == 0, out.stderr
+        for folder in (tmp_path / name).iterdir():  # 8 images per class: the test stays within seconds
+            for extra in sorted(folder.glob("*.png"))[8:] if folder.is_dir() else []:
+                extra.unlink()
     suite = write_suite(
         tmp_path / "x.toml",
         f"""
@@ -303,7 +306,7 @@ def test_cli_end_to_end_on_two_exported_folders(tmp_path):
         k = 2
         [training]
         epochs = 1
-        batch_size = 32
+        batch_size = 16
         [datasets.site1]
         plugin = "folder"
         root = "{tmp_path / "site1"}"
@@ -326,4 +329,4 @@ def test_cli_end_to_end_on_two_exported_folders(tmp_path):
     assert (run_dir / "plots" / "cross_dataset__auc.png").stat().st_size > 1000
     lb = run_cli("leaderboard", str(run_dir), "--metric", "auc")
     assert lb.returncode == 0, lb.stderr
-    assert "cross-dataset: trained on folder" in lb.stdout and "-> tested on folder" in lb.stdout
+    assert "cross-dataset: trained on folder" in lb.stdout and "→ tested on folder" in lb.stdout

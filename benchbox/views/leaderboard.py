@@ -136,7 +136,7 @@ def _cross_entries(result, run_dir, dataset: str | None) -> list[dict]:
                 **{k: x[k] for k in x.index if k in CROSS_METRICS or any(k.startswith(m + "_") for m in CROSS_METRICS)},
                 "kind": "cross-dataset",
                 "dataset": a,
-                "data": f"{a} -> {b}",
+                "data": f"{a} → {b}",
                 "tested_on": b,
                 "backbone": backbone,
                 "plugin": own["plugin"] if own is not None else "",
@@ -149,13 +149,13 @@ def _cross_entries(result, run_dir, dataset: str | None) -> list[dict]:
                 "grouped": bool(manifest.get("protocol", {}).get("grouped")),
                 "weights": opts.get("weights", ""),
                 "input_size": size,
-                "composition": f"{comp[a]} -> {comp[b]}",
+                "composition": f"{comp[a]} → {comp[b]}",
                 "hardware": ", ".join(env.get("gpus") or []) or env.get("cpu", ""),
                 "date": manifest.get("started_at", ""),
                 "benchbox": env.get("benchbox", ""),
                 "notes": f"cross-dataset: trained on {a}, tested on all of {b} ({x['how']}; "
                 f"positive class {x['positive_class']})",
-                "group": f"cross-dataset: trained on {comp[a]} -> tested on {comp[b]} | "
+                "group": f"cross-dataset: trained on {comp[a]} → tested on {comp[b]} | "
                 f"{manifest.get('protocol_label')} | input {size}",
             }
         )

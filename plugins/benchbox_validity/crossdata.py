@@ -12,18 +12,22 @@ import pandas as pd
 
 from benchbox.contracts import Section
 
-ROWS = (("auc", "AUC", 1, 3), ("sensitivity", "Sensitivity %", 100, 1), ("specificity", "Specificity %", 100, 1))
+#: (name, label, scale, digits of the value, digits of the interval)
+ROWS = (
+    ("auc", "AUC", 1, 3, 2),
+    ("sensitivity", "Sensitivity %", 100, 1, 1),
+    ("specificity", "Specificity %", 100, 1, 1),
+)
 
 
-def _text(row, name: str, scale: float, digits: int) -> str:
+def _text(row, name: str, scale: float, digits: int, ci_digits: int) -> str:
     v = row.get(name)
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "n/a"
     text = f"{scale * v:.{digits}f}"
     lo, hi = row.get(f"{name}_ci_low"), row.get(f"{name}_ci_high")
     if lo is not None and hi is not None and not (math.isnan(lo) or math.isnan(hi)):
-        d = max(digits - 1, 0)
-        text += f" [{scale * lo:.{d}f}–{scale * hi:.{d}f}]"
+        text += f" [{scale * lo:.{ci_digits}f}–{scale * hi:.{ci_digits}f}]"
     return text
 
 
@@ -34,11 +38,11 @@ def matrix_frame(cross: pd.DataFrame, backbone: str) -> pd.DataFrame:
     tested = list(dict.fromkeys(list(trained) + list(mine["tested_on"])))
     rows = []
     for a in trained:
-        for name, label, scale, digits in ROWS:
+        for name, label, scale, digits, ci_digits in ROWS:
             row = {"Trained on": a, "Metric": label}
             for b in tested:
                 hit = mine[(mine["trained_on"] == a) & (mine["tested_on"] == b)]
-                row[b] = _text(hit.iloc[0].to_dict(), name, scale, digits) if len(hit) else ""
+                row[b] = _text(hit.iloc[0].to_dict(), name, scale, digits, ci_digits) if len(hit) else ""
             rows.append(row)
     return pd.DataFrame(rows)
 
