@@ -1,5 +1,6 @@
 """PyTorch backbones: the study's five networks from torchvision (VGG19, MobileNet v2) and timm
-(Inception v3, Xception, Inception-ResNet v2).
+(Inception v3, Xception, Inception-ResNet v2); and two backbone families (families.py): every
+timm model as timm/<model>, and TorchXRayVision's chest-X-ray networks as txv/<weights>.
 
 Keras cutoffs count Keras layers. Here a cutoff is mapped by counting *weight-carrying* layers:
 the first ``cutoff`` Keras layers hold N convolutions / batch norms / dense layers (from
@@ -92,12 +93,12 @@ class TorchBackbone(NetworkBackbone):
     def info(self, model):
         return dict(model.info)
 
-    def bench_steps(self, options, batch_size, device, amp, channels_last, train):
     def explain(self, model, images, target_classes, layer="auto"):
         from benchbox_torch import gradcam  # the whole net, even when a suffix trained on cached activations
 
         return gradcam.explain(model.net, images, target_classes, layer, model.batch_size)
 
+    def bench_steps(self, options, batch_size, device, amp, channels_last, train):
         from benchbox_torch import engine
 
         return engine.bench_steps(self.network, options, batch_size, device, amp, channels_last, train)
@@ -111,3 +112,11 @@ class TorchBackbone(NetworkBackbone):
 @hookimpl
 def benchbox_backbones():
     return [TorchBackbone(network) for network in NETS]
+
+
+@hookimpl
+def benchbox_backbone_families():
+    """timm/<model> for every model timm lists, txv/<weights> for TorchXRayVision's (families.py)."""
+    from benchbox_torch.families import TimmFamily, TxvFamily
+
+    return [TimmFamily(), TxvFamily()]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -57,16 +58,22 @@ class TimmFeatures(nn.Module):
 
 
 class BenchboxNet(nn.Module):
+    """Input (N, 1, H, W) uint8 -> ``channels`` copies -> /255 -> (x - mean) / std -> base -> head."""
+
     def __init__(self, base: nn.Module, head: nn.Module, mean, std, frozen_bn: list[nn.Module]):
         super().__init__()
         self.base, self.head = base, head
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+        self.channels = len(mean)  # 3 for ImageNet networks, 1 for TorchXRayVision's
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, self.channels, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, self.channels, 1, 1))
         self._frozen_bn = frozen_bn
 
+    def normalize(self, x):
+        x = x.float().expand(-1, self.channels, -1, -1) / 255.0
+        return (x - self.mean) / self.std
+
     def features(self, x):
-        x = x.float().expand(-1, 3, -1, -1) / 255.0
-        return self.base((x - self.mean) / self.std)
+        return self.base(self.normalize(x))
 
     def forward(self, x):
         return self.head(self.features(x))
@@ -156,19 +163,21 @@ def _load_error(exc: Exception) -> str:
     return "not a PyTorch state dict or .safetensors file" + (f" ({detail})" if detail else f" ({type(exc).__name__})")
 
 
-def load_weights_file(network, net: BenchboxNet, path: str) -> None:
+def load_weights_file(network: str | NetSpec, net: BenchboxNet, path: str) -> None:
     """A whole benchbox model's state dict, or the original network's (classifier ignored)."""
+    spec = network if isinstance(network, NetSpec) else None
+    name = spec.name if spec else f"torch/{network}"
     try:
         sd = load_state_dict_file(path)
     except Exception as exc:
         raise WeightsError(
-            f"torch/{network}: cannot read weights file {path}: {_load_error(exc)}. Give a "
+            f"{name}: cannot read weights file {path}: {_load_error(exc)}. Give a "
             ".safetensors file or a state dict saved with torch.save (files that would run code when loaded "
             "are refused)"
         ) from None
     if not isinstance(sd, dict) or not all(isinstance(k, str) for k in sd):
         raise WeightsError(
-            f"torch/{network}: weights file {path} holds a {type(sd).__name__}, not a state dict "
+            f"{name}: weights file {path} holds a {type(sd).__name__}, not a state dict "
             "(a mapping of tensor names to tensors)"
         )
     if any(k.startswith("head.") for k in sd) and any(k.startswith("base.") for k in sd):
@@ -176,19 +185,19 @@ def load_weights_file(network, net: BenchboxNet, path: str) -> None:
             net.load_state_dict(sd, strict=True)
             return
         except RuntimeError as exc:
-            raise WeightsError(f"torch/{network}: {path} is a benchbox model of another configuration: {exc}") from None
+            raise WeightsError(f"{name}: {path} is a benchbox model of another configuration: {exc}") from None
     base_sd = net.base.state_dict()
-    prefix = "features." if NETS[network].library == "torchvision" else "model."
+    prefixes = spec.key_prefixes if spec else ("features.",) if NETS[network].library == "torchvision" else ("model.",)
     mapped = {}
     for key, value in sd.items():
-        for candidate in (key, key.removeprefix("features."), prefix + key):
+        for candidate in (key, key.removeprefix("features."), *(prefix + key for prefix in prefixes)):
             if candidate in base_sd:
                 mapped[candidate] = value
                 break
     missing = [k for k in base_sd if k not in mapped]
     if missing:
         raise WeightsError(
-            f"torch/{network}: {path} does not fit the network: {len(missing)} of "
+            f"{name}: {path} does not fit the network: {len(missing)} of "
             f"{len(base_sd)} tensors missing (e.g. {missing[:3]})"
         )
     net.base.load_state_dict(mapped, strict=True)
@@ -206,6 +215,53 @@ def save_weights(net: BenchboxNet, path) -> None:
 
 
 # --- building ---------------------------------------------------------------------------
+@dataclass
+class NetSpec:
+    """How to build one network as a benchbox model: the study's five (``study_spec``) and every
+    family member (``benchbox_torch.family_nets``) go through the same ``build_model``."""
+
+    name: str  # "torch/vgg19", "timm/resnet18": named in messages
+    #: pretrained? -> (feature extractor mapping (N, C, H, W) to a feature map, mean, std); mean and
+    #: std are per input channel, applied after scaling to [0, 1] (their length is the channel count)
+    make_base: Callable[[bool], tuple[nn.Module, tuple, tuple]]
+    #: names of the weight-carrying modules, input first (as ``unit_names`` shows them) -> how many to freeze
+    frozen_count: Callable[[list[str]], int]
+    #: everything the frozen prefix's output depends on, given the number of frozen units and the seed
+    cache_key: Callable[[int, int], tuple]
+    #: why prefix caching cannot apply, given the number of frozen units and the training settings
+    fallback: Callable[[int, object], str | None]
+    weights_kind: Callable[[str], str] = weights_kind  # "none", "file" or a kind of downloadable weights
+    strip: str = ""  # a wrapper's prefix removed from module names shown to users ("model.")
+    key_prefixes: tuple[str, ...] = ()  # where a plain network's state-dict keys sit inside ``base``
+
+    def unit_names(self, units) -> list[str]:
+        return [name.removeprefix(self.strip) for name, _ in units]
+
+
+def study_spec(network: str, options) -> NetSpec:
+    """One of the study's five networks: the Keras cutoff mapped by weight-carrying layers."""
+    cutoff = int(options["cutoff"])
+    depth = len(keras_layers(network))
+    if cutoff > depth:
+        raise BenchboxError(
+            f"torch/{network}: cutoff {cutoff} is beyond the network's depth of {depth} "
+            f"Keras layers; choose cutoff <= {depth}"
+        )
+    torchvision_net = NETS[network].library == "torchvision"
+    return NetSpec(
+        name=f"torch/{network}",
+        make_base=lambda pretrained: _base(network, options, pretrained),
+        frozen_count=lambda units: keras_weighted_layers(network, cutoff),
+        cache_key=lambda n_frozen, seed: cache_key("torch", network, options, seed),
+        fallback=lambda n_frozen, training: fallback_reason(options, training),
+        key_prefixes=("features.",) if torchvision_net else ("model.",),
+    )
+
+
+def as_spec(network: str | NetSpec, options) -> NetSpec:
+    return network if isinstance(network, NetSpec) else study_spec(network, options)
+
+
 def _base(network: str, options, pretrained: bool):
     net = NETS[network]
     if net.library == "torchvision":
@@ -222,31 +278,36 @@ def _base(network: str, options, pretrained: bool):
     return TimmFeatures(model), tuple(model.pretrained_cfg["mean"]), tuple(model.pretrained_cfg["std"])
 
 
-def build_model(network: str, options, num_classes: int, seed: int) -> tuple[BenchboxNet, dict]:
-    torch.manual_seed(seed)
-    kind = weights_kind(options["weights"])
-    base, mean, std = _base(network, options, pretrained=kind == "imagenet")
-    cutoff = int(options["cutoff"])
-    depth = len(keras_layers(network))
-    if cutoff > depth:
-        raise BenchboxError(
-            f"torch/{network}: cutoff {cutoff} is beyond the network's depth of {depth} "
-            f"Keras layers; choose cutoff <= {depth}"
-        )
-    units = weight_units(base)
-    n_frozen = keras_weighted_layers(network, cutoff)
-    frozen = units[:n_frozen]
-    for _, mod in frozen:
-        for p in mod.parameters():
+def freeze_units(units, n_frozen: int) -> list[nn.Module]:
+    """Stop the gradients of the first ``n_frozen`` units; return the BatchNorm layers among them.
+
+    A unit's own parameters freeze (a SeparableConv2d's all), not those of modules inside it that
+    are units themselves (e.g. a timm VisionTransformer holds pos_embed and, further down, every block)."""
+    frozen_bn = []
+    for _, mod in units[:n_frozen]:
+        whole = type(mod).__name__ == "SeparableConv2d"
+        for p in mod.parameters(recurse=whole):
             p.requires_grad_(False)
-    frozen_bn = [m for _, mod in frozen for m in mod.modules() if isinstance(m, _BN)]
+        frozen_bn += [m for m in (mod.modules() if whole else [mod]) if isinstance(m, _BN)]
+    return frozen_bn
+
+
+def build_model(network: str | NetSpec, options, num_classes: int, seed: int) -> tuple[BenchboxNet, dict]:
+    """A study network by name (its cutoff from ``options``) or any network a NetSpec describes."""
+    spec = as_spec(network, options)
+    torch.manual_seed(seed)
+    kind = spec.weights_kind(options["weights"])
+    base, mean, std = spec.make_base(kind not in ("none", "file"))
+    units = weight_units(base)
+    n_frozen = spec.frozen_count(spec.unit_names(units))
+    frozen_bn = freeze_units(units, n_frozen)
     for m in base.modules():  # the same running-average speed as the Keras engine (BN_MOMENTUM)
         if isinstance(m, _BN):
             m.momentum = BN_MOMENTUM
     h, w = (int(v) for v in options["input_size"])
     with torch.no_grad():
         base.eval()
-        channels = base(torch.zeros(1, 3, h, w)).shape[1]
+        channels = base(torch.zeros(1, len(mean), h, w)).shape[1]
     layers = [nn.AdaptiveAvgPool2d(1) if options["pooling"] == "avg" else nn.AdaptiveMaxPool2d(1), nn.Flatten()]
     head = list(options["head"])
     width = channels
@@ -258,11 +319,12 @@ def build_model(network: str, options, num_classes: int, seed: int) -> tuple[Ben
     layers.append(nn.Linear(width, num_classes))
     net = BenchboxNet(base, nn.Sequential(*layers), mean, std, frozen_bn)
     if kind == "file":
-        load_weights_file(network, net, os.path.expanduser(options["weights"]))
+        load_weights_file(spec, net, os.path.expanduser(options["weights"]))
+    names = spec.unit_names(units)
     info = {
         "frozen_units": n_frozen,
         "units": len(units),
-        "last_frozen_layer": frozen[-1][0] if frozen else "(none)",
+        "last_frozen_layer": names[n_frozen - 1] if n_frozen else "(none)",
         **parameter_counts(net),
     }
     return net, info
@@ -349,19 +411,22 @@ def prefix_activations(net: BenchboxNet, prefix: nn.Module, x: np.ndarray, batch
     xs = torch.from_numpy(np.ascontiguousarray(x)).unsqueeze(1)
     parts = []
     for i in range(0, len(xs), batch_size):
-        xb = xs[i : i + batch_size].float().expand(-1, 3, -1, -1) / 255.0
-        parts.append([t.numpy() for t in prefix((xb - net.mean) / net.std)])
+        parts.append([t.numpy() for t in prefix(net.normalize(xs[i : i + batch_size]))])
     return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
 
 
-def cached_inputs(network, net, job):
-    """(trainable model, train inputs, info) using cached prefix activations, or None."""
-    split = split_prefix(net.base)
+def cached_inputs(spec: NetSpec, net, job, n_frozen: int):
+    """(trainable model, (train inputs, test inputs), info) using cached prefix activations, or the
+    reason why not (a string)."""
+    try:
+        split = split_prefix(net.base)
+    except Exception as exc:  # e.g. data-dependent control flow torch.fx cannot trace (some timm models)
+        return f"torch.fx cannot trace the network ({type(exc).__name__})"
     if split is None:
-        return None
+        return "no frozen module precedes the trainable ones"
     prefix, suffix = split
     train_ids, test_ids = job_ids(job)
-    key = cache_key("torch", network, job.options, job.seed)
+    key = spec.cache_key(n_frozen, job.seed)
     t0 = time.perf_counter()
     ids = train_ids + test_ids
     cached = CACHE.get(key, ids)
@@ -474,12 +539,13 @@ class TrainedModel:
     info: dict = field(default_factory=dict)
 
 
-def fit(network: str, job: FoldJob) -> TrainedModel:
-    net, info = build_model(network, job.options, job.num_classes, job.seed)
-    reason = fallback_reason(job.options, job.training)
-    cached = cached_inputs(network, net, job) if reason is None else None
-    if reason is None and cached is None:
-        reason = "no frozen module precedes the trainable ones"
+def fit(network: str | NetSpec, job: FoldJob) -> TrainedModel:
+    spec = as_spec(network, job.options)
+    net, info = build_model(spec, job.options, job.num_classes, job.seed)
+    reason = spec.fallback(info["frozen_units"], job.training)
+    cached = cached_inputs(spec, net, job, info["frozen_units"]) if reason is None else None
+    if isinstance(cached, str):
+        reason, cached = cached, None
     t0 = time.perf_counter()
     if cached is not None:
         trainer, inputs, cache_info = cached
