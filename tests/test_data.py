@@ -275,3 +275,15 @@ def test_external_dataset_may_not_be_trained_on(tmp_path, registry):
     text = EXTERNAL_SUITE.format(out=tmp_path).replace('external = ["cohen_other"]', 'external = ["d1"]')
     with pytest.raises(SuiteError, match="also trained on"):
         load_suite(write_suite(tmp_path / "s.toml", text), registry)
+
+
+def test_synthetic_class_counts_give_the_studys_composition_with_patients_in_one_class():
+    from benchbox_synthetic import SyntheticXrays
+
+    data = SyntheticXrays()
+    options = {**data.defaults, "class_counts": {"covid": 224, "pneumonia": 700, "normal": 504}, "patients": 300}
+    assert data.check_options(options) == []
+    table = data.samples(options, seed=3, data_dir=None).table
+    assert table.label.value_counts().to_dict() == {"pneumonia": 700, "normal": 504, "covid": 224}
+    assert table.group.nunique() == 300 and table.groupby("group").label.nunique().max() == 1
+    assert data.check_options({**options, "class_counts": {"covid": 5}})  # every class needs a count

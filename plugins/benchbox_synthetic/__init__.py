@@ -74,15 +74,32 @@ def render(
 class SyntheticXrays(Dataset):
     name = "synthetic"
     description = "X-ray-like synthetic images in 3 classes with patient groups (no downloads)"
-    defaults = {"images": 120, "patients": 40, "positive_class": "covid", "shortcut": False, "signal": True}
+    defaults = {
+        "images": 120,
+        "patients": 40,
+        "positive_class": "covid",
+        "shortcut": False,
+        "signal": True,
+        "class_counts": {},  # e.g. {covid = 224, pneumonia = 700, normal = 504}: the study's counts
+    }
 
     def check_options(self, options):
         problems = []
         n, n_patients = options.get("images"), options.get("patients")
+        counts = options.get("class_counts") or {}
+        if counts and all(isinstance(v, int) for v in counts.values()):
+            n = sum(counts.values())  # class_counts replaces images
         if isinstance(n_patients, int) and n_patients < 3:
             problems.append(f"patients: must be at least 3 (one per class), got {n_patients}")
         if isinstance(n, int) and isinstance(n_patients, int) and n < n_patients:
             problems.append(f"images: must be at least patients ({n_patients}), each patient has an image; got {n}")
+        if counts:
+            bad = [k for k, v in counts.items() if k not in CLASSES or not isinstance(v, int) or v < 1]
+            if bad or set(counts) != set(CLASSES):
+                problems.append(
+                    f"class_counts: give a count >= 1 for each of {', '.join(CLASSES)} (e.g. "
+                    f"{{covid = 224, pneumonia = 700, normal = 504}}), got {counts!r}"
+                )
         if options.get("positive_class") not in CLASSES:
             problems.append(
                 f"positive_class: must be one of {', '.join(CLASSES)}, got {options.get('positive_class')!r}"
@@ -91,18 +108,38 @@ class SyntheticXrays(Dataset):
 
     def samples(self, options, seed, data_dir):
         n, n_patients = int(options["images"]), int(options["patients"])
+        counts = dict(options.get("class_counts") or {})
+        if counts:
+            n = sum(counts.values())
         if n_patients < 3 or n < n_patients:
             raise DataError(
                 f"synthetic: images = {n}, patients = {n_patients}: needs patients >= 3 and images >= "
                 "patients (each patient has at least one image)"
             )
         order = _rng(seed, "classes").permutation(n_patients)
-        patient_label = {p: CLASSES[i % 3] for i, p in enumerate(order)}
+        if counts:  # patients per class in proportion to its images, at least one each
+            share = [max(1, round(n_patients * counts[c] / n)) for c in CLASSES]
+            share[int(np.argmax(share))] += n_patients - sum(share)
+            labels = [c for c, k in zip(CLASSES, share) for _ in range(k)]
+            patient_label = {int(p): labels[i] for i, p in enumerate(order)}
+        else:
+            patient_label = {p: CLASSES[i % 3] for i, p in enumerate(order)}
         patients = {}
         for p in range(n_patients):
             r = _rng(seed, "patient", p)
             patients[p] = {"shift": r.normal(0, 0.03), "scale": r.uniform(0.9, 1.1), "contrast": r.uniform(0.8, 1.2)}
-        owner = np.concatenate([np.arange(n_patients), _rng(seed, "owners").integers(0, n_patients, n - n_patients)])
+        if counts:  # each class's images spread over its own patients
+            owner = np.concatenate(
+                [
+                    np.resize(members, counts[c]) if counts[c] >= len(members) else members[: counts[c]]
+                    for c in CLASSES
+                    for members in [np.array(sorted(p for p, lab in patient_label.items() if lab == c))]
+                ]
+            )
+        else:
+            owner = np.concatenate(
+                [np.arange(n_patients), _rng(seed, "owners").integers(0, n_patients, n - n_patients)]
+            )
         rows = [
             {
                 "id": f"syn-{i:05d}",
@@ -135,7 +172,8 @@ class SyntheticXrays(Dataset):
             positive_class=options["positive_class"],
             load=load,
             fingerprint=f"synthetic:seed={seed}:n={n}:patients={n_patients}"
-            f":shortcut={options['shortcut']}:signal={options['signal']}",
+            f":shortcut={options['shortcut']}:signal={options['signal']}"
+            + (f":counts={','.join(f'{c}={counts[c]}' for c in CLASSES)}" if counts else ""),
         )
 
 
