@@ -70,6 +70,8 @@ class TrainingConfig:
     learning_rate: float = 1e-3
     augment: bool = False  # random horizontal flips and shifts of up to 5% while training
     class_weight: str = "none"  # "balanced": weight the loss by inverse class frequency
+    device: str = "auto"  # "auto" (a GPU where the engine sees one) | "cpu" | "cuda"
+    precision: str = "fp32"  # "mixed": float16/bfloat16 compute with float32 weights (loss scaling on CUDA)
 
 
 @dataclass

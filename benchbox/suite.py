@@ -62,7 +62,11 @@ TRAINING_KEYS = {
     "learning_rate": float,
     "augment": bool,
     "class_weight": str,
+    "device": str,
+    "precision": str,
 }
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "mixed")
 OPTIMIZERS = ("adam",)
 PROTOCOL_KINDS = ("kfold", "holdout", "cross-dataset")
 DEFAULT_EVALUATORS = ("paper", "clinical")
@@ -293,6 +297,9 @@ def validate_suite(raw: dict, path, registry, text: str = "", check_availability
         cells, external = expand_cross_dataset(c, cells, external, datasets)
     probes, thresholds = _probes(c, raw, datasets)
     cells, external = expand_probes(cells, external, probes)
+    for key, allowed, default in (("device", DEVICES, "auto"), ("precision", PRECISIONS, "fp32")):
+        if training_raw.get(key, default) not in allowed:
+            c.add(f"training.{key}", f"must be one of {', '.join(allowed)}, got {training_raw.get(key)!r}")
     if training_raw.get("class_weight", "none") not in ("none", "balanced"):
         c.add("training.class_weight", f"must be 'none' or 'balanced', got {training_raw.get('class_weight')!r}")
 
@@ -329,6 +336,8 @@ def validate_suite(raw: dict, path, registry, text: str = "", check_availability
             learning_rate=float(lr),
             augment=training_raw.get("augment", False),
             class_weight=training_raw.get("class_weight", "none"),
+            device=training_raw.get("device", "auto"),
+            precision=training_raw.get("precision", "fp32"),
         ),
         executor=dict(executor_raw),
         tracking=tracking,

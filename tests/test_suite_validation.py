@@ -49,7 +49,7 @@ BAD = [
     ("colour = 1", "colour: unknown key; allowed:"),
     (
         '[training]\noptimiser = "adam"',
-        "training.optimiser: unknown key; allowed: augment, batch_size, class_weight, epochs",
+        "training.optimiser: unknown key; allowed: augment, batch_size, class_weight, device, epochs",
     ),
     ('[training]\noptimizer = "sgd"', "training.optimizer: unknown optimizer 'sgd'; allowed: adam"),
     ("[training]\nepochs = 0", "training.epochs: must be at least 1"),
