@@ -1,0 +1,354 @@
+"""Grad-CAM explanations ([explain]): heat-share arithmetic, the seeded sample, the map contract,
+the harness (never fails a fold, never changes a metric), a planted border shortcut that moves the
+heat to the border, a Keras smoke test, and `benchbox explain` on a run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchbox import explain as ex
+from benchbox import hookimpl
+from benchbox.contracts import Backbone, FoldJob, TrainingConfig
+from benchbox.harness import run_fold
+from tests.conftest import HAS_TORCH, needs_keras, needs_torch, run_cli, write_suite
+
+
+# --- arithmetic (fast) ------------------------------------------------------------------------
+def test_heat_share_of_an_even_map_is_the_area_of_each_region():
+    centre, border = ex.heat_share(np.ones((1, 7, 7)), size=(100, 100))[0]
+    assert centre == pytest.approx(0.36, abs=1e-9)  # 60 x 60 of 100 x 100
+    assert border == pytest.approx(0.36, abs=1e-9)  # 1 - 80 x 80 / 100 x 100
+
+
+def test_heat_share_follows_where_the_heat_is():
+    top = np.zeros((20, 20))
+    top[0, :] = 1.0  # a marker row at the top edge
+    middle = np.zeros((20, 20))
+    middle[9:11, 9:11] = 1.0
+    shares = ex.heat_share(np.stack([top, middle, np.zeros((20, 20))]), size=(200, 200))
+    assert shares[0, 1] > 0.95 and shares[0, 0] == 0
+    assert shares[1, 0] == pytest.approx(1.0) and shares[1, 1] == 0
+    assert np.isnan(shares[2]).all()  # no heat: no share, rather than a made-up number
+
+
+def test_boxes_match_the_lungs_blackout_probe():
+    from benchbox.probes import lungs_blackout
+
+    box, _ = ex.regions((50, 70), centre=0.6)
+    blacked = lungs_blackout(np.full((50, 70), 255, dtype=np.uint8), 0.6)
+    assert np.array_equal(box, blacked == 0)
+
+
+def test_sample_is_seeded_per_class_and_mixes_right_and_wrong():
+    ids = [f"img-{i}" for i in range(30)]
+    y = np.repeat([0, 1, 2], 10)
+    pred = y.copy()
+    pred[[0, 1, 2, 10]] = 1  # class 0 has three wrong, class 1 one wrong (10 -> predicted 1 is right)
+    pred[10] = 2
+    idx = ex.select(y, pred, ids, 4, seed=5, num_classes=3)
+    assert len(idx) == 12
+    for c in range(3):
+        mine = idx[y[idx] == c]
+        assert len(mine) == 4
+    wrong0 = [i for i in idx if y[i] == 0 and pred[i] != 0]
+    assert len(wrong0) == 2  # half of them wrong where there are enough wrong ones
+    assert [i for i in idx if y[i] == 1 and pred[i] != 1] == [10]  # the only wrong one of class 1
+    assert [i for i in idx if y[i] == 2 and pred[i] != 2] == []  # none wrong: all correct
+    assert np.array_equal(idx, ex.select(y, pred, ids, 4, seed=5, num_classes=3))
+    assert not np.array_equal(idx, ex.select(y, pred, ids, 4, seed=6, num_classes=3))
+
+
+def test_map_contract():
+    with pytest.raises(ValueError, match="shape"):
+        ex.check_maps(np.zeros((2, 5)), 2, "p")
+    with pytest.raises(ValueError, match="NaN"):
+        ex.check_maps(np.full((1, 3, 3), np.nan), 1, "p")
+    with pytest.raises(ValueError, match=r"outside \[0, 1\]"):
+        ex.check_maps(np.full((1, 3, 3), 2.0), 1, "p")
+    big = ex.check_maps(np.random.default_rng(0).uniform(0, 0.5, (2, 56, 70)), 2, "p")
+    assert big.dtype == np.float16 and big.shape == (2, 28, 28) and float(big.max()) == 1.0
+
+
+# --- the harness (fast: numpy backbones) ---------------------------------------------------------
+class Centroid(Backbone):
+    name = "test/centroid"
+    framework = "numpy"
+
+    def fit(self, job):
+        x = job.x_train.reshape(len(job.x_train), -1) / 255.0
+        return np.stack([x[job.y_train == c].mean(0) for c in range(job.num_classes)])
+
+    def predict(self, model, images, ids=None):
+        d = ((images.reshape(len(images), -1)[:, None] / 255.0 - model[None]) ** 2).mean(2)
+        e = np.exp(-20 * (d - d.min(1, keepdims=True)))
+        return e / e.sum(1, keepdims=True)
+
+
+class Broken(Centroid):
+    name = "test/broken"
+
+    def explain(self, model, images, target_classes, layer="auto"):
+        return np.full((len(images), 4, 4), 3.0)  # outside [0, 1]
+
+
+def _job(explain: bool, seed: int = 0, n: int = 36, size: int = 32):
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 3
+    x = (rng.uniform(0, 60, (n, size, size)) + 60 * y[:, None, None]).astype(np.uint8)
+    tr, te = np.arange(0, n - 12), np.arange(n - 12, n)
+    request = {**ex.EXPLAIN_DEFAULTS, "images_per_class": 2, "y_test": y[te]} if explain else None
+    return FoldJob(
+        x[tr],
+        y[tr],
+        x[te],
+        3,
+        {},
+        TrainingConfig(epochs=1, batch_size=8),
+        seed,
+        train_ids=[f"s{i}" for i in tr],
+        test_ids=[f"s{i}" for i in te],
+        explain=request,
+    ), y[te]
+
+
+def test_a_backbone_that_cannot_explain_still_finishes_its_fold_with_the_same_numbers():
+    plain = run_fold(Centroid(), "test/centroid", _job(False)[0], "f0")
+    job, _ = _job(True)
+    seen = {}
+
+    class Spy(Centroid):
+        def fit(self, job):
+            seen["explain"] = job.explain  # the test labels must not reach the backbone
+            return super().fit(job)
+
+    explained = run_fold(Spy(), "test/centroid", job, "f0")
+    assert seen["explain"] is None
+    assert np.array_equal(plain.probabilities, explained.probabilities)
+    assert explained.info["explain"]["status"].startswith("cannot explain")
+    assert "data" not in explained.info["explain"]
+
+
+def test_maps_breaking_the_contract_are_a_warning_not_a_failed_fold():
+    out = run_fold(Broken(), "test/broken", _job(True)[0], "f0")
+    assert out.probabilities.shape == (12, 3)
+    assert "outside [0, 1]" in out.info["explain"]["status"]
+
+
+def test_explain_on_a_run_without_explanations_says_what_to_do(tmp_path):
+    from benchbox.store import RunStore
+
+    RunStore(tmp_path / "run").create({"suite": "s", "suite_digest": "x"}, "")
+    res = run_cli("explain", tmp_path / "run")
+    assert res.returncode != 0
+    assert "[explain]" in res.stdout + res.stderr
+    assert "cannot be explained afterwards" in res.stdout + res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_explain_table_is_validated(tmp_path, registry):
+    from benchbox.errors import SuiteError
+    from benchbox.suite import load_suite
+
+    body = """
+    name = "s"
+    [datasets.syn]
+    plugin = "synthetic"
+    [backbones.c]
+    plugin = "torch/mobilenet_v2"
+    """
+    plain = load_suite(write_suite(tmp_path / "a.toml", body), registry)
+    assert plain.explain == {} and "explain" not in plain.raw
+    with_explain = load_suite(write_suite(tmp_path / "b.toml", body + "[explain]\nimages_per_class = 3\n"), registry)
+    assert with_explain.explain["images_per_class"] == 3 and with_explain.digest != plain.digest
+    with pytest.raises(SuiteError) as err:
+        load_suite(write_suite(tmp_path / "c.toml", body + "[explain]\nimages = 3\nframe = 0.7\n"), registry)
+    assert "explain.images: unknown key" in str(err.value) and "frame" in str(err.value)
+
+
+# --- a planted border shortcut (slow: trains a tiny torch CNN) ----------------------------------
+if HAS_TORCH:
+    import torch  # before any Keras import (see the preamble of the engines)
+
+    class TinyNet(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.base = torch.nn.Sequential(
+                torch.nn.Conv2d(1, 8, 3, padding=1),
+                torch.nn.BatchNorm2d(8),
+                torch.nn.ReLU(),
+                torch.nn.Conv2d(8, 16, 3, stride=2, padding=1),
+                torch.nn.BatchNorm2d(16),
+                torch.nn.ReLU(),
+                torch.nn.Conv2d(16, 16, 3, stride=2, padding=1),
+                torch.nn.ReLU(),
+            )  # a 16 x 16 feature map at 64 px; the head keeps a coarse 4 x 4 layout
+            self.head = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten(), torch.nn.Linear(256, 3))
+
+        def forward(self, x):
+            return self.head(self.base(x.float() / 255.0))
+
+
+class TinyTorch(Backbone):
+    """A three-convolution network that trains in a second: Grad-CAM through the torch engine's
+    gradcam module (the grad-cam package), target layer "auto" = ``net.base``."""
+
+    name = "tiny/cnn"
+    framework = "torch"
+    defaults = {"input_size": [64, 64], "weights": "none"}
+
+    def fit(self, job):
+        torch.manual_seed(job.seed)
+        net = TinyNet().train()
+        opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+        x = torch.from_numpy(job.x_train.copy()).unsqueeze(1)
+        y = torch.from_numpy(np.asarray(job.y_train, dtype=np.int64))
+        for _ in range(job.training.epochs):
+            for i in range(0, len(x), job.training.batch_size):
+                opt.zero_grad()
+                torch.nn.functional.cross_entropy(net(x[i : i + 8]), y[i : i + 8]).backward()
+                opt.step()
+        return net.eval()
+
+    def predict(self, model, images, ids=None):
+        with torch.no_grad():
+            return torch.softmax(model(torch.from_numpy(images.copy()).unsqueeze(1)).double(), 1).numpy()
+
+    def explain(self, model, images, target_classes, layer="auto"):
+        from benchbox_torch import gradcam
+
+        return gradcam.explain(model, images, target_classes, layer)
+
+
+class TinyPlugin:
+    @hookimpl
+    def benchbox_backbones(self):
+        return [TinyTorch()]
+
+
+def _border_share(shortcut: bool) -> tuple[float, float]:
+    from benchbox.plugins import load_registry
+
+    syn = load_registry().get("dataset", "synthetic")
+    options = {**syn.defaults, "images": 72, "patients": 72, "shortcut": shortcut, "signal": not shortcut}
+    s = syn.samples(options, 1, None)
+    x, y = s.load(s.table, (64, 64)), s.labels
+    tr, te = np.arange(0, 54), np.arange(54, 72)
+    job = FoldJob(
+        x[tr],
+        y[tr],
+        x[te],
+        3,
+        {},
+        TrainingConfig(epochs=20, batch_size=8),
+        0,
+        train_ids=list(s.table["id"].iloc[tr]),
+        test_ids=list(s.table["id"].iloc[te]),
+        explain={**ex.EXPLAIN_DEFAULTS, "images_per_class": 6, "y_test": y[te]},
+    )
+    out = run_fold(TinyTorch(), "tiny/cnn", job, "f0")
+    assert out.info["explain"]["status"] == "ok", out.info["explain"]
+    shares = ex.heat_share(out.info["explain"]["data"]["maps"], size=(64, 64))
+    accuracy = float((out.probabilities.argmax(1) == y[te]).mean())
+    return float(np.nanmean(shares[:, 1])), accuracy
+
+
+@pytest.fixture
+def one_thread():
+    """A tiny network trains several times faster on one thread than on an oversubscribed CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.slow
+@needs_torch
+def test_a_planted_border_marker_draws_the_heat_to_the_border(one_thread):
+    border_marked, acc_marked = _border_share(shortcut=True)
+    border_clean, _ = _border_share(shortcut=False)
+    print(f"border heat share: {border_marked:.3f} with the marker, {border_clean:.3f} without")
+    assert acc_marked >= 0.8  # the marker is learnt (the lungs carry no signal in this set)
+    assert border_marked > border_clean + 0.1 and border_marked > 1.5 * border_clean, (border_marked, border_clean)
+
+
+@pytest.mark.slow
+@needs_torch
+def test_a_run_with_explain_reports_and_draws_and_benchbox_explain_redraws(tmp_path, one_thread):
+    from benchbox.plugins import load_registry
+    from benchbox.runner import run_suite
+    from benchbox.suite import load_suite
+
+    registry = load_registry(extra_plugins=[TinyPlugin()])
+    suite_path = write_suite(
+        tmp_path / "s.toml",
+        f"""
+        name = "explained"
+        seed = 2
+        output_dir = "{tmp_path / "runs"}"
+        [protocol]
+        k = 2
+        [training]
+        epochs = 6
+        batch_size = 8
+        [datasets.marked]
+        plugin = "synthetic"
+        images = 36
+        patients = 36
+        shortcut = true
+        [backbones.tiny]
+        plugin = "tiny/cnn"
+        [probes.lungs-blackout]
+        [explain]
+        images_per_class = 2
+        """,
+    )
+    result = run_suite(load_suite(suite_path, registry), registry)
+    run = result.run_dir
+    assert len(list((run / "explanations").glob("*.npz"))) == 4  # 2 folds x (standard + lungs-blackout)
+    section = next(s for s in result.sections if "Grad-CAM" in s.title)
+    assert {"centre heat %", "border heat %", "lungs-blackout accuracy %"} <= set(section.table.columns)
+    assert (run / "heat_share.csv").exists()
+    html = (run / "report.html").read_text()
+    assert "Grad-CAM: where each network looks" in html and "gradcam__marked__tiny.png" in html
+
+    out = tmp_path / "panels"
+    res = run_cli("explain", run, "--out", out, "--images", "1")
+    assert res.returncode == 0, res.stderr
+    assert (out / "gradcam__marked__tiny.png").stat().st_size > 1000
+    assert "border heat %" in res.stdout and (out / "heat_share.csv").exists()
+
+
+# --- Keras (slow) ------------------------------------------------------------------------------
+@pytest.mark.slow
+@needs_keras
+def test_keras_grad_cam_smoke(registry):
+    """A tiny model in the Keras engine's layout (gray_to_rgb, preprocessing, a nested base model,
+    pooling, a softmax Dense), explained through KerasBackbone.explain: auto and a named layer."""
+    from benchbox_keras.engine import TrainedModel, import_keras
+
+    keras = import_keras()
+    keras.utils.set_random_seed(0)
+    base_in = keras.Input((32, 32, 3))
+    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv_a")(base_in)
+    h = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu", name="conv_b")(h)
+    base = keras.Model(base_in, h, name="tiny_base")
+    inputs = keras.Input((32, 32, 1), name="xray")
+    x = keras.layers.Concatenate(name="gray_to_rgb")([inputs, inputs, inputs])
+    x = keras.layers.Normalization(mean=127.5, variance=127.5**2, name="imagenet_preprocess")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pooling")(base(x))
+    model = keras.Model(
+        inputs, keras.layers.Dense(3, activation="softmax", name="predictions")(x), name="benchbox_tiny"
+    )
+    images = np.random.default_rng(0).integers(0, 255, (5, 32, 32), dtype=np.uint8)
+    trained = TrainedModel(model, None, [], None, 4)
+    backbone = registry.get("backbone", "keras/mobilenet_v2")
+    maps = backbone.explain(trained, images, np.array([0, 1, 2, 0, 1]))
+    assert maps.shape == (5, 16, 16) and maps.min() >= 0 and maps.max() <= 1
+    assert np.allclose(maps.max(axis=(1, 2))[maps.max(axis=(1, 2)) > 0], 1.0)
+    named = backbone.explain(trained, images, np.array([0, 1, 2, 0, 1]), layer="conv_a")
+    assert named.shape == (5, 32, 32)
+    from benchbox.errors import BenchboxError
+
+    with pytest.raises(BenchboxError, match="no such layer"):
+        backbone.explain(trained, images, np.zeros(5, dtype=int), layer="conv_z")
