@@ -223,7 +223,9 @@ def cross_dataset_matrix(
     cells = {c: recs for c, recs in group_by_cell(records).items() if not c.probe}
     refits = {r.cell: r for r in refit_records if not r.cell.probe}
     order = [a for a in (manifest.get("datasets") or {}) if not (manifest["datasets"][a].get("probe"))]
-    backbones = list(dict.fromkeys(c.backbone for c in list(cells) + list(refits)))
+    ran = {c.backbone for c in list(cells) + list(refits)}
+    backbones = [b for b in dict.fromkeys(c.backbone for c in cell_index(manifest)) if b in ran]
+    backbones += sorted(ran - set(backbones))  # a record the manifest does not list (never in practice)
 
     def figures(y: np.ndarray, score: np.ndarray, predicted_pos: np.ndarray, groups) -> dict:
         out = {"images": int(len(y)), "positives": int(y.sum())}

@@ -116,7 +116,7 @@ def write_plots(result: RunResult) -> list[Path]:
 
 def cross_heatmap(result: RunResult, out_dir: Path) -> Path:
     """cross_dataset__auc.png: one panel per backbone, rows trained on, columns tested on, AUC as
-    colour (0.5 to 1) with the value and its 95% interval written in each cell; the diagonal (the
+    colour (red below chance, yellow at 0.5, green towards 1) with the value and its 95% interval written in each cell; the diagonal (the
     within-data-set cross-validation) is outlined."""
     plt = pyplot()
     cross = result.cross
@@ -127,8 +127,9 @@ def cross_heatmap(result: RunResult, out_dir: Path) -> Path:
     fig, axes = plt.subplots(
         1,
         len(backbones),
-        figsize=(0.9 + side * len(names) * len(backbones) + 0.8, 1.4 + side * len(trained)),
+        figsize=(1.6 + (side * len(names) + 0.9) * len(backbones) + 0.9, 1.9 + side * len(trained)),
         squeeze=False,
+        layout="constrained",
     )
     image = None
     for ax, backbone in zip(axes[0], backbones):
@@ -136,23 +137,28 @@ def cross_heatmap(result: RunResult, out_dir: Path) -> Path:
         grid = np.full((len(trained), len(names)), np.nan)
         for _, r in mine.iterrows():
             grid[trained.index(r["trained_on"]), names.index(r["tested_on"])] = r["auc"]
-        image = ax.imshow(np.ma.masked_invalid(grid), cmap="viridis", vmin=0.5, vmax=1.0)
+        # chance (0.5) in the middle of a diverging scale: below it, the model ranks the classes the wrong
+        # way round on that data set (often labels that mean different things at the two sites)
+        image = ax.imshow(np.ma.masked_invalid(grid), cmap="RdYlGn", vmin=0.0, vmax=1.0)
         for _, r in mine.iterrows():
             i, j = trained.index(r["trained_on"]), names.index(r["tested_on"])
             text = "n/a" if missing(r["auc"]) else f"{r['auc']:.3f}"
             if not missing(r.get("auc_ci_low")) and not missing(r.get("auc_ci_high")):
                 text += f"\n[{r['auc_ci_low']:.2f}–{r['auc_ci_high']:.2f}]"
-            light = not missing(r["auc"]) and r["auc"] > 0.8
-            ax.text(j, i, text, ha="center", va="center", fontsize=7, color="black" if light else "white")
+            dark = not missing(r["auc"]) and abs(r["auc"] - 0.5) > 0.4
+            ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if dark else "black")
             if r["trained_on"] == r["tested_on"]:
-                ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=2, color="black"))
+                ax.add_patch(
+                    plt.Rectangle((j - 0.46, i - 0.46), 0.92, 0.92, fill=False, lw=1.5, ls="--", color="black")
+                )
         ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
         ax.set_yticks(range(len(trained)), trained, fontsize=8)
         ax.set_xlabel("tested on")
         ax.set_title(backbone, fontsize=9)
     axes[0][0].set_ylabel("trained on")
     fig.suptitle(
-        f"{result.manifest.get('suite', '')}: cross-dataset AUC (positive class vs rest; outlined: within-data-set CV)",
+        f"{result.manifest.get('suite', '')}: cross-dataset AUC, positive class vs rest\n"
+        "(dashed outline: the data set's own cross-validation)",
         fontsize=9,
     )
     if image is not None:
