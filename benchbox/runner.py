@@ -130,6 +130,9 @@ def execute(
         store.write_record(record)
         store.clear_failure(unit.cell, unit.fold)
         reporter.fold_end(record)
+        explained = record.info.get("explain") if isinstance(record.info, dict) else None
+        if isinstance(explained, dict) and explained.get("status", "ok") != "ok":
+            reporter.message(f"warning: {unit.where}: no Grad-CAM maps: {explained['status']}")
         registry.call_lifecycle("benchbox_fold_end", run_dir=run_dir, record=record)
 
     def on_failed(unit: Unit, error: str, detail: str | None) -> None:

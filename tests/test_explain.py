@@ -352,3 +352,45 @@ def test_keras_grad_cam_smoke(registry):
 
     with pytest.raises(BenchboxError, match="no such layer"):
         backbone.explain(trained, images, np.zeros(5, dtype=int), layer="conv_z")
+
+
+def test_a_run_says_at_once_when_a_backbone_cannot_explain(tmp_path):
+    from benchbox import hookimpl
+    from benchbox.plugins import load_registry
+    from benchbox.runner import Reporter, run_suite
+    from benchbox.suite import load_suite
+
+    class Plugin:
+        @hookimpl
+        def benchbox_backbones(self):
+            backbone = Centroid()
+            backbone.defaults = {"input_size": [32, 32]}
+            return [backbone]
+
+    class Collect(Reporter):
+        messages: list[str] = []
+
+        def message(self, text):
+            self.messages.append(text)
+
+    registry = load_registry(extra_plugins=[Plugin()])
+    suite = write_suite(
+        tmp_path / "s.toml",
+        f"""
+        name = "no-cam"
+        output_dir = "{tmp_path / "runs"}"
+        [protocol]
+        k = 2
+        [datasets.syn]
+        plugin = "synthetic"
+        images = 12
+        patients = 12
+        [backbones.c]
+        plugin = "test/centroid"
+        [explain]
+        images_per_class = 1
+        """,
+    )
+    run_suite(load_suite(suite, registry), registry, reporter=Collect())
+    warned = [m for m in Collect.messages if "no Grad-CAM maps" in m]
+    assert len(warned) == 2 and "cannot explain" in warned[0] and "syn" in warned[0]
