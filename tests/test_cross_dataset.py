@@ -325,3 +325,13 @@ def test_cli_end_to_end_on_two_exported_folders(tmp_path):
     lb = run_cli("leaderboard", str(run_dir), "--metric", "auc")
     assert lb.returncode == 0, lb.stderr
     assert "cross-dataset: trained on folder" in lb.stdout and "→ tested on folder" in lb.stdout
+
+
+def test_external_predictions_keep_patients_and_read_records_without_them():
+    from benchbox.records import ExternalPrediction
+
+    old = {"ids": ["x", "y"], "labels": ["covid", "normal"], "probabilities": [[0.9, 0.1], [0.2, 0.8]]}
+    assert ExternalPrediction.from_json(old).groups is None  # written before patients were kept
+    new = ExternalPrediction.from_json({**old, "groups": ["p1", "p1"]})
+    assert new.groups == ["p1", "p1"] and ExternalPrediction.from_json(new.to_json()).groups == ["p1", "p1"]
+    assert "groups" not in ExternalPrediction.from_json(old).to_json()
