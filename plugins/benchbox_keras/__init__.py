@@ -1,4 +1,5 @@
-"""Keras 3 backbones: the study's five networks from keras.applications.
+"""Keras 3 backbones: the study's five networks from keras.applications, and the ``keras``
+family: ``keras/<application>`` for every other keras.applications network (families.py).
 
 Importing this module does not import Keras; the engine (engine.py) does, when a model is built.
 """
@@ -111,12 +112,12 @@ class KerasBackbone(NetworkBackbone):
     def info(self, model):
         return dict(model.info)
 
-    def bench_steps(self, options, batch_size, device, amp, channels_last, train):
     def explain(self, model, images, target_classes, layer="auto"):
         from benchbox_keras import gradcam  # the whole model, even when a suffix trained on cached activations
 
         return gradcam.explain(model.model, images, target_classes, layer, model.batch_size)
 
+    def bench_steps(self, options, batch_size, device, amp, channels_last, train):
         from benchbox_keras import engine
 
         return engine.bench_steps(self.network, options, batch_size, device, amp, channels_last, train)
@@ -132,4 +133,13 @@ def benchbox_backbones():
     return [KerasBackbone(network) for network in APPS]
 
 
-__all__ = ["KerasBackbone", "APPS", "imagenet_file", "weights_kind"]
+from benchbox_keras.families import KerasFamily  # noqa: E402  (it subclasses KerasBackbone)
+
+
+@hookimpl
+def benchbox_backbone_families():
+    """keras/<application>; the study's five above stay explicit and win over the family's."""
+    return [KerasFamily()]
+
+
+__all__ = ["KerasBackbone", "KerasFamily", "APPS", "imagenet_file", "weights_kind"]

@@ -1,10 +1,16 @@
 """The Keras 3 engine: build backbone + cutoff + head, train on a fold, predict the other.
 
 Model layout: input (H, W, 1) in 0..255 -> gray_to_rgb -> imagenet_preprocess (the network's
-own: x/127.5-1, or Caffe mean subtraction for VGG) -> keras.applications base (layers[:cutoff]
-frozen; a frozen BatchNormalization runs in inference mode in Keras 3; the others update their
-moving statistics with PyTorch's momentum, see BN_MOMENTUM) -> global pooling ->
-hidden Dense(ReLU) layers, Dropout between them when there are two or more -> Dense softmax.
+own: x/127.5-1, or Caffe mean subtraction for VGG; for a ``keras/<application>`` family member,
+the affine map its module's ``preprocess_input`` applies to a gray pixel) -> keras.applications
+base (layers[:cutoff] frozen; a frozen BatchNormalization runs in inference mode in Keras 3 and a
+frozen Dropout is switched off; the others update their moving statistics with PyTorch's
+momentum, see BN_MOMENTUM) -> global pooling -> hidden Dense(ReLU) layers, Dropout between them
+when there are two or more -> Dense softmax.
+
+The study's five networks (``APPS``) and every other keras.applications network (families.py)
+build, train, cache, bench and describe through the same functions, keyed by the model name; for
+a family member the cutoff comes from its ``freeze`` option (``frozen_cutoff``).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from benchbox.errors import BenchboxError, WeightsError
 from benchbox_engine_common.networks import BN_MOMENTUM, check_weights_file, weights_kind
 from benchbox_engine_common.prefix_cache import CACHE, cache_key, fallback_reason, job_ids
 from benchbox_keras import APPS, imagenet_file
+from benchbox_keras.families import application, frozen_cutoff, imagenet_download, preprocess_affine
 
 CAFFE_MEAN = [103.939, 116.779, 123.68]
 
@@ -49,6 +56,9 @@ def ensure_weights(network: str, options) -> None:
     cache if needed; fail with what to do otherwise."""
     kind = weights_kind(options["weights"])
     if kind == "none":
+        return
+    if network not in APPS and kind == "imagenet":  # keras.applications downloads it while building
+        application_base(import_keras(), network, options, imagenet=True)
         return
     if kind == "file":
         check_weights_file(
@@ -80,6 +90,9 @@ def ensure_weights(network: str, options) -> None:
 
 
 def _preprocess_layer(keras, network):
+    if network not in APPS:
+        mean, variance, _ = preprocess_affine(keras, network)
+        return keras.layers.Normalization(mean=mean, variance=variance, name="imagenet_preprocess")
     if APPS[network].preprocessing == "caffe":
         # grayscale repeated to 3 channels, so the RGB->BGR swap is a no-op; subtract BGR means
         return keras.layers.Normalization(mean=CAFFE_MEAN, variance=[1.0, 1.0, 1.0], name="imagenet_preprocess")
@@ -92,27 +105,27 @@ def build_model(network: str, options, num_classes: int, seed: int):
     keras.utils.set_random_seed(seed)
     h, w = (int(v) for v in options["input_size"])
     kind = weights_kind(options["weights"])
-    kwargs = {"include_top": False, "weights": None, "input_shape": (h, w, 3)}
-    if network == "mobilenet_v2":
-        kwargs["alpha"] = float(options["alpha"])
-    try:
-        base = getattr(keras.applications, APPS[network].cls)(**kwargs)
-    except ValueError as exc:
-        raise BenchboxError(f"keras/{network}: cannot build for input_size {[h, w]} with {kwargs}: {exc}") from None
-    if kind == "imagenet":  # the file keras.applications would load, from the cache ensure_weights fills
-        ensure_weights(network, options)
-        base.load_weights(os.path.join(keras_cache_dir(), imagenet_file(network, options)[0]))
+    if network in APPS:
+        kwargs = {"include_top": False, "weights": None, "input_shape": (h, w, 3)}
+        if network == "mobilenet_v2":
+            kwargs["alpha"] = float(options["alpha"])
+        try:
+            base = getattr(keras.applications, APPS[network].cls)(**kwargs)
+        except ValueError as exc:
+            raise BenchboxError(f"keras/{network}: cannot build for input_size {[h, w]} with {kwargs}: {exc}") from None
+        if kind == "imagenet":  # the file keras.applications would load, from the cache ensure_weights fills
+            ensure_weights(network, options)
+            base.load_weights(os.path.join(keras_cache_dir(), imagenet_file(network, options)[0]))
+    else:  # any other keras.applications network: Keras loads its own ImageNet file
+        base = application_base(keras, network, options, imagenet=kind == "imagenet")
     for layer in base.layers:  # PyTorch's running-average speed (Keras momentum m = 1 - PyTorch momentum)
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = 1.0 - BN_MOMENTUM
-    cutoff = int(options["cutoff"])
-    if cutoff > len(base.layers):
-        raise BenchboxError(
-            f"keras/{network}: cutoff {cutoff} is beyond the network's depth of "
-            f"{len(base.layers)} Keras layers; choose cutoff <= {len(base.layers)}"
-        )
+    cutoff = frozen_cutoff(network, options, base)
     for layer in base.layers[:cutoff]:
         layer.trainable = False
+        if isinstance(layer, keras.layers.Dropout):  # frozen means inference behaviour, as BatchNorm's
+            layer.rate = 0.0  # (EfficientNet's drop-connect; the study's five have no Dropout inside)
     inputs = keras.Input((h, w, 1), name="xray")
     x = keras.layers.Concatenate(name="gray_to_rgb")([inputs, inputs, inputs])
     x = _preprocess_layer(keras, network)(x)
@@ -129,6 +142,39 @@ def build_model(network: str, options, num_classes: int, seed: int):
     if kind == "file":
         load_weights_file(network, base, model, os.path.expanduser(options["weights"]))
     return model, base
+
+
+def application_base(keras, network: str, options, imagenet: bool):
+    """A keras.applications network without its top; with ``imagenet``, Keras loads (and if needed
+    downloads into its cache) the ImageNet file itself; offline that is a WeightsError naming the
+    URL, the cache path and what to do instead."""
+    cls, _ = application(network)
+    h, w = (int(v) for v in options["input_size"])
+    kwargs = {"include_top": False, "weights": "imagenet" if imagenet else None, "input_shape": (h, w, 3)}
+    build = getattr(keras.applications, cls)
+    if not imagenet:
+        try:
+            return build(**kwargs)
+        except ValueError as exc:
+            raise BenchboxError(f"keras/{network}: cannot build for input_size {[h, w]}: {exc}") from None
+    with imagenet_download() as seen:
+        try:
+            return build(**kwargs)
+        except Exception as exc:
+            if not seen:  # failed before any download: a shape keras.applications refuses
+                raise BenchboxError(f"keras/{network}: cannot build for input_size {[h, w]}: {exc}") from None
+            fname, url = seen[-1]
+            cached = os.path.join(keras_cache_dir(), fname)
+            raise WeightsError(
+                f"keras/{network}: ImageNet weights are not in the Keras cache and could not be downloaded "
+                f"({type(exc).__name__}: {str(exc)[:300]}).\n"
+                f"    Keras looks for: {cached}\n"
+                f"    It downloads from: {url}\n"
+                f"    To fix: on a machine with a network run `benchbox weights fetch keras/{network}` and copy "
+                f"{fname} into {keras_cache_dir()} (or set KERAS_HOME); or, in the suite's [backbones.*] table, "
+                f'set weights = "none" (random initialisation) or weights = "/path/to/{fname}" '
+                f"(a Keras weights file of this network: .h5, .weights.h5 or .keras)."
+            ) from None
 
 
 def load_weights_file(network, base, model, path):
@@ -178,15 +224,22 @@ class TrainedModel:
     info: dict = field(default_factory=dict)
 
 
+def resolved_options(network: str, options, base) -> dict:
+    """The options with ``cutoff`` the number of leading base layers actually frozen (for a family
+    member, what its ``freeze`` option names), which the prefix cache keys on."""
+    return {**options, "cutoff": frozen_cutoff(network, options, base)}
+
+
 def fit(network: str, job: FoldJob) -> TrainedModel:
     keras = import_keras()
     model, base = build_model(network, job.options, job.num_classes, job.seed)
-    reason = fallback_reason(job.options, job.training)
+    options = resolved_options(network, job.options, base)
+    reason = fallback_reason(options, job.training)
     info = parameter_counts(model)
     if job.training.augment:
         model = with_augmentation(keras, model, job.seed)
     if reason is None:
-        trainer, x_train, x_test, cache_info = cached_prefix(keras, network, model, base, job)
+        trainer, x_train, x_test, cache_info = cached_prefix(keras, network, model, base, job, options)
         info.update(cache_info)
     else:
         trainer, x_train, x_test = model, as_input(job.x_train), None
@@ -251,7 +304,7 @@ def boundary_tensors(base, cutoff: int) -> list:
     return list(found.values())
 
 
-def cached_prefix(keras, network, model, base, job):
+def cached_prefix(keras, network, model, base, job, options=None):
     """Split the model at the frozen prefix; compute the prefix once per image (once per run for
     pretrained weights, once per fold for random ones); return a trainer on the activations.
 
@@ -260,7 +313,8 @@ def cached_prefix(keras, network, model, base, job):
     path itself sees a slightly different prefix output each epoch. Training amplifies that; the
     cached path stays within the spread TensorFlow shows from a change of thread count
     (benchmarks/prefix_cache.py --noise-floor, docs/performance.md)."""
-    cutoff = int(job.options["cutoff"])
+    options = job.options if options is None else options  # with the resolved cutoff
+    cutoff = int(options["cutoff"])
     boundary = boundary_tensors(base, cutoff)
     feeds = [keras.Input(t.shape[1:], name=f"prefix_out_{i}") for i, t in enumerate(boundary)]
     if cutoff >= len(base.layers):  # the whole backbone is frozen: only pooling and head train
@@ -273,7 +327,7 @@ def cached_prefix(keras, network, model, base, job):
     trainer = keras.Model(feeds, x, name=f"{model.name}_suffix")
 
     train_ids, test_ids = job_ids(job)
-    key = cache_key("keras", network, job.options, job.seed)
+    key = cache_key("keras", network, options, job.seed)
     t0 = time.perf_counter()
     cached = CACHE.get(key, train_ids + test_ids)
     status = "hit"
@@ -360,27 +414,49 @@ def _leaf_layers(model):
 
 
 def describe(network: str, options) -> dict:
+    keras = import_keras()
     model, base = build_model(network, {**options, "weights": "none"}, num_classes=3, seed=0)
-    cutoff = int(options["cutoff"])
+    cutoff = frozen_cutoff(network, options, base)
     counts = parameter_counts(model)
-    return {
-        "framework": "keras",
-        "model": f"keras.applications.{APPS[network].cls}",
-        "depth": f"{len(base.layers)} Keras layers",
-        "cutoff": cutoff,
-        "last_frozen_layer": base.layers[cutoff - 1].name if cutoff else "(none)",
-        **counts,
-        "input_size": list(options["input_size"]),
-        "preprocessing": (
+    if network in APPS:
+        cls = APPS[network].cls
+        preprocessing = (
             "grayscale x3, BGR mean subtraction (Caffe)"
             if APPS[network].preprocessing == "caffe"
             else "grayscale x3, x/127.5 - 1"
-        ),
-        "gmacs": round(count_macs(model) / 1e9, 3),
-        "head": list(options["head"]),
-        "pooling": options["pooling"],
-        "weights": options["weights"],
+        )
+    else:
+        cls = application(network)[0]
+        preprocessing = "grayscale x3, " + preprocess_affine(keras, network)[2]
+    facts = {
+        "framework": "keras",
+        "model": f"keras.applications.{cls}",
+        "depth": f"{len(base.layers)} Keras layers",
     }
+    if "freeze" in options:
+        units = [layer for layer in base.layers if layer.weights]
+        frozen_units = sum(1 for layer in base.layers[:cutoff] if layer.weights)
+        facts["freeze"] = options["freeze"] if options.get("cutoff", 0) == 0 else f"cutoff {options['cutoff']}"
+        facts["frozen_layers"] = (
+            f"{frozen_units} of {len(units)} weight-carrying layers ({cutoff} of {len(base.layers)} Keras layers)"
+        )
+    facts.update(
+        {
+            "cutoff": cutoff,
+            "last_frozen_layer": base.layers[cutoff - 1].name if cutoff else "(none)",
+            "first_trained_layer": next((layer.name for layer in base.layers[cutoff:] if layer.weights), "(none)"),
+            **counts,
+            "input_size": list(options["input_size"]),
+            "preprocessing": preprocessing,
+            "gmacs": round(count_macs(model) / 1e9, 3),
+            "head": list(options["head"]),
+            "pooling": options["pooling"],
+            "weights": options["weights"],
+        }
+    )
+    if network in APPS:
+        del facts["first_trained_layer"]  # the study's describe stays as it was
+    return facts
 
 
 def bench_steps(network, options, batch_size, device, amp, channels_last, train):
