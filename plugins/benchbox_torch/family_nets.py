@@ -60,24 +60,25 @@ def _timm_create(model: str, layout: tuple[dict, str], pretrained: bool):
 def timm_layout(model: str, h: int, w: int) -> tuple[dict, str]:
     """(extra create_model arguments, "map" | "pooled") with which ``model`` takes an h x w input;
     tried on the meta device (shapes only, no memory), so `benchbox validate` can afford it."""
-    last: Exception | None = None
+    errors: dict[tuple[bool, str], Exception] = {}
     for extra in ({}, {"img_size": (h, w)}):
         for mode in ("map", "pooled"):
             try:
                 with torch.device("meta"):
                     base, net = _timm_create(model, (extra, mode), pretrained=False)
-                    out = base(torch.zeros(1, 3, h, w))
+                    out = base.eval()(torch.zeros(1, 3, h, w))
             except Exception as exc:  # a fixed input size, an unknown argument, a pooling it lacks
-                last = exc
+                errors[bool(extra), mode] = exc
                 continue
             if out.ndim == 4 and out.shape[1] == net.num_features:
                 return extra, mode
     import timm
 
     cfg = timm.models.get_pretrained_cfg(model)
+    why = errors.get((False, "pooled")) or next(iter(errors.values()), None)  # the model's own complaint
     native = f"; it was made for {cfg.input_size[1]}x{cfg.input_size[2]}" if cfg and cfg.input_size else ""
     raise BenchboxError(
-        f"timm/{model}: cannot take input_size [{h}, {w}] ({type(last).__name__}: {str(last)[:200]}){native}. "
+        f"timm/{model}: cannot take input_size [{h}, {w}] ({type(why).__name__}: {str(why)[:200]}){native}. "
         "Set input_size in the suite's [backbones.*] table"
     )
 
@@ -231,6 +232,8 @@ def ensure_weights(family: str, model: str, options) -> None:
     """Fail before any data loads when the weights cannot be had; download them when they can."""
     name = f"{family}/{model}"
     kind = weights_kind(family, options["weights"])
+    if family == "txv" and options["weights"].lower() == "imagenet":
+        kind = "pretrained"  # `benchbox weights fetch` asks every backbone for "imagenet"; suites are refused it
     if kind == "none":
         return
     if kind == "file":
@@ -238,10 +241,6 @@ def ensure_weights(family: str, model: str, options) -> None:
             name, options["weights"], lambda: engine.build_model(spec(family, model, options), options, 2, 0)
         )
         return
-    if family == "txv" and kind == "imagenet":
-        raise WeightsError(
-            f'{name}: TorchXRayVision networks have chest-X-ray weights, not ImageNet: use weights = "pretrained"'
-        )
     cached, url = (timm_weights_location if family == "timm" else txv_weights_location)(model)
     try:
         if family == "timm":
