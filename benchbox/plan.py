@@ -143,7 +143,7 @@ def cross_dataset_problems(suite: Suite, prepared: dict[DataKey, PreparedData]) 
                 f'{suite.path}: protocol.kind = "cross-dataset": trained on {cell.dataset!r} (positive class '
                 f"{positive!r}), tested on {b_alias!r}, whose images have no class {positive!r} (its classes: "
                 f"{', '.join(present)}). Classes are matched by name: map the folder name with "
-                f'datasets.{b_alias}.label_map (e.g. label_map = {{ "COVID-19" = "{positive}" }}), or set '
+                f'datasets.{b_alias}.label_map (label_map = {{ "<its folder name>" = "{positive}" }}), or set '
                 f"datasets.{cell.dataset}.positive_class to a class both data sets have"
             )
             if positive not in present and message not in problems:
