@@ -259,6 +259,8 @@ def test_leaderboard_one_entry_per_backbone_and_ordered_pair(kfold_run):
     cross = entries[entries["kind"] == "cross-dataset"]
     assert sorted(cross["data"]) == ["a → b", "b → a"]
     assert cross["group"].nunique() == 2  # each pair ranked on its own
+    within = entries[entries["kind"] != "cross-dataset"]  # the diagonal: ranked with k-fold runs' entries
+    assert set(within["protocol"]) == {"3-fold (stratified+grouped)"} and "cross" not in within["group"].iloc[0]
     ranked = rank(entries, choose_metric(metrics, "auc"))
     text = render(ranked, choose_metric(metrics, "auc"), "markdown")
     assert "cross-dataset: trained on synthetic" in text and f"{cross.iloc[0]['auc']:.3f}" in text

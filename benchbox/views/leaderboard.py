@@ -21,6 +21,7 @@ import pandas as pd
 from benchbox.contracts import MetricSpec
 from benchbox.errors import BenchboxError
 from benchbox.records import cell_index, data_index
+from benchbox.splitters import Protocol
 from benchbox.store import RunStore
 from benchbox.summary import CROSS_METRICS, summarise
 from benchbox.views.format import md_escape, value
@@ -70,7 +71,7 @@ def collect(run_dirs, registry, dataset: str | None = None) -> tuple[pd.DataFram
                     "run": Path(run_dir).name,
                     "run_dir": str(run_dir),
                     "suite": manifest.get("suite"),
-                    "protocol": manifest.get("protocol_label"),
+                    "protocol": within_label(manifest),
                     "grouped": bool(manifest.get("protocol", {}).get("grouped")),
                     "weights": opts.get("weights", ""),
                     "input_size": size,
@@ -79,7 +80,7 @@ def collect(run_dirs, registry, dataset: str | None = None) -> tuple[pd.DataFram
                     "date": manifest.get("started_at", ""),
                     "benchbox": env.get("benchbox", ""),
                     "notes": " | ".join(_completeness(r) + notes.get(cell, [])),
-                    "group": f"{composition} | {manifest.get('protocol_label')} | input {size}",
+                    "group": f"{composition} | {within_label(manifest)} | input {size}",
                 }
             )
         crossed = _cross_entries(result, run_dir, dataset)
@@ -102,6 +103,16 @@ CROSS_SPECS = (
     MetricSpec("sensitivity", "Sensitivity", scale=100, unit="%", interval="wilson"),
     MetricSpec("specificity", "Specificity", scale=100, unit="%", interval="wilson"),
 )
+
+
+def within_label(manifest: dict) -> str:
+    """The protocol of a run's ordinary (within-data-set) entries. A cross-dataset run's are its k-fold
+    cross-validation, computed exactly as a k-fold run's, so they are ranked together with those."""
+    protocol = manifest.get("protocol") or {}
+    if protocol.get("kind") != "cross-dataset":
+        return manifest.get("protocol_label")
+    fields = {k: protocol[k] for k in ("k", "stratified", "grouped") if k in protocol}
+    return Protocol(kind="kfold", **fields).label
 
 
 def _cross_entries(result, run_dir, dataset: str | None) -> list[dict]:
