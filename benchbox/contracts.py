@@ -163,6 +163,8 @@ class Backbone:
     framework: str = ""
     description: str = ""
     defaults: Mapping[str, Any] = {}
+    #: types of options whose default does not say them all, e.g. {"freeze": (str, float)}
+    option_types: Mapping[str, Any] = {}
 
     def availability(self) -> Availability:
         return Availability(True)

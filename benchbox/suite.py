@@ -133,6 +133,8 @@ class Suite:
 
 
 def _type_ok(value, expected) -> bool:
+    if isinstance(expected, tuple):  # a plugin's option that takes several types, e.g. freeze: str or number
+        return any(_type_ok(value, e) for e in expected)
     if expected is bool:
         return isinstance(value, bool)
     if expected is int:
@@ -145,6 +147,8 @@ def _type_ok(value, expected) -> bool:
 
 
 def _type_name(expected) -> str:
+    if isinstance(expected, tuple):
+        return " or ".join(_type_name(e) for e in expected)
     return {
         bool: "true/false",
         int: "an integer",
@@ -419,7 +423,7 @@ def _entries(c: _Checker, raw, section, registry, kind, common, check_availabili
         if check_availability and not available[plugin].availability.ok:
             c.add(f"{where}.plugin", f"{plugin} is unavailable: {available[plugin].availability.reason}")
         defaults = dict(obj.defaults)
-        schema = {**_schema_from_defaults(defaults), **common}
+        schema = {**_schema_from_defaults(defaults), **dict(getattr(obj, "option_types", {}) or {}), **common}
         c.keys(where, table, schema)
         c.typed(where, table, schema)
         options = {**defaults, **{k: v for k, v in table.items() if k != "plugin"}}

@@ -244,3 +244,12 @@ def test_describe_shows_what_froze():
     assert res.returncode == 0, res.stderr
     out = res.stdout
     assert "layer2.1.bn2" in out and "20 of 40" in out and "layer3" in out and "params_frozen" in out
+
+
+def test_a_bare_fraction_in_a_suite_is_a_freeze_setting(reg, tmp_path):
+    from benchbox.suite import load_suite
+
+    body = '[backbones.r18]\nplugin = "timm/resnet18"\nweights = "none"\ninput_size = [48, 48]\nfreeze = {}\n'
+    assert load_suite(tiny_suite(tmp_path, body.format("0.5")), reg).backbones["r18"].options["freeze"] == 0.5
+    with pytest.raises(SuiteError, match="freeze: must be a string or a number"):
+        load_suite(tiny_suite(tmp_path, body.format("[1]")), reg)

@@ -55,6 +55,7 @@ class FamilyBackbone(Backbone):
     """One member of a family, e.g. timm/resnet18; the PyTorch work is in ``family_nets``."""
 
     framework = "torch"
+    option_types = {"freeze": (str, float)}  # "none", "all", a layer name, or a fraction such as 0.5
 
     def __init__(self, family: str, model: str, defaults: dict, description: str):
         self.family, self.model = family, model
