@@ -103,7 +103,9 @@ class RichReporter:
     def fold_start(self, cell, fold, epochs):
         if self.epochs is not None:
             self.progress.remove_task(self.epochs)
-        self.epochs = self.progress.add_task(esc(f"{cell} fold {fold}: epochs"), total=epochs)
+        self.epochs = self.progress.add_task(
+            esc(f"{cell} {f'fold {fold}' if isinstance(fold, int) else fold}: epochs"), total=epochs
+        )
 
     def epoch(self, done, total):
         self.progress.update(self.epochs, completed=done)

@@ -70,7 +70,8 @@ class LocalExecutor:
             if unit.cell in failed_cells:
                 on_failed(unit, "skipped: an earlier fold of this cell failed in this session", None)
                 continue
-            reporter.fold_start(unit.cell, unit.fold, unit.job_fields["training"].epochs)
+            label = "refit on all of it" if unit.refit else unit.fold  # a cross-dataset refit is not a fold
+            reporter.fold_start(unit.cell, label, unit.job_fields["training"].epochs)
             backbone = self.registry.get("backbone", unit.plugin)
             job = build_job(unit, images[unit.images_key], images[unit.test_images_key], reporter.epoch)
             try:

@@ -347,7 +347,10 @@ class Mirror:
             self.fold(record)
 
     def fold(self, record: FoldRecord) -> None:
-        """A fold's metrics on its cell's child, at step = fold (skipped where already logged)."""
+        """A fold's metrics on its cell's child, at step = fold (skipped where already logged). A
+        cross-dataset refit model is not a fold: its own "test" images are training images."""
+        if record.refit:
+            return
         values = {FOLD + k: v for k, v in fold_metrics(record).items()}
         self._log(self.child(record.cell), {record.fold: values}, millis(record.written_at))
 
