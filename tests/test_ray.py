@@ -14,6 +14,7 @@ from conftest import TORCH_MNV2, needs_torch, run_cli, tiny_suite
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.xdist_group("ray"),  # one local Ray instance at a time (the suite runs on 2 xdist workers)
     pytest.mark.skipif(
         importlib.util.find_spec("ray") is None, reason="Ray not installed (pip install 'benchbox[ray]')"
     ),
