@@ -125,8 +125,9 @@ class BackboneTable(dict):
         """Every name, explicit and family, optionally of one framework/prefix and matching a
         shell-style pattern (matched against the whole name and against the part after the '/')."""
         names = set(dict.keys(self))
-        for prefix in self.families:
-            names.update(self.family_models(prefix))
+        for prefix, (family, _, _) in self.families.items():
+            if framework in (None, prefix, family.framework):  # only ask the families that can match
+                names.update(self.family_models(prefix))
         out = []
         for name in sorted(names):
             entry = dict.get(self, name)

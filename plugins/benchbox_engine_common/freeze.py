@@ -83,7 +83,7 @@ def frozen_count(spec: Freeze, units: Sequence[str], network: str = "") -> int:
     raise BenchboxError(
         f"{where}freeze: no layer or module named {spec.layer!r}"
         + (f"; did you mean {', '.join(close)}?" if close else "")
-        + " (`benchbox backbones describe NAME` lists what the network has; or use a fraction such as 0.5)"
+        + " (or a fraction such as 0.5; `benchbox backbones describe NAME --freeze LAYER` shows what a setting freezes)"
     )
 
 
