@@ -32,12 +32,19 @@ def _blob(yy, xx, cy, cx, ry, rx):
 
 
 def render(
-    label: str, patient: dict, image_seed: int, size: tuple[int, int], shortcut: bool = False, signal: bool = True
+    label: str,
+    patient: dict,
+    image_seed: int,
+    size: tuple[int, int],
+    shortcut: bool = False,
+    signal: bool = True,
+    lesion_contrast: float = 1.0,
 ) -> np.ndarray:
     """One synthetic chest X-ray as uint8 (height, width); resolution independent.
 
     ``shortcut`` plants a class-specific marker in the top border (as a hospital's label or
-    scanner mark would be); ``signal = False`` removes the disease from the lungs."""
+    scanner mark would be); ``signal = False`` removes the disease from the lungs;
+    ``lesion_contrast`` scales the disease's brightness (1.0: the default, faint at small sizes)."""
     h, w = size
     rng = np.random.default_rng(image_seed)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
@@ -59,11 +66,11 @@ def render(
         pass
     elif label == "pneumonia":  # one dense lobar consolidation, lower lobe
         lx = centres[int(rng.integers(0, 2))]
-        img += 0.55 * _blob(yy, xx, 0.62 + rng.normal(0, 0.03), lx, 0.12, 0.08) * lungs
+        img += lesion_contrast * 0.55 * _blob(yy, xx, 0.62 + rng.normal(0, 0.03), lx, 0.12, 0.08) * lungs
     elif label == "covid":  # bilateral, peripheral, hazy (ground-glass) opacities
         for side, lx in zip((-1, 1), centres):
             haze = _blob(yy, xx, 0.58 + rng.normal(0, 0.04), lx + side * 0.05 * sc, 0.2, 0.06)
-            img += (0.3 + 0.1 * rng.normal(0, 1, size=img.shape)) * haze * lungs
+            img += lesion_contrast * (0.3 + 0.1 * rng.normal(0, 1, size=img.shape)) * haze * lungs
     if shortcut:  # bright markers in the top 8% whose number gives the class away (1, 2 or 3)
         for k in range({"covid": 1, "pneumonia": 2, "normal": 3}[label]):
             img[(yy > 0.01) & (yy < 0.07) & (np.abs(xx - 0.15 - 0.12 * k) < 0.04)] = 1.0
@@ -80,6 +87,7 @@ class SyntheticXrays(Dataset):
         "positive_class": "covid",
         "shortcut": False,
         "signal": True,
+        "lesion_contrast": 1.0,  # > 1: brighter lesions, an easier task (the quickstart's 64x80 inputs)
         "class_counts": {},  # e.g. {covid = 224, pneumonia = 700, normal = 504}: the study's counts
     }
 
@@ -100,6 +108,9 @@ class SyntheticXrays(Dataset):
                     f"class_counts: give a count >= 1 for each of {', '.join(CLASSES)} (e.g. "
                     f"{{covid = 224, pneumonia = 700, normal = 504}}), got {counts!r}"
                 )
+        contrast = options.get("lesion_contrast", 1.0)
+        if isinstance(contrast, bool) or not isinstance(contrast, (int, float)) or not 0 < contrast <= 5:
+            problems.append(f"lesion_contrast: must be a number in (0, 5] (1.0 is the default), got {contrast!r}")
         if options.get("positive_class") not in CLASSES:
             problems.append(
                 f"positive_class: must be one of {', '.join(CLASSES)}, got {options.get('positive_class')!r}"
@@ -151,6 +162,7 @@ class SyntheticXrays(Dataset):
             for i, p in enumerate(owner)
         ]
         table = pd.DataFrame(rows)
+        contrast = float(options.get("lesion_contrast", 1.0))
 
         def load(sub: pd.DataFrame, size):
             out = np.empty((len(sub), *size), dtype=np.uint8)
@@ -163,6 +175,7 @@ class SyntheticXrays(Dataset):
                     size,
                     shortcut=bool(options["shortcut"]),
                     signal=bool(options["signal"]),
+                    lesion_contrast=contrast,
                 )
             return out
 
@@ -173,7 +186,8 @@ class SyntheticXrays(Dataset):
             load=load,
             fingerprint=f"synthetic:seed={seed}:n={n}:patients={n_patients}"
             f":shortcut={options['shortcut']}:signal={options['signal']}"
-            + (f":counts={','.join(f'{c}={counts[c]}' for c in CLASSES)}" if counts else ""),
+            + (f":counts={','.join(f'{c}={counts[c]}' for c in CLASSES)}" if counts else "")
+            + (f":lesion_contrast={contrast:g}" if contrast != 1.0 else ""),
         )
 
 
