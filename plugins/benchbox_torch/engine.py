@@ -7,13 +7,26 @@ them when there are two or more) -> Linear to the classes; softmax for probabili
 Adam uses eps=1e-7, Keras's default, so both frameworks train with the same optimiser; its fused
 kernel (about 3x faster than the per-tensor loop on the CPU) matters once the frozen prefix is cached
 and only the suffix trains.
+
+Device and precision (``training.device``, ``training.precision``): "auto" trains on CUDA when
+PyTorch sees a GPU, else on the CPU. On CUDA the network and its inputs use the channels-last
+memory format, host arrays are pinned and copied without blocking; "mixed" autocasts to float16
+with a GradScaler on CUDA, to bfloat16 on the CPU. Probabilities come back as float64 on the host.
+On the CPU in fp32 nothing moves and the numbers are those of the plain CPU code.
+
+No per-fold rebuild: a cell's model (and its fx split for the prefix cache) is built once and, for
+each fold, reset to exactly the state a fresh build with that fold's seed would have (``MODELS``).
+``BENCHBOX_REBUILD_EACH_FOLD=1`` builds every fold afresh instead (benchmarks/fold_overhead.py).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,6 +41,81 @@ from benchbox_torch import NETS, keras_layers, keras_weighted_layers
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 _BN = nn.modules.batchnorm._BatchNorm
+
+
+# --- device and precision ------------------------------------------------------------------
+def resolve_device(device: str, who: str = "torch") -> torch.device:
+    """training.device as a torch device: "auto" is CUDA when PyTorch sees a GPU, else the CPU."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise BenchboxError(f'{who}: training.device = {device!r}; use "auto", "cpu" or "cuda"')
+    if device == "cuda" and not torch.cuda.is_available():
+        build = f"CUDA {torch.version.cuda} build" if torch.version.cuda else "a CPU-only build"
+        raise BenchboxError(
+            f'{who}: training.device = "cuda", but PyTorch sees no CUDA device (torch {torch.__version__}, '
+            f'{build}). Set training.device = "auto" (a GPU where there is one) or "cpu" in the suite, or '
+            "install a CUDA build of PyTorch on a machine with an NVIDIA GPU"
+        )
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how a fold computes: the device, mixed precision or not, the memory format."""
+
+    device: torch.device
+    mixed: bool = False
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    @property
+    def channels_last(self) -> bool:
+        return self.cuda
+
+    @property
+    def precision(self) -> str:
+        return "mixed" if self.mixed else "fp32"
+
+    @property
+    def amp_dtype(self) -> torch.dtype:
+        return torch.float16 if self.cuda else torch.bfloat16
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp_dtype) if self.mixed else nullcontext()
+
+    def put(self, t: torch.Tensor) -> torch.Tensor:
+        """A host tensor on the device: pinned and copied without blocking; 4-d ones channels-last."""
+        if not self.cuda:
+            return t
+        t = t.pin_memory().to(self.device, non_blocking=True)
+        return t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
+
+    def prepare_net(self, net: nn.Module) -> nn.Module:
+        if not self.cuda:
+            return net
+        return net.to(self.device, memory_format=torch.channels_last)
+
+    def info(self) -> dict:
+        return {
+            "device": str(self.device) if not self.cuda else f"cuda:{self.device.index or 0}",
+            "precision": self.precision,
+            "autocast_dtype": str(self.amp_dtype).removeprefix("torch.") if self.mixed else None,
+            "channels_last": self.channels_last,
+            "gpu": torch.cuda.get_device_name(self.device) if self.cuda else None,
+        }
+
+
+CPU_FP32 = Runtime(torch.device("cpu"))
+
+
+def runtime(training, who: str = "torch") -> Runtime:
+    precision = getattr(training, "precision", "fp32")
+    if precision not in ("fp32", "mixed"):
+        raise BenchboxError(f'{who}: training.precision = {precision!r}; use "fp32" or "mixed"')
+    return Runtime(resolve_device(getattr(training, "device", "auto"), who), precision == "mixed")
 
 
 def weight_units(module: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -292,9 +380,9 @@ def freeze_units(units, n_frozen: int) -> list[nn.Module]:
     return frozen_bn
 
 
-def build_model(network: str | NetSpec, options, num_classes: int, seed: int) -> tuple[BenchboxNet, dict]:
-    """A study network by name (its cutoff from ``options``) or any network a NetSpec describes."""
-    spec = as_spec(network, options)
+def _construct(spec: NetSpec, options, num_classes: int, seed: int, channels: int | None = None):
+    """The seeded steps of a build, in a fixed order (the global RNG ends where a build leaves it):
+    (net, units, frozen count, feature channels). ``channels`` known: no probe forward."""
     torch.manual_seed(seed)
     kind = spec.weights_kind(options["weights"])
     base, mean, std = spec.make_base(kind not in ("none", "file"))
@@ -304,10 +392,11 @@ def build_model(network: str | NetSpec, options, num_classes: int, seed: int) ->
     for m in base.modules():  # the same running-average speed as the Keras engine (BN_MOMENTUM)
         if isinstance(m, _BN):
             m.momentum = BN_MOMENTUM
-    h, w = (int(v) for v in options["input_size"])
-    with torch.no_grad():
-        base.eval()
-        channels = base(torch.zeros(1, len(mean), h, w)).shape[1]
+    if channels is None:
+        h, w = (int(v) for v in options["input_size"])
+        with torch.no_grad():
+            base.eval()
+            channels = base(torch.zeros(1, len(mean), h, w)).shape[1]
     layers = [nn.AdaptiveAvgPool2d(1) if options["pooling"] == "avg" else nn.AdaptiveMaxPool2d(1), nn.Flatten()]
     head = list(options["head"])
     width = channels
@@ -320,6 +409,13 @@ def build_model(network: str | NetSpec, options, num_classes: int, seed: int) ->
     net = BenchboxNet(base, nn.Sequential(*layers), mean, std, frozen_bn)
     if kind == "file":
         load_weights_file(spec, net, os.path.expanduser(options["weights"]))
+    return net, units, n_frozen, channels
+
+
+def build_model(network: str | NetSpec, options, num_classes: int, seed: int) -> tuple[BenchboxNet, dict]:
+    """A study network by name (its cutoff from ``options``) or any network a NetSpec describes."""
+    spec = as_spec(network, options)
+    net, units, n_frozen, _ = _construct(spec, options, num_classes, seed)
     names = spec.unit_names(units)
     info = {
         "frozen_units": n_frozen,
@@ -406,44 +502,60 @@ class SuffixNet(nn.Module):
 
 
 @torch.no_grad()
-def prefix_activations(net: BenchboxNet, prefix: nn.Module, x: np.ndarray, batch_size: int) -> list[np.ndarray]:
+def prefix_activations(
+    net: BenchboxNet, prefix: nn.Module, x: np.ndarray, batch_size: int, rt: Runtime = CPU_FP32
+) -> list[np.ndarray]:
+    """The prefix's boundary tensors for uint8 images, computed on the fold's device (autocast when
+    mixed), stored as float32 numpy arrays on the host."""
     prefix.eval()
     xs = torch.from_numpy(np.ascontiguousarray(x)).unsqueeze(1)
     parts = []
     for i in range(0, len(xs), batch_size):
-        parts.append([t.numpy() for t in prefix(net.normalize(xs[i : i + batch_size]))])
-    return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
+        with rt.autocast():
+            outs = prefix(net.normalize(rt.put(xs[i : i + batch_size])))
+        parts.append([t.float() for t in outs])
+    if not rt.cuda:
+        return [np.concatenate([p[k].numpy() for p in parts]) for k in range(len(parts[0]))]
+    # one copy back per boundary tensor, in the default (contiguous) layout
+    return [torch.cat([p[k] for p in parts]).contiguous().cpu().numpy() for k in range(len(parts[0]))]
 
 
-def cached_inputs(spec: NetSpec, net, job, n_frozen: int):
+def cached_inputs(spec: NetSpec, net, job, n_frozen: int, split=None, rt: Runtime = CPU_FP32):
     """(trainable model, (train inputs, test inputs), info) using cached prefix activations, or the
-    reason why not (a string)."""
-    try:
-        split = split_prefix(net.base)
-    except Exception as exc:  # e.g. data-dependent control flow torch.fx cannot trace (some timm models)
-        return f"torch.fx cannot trace the network ({type(exc).__name__})"
+    reason why not (a string). ``split``: the model's (prefix, suffix), when already made."""
     if split is None:
-        return "no frozen module precedes the trainable ones"
+        split = make_split(net)
+    if isinstance(split, str):
+        return split
     prefix, suffix = split
     train_ids, test_ids = job_ids(job)
-    key = spec.cache_key(n_frozen, job.seed)
+    key = (*spec.cache_key(n_frozen, job.seed), rt.device.type, rt.precision)
     t0 = time.perf_counter()
     ids = train_ids + test_ids
     cached = CACHE.get(key, ids)
     status = "hit"
     if cached is None:
-        cached = prefix_activations(net, prefix, np.concatenate([job.x_train, job.x_test]), job.training.batch_size)
+        cached = prefix_activations(net, prefix, np.concatenate([job.x_train, job.x_test]), job.training.batch_size, rt)
         CACHE.put(key, ids, cached)
         status = "computed"
     n = len(train_ids)
-    train_inputs = [torch.from_numpy(np.ascontiguousarray(a[:n])) for a in cached]
-    test_inputs = [torch.from_numpy(np.ascontiguousarray(a[n:])) for a in cached]
+    train_inputs = [rt.put(torch.from_numpy(np.ascontiguousarray(a[:n]))) for a in cached]
+    test_inputs = [rt.put(torch.from_numpy(np.ascontiguousarray(a[n:]))) for a in cached]
     info = {
         "prefix_cache": status,
         "prefix_seconds": time.perf_counter() - t0,
         "prefix_boundary": [list(a.shape[1:]) for a in cached],
     }
     return SuffixNet(suffix, net), (train_inputs, test_inputs), info
+
+
+def make_split(net: BenchboxNet):
+    """split_prefix of the net's base, or why there is none (a string)."""
+    try:
+        split = split_prefix(net.base)
+    except Exception as exc:  # e.g. data-dependent control flow torch.fx cannot trace (some timm models)
+        return f"torch.fx cannot trace the network ({type(exc).__name__})"
+    return "no frozen module precedes the trainable ones" if split is None else split
 
 
 # --- training ---------------------------------------------------------------------------
@@ -476,55 +588,85 @@ def adam(params, learning_rate: float) -> torch.optim.Adam:
         return torch.optim.Adam(params, lr=learning_rate, eps=1e-7)
 
 
-def train(net: nn.Module, inputs, y: np.ndarray, training, seed: int, progress=None) -> None:
+def train(net: nn.Module, inputs, y: np.ndarray, training, seed: int, progress=None, rt: Runtime = CPU_FP32) -> float:
     """Adam on the trainable parameters; ``inputs`` is the uint8 image array, or a list of
-    tensors (cached prefix activations) fed to ``net`` as positional arguments."""
+    tensors (cached prefix activations) fed to ``net`` as positional arguments. The data sit on
+    the fold's device for the whole loop, except with augmentation on a GPU: batches are then
+    augmented on the host (the same random stream as on the CPU) and copied over one by one.
+    Returns the seconds spent in the training steps (the device synchronised at the end)."""
     if isinstance(inputs, np.ndarray):
         inputs = [torch.from_numpy(np.ascontiguousarray(inputs)).unsqueeze(1)]
+    augment_on_host = training.augment and rt.cuda
+    if not augment_on_host:
+        inputs = [rt.put(t) for t in inputs]
     params = [p for p in net.parameters() if p.requires_grad]
     optimizer = adam(params, training.learning_rate)
-    ys = torch.from_numpy(np.array(y, dtype=np.int64))  # a copy: y may be a read-only view
+    ys = rt.put(torch.from_numpy(np.array(y, dtype=np.int64)))  # a copy: y may be a read-only view
     weight = None
     if getattr(training, "class_weight", "none") == "balanced":
         k = _num_outputs(net)
-        weight = torch.tensor(balanced_class_weights(y, k), dtype=torch.float32)
+        weight = rt.put(torch.tensor(balanced_class_weights(y, k), dtype=torch.float32))
     loss_fn = nn.CrossEntropyLoss(weight=weight)
+    scaler = torch.amp.GradScaler("cuda") if rt.mixed and rt.cuda else None  # float16 needs loss scaling
     generator = torch.Generator().manual_seed(seed)
     bs = training.batch_size
     net.train()
+    t0 = time.perf_counter()
     for epoch in range(training.epochs):
         order = torch.randperm(len(ys), generator=generator)
+        device_order = order.to(rt.device, non_blocking=True) if rt.cuda else order
         for start in range(0, len(ys), bs):
-            idx = order[start : start + bs]
-            batch = [t[idx] for t in inputs]
-            if training.augment:
-                batch = [augment_batch(batch[0], generator)]
+            idx = device_order[start : start + bs]
+            if augment_on_host:
+                batch = [rt.put(augment_batch(inputs[0][order[start : start + bs]], generator))]
+            else:
+                batch = [t[idx] for t in inputs]
+                if training.augment:
+                    batch = [augment_batch(batch[0], generator)]
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(net(*batch), ys[idx])
-            loss.backward()
-            optimizer.step()
+            with rt.autocast():
+                loss = loss_fn(net(*batch), ys[idx])
+            if scaler is None:
+                loss.backward()
+                optimizer.step()
+            else:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
         if progress:
             progress(epoch + 1, training.epochs)
+    if rt.cuda:
+        torch.cuda.synchronize(rt.device)
+    return time.perf_counter() - t0
+
+
+def _probabilities(logits: torch.Tensor) -> torch.Tensor:
+    return torch.softmax(logits.double(), dim=1)
 
 
 @torch.no_grad()
-def predict_from(trainer: nn.Module, inputs: list, batch_size: int) -> np.ndarray:
-    """Class probabilities from cached prefix activations."""
+def predict_from(trainer: nn.Module, inputs: list, batch_size: int, rt: Runtime = CPU_FP32) -> np.ndarray:
+    """Class probabilities from cached prefix activations (on the fold's device)."""
     trainer.eval()
     n = len(inputs[0])
-    out = [
-        torch.softmax(trainer(*[t[i : i + batch_size] for t in inputs]).double(), dim=1)
-        for i in range(0, n, batch_size)
-    ]
-    return torch.cat(out).numpy()
+    out = []
+    for i in range(0, n, batch_size):
+        with rt.autocast():
+            logits = trainer(*[t[i : i + batch_size] for t in inputs])
+        out.append(_probabilities(logits))
+    return torch.cat(out).cpu().numpy()
 
 
 @torch.no_grad()
-def predict(net: BenchboxNet, x: np.ndarray, batch_size: int) -> np.ndarray:
+def predict(net: BenchboxNet, x: np.ndarray, batch_size: int, rt: Runtime = CPU_FP32) -> np.ndarray:
     net.eval()
-    xs = torch.from_numpy(np.ascontiguousarray(x)).unsqueeze(1)
-    out = [torch.softmax(net(xs[i : i + batch_size]).double(), dim=1) for i in range(0, len(xs), batch_size)]
-    return torch.cat(out).numpy() if out else np.zeros((0, net.head[-1].out_features))
+    xs = rt.put(torch.from_numpy(np.ascontiguousarray(x)).unsqueeze(1))
+    out = []
+    for i in range(0, len(xs), batch_size):
+        with rt.autocast():
+            logits = net(xs[i : i + batch_size])
+        out.append(_probabilities(logits))
+    return torch.cat(out).cpu().numpy() if out else np.zeros((0, net.head[-1].out_features))
 
 
 @dataclass
@@ -537,35 +679,147 @@ class TrainedModel:
     test_inputs: list | None
     batch_size: int
     info: dict = field(default_factory=dict)
+    rt: Runtime = CPU_FP32
+    built: _Built | None = None  # the reused model this fold trained, None when built for the fold alone
+    generation: int = 0  # which fold's training of ``built`` this is
+
+
+# --- one build per cell -------------------------------------------------------------------
+def rebuild_each_fold() -> bool:
+    """BENCHBOX_REBUILD_EACH_FOLD=1: build every fold's model afresh (the old way; for benchmarks)."""
+    return os.environ.get("BENCHBOX_REBUILD_EACH_FOLD", "").strip().lower() in ("1", "true", "yes")
+
+
+@dataclass
+class _Built:
+    """A cell's model, built once: the network on its device, its fx split, what a build reports."""
+
+    net: BenchboxNet
+    info: dict
+    channels: int
+    split: object = None  # (prefix, suffix), or why there is none (str); None until asked for
+    generation: int = 0  # folds trained so far; a TrainedModel of an earlier fold is stale
+
+
+class ModelCache:
+    """At most ``size`` built models, least recently used dropped first (a new cell's model
+    replaces the one before last). Keyed by everything that decides the built network: its name,
+    the backbone's options (a weights file by its modification time and size), the class count and
+    the device; the fold's seed is not in the key: each fold resets the model to the state a fresh
+    build with its seed would have."""
+
+    def __init__(self, size: int = 2):
+        self.size = size
+        self._models: OrderedDict[tuple, _Built] = OrderedDict()
+        self.builds = 0
+        self.reuses = 0
+
+    @staticmethod
+    def key(spec: NetSpec, options, num_classes: int, rt: Runtime) -> tuple:
+        weights = options.get("weights")
+        stamp = None
+        if isinstance(weights, str) and spec.weights_kind(weights) == "file":
+            path = os.path.expanduser(weights)
+            stamp = (os.path.getmtime(path), os.path.getsize(path)) if os.path.exists(path) else None
+        text = json.dumps(dict(options), sort_keys=True, default=repr)
+        return (spec.name, text, stamp, int(num_classes), str(rt.device), rt.channels_last)
+
+    def fetch(self, spec: NetSpec, options, num_classes: int, seed: int, rt: Runtime) -> tuple[_Built, bool]:
+        """(the model in the state of a fresh build with ``seed``, whether an earlier build was reused)."""
+        key = self.key(spec, options, num_classes, rt)
+        built = self._models.get(key)
+        if built is None:
+            net, info = build_model(spec, options, num_classes, seed)
+            built = _Built(rt.prepare_net(net), info, _num_features(net))
+            self._models[key] = built
+            while len(self._models) > self.size:
+                self._models.popitem(last=False)
+            self.builds += 1
+            return built, False
+        self._models.move_to_end(key)
+        # the same seeded construction as a build, without its probe forward; its state replaces the model's
+        fresh, _, _, _ = _construct(spec, options, num_classes, seed, channels=built.channels)
+        built.net.load_state_dict(fresh.state_dict())
+        for p in built.net.parameters():
+            p.grad = None
+        self.reuses += 1
+        return built, True
+
+    def clear(self) -> None:
+        self._models.clear()
+
+
+def _num_features(net: BenchboxNet) -> int:
+    return [m for m in net.head.modules() if isinstance(m, nn.Linear)][0].in_features
+
+
+#: one per process, like the prefix cache
+MODELS = ModelCache()
 
 
 def fit(network: str | NetSpec, job: FoldJob) -> TrainedModel:
     spec = as_spec(network, job.options)
-    net, info = build_model(spec, job.options, job.num_classes, job.seed)
+    rt = runtime(job.training, spec.name)
+    t0 = time.perf_counter()
+    if rebuild_each_fold():
+        net, info = build_model(spec, job.options, job.num_classes, job.seed)
+        net, built, reused, split = rt.prepare_net(net), None, False, None
+    else:
+        built, reused = MODELS.fetch(spec, job.options, job.num_classes, job.seed, rt)
+        built.generation += 1
+        net, info = built.net, dict(built.info)
+        split = built.split
+    info.update(rt.info())
+    info["model"] = "reused" if reused else "built"
+    info["build_seconds"] = time.perf_counter() - t0
     reason = spec.fallback(info["frozen_units"], job.training)
-    cached = cached_inputs(spec, net, job, info["frozen_units"]) if reason is None else None
+    cached = None
+    if reason is None:
+        if split is None:
+            split = make_split(net)
+            if built is not None:
+                built.split = split
+        cached = cached_inputs(spec, net, job, info["frozen_units"], split, rt)
     if isinstance(cached, str):
         reason, cached = cached, None
-    t0 = time.perf_counter()
     if cached is not None:
         trainer, inputs, cache_info = cached
         info.update(cache_info)
-        train(trainer, inputs[0], job.y_train, job.training, job.seed, job.progress)
+        info["train_loop_seconds"] = train(trainer, inputs[0], job.y_train, job.training, job.seed, job.progress, rt)
         test_inputs = inputs[1]
     else:
         info["prefix_cache"] = f"off: {reason}"
         trainer, test_inputs = None, None
-        train(net, job.x_train, job.y_train, job.training, job.seed, job.progress)
-    info["train_loop_seconds"] = time.perf_counter() - t0
-    return TrainedModel(net, trainer, job_ids(job)[1], test_inputs, job.training.batch_size, info)
+        info["train_loop_seconds"] = train(net, job.x_train, job.y_train, job.training, job.seed, job.progress, rt)
+    generation = built.generation if built is not None else 0
+    return TrainedModel(
+        net, trainer, job_ids(job)[1], test_inputs, job.training.batch_size, info, rt, built, generation
+    )
+
+
+def check_current(model: TrainedModel) -> None:
+    if model.built is not None and model.built.generation != model.generation:
+        raise BenchboxError(
+            "torch: this fold's model was reset for a later fold (the engine reuses one model per cell); "
+            "predict a fold before fitting the next, or set BENCHBOX_REBUILD_EACH_FOLD=1 to keep every "
+            "fold's model"
+        )
 
 
 def predict_images(model: TrainedModel, images: np.ndarray, ids=None) -> np.ndarray:
     """The test fold from its cached prefix activations (the same numbers as the whole network, see
-    tests/test_speed.py); anything else through the whole network, as deployed."""
-    if ids is not None and model.trainer is not None and list(ids) == model.test_ids:
-        return predict_from(model.trainer, model.test_inputs, model.batch_size)
-    return predict(model.net, images, model.batch_size)
+    tests/test_speed.py); anything else through the whole network, as deployed. The seconds of the
+    last test-fold prediction's steps go in ``info["predict_loop_seconds"]``."""
+    check_current(model)
+    t0 = time.perf_counter()
+    test_fold = ids is not None and list(ids) == model.test_ids
+    if test_fold and model.trainer is not None:
+        out = predict_from(model.trainer, model.test_inputs, model.batch_size, model.rt)
+    else:
+        out = predict(model.net, images, model.batch_size, model.rt)
+    if test_fold:
+        model.info["predict_loop_seconds"] = time.perf_counter() - t0
+    return out
 
 
 def count_gmacs(net: BenchboxNet, h: int, w: int) -> float | None:
