@@ -149,6 +149,11 @@ def run(
     mlflow: Optional[str] = typer.Option(
         None, "--mlflow", help="Also log the run to this MLflow tracking URI (overrides the suite's [tracking])."
     ),
+    keras_backend: Optional[str] = typer.Option(
+        None,
+        "--keras-backend",
+        help="Keras backend for keras/* backbones: tensorflow, jax or torch (sets KERAS_BACKEND).",
+    ),
 ):
     """Run a suite: train and evaluate every dataset x backbone x fold, then print the comparison.
 
@@ -158,6 +163,7 @@ def run(
     from benchbox.suite import load_suite
     from benchbox.views.report import print_terminal
 
+    _keras_backend(keras_backend)
     registry = _registry()
     s = load_suite(suite, registry, check_availability=True)
     if mlflow is not None:  # docs/tracking.md; the experiment defaults to the suite's name
@@ -216,6 +222,19 @@ def run(
             + "; ".join(errors[:3])
             + ". Fix the cause and rerun the same command to retry them."
         )
+
+
+def _keras_backend(name: str | None) -> None:
+    """--keras-backend: Keras reads KERAS_BACKEND once, when first imported (by a keras/* backbone's
+    engine, never by the core), so setting it here, before any plugin runs, chooses the backend."""
+    if name is None:
+        return
+    if name not in ("tensorflow", "jax", "torch"):
+        raise BenchboxError(f"--keras-backend {name!r}: choose tensorflow, jax or torch")
+    loaded = sys.modules.get("keras")
+    if loaded is not None and hasattr(loaded, "backend") and loaded.backend.backend() != name:
+        raise BenchboxError(f"--keras-backend {name}: Keras is already running on {loaded.backend.backend()}")
+    os.environ["KERAS_BACKEND"] = name
 
 
 def _check_mlflow(registry):
@@ -452,12 +471,18 @@ def bench(
     channels_last: bool = typer.Option(False, "--channels-last", help="PyTorch channels-last memory format."),
     min_seconds: float = typer.Option(2.0, "--min-seconds", help="Measure each figure for at least this long."),
     output: Path = typer.Option(Path("bench.csv"), "--output", "-o", help="CSV file to write."),
+    keras_backend: Optional[str] = typer.Option(
+        None,
+        "--keras-backend",
+        help="Keras backend for keras/* backbones: tensorflow, jax or torch (sets KERAS_BACKEND).",
+    ),
 ):
     """Inference and training throughput, timm-style: warm-up excluded, synchronised clocks."""
     import pandas as pd
 
     from benchbox.bench import CSV_COLUMNS, bench_backbone
 
+    _keras_backend(keras_backend)
     if device not in ("cpu", "cuda"):
         raise BenchboxError(f"--device {device!r}: choose cpu or cuda")
     try:

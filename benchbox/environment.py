@@ -15,6 +15,8 @@ FRAMEWORK_PACKAGES = (
     "torch",
     "torchvision",
     "timm",
+    "jax",
+    "jaxlib",
     "numpy",
     "scikit-learn",
     "pluggy",
@@ -66,4 +68,13 @@ def environment() -> dict:
         "cpu_count": os.cpu_count(),
         "gpus": gpu_names(),
         "packages": package_versions(),
+        "settings": settings(),
     }
+
+
+#: environment variables that change what the frameworks compute, recorded when set
+RECORDED_VARIABLES = ("KERAS_BACKEND", "BENCHBOX_REBUILD_EACH_FOLD", "CUDA_VISIBLE_DEVICES")
+
+
+def settings() -> dict[str, str]:
+    return {name: os.environ[name] for name in RECORDED_VARIABLES if name in os.environ}

@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from benchbox import hookimpl
-from benchbox.contracts import Availability
 from benchbox_engine_common.networks import KERAS_ALPHAS, NetworkBackbone, keras_layers, weights_kind
+from benchbox_keras import backends
 
-INSTALL = "pip install 'benchbox[keras]'  (Keras 3 with TensorFlow)"
+INSTALL = "pip install 'benchbox[keras]'  (Keras 3 with TensorFlow; or Keras over JAX/PyTorch, see docs/backbones.md)"
 URL_BASE = "https://storage.googleapis.com/tensorflow/keras-applications/"
 
 
@@ -73,12 +73,15 @@ class KerasBackbone(NetworkBackbone):
         self.network = network
         super().__init__()
         self.description = f"keras.applications.{APPS[network].cls}, cutoff + dense head"
+        self.defaults["backend"] = (
+            "auto"  # Keras backend: auto (KERAS_BACKEND, else TensorFlow), tensorflow, jax, torch
+        )
 
     def availability(self):
-        return Availability.needs_modules("keras", "tensorflow", install=INSTALL)
+        return backends.availability(INSTALL)
 
     def check_options(self, options):
-        problems = super().check_options(options)
+        problems = super().check_options(options) + backends.option_problems(options)
         depth = len(keras_layers(self.network))
         cutoff = options.get("cutoff")
         if isinstance(cutoff, int) and cutoff > depth:
@@ -95,6 +98,7 @@ class KerasBackbone(NetworkBackbone):
         return problems
 
     def prepare(self, options):
+        backends.select_backend(options, self.name)  # before Keras is imported: pins the process's backend
         from benchbox_keras import engine
 
         engine.ensure_weights(self.network, options)
@@ -113,16 +117,20 @@ class KerasBackbone(NetworkBackbone):
         return dict(model.info)
 
     def explain(self, model, images, target_classes, layer="auto"):
-        from benchbox_keras import gradcam  # the whole model, even when a suffix trained on cached activations
+        from benchbox_keras import engine, gradcam  # the whole model, even when a suffix trained on cached activations
 
-        return gradcam.explain(model.model, images, target_classes, layer, model.batch_size)
+        engine.check_current(model)
+        with model.scope():
+            return gradcam.explain(model.model, images, target_classes, layer, model.batch_size)
 
     def bench_steps(self, options, batch_size, device, amp, channels_last, train):
+        backends.select_backend(options, self.name)
         from benchbox_keras import engine
 
         return engine.bench_steps(self.network, options, batch_size, device, amp, channels_last, train)
 
     def describe(self, options, input_size):
+        backends.select_backend(options, self.name)
         from benchbox_keras import engine
 
         return engine.describe(self.network, {**options, "input_size": list(input_size)})

@@ -11,12 +11,28 @@ when there are two or more -> Dense softmax.
 The study's five networks (``APPS``) and every other keras.applications network (families.py)
 build, train, cache, bench and describe through the same functions, keyed by the model name; for
 a family member the cutoff comes from its ``freeze`` option (``frozen_cutoff``).
+
+Backends: the same code runs on Keras's TensorFlow, JAX and PyTorch backends (backends.py picks
+one per process). Device and precision (``training.device``, ``training.precision``) go through
+``keras.device`` and Keras dtype policies (``Runtime``): "mixed" builds the model under
+mixed_float16 on a GPU (loss scaling by Keras), mixed_bfloat16 on the CPU, the output layer in
+float32; the global policy is restored after each build.
+
+No per-fold rebuild (``MODELS``): a cell's model is built and compiled once; each later fold builds
+only a fresh, uncompiled twin with its own seed (the same seeded construction as a fresh build),
+copies the twin's variables (weights, BatchNorm moving statistics, dropout and augmentation seed
+states) into the kept model, and restores the optimizer's variables to their state before the first
+step; the compiled train and predict functions are kept, so Keras does not trace again.
+``BENCHBOX_REBUILD_EACH_FOLD=1`` builds and compiles every fold afresh (benchmarks/fold_overhead.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import json
 import os
+import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +43,7 @@ from benchbox.contracts import FoldJob, balanced_class_weights
 from benchbox.errors import BenchboxError, WeightsError
 from benchbox_engine_common.networks import BN_MOMENTUM, check_weights_file, weights_kind
 from benchbox_engine_common.prefix_cache import CACHE, cache_key, fallback_reason, job_ids
-from benchbox_keras import APPS, imagenet_file
+from benchbox_keras import APPS, backends, imagenet_file
 from benchbox_keras.families import application, frozen_cutoff, imagenet_download, preprocess_affine
 
 CAFFE_MEAN = [103.939, 116.779, 123.68]
@@ -44,6 +60,32 @@ def import_keras():
     import keras
 
     return keras
+
+
+def seed_everything(keras, seed: int) -> None:
+    """``keras.utils.set_random_seed`` (Python, NumPy, Keras's global seed generator, PyTorch on the
+    torch backend) without TensorFlow's global seed: ``tf.random.set_seed`` clears TensorFlow's
+    function caches, so a kept model's compiled train step would be instantiated again (seconds)
+    every fold. Nothing here reads that seed: Keras initializers and layers draw from Keras seeds,
+    and the engine shuffles with NumPy."""
+    try:
+        from keras.src.backend.common import global_state
+        from keras.src.random import seed_generator
+        from keras.src.utils import rng_utils
+
+        global_state.set_global_attribute(rng_utils.GLOBAL_RANDOM_SEED, seed)
+        global_state.set_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR, None)
+    except (ImportError, AttributeError):  # another Keras layout: the public call, TensorFlow's seed too
+        keras.utils.set_random_seed(seed)
+        return
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed)
+    if keras.backend.backend() == "torch":
+        import torch
+
+        torch.manual_seed(seed)
 
 
 def keras_cache_dir() -> str:
@@ -102,7 +144,7 @@ def _preprocess_layer(keras, network):
 def build_model(network: str, options, num_classes: int, seed: int):
     """The full model and its base; cutoff applied, weights loaded."""
     keras = import_keras()
-    keras.utils.set_random_seed(seed)
+    seed_everything(keras, seed)
     h, w = (int(v) for v in options["input_size"])
     kind = weights_kind(options["weights"])
     if network in APPS:
@@ -126,6 +168,8 @@ def build_model(network: str, options, num_classes: int, seed: int):
         layer.trainable = False
         if isinstance(layer, keras.layers.Dropout):  # frozen means inference behaviour, as BatchNorm's
             layer.rate = 0.0  # (EfficientNet's drop-connect; the study's five have no Dropout inside)
+    # under a mixed policy the output layer computes (and its softmax runs) in float32
+    final_dtype = "float32" if keras.config.dtype_policy().compute_dtype != "float32" else None
     inputs = keras.Input((h, w, 1), name="xray")
     x = keras.layers.Concatenate(name="gray_to_rgb")([inputs, inputs, inputs])
     x = _preprocess_layer(keras, network)(x)
@@ -137,7 +181,7 @@ def build_model(network: str, options, num_classes: int, seed: int):
         x = keras.layers.Dense(units, activation="relu", name=f"head_dense_{i + 1}")(x)
         if len(head) >= 2 and i < len(head) - 1:
             x = keras.layers.Dropout(float(options["dropout"]), name=f"head_dropout_{i + 1}")(x)
-    outputs = keras.layers.Dense(num_classes, activation="softmax", name="predictions")(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="predictions", dtype=final_dtype)(x)
     model = keras.Model(inputs, outputs, name=f"benchbox_{network}")
     if kind == "file":
         load_weights_file(network, base, model, os.path.expanduser(options["weights"]))
@@ -198,18 +242,233 @@ def save_weights(model, path) -> None:
     model.save_weights(str(path))
 
 
-class _EpochProgress:
-    def __init__(self, keras, job):
+class _StepClock:
+    """Times each training or prediction step (batch begin to batch end, the step's results read
+    back by Keras in between). The first step of a call also traces/compiles when the function is
+    new; it is counted at the median step's time and its excess reported as ``warmup``."""
+
+    def __init__(self, keras):
+        clock = self
+        self.times: list[float] = []
+        self._t0 = 0.0
+
         class Callback(keras.callbacks.Callback):
-            def on_epoch_end(self, epoch, logs=None):
-                if job.progress:
-                    job.progress(epoch + 1, job.training.epochs)
+            def on_train_batch_begin(self, batch, logs=None):
+                clock._t0 = time.perf_counter()
+
+            def on_train_batch_end(self, batch, logs=None):
+                clock.times.append(time.perf_counter() - clock._t0)
+
+            on_predict_batch_begin = on_train_batch_begin
+            on_predict_batch_end = on_train_batch_end
 
         self.callback = Callback()
+
+    def seconds(self) -> tuple[float, float]:
+        """(steps, warm-up excess of the first step)."""
+        if not self.times:
+            return 0.0, 0.0
+        if len(self.times) == 1:
+            return self.times[0], 0.0
+        typical = statistics.median(self.times[1:])
+        excess = max(0.0, self.times[0] - typical)
+        return sum(self.times) - excess, excess
 
 
 def as_input(x: np.ndarray) -> np.ndarray:
     return x.astype("float32")[..., None]
+
+
+# --- device and precision ------------------------------------------------------------------
+def gpu_available(keras) -> bool:
+    """Whether the running Keras backend sees a GPU."""
+    backend = keras.backend.backend()
+    try:
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            return bool(tf.config.list_physical_devices("GPU"))
+        if backend == "jax":
+            import jax
+
+            return any(d.platform == "gpu" for d in jax.devices())
+        if backend == "torch":
+            import torch
+
+            return torch.cuda.is_available()
+    except Exception:  # a backend without GPU support at all
+        return False
+    return False
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where a fold computes and under which dtype policy its model is built. ``pinned``: the device
+    is not the backend's default (the CPU on a machine with a GPU), so work runs in ``keras.device``;
+    otherwise no scope at all (Keras's torch backend turns parameters created under a scope into
+    non-leaf tensors when the scope's name differs from its default, and then cannot freeze them)."""
+
+    backend: str
+    device: str  # "cpu:0" or "gpu:0"
+    mixed: bool = False
+    pinned: bool = False
+
+    @property
+    def gpu(self) -> bool:
+        return self.device.startswith("gpu")
+
+    @property
+    def policy(self) -> str:
+        if not self.mixed:
+            return "float32"
+        return "mixed_float16" if self.gpu else "mixed_bfloat16"
+
+    def scope(self):
+        if not self.pinned:
+            return contextlib.nullcontext()
+        name = self.device.split(":")[0] if self.backend == "torch" else self.device
+        return import_keras().device(name)
+
+    @contextlib.contextmanager
+    def building(self):
+        """The dtype policy for a model's construction and compile; the previous one restored after."""
+        keras = import_keras()
+        previous = keras.config.dtype_policy()
+        keras.config.set_dtype_policy(self.policy)
+        try:
+            yield
+        finally:
+            keras.config.set_dtype_policy(previous)
+
+    def info(self) -> dict:
+        return {
+            "keras_backend": self.backend,
+            "device": self.device,
+            "precision": "mixed" if self.mixed else "fp32",
+            "dtype_policy": self.policy,
+        }
+
+
+def runtime(keras, training, who: str) -> Runtime:
+    device = getattr(training, "device", "auto")
+    precision = getattr(training, "precision", "fp32")
+    if device not in ("auto", "cpu", "cuda"):
+        raise BenchboxError(f'{who}: training.device = {device!r}; use "auto", "cpu" or "cuda"')
+    if precision not in ("fp32", "mixed"):
+        raise BenchboxError(f'{who}: training.precision = {precision!r}; use "fp32" or "mixed"')
+    backend = keras.backend.backend()
+    has_gpu = gpu_available(keras)
+    gpu = has_gpu and device != "cpu"
+    if device == "cuda" and not gpu:
+        raise BenchboxError(
+            f'{who}: training.device = "cuda", but Keras\'s {backend} backend sees no GPU. Set training.device = '
+            f'"auto" or "cpu", or put Keras on a GPU (docs/backbones.md, "Keras backends": KERAS_BACKEND=torch '
+            f"over a CUDA build of PyTorch, or tensorflow[and-cuda])"
+        )
+    return Runtime(backend, "gpu:0" if gpu else "cpu:0", precision == "mixed", pinned=gpu != has_gpu)
+
+
+# --- one build per cell -------------------------------------------------------------------
+def rebuild_each_fold() -> bool:
+    """BENCHBOX_REBUILD_EACH_FOLD=1: build and compile every fold's model afresh (for benchmarks)."""
+    return os.environ.get("BENCHBOX_REBUILD_EACH_FOLD", "").strip().lower() in ("1", "true", "yes")
+
+
+@dataclass
+class _Built:
+    """A cell's model, built and compiled once, and what training it needs."""
+
+    model: Any  # the whole network (input -> probabilities)
+    base: Any
+    full: Any  # ``model``, or the augmentation wrapper around it: the variables a fold resets
+    trainer: Any  # the compiled model that trains: the suffix on cached activations, or ``full``
+    options: dict  # with the resolved cutoff
+    reason: str | None  # why the prefix cache is off, None when on
+    info: dict
+    optimizer_state: list = field(default_factory=list)  # the optimizer's variables before any step
+    extractor: Any = None  # image -> prefix activations, made on the first cache miss
+    generation: int = 0  # folds trained so far; a TrainedModel of an earlier fold is stale
+
+
+def _construct(keras, network: str, job: FoldJob) -> tuple:
+    """The seeded construction of a fold's model: (model, base, full)."""
+    model, base = build_model(network, job.options, job.num_classes, job.seed)
+    full = with_augmentation(keras, model, job.seed) if job.training.augment else model
+    return model, base, full
+
+
+def _build(keras, network: str, job: FoldJob, rt: Runtime) -> _Built:
+    with rt.building():
+        model, base, full = _construct(keras, network, job)
+        options = resolved_options(network, job.options, base)
+        reason = fallback_reason(options, job.training)
+        trainer = full if reason is not None else suffix_model(keras, model, base, int(options["cutoff"]))
+        trainer.compile(
+            optimizer=keras.optimizers.Adam(learning_rate=job.training.learning_rate),
+            loss="sparse_categorical_crossentropy",
+        )
+        trainer.optimizer.build(trainer.trainable_variables)
+    state = [np.array(keras.ops.convert_to_numpy(v.value)) for v in trainer.optimizer.variables]
+    return _Built(model, base, full, trainer, options, reason, parameter_counts(model), state)
+
+
+def _reset(keras, built: _Built, network: str, job: FoldJob, rt: Runtime) -> bool:
+    """Put the kept model in the state a fresh build with the job's seed has; False when the
+    twin does not match it variable for variable (then the caller builds afresh)."""
+    with rt.building():
+        _, _, twin = _construct(keras, network, job)
+    mine, theirs = built.full.variables, twin.variables
+    if len(mine) != len(theirs) or any(tuple(a.shape) != tuple(b.shape) for a, b in zip(mine, theirs)):
+        return False
+    for a, b in zip(mine, theirs):
+        a.assign(b.value)
+    for v, value in zip(built.trainer.optimizer.variables, built.optimizer_state):
+        v.assign(value)
+    return True
+
+
+class ModelCache:
+    """At most one built model per process (a new cell's model replaces the one before), keyed by
+    everything that decides the built and compiled network: its name, the backbone's options (a
+    weights file by its modification time and size), the class count, the backend, device and
+    dtype policy, the learning rate and augmentation. The fold's seed is not in the key: each fold
+    resets the model to the state a fresh build with its seed would have."""
+
+    def __init__(self):
+        self._key = None
+        self._built: _Built | None = None
+        self.builds = 0
+        self.reuses = 0
+
+    @staticmethod
+    def key(network: str, job: FoldJob, rt: Runtime) -> tuple:
+        options = job.options
+        weights = options.get("weights")
+        stamp = None
+        if isinstance(weights, str) and weights_kind(weights) == "file":
+            path = os.path.expanduser(weights)
+            stamp = (os.path.getmtime(path), os.path.getsize(path)) if os.path.exists(path) else None
+        text = json.dumps(dict(options), sort_keys=True, default=repr)
+        training = (float(job.training.learning_rate), bool(job.training.augment), job.training.optimizer)
+        return (network, text, stamp, int(job.num_classes), rt, training)
+
+    def fetch(self, keras, network: str, job: FoldJob, rt: Runtime) -> tuple[_Built, bool]:
+        key = self.key(network, job, rt)
+        if self._built is not None and self._key == key and _reset(keras, self._built, network, job, rt):
+            self.reuses += 1
+            return self._built, True
+        self.clear()
+        built = _build(keras, network, job, rt)
+        self._key, self._built = key, built
+        self.builds += 1
+        return built, False
+
+    def clear(self) -> None:
+        self._key, self._built = None, None
+
+
+#: one per process, like the prefix cache
+MODELS = ModelCache()
 
 
 @dataclass
@@ -222,6 +481,22 @@ class TrainedModel:
     x_test: Any
     batch_size: int
     info: dict = field(default_factory=dict)
+    rt: Runtime | None = None
+    built: _Built | None = None  # the reused model this fold trained, None when built for the fold alone
+    generation: int = 0
+
+    def scope(self):
+        return self.rt.scope() if self.rt is not None else contextlib.nullcontext()
+
+
+def check_current(model: TrainedModel) -> None:
+    """A fold's model is reset when the next fold of its cell trains: using it after that is an error."""
+    if model.built is not None and model.built.generation != model.generation:
+        raise BenchboxError(
+            "keras: this fold's model was reset for a later fold of the same cell (one model per cell, "
+            "reset per fold); use a fold's model before the next fold trains, or set "
+            "BENCHBOX_REBUILD_EACH_FOLD=1 to keep each fold's model"
+        )
 
 
 def resolved_options(network: str, options, base) -> dict:
@@ -231,52 +506,81 @@ def resolved_options(network: str, options, base) -> dict:
 
 
 def fit(network: str, job: FoldJob) -> TrainedModel:
+    backends.select_backend(job.options, f"keras/{network}")
     keras = import_keras()
-    model, base = build_model(network, job.options, job.num_classes, job.seed)
-    options = resolved_options(network, job.options, base)
-    reason = fallback_reason(options, job.training)
-    info = parameter_counts(model)
-    if job.training.augment:
-        model = with_augmentation(keras, model, job.seed)
-    if reason is None:
-        trainer, x_train, x_test, cache_info = cached_prefix(keras, network, model, base, job, options)
-        info.update(cache_info)
-    else:
-        trainer, x_train, x_test = model, as_input(job.x_train), None
-        info["prefix_cache"] = f"off: {reason}"
-    trainer.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=job.training.learning_rate),
-        loss="sparse_categorical_crossentropy",
-    )
-    keras.utils.set_random_seed(job.seed)  # the same shuffling whether the prefix is cached or not
-    class_weight = None
-    if job.training.class_weight == "balanced":
-        class_weight = dict(enumerate(balanced_class_weights(job.y_train, job.num_classes).tolist()))
+    rt = runtime(keras, job.training, f"keras/{network}")
     t0 = time.perf_counter()
-    trainer.fit(
-        x_train,
-        job.y_train,
-        epochs=job.training.epochs,
-        batch_size=job.training.batch_size,
-        shuffle=True,
-        verbose=0,
-        callbacks=[_EpochProgress(keras, job).callback],
-        class_weight=class_weight,
-    )
-    info["train_loop_seconds"] = time.perf_counter() - t0
+    with rt.scope():
+        if rebuild_each_fold():
+            built, reused = _build(keras, network, job, rt), False
+            kept = None
+        else:
+            built, reused = MODELS.fetch(keras, network, job, rt)
+            built.generation += 1
+            kept = built
+        info = {**built.info, **rt.info(), "model": "reused" if reused else "built"}
+        info["build_seconds"] = time.perf_counter() - t0
+        if built.reason is None:
+            x_train, x_test, cache_info = cached_prefix(keras, network, built, job, rt)
+            info.update(cache_info)
+        else:
+            x_train, x_test = as_input(job.x_train), None
+            info["prefix_cache"] = f"off: {built.reason}"
+        seed_everything(keras, job.seed)
+        class_weight = None
+        if job.training.class_weight == "balanced":
+            class_weight = dict(enumerate(balanced_class_weights(job.y_train, job.num_classes).tolist()))
+        steps = _StepClock(keras)
+        train_epochs(built.trainer, x_train, job, class_weight, steps)
+    info["train_loop_seconds"], info["train_warmup_seconds"] = steps.seconds()
+    trainer = built.trainer if built.reason is None else None
+    generation = kept.generation if kept is not None else 0
     return TrainedModel(
-        model, trainer if reason is None else None, job_ids(job)[1], x_test, job.training.batch_size, info
+        built.model, trainer, job_ids(job)[1], x_test, job.training.batch_size, info, rt, kept, generation
     )
+
+
+def train_epochs(trainer, x_train, job: FoldJob, class_weight, steps: _StepClock) -> None:
+    """One ``fit`` call per epoch on the training data in an order NumPy draws from the fold's seed
+    (the same on every backend, and no TensorFlow seed: see ``seed_everything``)."""
+    rng = np.random.default_rng(job.seed)
+    y = np.asarray(job.y_train)
+    for epoch in range(job.training.epochs):
+        order = rng.permutation(len(y))
+        x = [a[order] for a in x_train] if isinstance(x_train, list) else x_train[order]
+        trainer.fit(
+            x,
+            y[order],
+            epochs=1,
+            batch_size=job.training.batch_size,
+            shuffle=False,
+            verbose=0,
+            callbacks=[steps.callback],
+            class_weight=class_weight,
+        )
+        if job.progress:
+            job.progress(epoch + 1, job.training.epochs)
 
 
 def predict_images(model: TrainedModel, images: np.ndarray, ids=None) -> np.ndarray:
     """The test fold from its cached prefix activations (see tests/test_speed.py); anything else
     through the whole network, as deployed."""
-    if ids is not None and model.trainer is not None and list(ids) == model.test_ids:
-        probs = model.trainer.predict(model.x_test, batch_size=model.batch_size, verbose=0)
-    else:
-        probs = model.model.predict(as_input(images), batch_size=model.batch_size, verbose=0)
-    return np.asarray(probs, dtype=np.float64)
+    check_current(model)
+    keras = import_keras()
+    steps = _StepClock(keras)
+    test_fold = ids is not None and list(ids) == model.test_ids
+    with model.scope():
+        if test_fold and model.trainer is not None:
+            probs = model.trainer.predict(
+                model.x_test, batch_size=model.batch_size, verbose=0, callbacks=[steps.callback]
+            )
+        else:
+            probs = model.model.predict(
+                as_input(images), batch_size=model.batch_size, verbose=0, callbacks=[steps.callback]
+            )
+    if test_fold:
+        model.info["predict_loop_seconds"], model.info["predict_warmup_seconds"] = steps.seconds()
+    return np.asarray(keras.ops.convert_to_numpy(probs) if not isinstance(probs, np.ndarray) else probs, np.float64)
 
 
 def with_augmentation(keras, model, seed):
@@ -304,17 +608,9 @@ def boundary_tensors(base, cutoff: int) -> list:
     return list(found.values())
 
 
-def cached_prefix(keras, network, model, base, job, options=None):
-    """Split the model at the frozen prefix; compute the prefix once per image (once per run for
-    pretrained weights, once per fold for random ones); return a trainer on the activations.
-
-    Not bit-identical to the uncached path, unlike PyTorch: TensorFlow's CPU convolutions give an
-    image outputs that differ by ~1e-8 depending on the other images in its batch, so the uncached
-    path itself sees a slightly different prefix output each epoch. Training amplifies that; the
-    cached path stays within the spread TensorFlow shows from a change of thread count
-    (benchmarks/prefix_cache.py --noise-floor, docs/performance.md)."""
-    options = job.options if options is None else options  # with the resolved cutoff
-    cutoff = int(options["cutoff"])
+def suffix_model(keras, model, base, cutoff: int):
+    """The model from the frozen prefix's boundary tensors to the probabilities: what trains on
+    cached activations (it shares its layers, and so its variables, with ``model``)."""
     boundary = boundary_tensors(base, cutoff)
     feeds = [keras.Input(t.shape[1:], name=f"prefix_out_{i}") for i, t in enumerate(boundary)]
     if cutoff >= len(base.layers):  # the whole backbone is frozen: only pooling and head train
@@ -324,19 +620,33 @@ def cached_prefix(keras, network, model, base, job, options=None):
     after_base = model.layers[model.layers.index(base) + 1 :]
     for layer in after_base:
         x = layer(x)
-    trainer = keras.Model(feeds, x, name=f"{model.name}_suffix")
+    return keras.Model(feeds, x, name=f"{model.name}_suffix")
 
+
+def cached_prefix(keras, network, built: _Built, job, rt: Runtime):
+    """The frozen prefix's activations of the fold's images, computed once per image (once per run
+    for pretrained weights, once per fold for random ones): (train inputs, test inputs, info).
+
+    Not bit-identical to the uncached path, unlike PyTorch: TensorFlow's CPU convolutions give an
+    image outputs that differ by ~1e-8 depending on the other images in its batch, so the uncached
+    path itself sees a slightly different prefix output each epoch. Training amplifies that; the
+    cached path stays within the spread TensorFlow shows from a change of thread count
+    (benchmarks/prefix_cache.py --noise-floor, docs/performance.md)."""
+    options = built.options  # with the resolved cutoff
+    boundary = boundary_tensors(built.base, int(options["cutoff"]))
     train_ids, test_ids = job_ids(job)
-    key = cache_key("keras", network, options, job.seed)
+    key = cache_key(f"keras:{rt.backend}:{rt.device}:{rt.policy}", network, options, job.seed)
     t0 = time.perf_counter()
     cached = CACHE.get(key, train_ids + test_ids)
     status = "hit"
     if cached is None:
-        extractor = prefix_extractor(keras, model, base, boundary)
-        out = extractor.predict(
+        if built.extractor is None:
+            built.extractor = prefix_extractor(keras, built.model, built.base, boundary)
+        out = built.extractor.predict(
             as_input(np.concatenate([job.x_train, job.x_test])), batch_size=job.training.batch_size, verbose=0
         )
-        cached = [np.asarray(a, dtype=np.float32) for a in (out if isinstance(out, (list, tuple)) else [out])]
+        out = out if isinstance(out, (list, tuple)) else [out]
+        cached = [np.asarray(keras.ops.convert_to_numpy(a), dtype=np.float32) for a in out]
         CACHE.put(key, train_ids + test_ids, cached)
         status = "computed"
     n = len(train_ids)
@@ -349,7 +659,7 @@ def cached_prefix(keras, network, model, base, job, options=None):
         "prefix_seconds": time.perf_counter() - t0,
         "prefix_boundary": [list(t.shape[1:]) for t in boundary],
     }
-    return trainer, x_train, x_test, info
+    return x_train, x_test, info
 
 
 def prefix_extractor(keras, model, base, boundary):
@@ -460,29 +770,31 @@ def describe(network: str, options) -> dict:
 
 
 def bench_steps(network, options, batch_size, device, amp, channels_last, train):
-    """Compiled inference (predict_on_batch) or training (train_on_batch) steps on random inputs.
-    ``channels_last`` is Keras's native layout; ``amp`` uses the mixed_bfloat16 (CPU) or
-    mixed_float16 (GPU) policy."""
+    """Compiled inference (predict_on_batch) or training (train_on_batch) steps on random inputs,
+    on whichever Keras backend runs (``keras.device``). ``channels_last`` is Keras's native layout;
+    ``amp`` uses the mixed_bfloat16 (CPU) or mixed_float16 (GPU) policy."""
     keras = import_keras()
-    if device == "cuda" and not _tf_gpus():
-        raise BenchboxError("keras: --device cuda, but TensorFlow sees no GPU (tensorflow-cpu is installed?)")
-    policy = ("mixed_float16" if device == "cuda" else "mixed_bfloat16") if amp else "float32"
-    keras.mixed_precision.set_dtype_policy(policy)
-    try:
-        import tensorflow as tf
-
-        with tf.device("/GPU:0" if device == "cuda" else "/CPU:0"):
+    backend = keras.backend.backend()
+    if device == "cuda" and not gpu_available(keras):
+        raise BenchboxError(
+            f"keras: --device cuda, but Keras's {backend} backend sees no GPU (tensorflow-cpu installed? a CPU "
+            f'build of PyTorch or JAX?); docs/backbones.md, "Keras backends", says how to put Keras on a GPU'
+        )
+    gpu = device == "cuda"
+    rt = Runtime(backend, "gpu:0" if gpu else "cpu:0", bool(amp), pinned=gpu != gpu_available(keras))
+    with rt.scope():
+        with rt.building():
             model, _ = build_model(network, {**options, "weights": "none"}, 3, seed=0)
-            h, w = (int(v) for v in options["input_size"])
-            x = np.random.default_rng(0).uniform(0, 255, (batch_size, h, w, 1)).astype("float32")
-            y = np.arange(batch_size) % 3
             if train:
                 model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
-                step = lambda: model.train_on_batch(x, y)  # noqa: E731  returns numpy: synchronised
-            else:
-                step = lambda: model.predict_on_batch(x)  # noqa: E731
-    finally:
-        keras.mixed_precision.set_dtype_policy("float32")
+        h, w = (int(v) for v in options["input_size"])
+        x = np.random.default_rng(0).uniform(0, 255, (batch_size, h, w, 1)).astype("float32")
+        y = np.arange(batch_size) % 3
+
+    def step():  # returns numpy: synchronised
+        with rt.scope():
+            return model.train_on_batch(x, y) if train else model.predict_on_batch(x)
+
     return {
         "steps": _steps(step),
         "params": parameter_counts(model)["params_total"],
@@ -494,9 +806,3 @@ def _steps(step):
     from benchbox.bench import Steps
 
     return Steps(step=step)
-
-
-def _tf_gpus():
-    import tensorflow as tf
-
-    return tf.config.list_physical_devices("GPU")

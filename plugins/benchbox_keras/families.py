@@ -23,11 +23,11 @@ import re
 from functools import cache
 from pathlib import Path
 
-from benchbox.contracts import Availability, BackboneFamily
+from benchbox.contracts import BackboneFamily
 from benchbox.errors import BenchboxError
 from benchbox_engine_common.freeze import freeze_problem, frozen_count, parse_freeze
 from benchbox_engine_common.networks import COMMON_DEFAULTS, NetworkBackbone, weights_kind
-from benchbox_keras import INSTALL, KerasBackbone
+from benchbox_keras import INSTALL, KerasBackbone, backends
 
 #: the options of a family member; the rest as the study's backbones (COMMON_DEFAULTS)
 FAMILY_DEFAULTS = {
@@ -36,6 +36,7 @@ FAMILY_DEFAULTS = {
     "cutoff": 0,  # the study's alternative: a count of leading Keras layers (set one of the two)
     "head": [],
     "input_size": [224, 224],
+    "backend": "auto",  # the Keras backend (backends.py)
 }
 
 _IMPORT = re.compile(r"from keras\.src\.applications\.(\w+) import \(?\s*(\w+) as \w+")
@@ -164,6 +165,8 @@ def imagenet_download():
 class KerasApplicationBackbone(KerasBackbone):
     """``keras/<model>``: a keras.applications network, frozen by ``freeze``, with a dense head."""
 
+    option_types = {"freeze": (str, float)}  # "none", "all", a layer name, or a fraction such as 0.5
+
     def __init__(self, model: str):
         cls, _ = application(model)
         self.network = model
@@ -173,7 +176,7 @@ class KerasApplicationBackbone(KerasBackbone):
         self.description = f"keras.applications.{cls}, freeze + dense head"
 
     def check_options(self, options):
-        problems = NetworkBackbone.check_options(self, options)
+        problems = NetworkBackbone.check_options(self, options) + backends.option_problems(options)
         freeze = options.get("freeze", "none")
         problem = freeze_problem(freeze)
         if problem:
@@ -188,6 +191,7 @@ class KerasApplicationBackbone(KerasBackbone):
     def prepare(self, options):
         """Download ImageNet weights, load a weights file, or (for a layer name in ``freeze``) build
         the network once, so a wrong setting stops the run before any data is loaded."""
+        backends.select_backend(options, self.name)
         from benchbox_keras import engine
 
         kind = weights_kind(options["weights"])
@@ -204,7 +208,7 @@ class KerasFamily(BackboneFamily):
     description = "every keras.applications network (ResNet, DenseNet, EfficientNet(V2), ConvNeXt, ...)"
 
     def availability(self):
-        return Availability.needs_modules("keras", "tensorflow", install=INSTALL)
+        return backends.availability(INSTALL)
 
     def models(self) -> list[str]:
         return list(applications())

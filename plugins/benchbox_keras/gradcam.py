@@ -7,8 +7,10 @@ backbone's output by default ("auto": the last feature map, the one the head poo
 layer of the keras.applications base named by ``layer``.
 
 The forward pass uses Keras layers and ``keras.ops`` only; the gradient is the one
-backend-specific step (``_gradient``): TensorFlow's GradientTape here, written so that JAX
-(``jax.vjp``) and PyTorch (``torch.autograd.grad``) can follow; other backends say so.
+backend-specific step (``_gradient``): TensorFlow's GradientTape, ``torch.autograd.grad`` on the
+PyTorch backend, ``jax.grad`` on JAX. On JAX only the default feature map ("auto", the base's
+output) is supported: the gradient is taken of the head as a function of that map, and an inner
+layer's map is not an input of anything JAX can differentiate separately; other layers say so.
 """
 
 from __future__ import annotations
@@ -54,8 +56,9 @@ def _features(keras, base, layer: str):
     return lambda x: tuple(sub(x, training=False))
 
 
-def _gradient(keras, forward, x):
-    """(feature map, d sum(target scores) / d feature map) for one batch, on the active backend."""
+def _gradient(keras, forward, x, head=None):
+    """(feature map, d sum(target scores) / d feature map) for one batch, on the active backend.
+    ``head``: the score as a function of the feature map alone (the "auto" layer), or None."""
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
@@ -63,9 +66,26 @@ def _gradient(keras, forward, x):
         with tf.GradientTape() as tape:
             fmap, score = forward(x, tape.watch)
         return fmap, tape.gradient(score, fmap)
+    if backend == "torch":
+        import torch
+
+        x = x.detach().requires_grad_(True)  # so that every feature map is in the graph, frozen or not
+        with torch.enable_grad():
+            fmap, score = forward(x, lambda t: None)
+            (grads,) = torch.autograd.grad(score, fmap)
+        return fmap.detach(), grads
+    if backend == "jax" and head is not None:
+        import jax
+
+        fmap, _ = forward(x, lambda t: None)
+        return fmap, jax.grad(head)(fmap)
+    if backend == "jax":
+        raise BenchboxError(
+            '[explain] layer: on the JAX backend Grad-CAM takes the default feature map only; set layer = "auto" '
+            "(or run with --keras-backend tensorflow or torch for an inner layer)"
+        )
     raise NotImplementedError(
-        f"Grad-CAM for the Keras {backend!r} backend is not written yet (TensorFlow is); run with "
-        "KERAS_BACKEND=tensorflow"
+        f"Grad-CAM for the Keras {backend!r} backend is not written (TensorFlow, PyTorch and JAX are)"
     )
 
 
@@ -87,18 +107,19 @@ def explain(model, images: np.ndarray, target_classes, layer: str = "auto", batc
             x = lay([x, x, x]) if isinstance(lay, keras.layers.Concatenate) else lay(x, training=False)
         targets = ops.convert_to_tensor(np.asarray(target_classes[start : start + batch_size], dtype="int32"))
 
-        def forward(inputs, watch, targets=targets):
-            fmap, h = features(inputs)
-            watch(fmap)
-            if layer == "auto":
-                h = fmap
+        def score(h, targets=targets):
             for lay in after[:-1]:
                 h = lay(h, training=False)
             logits = ops.matmul(h, last.kernel) + last.bias  # the class score before the softmax
             picked = ops.take_along_axis(logits, ops.expand_dims(targets, 1), axis=1)
-            return fmap, ops.sum(picked)
+            return ops.sum(picked)
 
-        fmap, grads = _gradient(keras, forward, x)
+        def forward(inputs, watch):
+            fmap, h = features(inputs)
+            watch(fmap)
+            return fmap, score(fmap if layer == "auto" else h)
+
+        fmap, grads = _gradient(keras, forward, x, score if layer == "auto" else None)
         weights = ops.mean(grads, axis=(1, 2))  # (N, C): how much each channel raises the class score
         cam = ops.relu(ops.sum(fmap * weights[:, None, None, :], axis=-1))
         out.append(np.asarray(ops.convert_to_numpy(cam), dtype=np.float64))
