@@ -42,6 +42,19 @@ def engine_module(framework: str):
         return None
 
 
+def framework_of(plugin: str) -> str:
+    return "keras" if plugin.split("/")[0] == "keras" else "torch"  # torch/, timm/, txv/: the PyTorch engine
+
+
+def only_engines(path, engines) -> dict:
+    """The suite's TOML without the backbones of engines not asked for (they need not be installed)."""
+    import tomllib
+
+    raw = tomllib.loads(Path(path).read_text())
+    raw["backbones"] = {a: b for a, b in raw.get("backbones", {}).items() if framework_of(b["plugin"]) in engines}
+    return raw
+
+
 def run_pass(engine, units, images, registry, rebuild: bool) -> list[dict]:
     from benchbox.executors import build_job
     from benchbox.harness import run_fold
@@ -96,33 +109,15 @@ def main(argv=None) -> int:
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     modules = {e: engine_module(e) for e in ("torch", "keras") if e in engines}  # torch first
 
-    from benchbox.executors import LocalExecutor  # noqa: F401  (the same job building as `benchbox run`)
+    from benchbox.errors import BenchboxError
     from benchbox.plan import load_images, plan_units, prepare_data
     from benchbox.plugins import load_registry
-    from benchbox.suite import load_suite
+    from benchbox.suite import validate_suite
 
     registry = load_registry()
-    suite = load_suite(args.suite, registry)
-    training = suite.training
-    for key, value in (("epochs", args.epochs), ("device", args.device), ("precision", args.precision)):
-        if value is not None:
-            training = replace(training, **{key: value})
-    suite = replace(suite, training=training)
-    data = prepare_data(suite, registry)
-    units = plan_units(suite, data, lambda cell, fold: False)
-    for u in units:
-        u.job_fields = {**u.job_fields, "training": training}
-    images, _ = load_images(units, data)
-    print(
-        f"fold_overhead: {Path(args.suite).name}, {os.cpu_count()} CPU(s) seen, torch threads "
-        f"{_torch_threads()}, epochs {training.epochs}, batch {training.batch_size}, device {training.device}, "
-        f"precision {training.precision}",
-        flush=True,
-    )
-    results = []
+    results, said = [], False
     for framework in engines:
         engine = modules.get(framework)
-        mine = [u for u in units if suite.backbones[u.cell.backbone].plugin.split("/")[0] == framework]
         if engine is None:
             print(f"{framework}: skipped: benchbox_{framework} (or its framework) is not installed", flush=True)
             continue
@@ -133,9 +128,33 @@ def main(argv=None) -> int:
                 flush=True,
             )
             continue
-        if not mine:
+        try:  # this engine's backbones only: the other engine need not be installed or usable here
+            suite = validate_suite(only_engines(args.suite, [framework]), Path(args.suite), registry)
+        except BenchboxError as exc:
+            print(f"{framework}: skipped: the suite's {framework} backbones cannot run here: {exc}", flush=True)
+            continue
+        if not suite.cells:
             print(f"{framework}: skipped: the suite has no {framework} backbone", flush=True)
             continue
+        training = suite.training
+        for key, value in (("epochs", args.epochs), ("device", args.device), ("precision", args.precision)):
+            if value is not None:
+                training = replace(training, **{key: value})
+        suite = replace(suite, training=training)
+        data = prepare_data(suite, registry)
+        mine = plan_units(suite, data, lambda cell, fold: False)
+        for u in mine:  # the same FoldJobs as `benchbox run` builds (benchbox.executors.build_job)
+            u.job_fields = {**u.job_fields, "training": training}
+        images, _ = load_images(mine, data)
+        if not said:
+            print(
+                f"fold_overhead: {Path(args.suite).name}, {os.cpu_count()} CPU(s) seen, torch threads "
+                f"{_torch_threads()}, epochs {training.epochs}, batch {training.batch_size}, "
+                f"device {training.device}, precision {training.precision}",
+                flush=True,
+            )
+            said = True
+        mine = [u for u in mine if u.cell == mine[0].cell]  # one cell: its folds
         run_pass(engine, mine[:1], images, registry, rebuild=True)  # warm-up: imports, first kernels
         before = run_pass(engine, mine, images, registry, rebuild=True)
         after = run_pass(engine, mine, images, registry, rebuild=False)

@@ -182,10 +182,12 @@ def test_a_fold_model_reset_for_a_later_fold_refuses_to_predict(models):
     from benchbox_torch import engine
 
     options = {**TINY, "cache_prefix": True}
-    first = engine.fit(tiny_spec(options), job(options, seed=1, fold=0))
+    first_job = job(options, seed=1, fold=0)
+    first = engine.fit(tiny_spec(options), first_job)
+    engine.predict_images(first, first_job.x_test, None)  # its own fold: fine
     engine.fit(tiny_spec(options), job(options, seed=2, fold=1))
     with pytest.raises(BenchboxError, match="reset for a later fold"):
-        engine.predict_images(first, first.test_inputs[0].numpy(), None)
+        engine.predict_images(first, first_job.x_test, None)
 
 
 def test_the_model_cache_holds_at_most_two_models(models):
@@ -204,18 +206,27 @@ def test_the_model_cache_holds_at_most_two_models(models):
 # --- on a GPU ------------------------------------------------------------------------------
 @needs_gpu
 @pytest.mark.parametrize("precision", ["fp32", "mixed"])
-def test_cuda_fold_runs_channels_last_and_close_to_the_cpu(registry, models, precision):
-    backbone = registry.get("backbone", "torch/mobilenet_v2")
-    opts = {**backbone.defaults, "weights": "none", "input_size": [32, 40]}
-    cpu = fit_and_predict("mobilenet_v2", job(opts, device="cpu"))
-    gpu_model_info = fit_predict(backbone, job(opts, device="cuda", precision=precision)).info
-    assert gpu_model_info["device"].startswith("cuda") and gpu_model_info["gpu"]
-    assert gpu_model_info["channels_last"] is True and gpu_model_info["precision"] == precision
+def test_a_cuda_fold_runs_channels_last_and_predicts_what_its_weights_do_on_the_cpu(registry, models, precision):
+    """Training on the GPU (float16 with loss scaling when mixed) is not compared with the CPU's:
+    Adam's first steps amplify rounding differences. Its trained weights are: the GPU's prediction
+    (channels-last, TF32 convolutions, autocast) against the same weights' fp32 prediction on the CPU."""
     from benchbox_torch import engine
 
-    model = engine.fit("mobilenet_v2", job(opts, device="cuda", precision=precision))
+    backbone = registry.get("backbone", "torch/mobilenet_v2")
+    opts = {**backbone.defaults, "weights": "none", "input_size": [32, 40]}
+    info = fit_predict(backbone, job(opts, device="cuda", precision=precision)).info
+    assert info["device"].startswith("cuda") and info["gpu"] == torch.cuda.get_device_name(0)
+    assert info["channels_last"] is True and info["precision"] == precision
+    j = job(opts, device="cuda", precision=precision, epochs=2)
+    model = engine.fit("mobilenet_v2", j)
     conv = next(m for m in model.net.base.modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.weight.is_cuda and conv.weight.is_contiguous(memory_format=torch.channels_last)
-    whole = engine.predict_images(model, job(opts).x_test, None)
-    assert whole.dtype == np.float64 and np.allclose(whole.sum(axis=1), 1.0)
-    assert np.abs(whole - cpu[1]).max() < (0.02 if precision == "fp32" else 0.05)
+    cached = engine.predict_images(model, j.x_test, list(j.test_ids))
+    whole = engine.predict_images(model, j.x_test, None)
+    for p in (cached, whole):
+        assert isinstance(p, np.ndarray) and p.dtype == np.float64 and np.allclose(p.sum(axis=1), 1.0)
+    cpu_net, _ = engine.build_model("mobilenet_v2", opts, 3, 0)
+    cpu_net.load_state_dict({k: v.cpu() for k, v in model.net.state_dict().items()})
+    on_cpu = engine.predict(cpu_net, j.x_test, 4)
+    tolerance = 2e-3 if precision == "fp32" else 2e-2
+    assert np.abs(whole - on_cpu).max() < tolerance and np.abs(cached - on_cpu).max() < tolerance

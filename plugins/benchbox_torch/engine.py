@@ -90,7 +90,8 @@ class Runtime:
         """A host tensor on the device: pinned and copied without blocking; 4-d ones channels-last."""
         if not self.cuda:
             return t
-        t = t.pin_memory().to(self.device, non_blocking=True)
+        if t.device.type == "cpu":
+            t = t.pin_memory().to(self.device, non_blocking=True)
         return t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
 
     def prepare_net(self, net: nn.Module) -> nn.Module:
