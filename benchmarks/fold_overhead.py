@@ -87,6 +87,7 @@ def run_pass(engine, units, images, registry, rebuild: bool) -> list[dict]:
                     "fixed": wall - steps,
                     "prefix": prefix,
                     "model": info.get("model", "?"),
+                    "cache": str(info.get("prefix_cache", "-")).split(":")[0],
                     "harness_total": elapsed,
                     "has_predict_steps": "predict_loop_seconds" in info,
                 }
@@ -160,12 +161,12 @@ def main(argv=None) -> int:
         after = run_pass(engine, mine, images, registry, rebuild=False)
         results.append((framework, mine[0].plugin, before, after))
         print(f"\n{framework} ({mine[0].plugin}), seconds per fold:", flush=True)
-        print(f"{'fold':>4}  {'':6} {'wall':>7} {'steps':>7} {'fixed':>7} {'prefix':>7}  model")
+        print(f"{'fold':>4}  {'':6} {'wall':>7} {'steps':>7} {'fixed':>7} {'prefix':>7}  model  prefix cache")
         for b, a in zip(before, after):
             for label, r in (("before", b), ("after", a)):
                 print(
                     f"{r['fold']:>4}  {label:6} {r['wall']:7.3f} {r['steps']:7.3f} {r['fixed']:7.3f} "
-                    f"{r['prefix']:7.3f}  {r['model']}"
+                    f"{r['prefix']:7.3f}  {r['model']:6} {r['cache']}"
                 )
         if not all(r["has_predict_steps"] for r in before + after):
             print("  (the engine records no predict_loop_seconds: prediction counts as fixed cost)")
