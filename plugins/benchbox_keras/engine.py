@@ -541,25 +541,55 @@ def fit(network: str, job: FoldJob) -> TrainedModel:
 
 
 def train_epochs(trainer, x_train, job: FoldJob, class_weight, steps: _StepClock) -> None:
-    """One ``fit`` call per epoch on the training data in an order NumPy draws from the fold's seed
-    (the same on every backend, and no TensorFlow seed: see ``seed_everything``)."""
+    """Train ``job.training.epochs`` epochs, each on the training data in an order NumPy draws from
+    the fold's seed (the same orders on every backend, and no TensorFlow seed: ``seed_everything``).
+    On TensorFlow all epochs go through one ``fit`` call on one tf.data pipeline (a ``fit`` call per
+    epoch costs ~0.1-0.3 s of pipeline building on 2 cores); elsewhere one ``fit`` per epoch."""
+    import keras
+
     rng = np.random.default_rng(job.seed)
     y = np.asarray(job.y_train)
-    for epoch in range(job.training.epochs):
-        order = rng.permutation(len(y))
+    epochs, batch = job.training.epochs, job.training.batch_size
+    orders = [rng.permutation(len(y)) for _ in range(epochs)]
+    if keras.backend.backend() == "tensorflow" and epochs > 0 and len(y):
+        import tensorflow as tf
+
+        per_epoch = -(-len(y) // batch)
+        lengths = [min(batch, len(y) - i) for i in range(0, len(y), batch)] * epochs
+        index = tf.RaggedTensor.from_row_lengths(np.concatenate(orders).astype(np.int64), lengths)
+        xs = [tf.constant(a) for a in (x_train if isinstance(x_train, list) else [x_train])]
+        ys = tf.constant(y)
+
+        def gather(i):
+            xb = tuple(tf.gather(a, i) for a in xs)
+            return (xb if len(xb) > 1 else xb[0]), tf.gather(ys, i)
+
+        data = tf.data.Dataset.from_tensor_slices(index).map(gather).prefetch(2)
+        callbacks = [steps.callback]
+        if job.progress:
+
+            class Progress(keras.callbacks.Callback):
+                def on_train_batch_end(self, step, logs=None):
+                    if (step + 1) % per_epoch == 0:
+                        job.progress((step + 1) // per_epoch, epochs)
+
+            callbacks.append(Progress())
+        trainer.fit(data, epochs=1, verbose=0, callbacks=callbacks, class_weight=class_weight, shuffle=False)
+        return
+    for epoch, order in enumerate(orders):
         x = [a[order] for a in x_train] if isinstance(x_train, list) else x_train[order]
         trainer.fit(
             x,
             y[order],
             epochs=1,
-            batch_size=job.training.batch_size,
+            batch_size=batch,
             shuffle=False,
             verbose=0,
             callbacks=[steps.callback],
             class_weight=class_weight,
         )
         if job.progress:
-            job.progress(epoch + 1, job.training.epochs)
+            job.progress(epoch + 1, epochs)
 
 
 def predict_images(model: TrainedModel, images: np.ndarray, ids=None) -> np.ndarray:
