@@ -57,13 +57,19 @@ def scaled(scale: float) -> dict:
     }
 
 
-def exe() -> str:
-    return str(Path(sys.executable).with_name("benchbox"))
+def exe() -> list[str]:
+    """The benchbox command of this interpreter (`python -m benchbox` works without an installed script)."""
+    return [sys.executable, "-m", "benchbox"]
 
 
-def call(args, env, what) -> float:
+def call(args, env, what, budget: float | None = None) -> float:
+    """Wall time of one benchbox command; past ``budget`` seconds it is stopped (its stored folds stay)."""
     t0 = time.perf_counter()
-    res = subprocess.run([exe(), *args], env=env, capture_output=True, text=True)
+    try:
+        res = subprocess.run([*exe(), *args], env=env, capture_output=True, text=True, timeout=budget)
+    except subprocess.TimeoutExpired:
+        print(f"{what}: stopped after its budget of {budget:.0f} s; the folds it finished are timed", flush=True)
+        return time.perf_counter() - t0
     if res.returncode != 0:
         sys.exit(f"{what} failed (exit {res.returncode}):\n{res.stdout[-2000:]}\n{res.stderr[-4000:]}")
     return time.perf_counter() - t0
@@ -124,7 +130,8 @@ def run_study(framework, cfg, args, env, out: Path, networks, extra=(), tag="") 
     suite = out / f"study-{framework}{tag}.toml"
     suite.write_text(suite_text(framework, cfg, args.device, args.precision, networks))
     run_dir = out / f"run-{framework}{tag}"
-    wall = call(["run", str(suite), "--run-dir", str(run_dir), "--new", *extra], env, f"the {framework} study")
+    command = ["run", str(suite), "--run-dir", str(run_dir), "--new", *extra]
+    wall = call(command, env, f"the {framework} study", args.budget_seconds)
     return wall, cell_times(run_dir)
 
 
@@ -138,6 +145,8 @@ def main() -> None:
     ap.add_argument("--precision", default="fp32", choices=("fp32", "mixed"), help="precision of the study runs")
     ap.add_argument("--keras-backend", default=None, help="tensorflow | jax | torch (default: torch without TF)")
     ap.add_argument("--skip-bench", action="store_true")
+    ap.add_argument("--skip-study", action="store_true")
+    ap.add_argument("--budget-seconds", type=float, default=None, help="stop each study run after this long")
     ap.add_argument("--packing", default="", help="folds per GPU to try through Ray, e.g. 1,2,4 (needs ray)")
     args = ap.parse_args()
     out = args.out
@@ -196,7 +205,7 @@ def main() -> None:
 
     study_rows = []
     walls = {}
-    for framework in frameworks:
+    for framework in [] if args.skip_study else frameworks:
         wall, cells = run_study(framework, cfg, args, env, out, networks)
         walls[framework] = wall
         for (data, backbone), (folds, seconds) in sorted(cells.items()):
@@ -211,6 +220,8 @@ def main() -> None:
                 }
             )
         print(f"study, {framework}: {wall:.1f} s wall for {len(cells)} cells", flush=True)
+        if study_rows:
+            write_study(out, cfg, args, study_rows)
     for n in [int(v) for v in args.packing.split(",") if v]:
         extra = ["--executor", "ray", "--gpus-per-fold", f"{1 / n:g}", "--cpus-per-fold", "1"]
         if args.device == "cpu":
@@ -227,7 +238,14 @@ def main() -> None:
             }
         )
         print(f"packing {n} fold(s) per device: {wall:.1f} s wall", flush=True)
+    if study_rows:
+        print(write_study(out, cfg, args, study_rows))
 
+
+def write_study(out: Path, cfg: dict, args, study_rows: list[dict]) -> str:
+    """study.csv and study.md from the cells timed so far (written after each engine: a run cut short
+    still leaves what it measured)."""
+    h, w = cfg["size"]
     with (out / "study.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(study_rows[0]))
         writer.writeheader()
@@ -245,7 +263,7 @@ def main() -> None:
         for r in study_rows
     ]
     (out / "study.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
