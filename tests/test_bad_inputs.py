@@ -1280,7 +1280,7 @@ def test_garbage_weights_file_is_found_before_any_data_is_loaded(tmp_path, henv)
 # --- 9. Ctrl-C and SIGKILL -----------------------------------------------------------------------------
 def test_ctrl_c_says_what_was_kept_and_how_to_resume(tmp_path, henv, start_cli):
     path = suite(tmp_path)
-    proc = start_cli("run", path, env={**henv, "HOSTILE_SLEEP": "0.4"})
+    proc = start_cli("run", path, env={**henv, "HOSTILE_SLEEP": "2"})
     folds = tmp_path / "runs"
     wait_for(lambda: list(folds.glob("*/folds/*.json")), what="a first fold")
     proc.send_signal(signal.SIGINT)

@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -14,13 +15,26 @@ from conftest import TORCH_MNV2, needs_torch, run_cli, tiny_suite
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.xdist_group("ray"),  # one local Ray instance at a time (the suite runs on 2 xdist workers)
     pytest.mark.skipif(
         importlib.util.find_spec("ray") is None, reason="Ray not installed (pip install 'benchbox[ray]')"
     ),
     needs_torch,
 ]
 RAY = ["--executor", "ray", "--ray-local-cpus", "2"]
+
+
+@pytest.fixture(autouse=True)
+def one_ray_at_a_time(tmp_path_factory):
+    """One local Ray instance at a time: the suite runs on two xdist workers, and two Ray instances
+    starting side by side on 2 cores time out (seen in CI). A file lock in the workers' common temp root."""
+    import fcntl
+
+    root = tmp_path_factory.getbasetemp()
+    root = root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
+    with open(root / "ray-tests.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+        fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def folds(run_dir):
