@@ -225,6 +225,7 @@ def test_mixed_precision_trains_in_bfloat16_on_the_cpu_and_restores_the_policy()
 
 
 # --- choosing the backend (no Keras imported) ----------------------------------------------------
+@pytest.mark.skipif(not _installed("jax") or not _installed("torch"), reason="needs jax and torch installed")
 def test_two_keras_backbones_asking_for_different_backends_stop_the_run(tmp_path):
     """One backend per process: the run stops before any data is loaded, naming both backbones."""
     suite = tmp_path / "two.toml"
