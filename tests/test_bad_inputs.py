@@ -95,6 +95,9 @@ def start_cli():
             stderr=subprocess.PIPE,
             text=True,
             env={**os.environ, **(env or {})},
+            # Ctrl-C must reach it as at a terminal: an xdist worker ignores SIGINT, and an ignored signal
+            # is inherited through exec (Python then installs no KeyboardInterrupt handler)
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         started.append(proc)
         return proc
