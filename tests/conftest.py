@@ -1,5 +1,6 @@
 import importlib.util
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -25,6 +26,17 @@ needs_keras = pytest.mark.skipif(
 )
 needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="PyTorch not installed (pip install 'benchbox[torch]')")
 needs_data = pytest.mark.skipif(not (DATA / "chest_xray").is_dir(), reason=f"real X-rays not found at {DATA}")
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """No connection can be opened: what a machine without a network gives a download."""
+
+    def refuse(*args, **kwargs):
+        raise OSError("network is unreachable (simulated by the test)")
+
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
 
 
 @pytest.fixture(scope="session")

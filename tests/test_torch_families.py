@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import socket
 
 import numpy as np
 import pytest
@@ -27,15 +26,6 @@ def reg():
     from benchbox.plugins import load_registry
 
     return load_registry()
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise OSError("network is unreachable (simulated by the test)")
-
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
 
 
 def options(backbone, **overrides):

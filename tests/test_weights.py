@@ -1,7 +1,6 @@
 """Weights: the offline ImageNet message, local files, and the real ImageNet file in ../shared."""
 
 import shutil
-import socket
 
 import numpy as np
 import pytest
@@ -12,15 +11,6 @@ from conftest import WEIGHTS, needs_keras, needs_torch, run_cli
 SHARED_H5 = WEIGHTS / "mobilenet_v2_0.35_224_no_top_imagenet.h5"
 KERAS_NAME = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
 needs_shared_weights = pytest.mark.skipif(not SHARED_H5.exists(), reason=f"{SHARED_H5} not present")
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise OSError("network is unreachable (simulated by the test)")
-
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
 
 
 def backbone(name):
