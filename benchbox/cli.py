@@ -63,8 +63,9 @@ def _options(
     ),
 ):
     STATE["verbose"] = verbose
-    if not verbose:  # framework C++ logs (TensorFlow, absl) are noise unless asked for
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # framework C++ logs (TensorFlow, absl) are noise unless asked for
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose else "3")
+    if not verbose:
         os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 

@@ -26,6 +26,8 @@ def test_run_both_frameworks_prints_table_and_writes_files(tmp_path):
     assert res.returncode == 0, res.stderr + res.stdout
     assert "k-mnv2" in res.stdout and "t-mnv2" in res.stdout and "Sensitivity" in res.stdout
     assert "Confusion matrix" in res.stdout
+    for noise in ("absl::InitializeLog", "oneDNN custom operations", "I0000 "):  # framework C++ logs stay quiet
+        assert noise not in res.stdout + res.stderr, noise
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert len(list((run_dir / "folds").glob("*.json"))) == 4
     report = (run_dir / "report.md").read_text()

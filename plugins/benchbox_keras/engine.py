@@ -57,9 +57,33 @@ def import_keras():
 
     if "tensorflow" not in sys.modules and importlib.util.find_spec("torchvision") is not None:
         import torchvision  # noqa: F401
-    import keras
+    with _native_logs_silenced(os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0") != "0"):
+        import keras
 
     return keras
+
+
+@contextlib.contextmanager
+def _native_logs_silenced(silence: bool):
+    """TensorFlow 2.21 logs through absl before it reads ``TF_CPP_MIN_LOG_LEVEL`` ("All log messages
+    before absl::InitializeLog()", "oneDNN custom operations are on"), from C++ straight to file
+    descriptor 2; only closing that descriptor for the import keeps them above the user's table.
+    ``--verbose`` (which leaves the level unset) shows them."""
+    if not silence:
+        yield
+        return
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def seed_everything(keras, seed: int) -> None:
