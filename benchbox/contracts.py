@@ -37,7 +37,8 @@ class SampleSet:
     """What a Dataset plugin returns: one row per image, and a way to get its pixels.
 
     ``table`` has at least the columns id, label, group (patient), source; ``load`` returns a
-    uint8 array (N, H, W) of grayscale images, padded and resized to ``size`` (height, width).
+    uint8 array of the images, padded and resized to ``size`` (height, width): (N, H, W) grayscale
+    when ``channels`` is 1 (the default), (N, H, W, 3) RGB when it is 3.
     """
 
     table: pd.DataFrame
@@ -47,6 +48,7 @@ class SampleSet:
     notes: list[str] = field(default_factory=list)  # facts worth keeping in the manifest
     fingerprint: str = ""
     warnings: list[str] = field(default_factory=list)  # what the user must see (shortfalls, skipped files)
+    channels: int = 1  # 1: grayscale, load gives (N, H, W); 3: RGB, load gives (N, H, W, 3)
 
     def __post_init__(self):
         missing = [c for c in SAMPLE_COLUMNS if c not in self.table.columns]
@@ -54,6 +56,8 @@ class SampleSet:
             raise ValueError(f"sample table lacks columns {missing}")
         if self.positive_class not in self.classes:
             raise ValueError(f"positive class {self.positive_class!r} not in {self.classes}")
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), not {self.channels!r}")
 
     @property
     def labels(self) -> np.ndarray:
@@ -78,7 +82,7 @@ class TrainingConfig:
 class FoldJob:
     """Everything a backbone needs to train on one fold: plain arrays, options, settings, a seed."""
 
-    x_train: np.ndarray  # uint8 (N, H, W) grayscale
+    x_train: np.ndarray  # uint8 (N, H, W) grayscale, or (N, H, W, 3) RGB: see ``channels``
     y_train: np.ndarray  # int64 (N,)
     x_test: np.ndarray  # the test fold, so an engine may precompute per-image work (never its labels)
     num_classes: int
@@ -91,6 +95,12 @@ class FoldJob:
     #: the suite's [explain] request for this fold (settings and the test fold's labels): read by the
     #: harness, which removes it before the backbone sees the job (benchbox/explain.py)
     explain: Mapping[str, Any] | None = None
+
+    @property
+    def channels(self) -> int:
+        """1 when the fold's images are grayscale (N, H, W), 3 when they are RGB (N, H, W, 3). An
+        engine feeds RGB to a 3-channel network as it is and repeats grayscale to 3 channels."""
+        return 3 if np.ndim(self.x_train) == 4 else 1
 
 
 @dataclass(frozen=True)
@@ -181,7 +191,9 @@ class Backbone:
         raise NotImplementedError
 
     def predict(self, model: Any, images: np.ndarray, ids: Sequence[str] | None = None) -> np.ndarray:
-        """Class probabilities (N, num_classes), rows summing to one, for uint8 images (N, H, W).
+        """Class probabilities (N, num_classes), rows summing to one, for uint8 images (N, H, W)
+        or (N, H, W, 3) (the fold's channels; an external data set's images come in the trained-on
+        data set's channels, converted by the harness).
 
         ``ids`` name the images when they come from the job's test fold (an engine may reuse work it
         cached for them); with ``ids=None`` the whole network must run, as deployed."""
@@ -198,7 +210,8 @@ class Backbone:
         return {"framework": self.framework}
 
     def explain(self, model: Any, images: np.ndarray, target_classes: np.ndarray, layer: str = "auto") -> np.ndarray:
-        """Optional: Grad-CAM heat maps (N, h, w) in [0, 1] of ``model`` for uint8 images (N, H, W),
+        """Optional: Grad-CAM heat maps (N, h, w) in [0, 1] of ``model`` for uint8 images (N, H, W)
+        (or (N, H, W, 3) RGB, as the fold's),
         one per image for its class in ``target_classes`` (the predicted one), at the resolution of
         ``layer`` ("auto": the backbone's last feature map, the one the head pools). Called by the
         harness after prediction when the suite has [explain]; the default says this backbone

@@ -77,10 +77,11 @@ def select(y_true, predicted, ids: Sequence[str], per_class: int, seed: int, num
 
 
 def thumbnails(images: np.ndarray, max_side: int = THUMB_SIDE) -> np.ndarray:
-    """The explained images, kept small (uint8, at most ``max_side`` per side) to draw the panels."""
+    """The explained images, kept small (uint8, at most ``max_side`` per side) to draw the panels;
+    grayscale (N, H, W) or colour (N, H, W, 3), kept as they are."""
     from PIL import Image
 
-    n, h, w = images.shape
+    h, w = images.shape[1:3]
     scale = min(1.0, max_side / max(h, w))
     th, tw = max(1, round(h * scale)), max(1, round(w * scale))
     if (th, tw) == (h, w):
@@ -348,7 +349,7 @@ def draw_panels(explained: list[dict], out_dir: Path, per_class: int = 4) -> lis
         for r, (name, take) in enumerate(rows):
             for k, (p, i) in enumerate(take):
                 image = p["images"][i]
-                heat = upsample(p["maps"][i].astype(np.float64), image.shape)
+                heat = upsample(p["maps"][i].astype(np.float64), image.shape[:2])  # gray (H, W) or RGB (H, W, 3)
                 pred = int(p["predicted"][i])
                 axes[r, 2 * k].imshow(image, cmap="gray", vmin=0, vmax=255)
                 axes[r, 2 * k].set_title(f"{str(p['ids'][i]).rsplit('/', 1)[-1]}, fold {p['fold']}", fontsize=6)

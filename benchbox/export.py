@@ -93,13 +93,13 @@ def export_dataset(samples: SampleSet, to: str | os.PathLike, size: tuple[int, i
         for start in range(0, len(table), chunk):
             part = table.iloc[start : start + chunk]
             images = np.asarray(samples.load(part, (height, width)))
-            if images.shape != (len(part), height, width) or images.dtype != np.uint8:
+            expected = (len(part), height, width) + ((3,) if samples.channels == 3 else ())
+            if images.shape != expected or images.dtype != np.uint8:
                 raise DataError(
-                    f"export: the data set's load returned {images.dtype} {images.shape}; expected uint8 "
-                    f"{(len(part), height, width)}"
+                    f"export: the data set's load returned {images.dtype} {images.shape}; expected uint8 {expected}"
                 )
             for rel, image in zip(names[start : start + chunk], images):
-                Image.fromarray(image, "L").save(staging / rel)
+                Image.fromarray(image, "RGB" if samples.channels == 3 else "L").save(staging / rel)
         with open(staging / "labels.csv", "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             writer.writerow(["path", "label", "patient", "source"])

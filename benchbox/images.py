@@ -1,6 +1,7 @@
 """Image preprocessing shared by every data set: pad to the target aspect ratio with black (no
-distortion), resize, keep one grayscale channel. Engines repeat it to three channels and apply
-each backbone's own ImageNet preprocessing.
+distortion), resize, keep one grayscale channel (``channels = 1``, the default: (H, W) per image)
+or three RGB channels (``channels = 3``: (H, W, 3)). Engines repeat grayscale to three channels,
+feed colour as it is, and apply each backbone's own ImageNet preprocessing.
 
 Decoded, resized images are cached in memory and on disk, keyed by the file's content hash and
 the target size, so a second fold, backbone or run never decodes the same file again.
@@ -9,7 +10,10 @@ DICOM files (``.dcm``, ``.dicom``, or any file with the ``DICM`` preamble that P
 are read with pydicom, an optional dependency (``pip install 'benchbox[dicom]'``): the modality
 LUT (RescaleSlope/RescaleIntercept) is applied, then the stored window (WindowCenter/WindowWidth,
 the first one if several) or, without one, a min-max stretch to 8 bits; MONOCHROME1 is inverted so
-that bone is bright as in MONOCHROME2; colour is converted to grayscale like any other image.
+that bone is bright as in MONOCHROME2. Colour DICOMs (RGB, YBR_* converted to RGB, PALETTE COLOR
+through its lookup table) are converted to grayscale like any other image, or kept as RGB when the
+data set loads colour (``channels = 3``), where grayscale images and MONOCHROME DICOMs are repeated
+to three channels instead.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from benchbox.errors import DataError
 
 
 def pad_to_aspect(img: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Pad a (h, w) image with black, centred, to the aspect ratio height:width."""
+    """Pad a (h, w) or (h, w, 3) image with black, centred, to the aspect ratio height:width."""
     h, w = img.shape[:2]
     target = width / height
     if abs(w / h - target) < 1e-9:
@@ -39,6 +43,7 @@ def pad_to_aspect(img: np.ndarray, height: int, width: int) -> np.ndarray:
         new_h = int(round(w / target))
         pad = new_h - h
         spec = ((pad // 2, pad - pad // 2), (0, 0))
+    spec += ((0, 0),) * (img.ndim - 2)  # colour: no padding along the channels
     return np.pad(img, spec, mode="constant", constant_values=0)
 
 
@@ -52,11 +57,47 @@ def to_grayscale_array(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("L"), dtype=np.uint8)
 
 
+def to_rgb_array(image: Image.Image) -> np.ndarray:
+    """Any PIL image as 8-bit RGB (h, w, 3): colour as it is (transparency dropped, palettes
+    expanded), grayscale (16-bit and float rescaled as in ``to_grayscale_array``) repeated."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F", "L", "1"):
+        return gray_to_rgb(to_grayscale_array(image))
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def gray_to_rgb(images: np.ndarray) -> np.ndarray:
+    """Grayscale (..., H, W) repeated to RGB (..., H, W, 3)."""
+    return np.repeat(np.asarray(images)[..., None], 3, axis=-1)
+
+
+def rgb_to_gray(images: np.ndarray) -> np.ndarray:
+    """RGB (..., H, W, 3) uint8 to grayscale (..., H, W): ITU-R 601 luma, the same integer formula
+    as Pillow's ``convert("L")``, so a colour file converted here or by the grayscale loader matches."""
+    x = np.asarray(images, dtype=np.uint32)
+    luma = (x[..., 0] * 19595 + x[..., 1] * 38470 + x[..., 2] * 7471 + 0x8000) >> 16
+    return luma.astype(np.uint8)
+
+
+def channels_of(images: np.ndarray) -> int:
+    """1 for a grayscale batch (N, H, W), 3 for a colour one (N, H, W, 3)."""
+    return 3 if np.ndim(images) == 4 else 1
+
+
+def to_channels(images: np.ndarray, channels: int) -> np.ndarray:
+    """A batch (N, H, W) or (N, H, W, 3) as ``channels`` (1 or 3): grayscale repeated to RGB, or
+    colour to its luma; unchanged (the same array) when it has them already."""
+    have = channels_of(images)
+    if have == channels:
+        return images
+    return gray_to_rgb(images) if channels == 3 else rgb_to_gray(images)
+
+
 def fit_to_size(gray: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Pad to the aspect ratio of ``size`` (height, width), then resize to exactly ``size``."""
+    """Pad to the aspect ratio of ``size`` (height, width), then resize to exactly ``size``; a
+    (h, w) grayscale or (h, w, 3) colour image."""
     height, width = size
     padded = pad_to_aspect(gray, height, width)
-    if padded.shape == (height, width):
+    if padded.shape[:2] == (height, width):
         return padded
     resized = Image.fromarray(padded).resize((width, height), Image.Resampling.BILINEAR)
     return np.asarray(resized, dtype=np.uint8)
@@ -124,8 +165,9 @@ def _min_max(values: np.ndarray) -> np.ndarray:
     return (values - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(values, dtype=np.float64)
 
 
-def decode_dicom(path: str | os.PathLike) -> np.ndarray:
-    """One DICOM image as 8-bit grayscale (h, w), displayed as a reader would see it.
+def decode_dicom(path: str | os.PathLike, channels: int = 1) -> np.ndarray:
+    """One DICOM image as 8-bit grayscale (h, w), displayed as a reader would see it; with
+    ``channels = 3`` as RGB (h, w, 3): colour as stored (YBR converted), MONOCHROME repeated.
 
     Raises DataError naming the file when pydicom is missing, when the file is not DICOM, has no
     pixel data, holds several frames, or its pixel data cannot be decoded (e.g. a compressed
@@ -185,7 +227,10 @@ def decode_dicom(path: str | os.PathLike) -> np.ndarray:
                 arr = convert_color_space(arr, photometric, "RGB")  # pydicom 3 converts in pixel_array
             if arr.dtype != np.uint8:
                 arr = _min_max(arr.astype(np.float64)).round().astype(np.uint8)
-            return np.asarray(Image.fromarray(np.ascontiguousarray(arr[..., :3]), "RGB").convert("L"), dtype=np.uint8)
+            rgb = np.ascontiguousarray(arr[..., :3])
+            if channels == 3:
+                return rgb
+            return np.asarray(Image.fromarray(rgb, "RGB").convert("L"), dtype=np.uint8)
         if arr.ndim != 2:
             raise ValueError(f"unexpected pixel array shape {arr.shape}")
         stored_8bit = arr.dtype == np.uint8
@@ -210,7 +255,7 @@ def decode_dicom(path: str | os.PathLike) -> np.ndarray:
     out = np.clip(np.round(out), 0, 255).astype(np.uint8)
     if photometric == "MONOCHROME1":  # low values are white: invert so that bone is bright
         out = 255 - out
-    return out
+    return gray_to_rgb(out) if channels == 3 else out
 
 
 def decode_gray(path: str | os.PathLike) -> np.ndarray:
@@ -218,17 +263,26 @@ def decode_gray(path: str | os.PathLike) -> np.ndarray:
 
     Raises DataError for a missing file, DICOM problems, and the reason Pillow gives otherwise
     (as UnreadableImage, so callers can add advice)."""
+    return decode_image(path, 1)
+
+
+def decode_image(path: str | os.PathLike, channels: int = 1) -> np.ndarray:
+    """One image file, fully decoded, at its own size: 8-bit grayscale (h, w) for ``channels = 1``
+    (colour converted), RGB (h, w, 3) for ``channels = 3`` (grayscale repeated). Errors as
+    ``decode_gray``."""
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), not {channels!r}")
     if Path(path).suffix.lower() in DICOM_SUFFIXES:
-        return decode_dicom(path)
+        return decode_dicom(path, channels)
     try:
         with Image.open(path) as im:
             im.load()  # decodes everything: a truncated file fails here (verify() would pass it)
-            return to_grayscale_array(im)
+            return to_rgb_array(im) if channels == 3 else to_grayscale_array(im)
     except FileNotFoundError:
         raise DataError(f"image file not found: {path}") from None
     except UnidentifiedImageError as exc:
         if has_dicom_preamble(path):
-            return decode_dicom(path)
+            return decode_dicom(path, channels)
         raise UnreadableImage(path, str(exc)) from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise UnreadableImage(path, str(exc)) from None
@@ -277,15 +331,18 @@ def unreadable_reason(path: str | os.PathLike) -> str | None:
     return None
 
 
-def decode_file(path: str | os.PathLike, size: tuple[int, int], skip_unreadable: bool | None = None) -> np.ndarray:
-    """Read one image file, grayscale, padded and resized; a clear error names a bad file.
+def decode_file(
+    path: str | os.PathLike, size: tuple[int, int], skip_unreadable: bool | None = None, channels: int = 1
+) -> np.ndarray:
+    """Read one image file, grayscale (or RGB with ``channels = 3``), padded and resized; a clear
+    error names a bad file.
 
     ``skip_unreadable`` is the data set's setting, so the error's advice fits it (None: unknown)."""
     try:
-        gray = decode_gray(path)
+        image = decode_image(path, channels)
     except UnreadableImage as exc:
         raise UnreadableImage(exc.path, exc.reason, skip_unreadable) from None
-    return fit_to_size(gray, size)
+    return fit_to_size(image, size)
 
 
 def file_digest(path: str | os.PathLike) -> str:
@@ -297,14 +354,15 @@ def file_digest(path: str | os.PathLike) -> str:
 
 
 class DecodeCache:
-    """Decoded images keyed by (file content, size): in memory, and as .npy files on disk.
+    """Decoded images keyed by (file content, size, channels): in memory, and as .npy files on disk
+    (a colour decode's file name ends in ``-rgb``; grayscale names are as they always were).
 
     ``hits`` and ``misses`` count lookups so tests and benchmarks can see the cache work.
     """
 
     def __init__(self, directory: str | os.PathLike | None = None):
         self.directory = Path(directory) if directory else None
-        self._memory: dict[tuple[str, tuple[int, int]], np.ndarray] = {}
+        self._memory: dict[tuple, np.ndarray] = {}
         self._digests: dict[tuple[str, float, int], str] = {}
         self.hits = 0
         self.misses = 0
@@ -316,17 +374,25 @@ class DecodeCache:
             self._digests[key] = file_digest(path)
         return self._digests[key]
 
-    def get(self, path: str | os.PathLike, size: tuple[int, int], skip_unreadable: bool | None = None) -> np.ndarray:
-        """The decoded image; ``skip_unreadable`` (the data set's setting) shapes an error's advice."""
+    def get(
+        self, path: str | os.PathLike, size: tuple[int, int], skip_unreadable: bool | None = None, channels: int = 1
+    ) -> np.ndarray:
+        """The decoded image, (H, W) or, with ``channels = 3``, (H, W, 3); ``skip_unreadable`` (the
+        data set's setting) shapes an error's advice."""
         path = str(path)
         if not os.path.exists(path):
             raise DataError(f"image file not found: {path}")
         digest = self._digest(path)
-        key = (digest, tuple(size))
+        key = (digest, tuple(size)) if channels == 1 else (digest, tuple(size), channels)
+        colour = "-rgb" if channels == 3 else ""
         if key in self._memory:
             self.hits += 1
             return self._memory[key]
-        disk = self.directory / f"{size[0]}x{size[1]}" / f"{digest}{_decoder_tag(path)}.npy" if self.directory else None
+        disk = (
+            self.directory / f"{size[0]}x{size[1]}" / f"{digest}{_decoder_tag(path)}{colour}.npy"
+            if self.directory
+            else None
+        )
         if disk is not None and disk.exists():
             try:
                 arr = np.load(disk)
@@ -336,7 +402,7 @@ class DecodeCache:
             except (OSError, ValueError):
                 pass  # a damaged cache entry is simply recomputed
         self.misses += 1
-        arr = decode_file(path, size, skip_unreadable)
+        arr = decode_file(path, size, skip_unreadable, channels)
         self._memory[key] = arr
         if disk is not None:
             disk.parent.mkdir(parents=True, exist_ok=True)
@@ -346,8 +412,11 @@ class DecodeCache:
             os.replace(tmp, disk)
         return arr
 
-    def load_many(self, paths: Iterable[str], size: tuple[int, int], skip_unreadable: bool | None = None) -> np.ndarray:
-        arrays = [self.get(p, size, skip_unreadable) for p in paths]
+    def load_many(
+        self, paths: Iterable[str], size: tuple[int, int], skip_unreadable: bool | None = None, channels: int = 1
+    ) -> np.ndarray:
+        """(N, H, W) grayscale, or (N, H, W, 3) with ``channels = 3``."""
+        arrays = [self.get(p, size, skip_unreadable, channels) for p in paths]
         if not arrays:
-            return np.zeros((0, *size), dtype=np.uint8)
+            return np.zeros((0, *size) + ((3,) if channels == 3 else ()), dtype=np.uint8)
         return np.stack(arrays)

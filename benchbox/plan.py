@@ -14,6 +14,7 @@ import numpy as np
 from benchbox.contracts import SampleSet
 from benchbox.errors import BenchboxError, DataError
 from benchbox.harness import call_plugin
+from benchbox.images import to_channels
 from benchbox.probes import IMAGE_PROBES, transform
 from benchbox.records import CellKey, DataKey
 from benchbox.splitters import assign_folds, train_test_indices
@@ -181,6 +182,7 @@ def probe_data(key: DataKey, base: PreparedData, suite: Suite) -> PreparedData:
         load=s.load,
         notes=list(s.notes),
         fingerprint=f"{s.fingerprint}+{probe}",
+        channels=s.channels,
     )
     folds = assign_folds(suite.protocol, samples.labels, table["group"].to_numpy(), suite.seed)
     return PreparedData(key, samples, folds)
@@ -215,7 +217,9 @@ def plan_units(suite: Suite, data: dict[DataKey, PreparedData], done) -> list[Un
                     fold=fold,
                     images_key=key,
                     test_images_key=test_key,
-                    external_key=(externals, entry.input_size),
+                    # externals come in the trained-on set's channels (a gray set repeated to RGB for an RGB-trained
+                    # model, an RGB set as its luma for a gray-trained one), so the channels are part of the key
+                    external_key=(externals, entry.input_size, ds.samples.channels),
                     train_idx=train_idx,
                     test_idx=test_idx,
                     job_fields={
@@ -247,15 +251,21 @@ def load_images(units: list[Unit], data: dict[DataKey, PreparedData]) -> tuple[d
             images[u.images_key] = _load(ds.samples, size, u.cell.data.label)
         if u.test_images_key not in images:
             images[u.test_images_key] = _load(ds.test_samples, size, u.cell.data.label)
+    decoded = {}
     for u in units:  # after the trained-on arrays: a data set also trained on (cross-dataset) is decoded once
         size = u.images_key[1]
+        channels = u.external_key[2] if len(u.external_key) > 2 else 1
         if u.external_key not in externals:
-            externals[u.external_key] = {
-                a: images[(DataKey(a), size)]
-                if (DataKey(a), size) in images
-                else _load(data[DataKey(a)].samples, size, a)
-                for a in u.external_key[0]
-            }
+            arrays = {}
+            for a in u.external_key[0]:
+                if (DataKey(a), size) in images:
+                    arr = images[(DataKey(a), size)]
+                else:
+                    if (a, size) not in decoded:
+                        decoded[(a, size)] = _load(data[DataKey(a)].samples, size, a)
+                    arr = decoded[(a, size)]
+                arrays[a] = to_channels(arr, channels)
+            externals[u.external_key] = arrays
     return images, externals
 
 
@@ -268,9 +278,12 @@ def _load(samples: SampleSet, size, label: str) -> np.ndarray:
         raise BenchboxError(
             f"data set {label}: loading its images failed: {type(exc).__name__}: {exc}", detail=traceback.format_exc()
         ) from exc
-    if arr.dtype != np.uint8 or arr.shape != (len(samples.table), *size):
+    colour = samples.channels == 3
+    expected = (len(samples.table), *size) + ((3,) if colour else ())
+    if arr.dtype != np.uint8 or arr.shape != expected:
         raise BenchboxError(
             f"data set {label}: load() returned {arr.dtype} {arr.shape}; expected uint8 "
-            f"{(len(samples.table), *size)} (grayscale, padded and resized)"
+            f"{expected} ({'RGB' if colour else 'grayscale'}, padded and resized; the data set declares "
+            f"channels = {samples.channels})"
         )
     return arr

@@ -1,6 +1,7 @@
 """Shortcut probes: image transforms and relabellings that show what a benchmark really measures.
 
-Image probes (applied to the padded, resized images in memory; source files are never touched):
+Image probes (applied to the padded, resized images in memory, grayscale (N, H, W) or colour
+(N, H, W, 3) alike; source files are never touched):
 
 - ``lungs-blackout``: a centred rectangle (``fraction`` of the height and width) set to black —
   the lungs are gone, borders, markers and body outline remain (Maguolo & Nanni 2021).
@@ -34,6 +35,16 @@ THRESHOLDS = {
 }  # source "predictable near-perfectly" at or above this accuracy
 
 
+def _height_width(images: np.ndarray) -> tuple[int, int]:
+    """(H, W) of one grayscale image (H, W) or of a batch, grayscale (N, H, W) or colour (N, H, W, 3)."""
+    return tuple(images.shape[:2]) if images.ndim == 2 else tuple(images.shape[1:3])
+
+
+def _region(images: np.ndarray, rows: slice, cols: slice) -> tuple:
+    """The index of rows x cols in every image (and every channel) of ``images``."""
+    return (rows, cols) if images.ndim == 2 else (slice(None), rows, cols)
+
+
 def _frame(h: int, w: int, frame: float) -> tuple[int, int]:
     return int(round(frame * h)), int(round(frame * w))
 
@@ -41,28 +52,29 @@ def _frame(h: int, w: int, frame: float) -> tuple[int, int]:
 def lungs_blackout(images: np.ndarray, fraction: float = 0.6) -> np.ndarray:
     """Black out a centred rectangle covering ``fraction`` of the height and of the width."""
     out = images.copy()
-    h, w = images.shape[-2:]
+    h, w = _height_width(images)
     rh, rw = int(round(fraction * h)), int(round(fraction * w))
     top, left = (h - rh) // 2, (w - rw) // 2
-    out[..., top : top + rh, left : left + rw] = 0
+    out[_region(out, slice(top, top + rh), slice(left, left + rw))] = 0
     return out
 
 
 def border_only(images: np.ndarray, frame: float = 0.12) -> np.ndarray:
     """Keep a frame ``frame`` wide on each side; black out the centre."""
     out = images.copy()
-    h, w = images.shape[-2:]
+    h, w = _height_width(images)
     fh, fw = _frame(h, w, frame)
-    out[..., fh : h - fh, fw : w - fw] = 0
+    out[_region(out, slice(fh, h - fh), slice(fw, w - fw))] = 0
     return out
 
 
 def centre_only(images: np.ndarray, frame: float = 0.12) -> np.ndarray:
     """Black out a frame ``frame`` wide on each side; keep the centre."""
     out = np.zeros_like(images)
-    h, w = images.shape[-2:]
+    h, w = _height_width(images)
     fh, fw = _frame(h, w, frame)
-    out[..., fh : h - fh, fw : w - fw] = images[..., fh : h - fh, fw : w - fw]
+    centre = _region(images, slice(fh, h - fh), slice(fw, w - fw))
+    out[centre] = images[centre]
     return out
 
 

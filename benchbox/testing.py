@@ -18,12 +18,13 @@ from benchbox.errors import PluginError
 from benchbox.harness import run_fold
 
 
-def _tiny_fold(num_classes: int, size, seed: int = 0, n_train: int = 12, n_test: int = 6):
+def _tiny_fold(num_classes: int, size, seed: int = 0, n_train: int = 12, n_test: int = 6, channels: int = 1):
     rng = np.random.default_rng(seed)
     h, w = size
+    shape = (h, w) if channels == 1 else (h, w, channels)
     y_train = np.arange(n_train) % num_classes
-    x_train = rng.integers(0, 60, (n_train, h, w), dtype=np.uint8)
-    x_test = rng.integers(0, 60, (n_test, h, w), dtype=np.uint8)
+    x_train = rng.integers(0, 60, (n_train, *shape), dtype=np.uint8)
+    x_test = rng.integers(0, 60, (n_test, *shape), dtype=np.uint8)
     for x, y in ((x_train, y_train),):
         for i, label in enumerate(y):  # class-dependent brightness: learnable, not required to be
             x[i] += np.uint8(60 * label)
@@ -31,11 +32,18 @@ def _tiny_fold(num_classes: int, size, seed: int = 0, n_train: int = 12, n_test:
 
 
 def check_backbone(
-    backbone: Backbone, options: dict | None = None, epochs: int = 1, batch_size: int = 4, class_counts=(2, 3)
+    backbone: Backbone,
+    options: dict | None = None,
+    epochs: int = 1,
+    batch_size: int = 4,
+    class_counts=(2, 3),
+    channels: int = 1,
 ) -> dict:
     """Check a backbone plugin against the contract; return the options used.
 
-    Trains ``len(class_counts) + 1`` times (the last repeats 3 classes to check determinism)."""
+    Trains ``len(class_counts) + 1`` times (the last repeats 3 classes to check determinism).
+    ``channels = 3`` feeds colour folds (N, H, W, 3), as a data set with ``color = "rgb"`` does."""
+    assert channels in (1, 3), "channels: 1 (grayscale folds) or 3 (RGB folds)"
     assert isinstance(backbone.name, str) and "/" in backbone.name, (
         f"name {backbone.name!r}: use 'framework/network', e.g. 'keras/resnet50'"
     )
@@ -54,7 +62,7 @@ def check_backbone(
 
     outputs = {}
     for num_classes in class_counts:
-        x_train, y_train, x_test = _tiny_fold(num_classes, size)
+        x_train, y_train, x_test = _tiny_fold(num_classes, size, channels=channels)
         job = FoldJob(x_train, y_train, x_test, num_classes, opts, training, seed=11)
         try:
             out = run_fold(backbone, backbone.name, job, f"a tiny {num_classes}-class fold")
@@ -75,7 +83,7 @@ def check_backbone(
             )
         outputs[num_classes] = p
 
-    x_train, y_train, x_test = _tiny_fold(3, size)
+    x_train, y_train, x_test = _tiny_fold(3, size, channels=channels)
     model = backbone.fit(FoldJob(x_train, y_train, x_test, 3, opts, training, seed=11))
     again = np.asarray(backbone.predict(model, x_test, None), dtype=float)
     whole = np.asarray(backbone.predict(model, x_test, [f"test/{i}" for i in range(len(x_test))]), dtype=float)

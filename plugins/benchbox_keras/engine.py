@@ -8,6 +8,13 @@ frozen Dropout is switched off; the others update their moving statistics with P
 momentum, see BN_MOMENTUM) -> global pooling -> hidden Dense(ReLU) layers, Dropout between them
 when there are two or more -> Dense softmax.
 
+Colour (a data set with ``color = "rgb"``: the fold's images are (N, H, W, 3)): the input is
+(H, W, 3), named "image", with no gray_to_rgb; networks whose preprocessing swaps RGB to BGR (Caffe
+mode: VGG, ResNet50) get an ``rgb_to_bgr`` layer before the per-channel mean subtraction, so each
+channel is normalised with its own ImageNet statistics. Grayscale images given to a colour model
+(an external grayscale data set) are repeated to 3 channels; colour images given to a grayscale
+model are reduced to their luma (``as_input``).
+
 The study's five networks (``APPS``) and every other keras.applications network (families.py)
 build, train, cache, bench and describe through the same functions, keyed by the model name; for
 a family member the cutoff comes from its ``freeze`` option (``frozen_cutoff``).
@@ -41,6 +48,7 @@ import numpy as np
 
 from benchbox.contracts import FoldJob, balanced_class_weights
 from benchbox.errors import BenchboxError, WeightsError
+from benchbox.images import to_channels
 from benchbox_engine_common.networks import BN_MOMENTUM, check_weights_file, weights_kind
 from benchbox_engine_common.prefix_cache import CACHE, cache_key, fallback_reason, job_ids
 from benchbox_keras import APPS, backends, imagenet_file
@@ -155,6 +163,39 @@ def ensure_weights(network: str, options) -> None:
         ) from None
 
 
+def _swaps_to_bgr(keras, network: str) -> bool:
+    """Whether the network's ImageNet preprocessing reverses the channels (RGB in, BGR out, as
+    Caffe mode does), probed on one pure-colour pixel per channel; an error when it mixes them."""
+    if network in APPS:
+        return APPS[network].preprocessing == "caffe"
+    cls, module = application(network)
+    preprocess = getattr(keras.applications, module).preprocess_input
+    probe = np.zeros((4, 1, 1, 3), dtype="float32")
+    for c in range(3):
+        probe[c + 1, 0, 0, c] = 255.0
+    y = np.asarray(preprocess(probe.copy()), dtype="float64").reshape(4, 3)
+    response = np.abs(y[1:] - y[0]) > 1e-6  # [input channel, output channel]
+    if (response == np.eye(3, dtype=bool)).all():
+        return False
+    if (response == np.eye(3, dtype=bool)[::-1]).all():
+        return True
+    raise BenchboxError(
+        f"keras/{network}: keras.applications.{module}.preprocess_input mixes the colour channels; the Keras "
+        f'engine cannot feed it colour images: use color = "gray" for this network'
+    )
+
+
+def _input_layers(keras, network: str, h: int, w: int, channels: int):
+    """(input, RGB tensor before the preprocessing) of the engine's layout for 1 or 3 channels."""
+    if channels == 3:
+        inputs = keras.Input((h, w, 3), name="image")
+        if _swaps_to_bgr(keras, network):  # colour RGB -> the BGR the network was trained on
+            return inputs, keras.layers.Lambda(lambda t: keras.ops.flip(t, axis=-1), name="rgb_to_bgr")(inputs)
+        return inputs, inputs
+    inputs = keras.Input((h, w, 1), name="xray")
+    return inputs, keras.layers.Concatenate(name="gray_to_rgb")([inputs, inputs, inputs])
+
+
 def _preprocess_layer(keras, network):
     if network not in APPS:
         mean, variance, _ = preprocess_affine(keras, network)
@@ -165,8 +206,9 @@ def _preprocess_layer(keras, network):
     return keras.layers.Normalization(mean=127.5, variance=127.5**2, name="imagenet_preprocess")
 
 
-def build_model(network: str, options, num_classes: int, seed: int):
-    """The full model and its base; cutoff applied, weights loaded."""
+def build_model(network: str, options, num_classes: int, seed: int, channels: int = 1):
+    """The full model and its base; cutoff applied, weights loaded. ``channels``: 1 for grayscale
+    input (H, W, 1), repeated to RGB inside the model; 3 for colour input (H, W, 3)."""
     keras = import_keras()
     seed_everything(keras, seed)
     h, w = (int(v) for v in options["input_size"])
@@ -194,8 +236,7 @@ def build_model(network: str, options, num_classes: int, seed: int):
             layer.rate = 0.0  # (EfficientNet's drop-connect; the study's five have no Dropout inside)
     # under a mixed policy the output layer computes (and its softmax runs) in float32
     final_dtype = "float32" if keras.config.dtype_policy().compute_dtype != "float32" else None
-    inputs = keras.Input((h, w, 1), name="xray")
-    x = keras.layers.Concatenate(name="gray_to_rgb")([inputs, inputs, inputs])
+    inputs, x = _input_layers(keras, network, h, w, channels)
     x = _preprocess_layer(keras, network)(x)
     x = base(x)
     pool = keras.layers.GlobalAveragePooling2D if options["pooling"] == "avg" else keras.layers.GlobalMaxPooling2D
@@ -299,8 +340,17 @@ class _StepClock:
         return sum(self.times) - excess, excess
 
 
-def as_input(x: np.ndarray) -> np.ndarray:
-    return x.astype("float32")[..., None]
+def as_input(x: np.ndarray, channels: int = 1) -> np.ndarray:
+    """uint8 images (N, H, W) or (N, H, W, 3) as a model with ``channels`` input channels takes
+    them: float32 (N, H, W, 1) or (N, H, W, 3); grayscale repeated or colour reduced to its luma
+    when the images have the other kind."""
+    x = to_channels(x, channels).astype("float32")
+    return x[..., None] if channels == 1 else x
+
+
+def input_channels(model) -> int:
+    """1 or 3: what the engine's model (or its augmentation wrapper) takes."""
+    return int(model.input.shape[-1])
 
 
 # --- device and precision ------------------------------------------------------------------
@@ -416,7 +466,7 @@ class _Built:
 
 def _construct(keras, network: str, job: FoldJob) -> tuple:
     """The seeded construction of a fold's model: (model, base, full)."""
-    model, base = build_model(network, job.options, job.num_classes, job.seed)
+    model, base = build_model(network, job.options, job.num_classes, job.seed, job.channels)
     full = with_augmentation(keras, model, job.seed) if job.training.augment else model
     return model, base, full
 
@@ -474,7 +524,7 @@ class ModelCache:
             stamp = (os.path.getmtime(path), os.path.getsize(path)) if os.path.exists(path) else None
         text = json.dumps(dict(options), sort_keys=True, default=repr)
         training = (float(job.training.learning_rate), bool(job.training.augment), job.training.optimizer)
-        return (network, text, stamp, int(job.num_classes), rt, training)
+        return (network, text, stamp, int(job.num_classes), rt, training, job.channels)
 
     def fetch(self, keras, network: str, job: FoldJob, rt: Runtime) -> tuple[_Built, bool]:
         key = self.key(network, job, rt)
@@ -548,7 +598,7 @@ def fit(network: str, job: FoldJob) -> TrainedModel:
             x_train, x_test, cache_info = cached_prefix(keras, network, built, job, rt)
             info.update(cache_info)
         else:
-            x_train, x_test = as_input(job.x_train), None
+            x_train, x_test = as_input(job.x_train, job.channels), None
             info["prefix_cache"] = f"off: {built.reason}"
         seed_everything(keras, job.seed)
         class_weight = None
@@ -630,7 +680,10 @@ def predict_images(model: TrainedModel, images: np.ndarray, ids=None) -> np.ndar
             )
         else:
             probs = model.model.predict(
-                as_input(images), batch_size=model.batch_size, verbose=0, callbacks=[steps.callback]
+                as_input(images, input_channels(model.model)),
+                batch_size=model.batch_size,
+                verbose=0,
+                callbacks=[steps.callback],
             )
     if test_fold:
         model.info["predict_loop_seconds"], model.info["predict_warmup_seconds"] = steps.seconds()
@@ -689,7 +742,9 @@ def cached_prefix(keras, network, built: _Built, job, rt: Runtime):
     options = built.options  # with the resolved cutoff
     boundary = boundary_tensors(built.base, int(options["cutoff"]))
     train_ids, test_ids = job_ids(job)
-    key = cache_key(f"keras:{rt.backend}:{rt.device}:{rt.policy}", network, options, job.seed)
+    # the same image ids may be loaded gray or RGB (color option): their activations differ
+    colour = ":rgb" if job.channels == 3 else ""
+    key = cache_key(f"keras:{rt.backend}:{rt.device}:{rt.policy}{colour}", network, options, job.seed)
     t0 = time.perf_counter()
     cached = CACHE.get(key, train_ids + test_ids)
     status = "hit"
@@ -697,7 +752,9 @@ def cached_prefix(keras, network, built: _Built, job, rt: Runtime):
         if built.extractor is None:
             built.extractor = prefix_extractor(keras, built.model, built.base, boundary)
         out = built.extractor.predict(
-            as_input(np.concatenate([job.x_train, job.x_test])), batch_size=job.training.batch_size, verbose=0
+            as_input(np.concatenate([job.x_train, job.x_test]), job.channels),
+            batch_size=job.training.batch_size,
+            verbose=0,
         )
         out = out if isinstance(out, (list, tuple)) else [out]
         cached = [np.asarray(keras.ops.convert_to_numpy(a), dtype=np.float32) for a in out]
@@ -717,11 +774,15 @@ def cached_prefix(keras, network, built: _Built, job, rt: Runtime):
 
 
 def prefix_extractor(keras, model, base, boundary):
-    """Image -> boundary tensors: gray_to_rgb, preprocessing and the frozen prefix; needed only on
-    a cache miss."""
+    """Image -> boundary tensors: gray_to_rgb (or, for colour, rgb_to_bgr where the network wants
+    BGR), preprocessing and the frozen prefix; needed only on a cache miss."""
     inp = keras.Input(model.input.shape[1:])
-    rgb = model.get_layer("gray_to_rgb")([inp, inp, inp])
-    return keras.Model(inp, keras.Model(base.input, boundary)(model.get_layer("imagenet_preprocess")(rgb)))
+    x = inp
+    for layer in model.layers[: model.layers.index(base)]:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        x = layer([x, x, x]) if isinstance(layer, keras.layers.Concatenate) else layer(x)
+    return keras.Model(inp, keras.Model(base.input, boundary)(x))
 
 
 _STATISTICS = ("moving_mean", "moving_variance", "imagenet_preprocess/")

@@ -22,7 +22,8 @@ from benchbox.errors import BenchboxError
 
 def _parts(keras, model):
     """(layers before the base, the base, layers after it) of the engine's model layout
-    (benchbox_keras/engine.py: input -> gray_to_rgb -> preprocessing -> base -> pooling -> head),
+    (benchbox_keras/engine.py: input -> gray_to_rgb (or, for colour input, nothing or rgb_to_bgr) ->
+    preprocessing -> base -> pooling -> head),
     with the training-time augmentation wrapper, if any, removed."""
     inner = model
     for layer in model.layers:  # with_augmentation wraps the model: explain the model itself
@@ -90,8 +91,9 @@ def _gradient(keras, forward, x, head=None):
 
 
 def explain(model, images: np.ndarray, target_classes, layer: str = "auto", batch_size: int = 16) -> np.ndarray:
-    """Heat maps (N, h, w) in [0, 1] of a Keras model for uint8 images (N, H, W), one per image for its class."""
-    from benchbox_keras.engine import import_keras
+    """Heat maps (N, h, w) in [0, 1] of a Keras model for uint8 images (N, H, W) or (N, H, W, 3),
+    one per image for its class."""
+    from benchbox_keras.engine import as_input, import_keras, input_channels
 
     keras = import_keras()
     ops = keras.ops
@@ -102,7 +104,7 @@ def explain(model, images: np.ndarray, target_classes, layer: str = "auto", batc
         raise NotImplementedError(f"{model.name}: the last layer is not a dense classifier; cannot take its logits")
     out = []
     for start in range(0, len(images), batch_size):
-        x = ops.convert_to_tensor(np.asarray(images[start : start + batch_size], dtype="float32")[..., None])
+        x = ops.convert_to_tensor(as_input(np.asarray(images[start : start + batch_size]), input_channels(model)))
         for lay in before:
             x = lay([x, x, x]) if isinstance(lay, keras.layers.Concatenate) else lay(x, training=False)
         targets = ops.convert_to_tensor(np.asarray(target_classes[start : start + batch_size], dtype="int32"))

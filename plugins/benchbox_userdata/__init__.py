@@ -2,7 +2,8 @@
 table of paths and labels). Both read png/jpg/bmp/tiff and DICOM (through pydicom, an optional
 extra: ``pip install 'benchbox[dicom]'``), take patient groups from a regex on the path (folder) or
 a patient column (csv), and report what a user must know (no patient ids, skipped files, empty
-class folders) as warnings. See docs/your-study.md.
+class folders) as warnings. ``color = "rgb"`` loads images as RGB (N, H, W, 3) instead of grayscale
+(the default, ``"gray"``). See docs/your-study.md.
 """
 
 from __future__ import annotations

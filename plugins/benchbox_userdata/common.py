@@ -18,6 +18,8 @@ from benchbox.errors import DataError
 from benchbox.images import DecodeCache, unreadable_reason
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom")
+#: the ``color`` option: how many channels each image is loaded with
+COLORS = {"gray": 1, "rgb": 3}
 
 _CACHE: DecodeCache | None = None
 
@@ -30,13 +32,41 @@ def decode_cache() -> DecodeCache:
     return _CACHE
 
 
-def load_images(table: pd.DataFrame, size, skip_unreadable: bool = False) -> np.ndarray:
-    return decode_cache().load_many(table["path"].tolist(), tuple(size), skip_unreadable=skip_unreadable)
+def load_images(table: pd.DataFrame, size, skip_unreadable: bool = False, channels: int = 1) -> np.ndarray:
+    return decode_cache().load_many(
+        table["path"].tolist(), tuple(size), skip_unreadable=skip_unreadable, channels=channels
+    )
 
 
-def loader(skip_unreadable: bool):
-    """The SampleSet.load of a user data set (picklable; the error advice fits the setting)."""
-    return functools.partial(load_images, skip_unreadable=bool(skip_unreadable))
+def loader(skip_unreadable: bool, channels: int = 1):
+    """The SampleSet.load of a user data set (picklable; the error advice fits the setting):
+    (N, H, W) grayscale, or (N, H, W, 3) RGB with ``channels = 3``."""
+    return functools.partial(load_images, skip_unreadable=bool(skip_unreadable), channels=int(channels))
+
+
+def color_problems(options: Mapping[str, Any]) -> list[str]:
+    """What is wrong with the ``color`` option (for `benchbox validate`, which names the data set)."""
+    color = options.get("color", "gray")
+    if color in COLORS:
+        return []
+    hint = ' (spelled "gray")' if color == "grey" else ""
+    return [
+        f'color = {color!r} is not a colour mode; use "gray" (one channel, the default: colour files are '
+        f'converted to grayscale) or "rgb" (three channels: grayscale files are repeated){hint}'
+    ]
+
+
+def channels_of(plugin: str, options: Mapping[str, Any]) -> int:
+    """The channels a data set loads, from its ``color`` option (a bad value is a DataError)."""
+    problems = color_problems(options)
+    if problems:
+        raise DataError(f"{plugin}: {problems[0]}")
+    return COLORS[options.get("color", "gray")]
+
+
+def colour_fingerprint(channels: int) -> str:
+    """The fingerprint's suffix: none for grayscale (fingerprints as before), ``:rgb`` for colour."""
+    return ":rgb" if channels == 3 else ""
 
 
 def resolve_path(plugin: str, option: str, value: Any, data_dir: str | None, what: str) -> Path:

@@ -11,7 +11,10 @@ import pandas as pd
 from benchbox.contracts import Dataset, SampleSet
 from benchbox.errors import DataError
 from benchbox_userdata.common import (
+    channels_of,
     check_options,
+    color_problems,
+    colour_fingerprint,
     drop_unreadable,
     example,
     fingerprint,
@@ -111,12 +114,17 @@ class CsvDataset(Dataset):
         "positive_class": "",
         "source": "",
         "skip_unreadable": False,
+        "color": "gray",
     }
+
+    def check_options(self, options):
+        return color_problems({**self.defaults, **options})
 
     def samples(self, options, seed, data_dir):
         plugin = self.name
         options = {**self.defaults, **options}
         check_options(plugin, options)
+        channels = channels_of(plugin, options)
         if not isinstance(options["columns"], dict):
             raise DataError(f'{plugin}: columns must be a table, e.g. {{ path = "filename", label = "finding" }}')
         csv = resolve_path(
@@ -225,16 +233,18 @@ class CsvDataset(Dataset):
         notes.insert(
             0,
             f"{plugin}: {len(table)} images in {len(classes)} classes from {csv}"
-            + (f" (split {split})" if split and split != "all" else ""),
+            + (f" (split {split})" if split and split != "all" else "")
+            + (" (colour: RGB, grayscale files repeated to 3 channels)" if channels == 3 else ""),
         )
         return SampleSet(
             table=table,
             classes=classes,
             positive_class=positive,
-            load=loader(options["skip_unreadable"]),
+            load=loader(options["skip_unreadable"], channels),
             notes=notes,
             warnings=warnings,
-            fingerprint=fingerprint(plugin, source, table),
+            fingerprint=fingerprint(plugin, source, table) + colour_fingerprint(channels),
+            channels=channels,
         )
 
     @staticmethod

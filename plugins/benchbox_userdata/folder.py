@@ -13,7 +13,10 @@ from benchbox.errors import DataError
 from benchbox.images import has_dicom_preamble
 from benchbox_userdata.common import (
     IMAGE_SUFFIXES,
+    channels_of,
     check_options,
+    color_problems,
+    colour_fingerprint,
     compile_group_pattern,
     drop_unreadable,
     example,
@@ -90,12 +93,17 @@ class FolderDataset(Dataset):
         "group_pattern": "",
         "source": "",
         "skip_unreadable": False,
+        "color": "gray",
     }
+
+    def check_options(self, options):
+        return color_problems({**self.defaults, **options})
 
     def samples(self, options, seed, data_dir):
         plugin = self.name
         options = {**self.defaults, **options}
         check_options(plugin, options)
+        channels = channels_of(plugin, options)
         root = resolve_path(
             plugin,
             "root",
@@ -193,15 +201,20 @@ class FolderDataset(Dataset):
                 f"{root} (after skipping unreadable images)",
                 warnings,
             )
-        notes.insert(0, f"{plugin}: {len(table)} images in {len(classes)} classes from {root}")
+        notes.insert(
+            0,
+            f"{plugin}: {len(table)} images in {len(classes)} classes from {root}"
+            + (" (colour: RGB, grayscale files repeated to 3 channels)" if channels == 3 else ""),
+        )
         return SampleSet(
             table=table,
             classes=classes,
             positive_class=positive,
-            load=loader(options["skip_unreadable"]),
+            load=loader(options["skip_unreadable"], channels),
             notes=notes,
             warnings=warnings,
-            fingerprint=fingerprint(plugin, source, table),
+            fingerprint=fingerprint(plugin, source, table) + colour_fingerprint(channels),
+            channels=channels,
         )
 
     @staticmethod
