@@ -47,12 +47,38 @@ def test_prefix_cache_is_bounded_and_spills_to_disk(tmp_path):
     small = np.ones((2, 10), np.float32)  # 80 bytes
     big = np.arange(2 * 500, dtype=np.float32).reshape(2, 500)  # 4000 bytes: over the limit
     cache.put(("a",), ["x", "y"], [small])
-    cache.put(("b",), ["x", "y"], [big])
-    assert cache.memory_bytes == 80 and cache.disk_bytes == 4000
+    cache.put(("b",), ["x", "y"], [big])  # "a" is evicted first; "b" alone is still too big: it spills
+    assert cache.memory_bytes == 0 and cache.disk_bytes == 4000
+    assert cache.get(("a",), ["x"]) is None
     assert isinstance(cache._entries[("b",)][1][0], np.memmap)
     got = cache.get(("b",), ["y", "x"])[0]
     assert np.array_equal(got, big[::-1])
     assert cache.get(("b",), ["x", "z"]) is None
+
+
+def test_prefix_cache_evicts_least_recently_used_so_a_run_stays_flat(tmp_path):
+    """Random weights key an entry by the fold seed: ten folds must not pile up ten entries (nor spill)."""
+    entry = np.ones((4, 25), np.float32)  # 400 bytes
+    cache = PrefixCache(limit_bytes=1000, directory=tmp_path)
+    for seed in range(10):
+        cache.put(("net", seed), list("abcd"), [entry * seed])
+    assert cache.memory_bytes == 800 and cache.disk_bytes == 0  # the last two folds' entries
+    assert cache.get(("net", 7), list("abcd")) is None
+    assert cache.get(("net", 9), list("dcba"))[0][0, 0] == 9
+    cache.put(("net", 8), list("abcd"), [entry])  # replacing a key does not count it twice
+    assert cache.memory_bytes == 800 and cache.evictions == 8
+
+
+def test_prefix_cache_keeps_device_entries_apart_and_returns_them_uncopied(tmp_path):
+    torch = pytest.importorskip("torch")
+    cache = PrefixCache(limit_bytes=100, directory=tmp_path, device_limit_bytes=1000)
+    t = torch.arange(40, dtype=torch.float32).reshape(4, 10)  # 160 bytes: over the host limit, not the device's
+    cache.put(("dev",), list("abcd"), [t])
+    assert cache.device_bytes == 160 and cache.disk_bytes == 0
+    (same,) = cache.get(("dev",), list("abcd"))
+    assert same is t  # the fold that computed it trains on it without a copy
+    (picked,) = cache.get(("dev",), ["c", "a"])
+    assert torch.equal(picked, t[[2, 0]])
 
 
 def _job(size, options, augment=False):

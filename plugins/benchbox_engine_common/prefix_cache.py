@@ -3,50 +3,109 @@
 Everything below the cutoff is frozen and, without augmentation, its output for an image never
 changes; the study's protocol would recompute it every epoch of every fold. Engines store the
 prefix output per image id under a key naming everything it depends on (backbone, cutoff,
-weights, input size, and the fold seed when the weights are random). Memory is bounded: past
-``limit_bytes`` entries spill to memory-mapped files on disk.
+weights, input size, and the fold seed when the weights are random). Memory is bounded: the least
+recently used entries are evicted first, and an entry too large for the limit on its own spills to
+a memory-mapped file on disk.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 
 DEFAULT_LIMIT = int(float(os.environ.get("BENCHBOX_PREFIX_CACHE_MB", "4096")) * 2**20)
+DEVICE_LIMIT = int(float(os.environ.get("BENCHBOX_PREFIX_CACHE_DEVICE_MB", "8192")) * 2**20)
+
+
+def _on_host(array) -> bool:
+    """NumPy arrays (and memory maps) live in host memory; an engine may also store its own device
+    tensors (anything with ``nbytes``, slicing and integer-array indexing, e.g. a CUDA tensor)."""
+    return isinstance(array, np.ndarray)
 
 
 class PrefixCache:
-    def __init__(self, limit_bytes: int = DEFAULT_LIMIT, directory: str | os.PathLike | None = None):
+    """Entries (one per key) of per-image prefix outputs, least recently used evicted first.
+
+    Host entries (NumPy) count against ``limit_bytes``; when the newest entry alone does not fit,
+    it spills to a memory-mapped file instead. Device entries (an engine's GPU tensors: copying
+    them to the host and back every fold costs more than the prefix pass) count against
+    ``device_limit_bytes`` and are evicted, never spilled. Entries keyed by a fold seed (random
+    weights) are never read again after their fold, so eviction is what keeps a run's memory flat."""
+
+    def __init__(
+        self,
+        limit_bytes: int = DEFAULT_LIMIT,
+        directory: str | os.PathLike | None = None,
+        device_limit_bytes: int = DEVICE_LIMIT,
+    ):
         self.limit_bytes = limit_bytes
+        self.device_limit_bytes = device_limit_bytes
         self.directory = Path(directory) if directory else None
-        self._entries: dict[tuple, tuple[dict[str, int], list[np.ndarray]]] = {}
+        self._entries: OrderedDict[tuple, tuple[dict[str, int], list, int, str]] = OrderedDict()
         self.memory_bytes = 0
         self.disk_bytes = 0
+        self.device_bytes = 0
         self.hits = 0
         self.misses = 0
+        self.evictions = 0
 
-    def get(self, key: tuple, ids) -> list[np.ndarray] | None:
-        """The cached outputs (one array per boundary tensor) for these ids, or None if any is missing."""
+    def get(self, key: tuple, ids) -> list | None:
+        """The cached outputs (one array per boundary tensor) for these ids, or None if any is missing.
+        Asked for exactly the ids it was stored with, in that order, the stored arrays come back as
+        they are (no copy)."""
         entry = self._entries.get(key)
         if entry is None or any(i not in entry[0] for i in ids):
             self.misses += 1
             return None
         self.hits += 1
-        rows = np.fromiter((entry[0][i] for i in ids), dtype=np.int64, count=len(ids))
-        return [np.asarray(a[rows]) for a in entry[1]]
+        self._entries.move_to_end(key)
+        index, arrays = entry[0], entry[1]
+        rows = np.fromiter((index[i] for i in ids), dtype=np.int64, count=len(ids))
+        if len(rows) == len(index) and np.array_equal(rows, np.arange(len(rows))):
+            return [np.asarray(a) if _on_host(a) else a for a in arrays]
+        return [np.asarray(a[rows]) if _on_host(a) else a[rows] for a in arrays]
 
-    def put(self, key: tuple, ids, arrays: list[np.ndarray]) -> None:
-        """Store outputs for ids (replacing the entry of that key)."""
-        size = sum(a.nbytes for a in arrays)
-        if self.memory_bytes + size > self.limit_bytes:
+    def put(self, key: tuple, ids, arrays: list) -> None:
+        """Store outputs for ids (replacing the entry of that key), evicting the least recently used
+        entries of the same kind (host or device) to make room."""
+        self._drop(key)
+        size = sum(int(a.nbytes) for a in arrays)
+        where = "host" if all(_on_host(a) for a in arrays) else "device"
+        limit = self.limit_bytes if where == "host" else self.device_limit_bytes
+        kinds = ("host", "disk") if where == "host" else ("device",)
+        for old in [k for k, e in self._entries.items() if e[3] in kinds]:
+            if self._used(where) + size <= limit:
+                break
+            self._drop(old)
+            self.evictions += 1
+        if where == "device":
+            self.device_bytes += size
+        elif self.memory_bytes + size > self.limit_bytes:
             arrays = [self._spill(a) for a in arrays]
             self.disk_bytes += size
+            where = "disk"
         else:
             self.memory_bytes += size
-        self._entries[key] = ({i: n for n, i in enumerate(ids)}, arrays)
+        self._entries[key] = ({i: n for n, i in enumerate(ids)}, arrays, size, where)
+
+    def _used(self, where: str) -> int:
+        return self.memory_bytes if where == "host" else self.device_bytes
+
+    def _drop(self, key: tuple) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is None:
+            return
+        _, _, size, where = entry
+        if where == "host":
+            self.memory_bytes -= size
+        elif where == "device":
+            self.device_bytes -= size
+        else:
+            self.disk_bytes -= size
 
     def _spill(self, array: np.ndarray) -> np.ndarray:
         directory = self.directory or Path(tempfile.gettempdir()) / "benchbox-prefix-cache"
@@ -61,7 +120,7 @@ class PrefixCache:
 
     def clear(self) -> None:
         self._entries.clear()
-        self.memory_bytes = self.disk_bytes = 0
+        self.memory_bytes = self.disk_bytes = self.device_bytes = 0
 
 
 #: one cache per process, shared by the folds and backbones of a run

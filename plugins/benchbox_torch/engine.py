@@ -507,7 +507,9 @@ def prefix_activations(
     net: BenchboxNet, prefix: nn.Module, x: np.ndarray, batch_size: int, rt: Runtime = CPU_FP32
 ) -> list[np.ndarray]:
     """The prefix's boundary tensors for uint8 images, computed on the fold's device (autocast when
-    mixed), stored as float32 numpy arrays on the host."""
+    mixed), as float32: numpy arrays on the CPU; on a GPU they stay there, channels-last (a host
+    round trip of a large early boundary, e.g. MobileNet v2's 32x100x133 per image, cost more than
+    the whole training of a fold)."""
     prefix.eval()
     xs = torch.from_numpy(np.ascontiguousarray(x)).unsqueeze(1)
     parts = []
@@ -517,8 +519,7 @@ def prefix_activations(
         parts.append([t.float() for t in outs])
     if not rt.cuda:
         return [np.concatenate([p[k].numpy() for p in parts]) for k in range(len(parts[0]))]
-    # one copy back per boundary tensor, in the default (contiguous) layout
-    return [torch.cat([p[k] for p in parts]).contiguous().cpu().numpy() for k in range(len(parts[0]))]
+    return [rt.put(torch.cat([p[k] for p in parts])) for k in range(len(parts[0]))]
 
 
 def cached_inputs(spec: NetSpec, net, job, n_frozen: int, split=None, rt: Runtime = CPU_FP32):
@@ -540,8 +541,9 @@ def cached_inputs(spec: NetSpec, net, job, n_frozen: int, split=None, rt: Runtim
         CACHE.put(key, ids, cached)
         status = "computed"
     n = len(train_ids)
-    train_inputs = [rt.put(torch.from_numpy(np.ascontiguousarray(a[:n]))) for a in cached]
-    test_inputs = [rt.put(torch.from_numpy(np.ascontiguousarray(a[n:]))) for a in cached]
+    as_tensor = (lambda a: a) if rt.cuda else (lambda a: torch.from_numpy(np.ascontiguousarray(a)))  # noqa: E731
+    train_inputs = [rt.put(as_tensor(a[:n])) for a in cached]
+    test_inputs = [rt.put(as_tensor(a[n:])) for a in cached]
     info = {
         "prefix_cache": status,
         "prefix_seconds": time.perf_counter() - t0,
