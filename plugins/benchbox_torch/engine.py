@@ -1,7 +1,8 @@
 """The PyTorch engine: build backbone + cutoff + head, train on a fold, predict the other.
 
-Model: input (N, 1, H, W) in 0..255 -> repeat to 3 channels -> the network's own ImageNet
-normalisation -> feature extractor (first N weight-carrying modules frozen, their BatchNorm kept
+Model: input (N, 1, H, W) in 0..255 -> repeat to 3 channels (colour input, from a data set with
+``color = "rgb"``: (N, 3, H, W) as it is; ``images_tensor``) -> the network's own ImageNet
+normalisation per channel -> feature extractor (first N weight-carrying modules frozen, their BatchNorm kept
 in eval mode even while training) -> global pooling -> hidden Linear+ReLU layers (Dropout between
 them when there are two or more) -> Linear to the classes; softmax for probabilities.
 Adam uses eps=1e-7, Keras's default, so both frameworks train with the same optimiser; its fused
@@ -146,8 +147,21 @@ class TimmFeatures(nn.Module):
         return self.model.forward_features(x)
 
 
+def images_tensor(x: np.ndarray) -> torch.Tensor:
+    """uint8 images as the network's input tensor: grayscale (N, H, W) -> (N, 1, H, W), colour
+    (N, H, W, 3) -> (N, 3, H, W) (contiguous; channels-last on CUDA is ``Runtime.put``'s job)."""
+    t = torch.from_numpy(np.ascontiguousarray(x))
+    return t.unsqueeze(1) if t.dim() == 3 else t.permute(0, 3, 1, 2).contiguous()
+
+
+#: ITU-R 601 luma, as Pillow's convert("L"): colour input to a 1-channel network (TorchXRayVision)
+LUMA = (0.299, 0.587, 0.114)
+
+
 class BenchboxNet(nn.Module):
-    """Input (N, 1, H, W) uint8 -> ``channels`` copies -> /255 -> (x - mean) / std -> base -> head."""
+    """Input (N, 1, H, W) uint8 -> ``channels`` copies -> /255 -> (x - mean) / std -> base -> head.
+    Colour input (N, 3, H, W) goes in as it is (each channel with its own mean and std); to a
+    1-channel network (TorchXRayVision's) as its luma, rounded as the grayscale loader's."""
 
     def __init__(self, base: nn.Module, head: nn.Module, mean, std, frozen_bn: list[nn.Module]):
         super().__init__()
@@ -158,6 +172,9 @@ class BenchboxNet(nn.Module):
         self._frozen_bn = frozen_bn
 
     def normalize(self, x):
+        if x.shape[1] == 3 and self.channels == 1:
+            luma = torch.tensor(LUMA, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+            x = (x.float() * luma).sum(dim=1, keepdim=True).round()
         x = x.float().expand(-1, self.channels, -1, -1) / 255.0
         return (x - self.mean) / self.std
 
@@ -511,7 +528,7 @@ def prefix_activations(
     round trip of a large early boundary, e.g. MobileNet v2's 32x100x133 per image, cost more than
     the whole training of a fold)."""
     prefix.eval()
-    xs = torch.from_numpy(np.ascontiguousarray(x)).unsqueeze(1)
+    xs = images_tensor(x)
     parts = []
     for i in range(0, len(xs), batch_size):
         with rt.autocast():
@@ -532,6 +549,8 @@ def cached_inputs(spec: NetSpec, net, job, n_frozen: int, split=None, rt: Runtim
     prefix, suffix = split
     train_ids, test_ids = job_ids(job)
     key = (*spec.cache_key(n_frozen, job.seed), rt.device.type, rt.precision)
+    if job.channels == 3:  # the same image ids may be loaded gray or RGB (color option): other activations
+        key += ("rgb",)
     t0 = time.perf_counter()
     ids = train_ids + test_ids
     cached = CACHE.get(key, ids)
@@ -598,7 +617,7 @@ def train(net: nn.Module, inputs, y: np.ndarray, training, seed: int, progress=N
     augmented on the host (the same random stream as on the CPU) and copied over one by one.
     Returns the seconds spent in the training steps (the device synchronised at the end)."""
     if isinstance(inputs, np.ndarray):
-        inputs = [torch.from_numpy(np.ascontiguousarray(inputs)).unsqueeze(1)]
+        inputs = [images_tensor(inputs)]
     augment_on_host = training.augment and rt.cuda
     if not augment_on_host:
         inputs = [rt.put(t) for t in inputs]
@@ -663,7 +682,7 @@ def predict_from(trainer: nn.Module, inputs: list, batch_size: int, rt: Runtime 
 @torch.no_grad()
 def predict(net: BenchboxNet, x: np.ndarray, batch_size: int, rt: Runtime = CPU_FP32) -> np.ndarray:
     net.eval()
-    xs = rt.put(torch.from_numpy(np.ascontiguousarray(x)).unsqueeze(1))
+    xs = rt.put(images_tensor(x))
     out = []
     for i in range(0, len(xs), batch_size):
         with rt.autocast():

@@ -5,12 +5,15 @@ timm: ``create_model(model, num_classes=0, global_pool="")`` and ``forward_featu
 an (N, C, H, W) map (CNNs: benchbox's pooling and head follow); otherwise (ViT tokens, Swin's NHWC
 maps) the model's own pooling gives (N, C) and benchbox's head follows. A model built for one input
 size (ViT, Swin) is built for the suite's ``input_size`` (timm resamples its position embeddings).
-Preprocessing: grayscale x3, /255, the model's own ``pretrained_cfg`` mean and std.
+Preprocessing: grayscale x3 (colour data sets, ``color = "rgb"``: the three channels as they are),
+/255, the model's own ``pretrained_cfg`` mean and std per channel.
 
 TorchXRayVision: its DenseNet-121s (``features``, then ReLU, as its ``features2``) and its ResNet-50
 (up to ``layer4``) take one channel scaled to [-1024, 1024] (``xrv.datasets.normalize(img, 255)``:
 (2 x / 255 - 1) * 1024, here mean 0.5 and std 1/2048 after /255), at 224x224 (512x512 for the
 ResNet) by default. benchbox's loader pads to the aspect ratio where the library crops the centre.
+These models are 1-channel: colour input is reduced to its luma (ITU-R 601, as the grayscale loader's
+conversion) before the scaling, so a colour data set gives them what ``color = "gray"`` would.
 """
 
 from __future__ import annotations
@@ -286,11 +289,13 @@ def describe(family: str, model: str, options) -> dict:
     std = tuple(round(float(v), 5) for v in net.std.flatten())
     if family == "timm":
         library, layout = "timm", timm_layout(model, h, w)
-        preprocessing = f"grayscale x3, /255, mean {mean}, std {std} (the model's pretrained_cfg)"
+        preprocessing = f"grayscale x3 (RGB as is), /255, mean {mean}, std {std} (the model's pretrained_cfg)"
         pooling = options["pooling"] if layout[1] == "map" else f"the model's own ({net.base.model.global_pool!s})"
     else:
         library = "torchxrayvision"
-        preprocessing = "1 channel, scaled to [-1024, 1024] as TorchXRayVision's normalize(img, 255)"
+        preprocessing = (
+            "1 channel (colour reduced to its luma), scaled to [-1024, 1024] as TorchXRayVision's normalize(img, 255)"
+        )
         pooling = options["pooling"]
     return {
         "framework": "torch",

@@ -57,8 +57,11 @@ def target_layer(net: torch.nn.Module, layer: str) -> torch.nn.Module:
 
 
 def explain(net: torch.nn.Module, images: np.ndarray, target_classes, layer: str = "auto", batch_size: int = 16):
-    """Heat maps (N, h, w) in [0, 1] of ``net`` for uint8 images (N, H, W), one per image for its class."""
+    """Heat maps (N, h, w) in [0, 1] of ``net`` for uint8 images (N, H, W) or (N, H, W, 3), one per
+    image for its class."""
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    from benchbox_torch.engine import images_tensor
 
     cls = _gradcam_class()
     was_training = net.training
@@ -68,7 +71,7 @@ def explain(net: torch.nn.Module, images: np.ndarray, target_classes, layer: str
     cam.compute_input_gradient = True
     try:  # not `with cam`: the package's __exit__ prints and swallows an IndexError
         for start in range(0, len(images), batch_size):
-            x = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).float().unsqueeze(1)
+            x = images_tensor(images[start : start + batch_size]).float()
             targets = [ClassifierOutputTarget(int(c)) for c in target_classes[start : start + batch_size]]
             out.append(np.asarray(cam(input_tensor=x, targets=targets), dtype=np.float64))
     finally:
