@@ -401,3 +401,28 @@ def test_hue_is_learned_in_rgb_and_not_in_gray_end_to_end(tmp_path):
     assert auc[("hue-gray", "hue-gray")] <= 0.6, auc  # below chance: twins of opposite labels across folds
     # across: every red image and its green twin are one image to the model, so exactly chance
     assert auc[("hue-rgb", "hue-gray")] == pytest.approx(0.5) and auc[("hue-gray", "hue-rgb")] == pytest.approx(0.5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param("keras/vgg19", marks=needs_keras), pytest.param("timm/resnet10t", marks=needs_torch)],
+)
+def test_colour_prefix_cache_gives_the_uncached_predictions(name, registry):
+    """On colour folds the cached frozen prefix (Keras: through rgb_to_bgr, VGG's Caffe preprocessing)
+    computes what the whole network does."""
+    from conftest import fit_predict
+
+    b = registry.get("backbone", name)
+    x, y = hue_job(3, size=(32, 40), n=12)
+    base = {**b.defaults, "weights": "none", "input_size": [32, 40]}
+    if name.startswith("timm/"):
+        base["freeze"] = "0.5"  # a frozen prefix to cache
+
+    def job(cache):
+        return FoldJob(x[:8], y[:8], x[8:], 2, {**base, "cache_prefix": cache}, TrainingConfig(1, 4), seed=3)
+
+    plain, cached = fit_predict(b, job(False)), fit_predict(b, job(True))
+    assert plain.info["prefix_cache"].startswith("off") and cached.info["prefix_cache"] == "computed"
+    assert np.ptp(plain.probabilities[:, 0]) > 1e-4  # the images get different outputs: the check can fail
+    np.testing.assert_allclose(cached.probabilities, plain.probabilities, atol=1e-5)
