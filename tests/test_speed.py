@@ -178,3 +178,15 @@ def test_bench_csv_has_the_promised_columns(tmp_path):
     assert frame["train_samples_per_sec"].notna().all() and frame["device"].eq("cpu").all()
     bad = run_cli("bench", "torch/mobilenet_v2", "--device", "tpu")
     assert bad.returncode == 1 and "choose cpu or cuda" in bad.stderr
+
+
+def test_gpu_prefix_caching_only_where_it_pays():
+    """The study's cutoffs at 200x266 (boundary values per image from the Keras models): MobileNet v2's
+    shallow cut is recomputed on a GPU, the other four keep their cache."""
+    from benchbox_engine_common.prefix_cache import host_round_trip_reason
+
+    pixels = 200 * 266
+    assert "10 of 154 layers" in host_round_trip_reason(1_276_800, pixels, 10, 154)
+    for boundary, cutoff, layers in ((98_304, 18, 22), (30_720, 249, 311), (321_776, 120, 132), (49_920, 730, 780)):
+        assert host_round_trip_reason(boundary, pixels, cutoff, layers) is None
+    assert host_round_trip_reason(pixels, pixels, 1, 100) is None  # no larger than the image: caching is cheap

@@ -156,3 +156,20 @@ def fallback_reason(options, training) -> str | None:
     if int(options.get("cutoff", 0)) <= 1:
         return "nothing is frozen below the cutoff"
     return None
+
+
+def host_round_trip_reason(boundary_elements: int, input_elements: int, cutoff: int, layers: int) -> str | None:
+    """Why caching would slow a GPU fold down when the cached activations pass through host memory
+    (Keras: ``predict`` returns NumPy, ``fit`` copies batches back), or None when it pays.
+
+    Measured on one H100 (docs/performance.md): Keras MobileNet v2 at the study's cutoff (10 of 154
+    layers; its boundary tensors hold 24x the grayscale input's values at 200x266) spent 16 s of a
+    42 s fold computing and storing activations, and most of the rest copying them per epoch, for
+    6 s of training steps. Caching pays where the prefix is most of the network (the study's other
+    four: 80-94% of the layers) or its output is no larger than the image."""
+    if boundary_elements <= input_elements or cutoff * 2 >= layers:
+        return None
+    return (
+        f"on a GPU the frozen prefix ({cutoff} of {layers} layers) is cheaper to recompute than its output "
+        f"({boundary_elements / input_elements:.1f}x the input's values) is to move through host memory"
+    )

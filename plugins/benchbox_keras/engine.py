@@ -50,7 +50,7 @@ from benchbox.contracts import FoldJob, balanced_class_weights
 from benchbox.errors import BenchboxError, WeightsError
 from benchbox.images import to_channels
 from benchbox_engine_common.networks import BN_MOMENTUM, check_weights_file, weights_kind
-from benchbox_engine_common.prefix_cache import CACHE, cache_key, fallback_reason, job_ids
+from benchbox_engine_common.prefix_cache import CACHE, cache_key, fallback_reason, host_round_trip_reason, job_ids
 from benchbox_keras import APPS, backends, imagenet_file
 from benchbox_keras.families import application, frozen_cutoff, imagenet_download, preprocess_affine
 
@@ -476,6 +476,10 @@ def _build(keras, network: str, job: FoldJob, rt: Runtime) -> _Built:
         model, base, full = _construct(keras, network, job)
         options = resolved_options(network, job.options, base)
         reason = fallback_reason(options, job.training)
+        if reason is None and rt.gpu:
+            cutoff = int(options["cutoff"])
+            boundary = sum(int(np.prod(t.shape[1:])) for t in boundary_tensors(base, cutoff))
+            reason = host_round_trip_reason(boundary, int(np.prod(model.input.shape[1:])), cutoff, len(base.layers))
         trainer = full if reason is not None else suffix_model(keras, model, base, int(options["cutoff"]))
         trainer.compile(
             optimizer=keras.optimizers.Adam(learning_rate=job.training.learning_rate),
