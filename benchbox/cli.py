@@ -41,8 +41,10 @@ weights_app = typer.Typer(help="ImageNet weights in the frameworks' caches.", no
 app.add_typer(weights_app, name="weights")
 export_app = typer.Typer(help="Send stored runs to an experiment tracker.", no_args_is_help=True)
 app.add_typer(export_app, name="export")
-console = Console(width=None if sys.stdout.isatty() else 200)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+# a terminal's own width; piped or to a file: COLUMNS when set (rich reads it), else 200
+_COLUMNS_SET = os.environ.get("COLUMNS", "").isdigit()
+console = Console(width=None if sys.stdout.isatty() or _COLUMNS_SET else 200)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() or _COLUMNS_SET else 200)
 STATE = {"verbose": False}
 
 
@@ -210,7 +212,8 @@ def run(
         raise Interrupted(f"interrupted: {_resume_hint(suite, out)}") from None
     print_terminal(result, console)
     console.print(
-        f"run directory: [bold]{esc(result.run_dir)}[/] (report.md, summary.csv, folds/, plots/)", highlight=False
+        f"run directory: [bold]{esc(result.run_dir)}[/] (report.html, report.md, summary.csv, folds/, plots/)",
+        highlight=False,
     )
     if result.failures:
         errors = [

@@ -123,15 +123,56 @@ def _numeric(values) -> bool:
 
 
 def _stack(text: str) -> str:
-    """``12.34 [10.1–14.6] ±1.2`` -> value, interval and spread on lines of their own (a narrow
-    column breaks the interval after its dash, not inside a number)."""
+    """``12.34 [10.1–14.6] ±1.2`` -> value, interval and spread on lines of their own."""
     head, sep, rest = text.partition(" [")
     if sep:
         interval, sep2, spread = f"[{rest}".partition(" ±")
-        interval = interval.replace("–", "– ")
         return "\n".join([head, interval] + ([f"±{spread}"] if sep2 else []))
     head, sep, spread = text.partition(" ±")
     return f"{head}\n±{spread}" if sep else text
+
+
+def _pieces(line: str) -> list[str]:
+    """An interval line ``[10.1–14.6]`` can break after its dash (``[10.1–`` / ``14.6]``), nowhere else."""
+    if line.startswith("[") and "–" in line:
+        low, _, high = line.partition("–")
+        return [f"{low}–", high]
+    return [line]
+
+
+def _break_intervals(text: str, width: int | None) -> str:
+    """Intervals longer than the column's width go on two lines, broken after the dash (so rich
+    never folds a number); an interval that fits stays whole, with no space inside."""
+    if not isinstance(text, str) or width is None:
+        return text
+    return "\n".join("\n".join(_pieces(line)) if len(line) > width else line for line in text.split("\n"))
+
+
+# long header words shortened when a table must be drawn compact, explained below the table
+ABBREVIATIONS = {
+    "Sensitivity": "Sens",
+    "Specificity": "Spec",
+    "Precision": "Prec",
+    "Accuracy": "Acc",
+    "Balanced": "Bal",
+}
+
+
+def _abbreviate(frame: pd.DataFrame, names: list[bool]) -> tuple[pd.DataFrame, str]:
+    """Headers with their long words abbreviated (names never) and the legend saying so."""
+    used: dict[str, str] = {}
+
+    def short(column) -> str:
+        words = str(column).split(" ")
+        for i, w in enumerate(words):
+            if w in ABBREVIATIONS:
+                used[ABBREVIATIONS[w]] = w
+                words[i] = ABBREVIATIONS[w]
+        return " ".join(words)
+
+    frame = frame.rename(columns={c: short(c) for c, n in zip(frame.columns, names) if not n})
+    legend = "; ".join(f"{a} = {w}" for a, w in used.items())
+    return frame, (f"Headers: {legend}." if legend else "")
 
 
 # when a table is wider than the terminal: no vertical rules, one space of padding a side shared
@@ -140,26 +181,29 @@ COMPACT = {"box": box.SIMPLE_HEAD, "pad_edge": False, "collapse_padding": True, 
 
 
 def _fit(frame: pd.DataFrame, names: list[bool], numeric: list[bool], room: int) -> list[int] | None:
-    """Column widths summing to at most ``room`` characters: names whole, a column of numbers at
-    least its longest first line (a value is never folded mid-number), text at least its longest
-    word, the rest shared out up to each column's natural width. None when even that does not fit."""
+    """Column widths summing to at most ``room`` characters: names whole, every column at least its
+    header's longest word (headers break between words), a column of numbers at least its longest
+    value and interval half (a value is never folded mid-number), text at least its longest word, the
+    rest shared out up to each column's natural width. None when even that does not fit."""
     lines = [[str(c)] + [line for v in frame[c] for line in str(v).split("\n")] for c in frame.columns]
     natural = [max(len(x) for x in col) for col in lines]
     low = []
     for i, c in enumerate(frame.columns):
+        head = max([len(w) for w in str(c).split()], default=1)  # a header breaks between words only
         if names[i]:
             low.append(natural[i])
         elif numeric[i]:
-            low.append(max([len(str(v).split("\n")[0]) for v in frame[c]], default=1))
+            first = [len(str(v).split("\n")[0]) for v in frame[c]]
+            rest = [len(p) for v in frame[c] for line in str(v).split("\n")[1:] for p in _pieces(line)]
+            low.append(max([head, *first, *rest]))
         else:
-            low.append(max([len(w) for v in frame[c] for w in str(v).split()], default=1))
+            low.append(max([head] + [len(w) for v in frame[c] for w in str(v).split()]))
     if sum(low) > room:
         return None
-    # first room for every column's longest word (a wrap then falls between words), then more
+    # then room for every column's longest word (a whole interval on one line), then more
     words = [max([low[i]] + [len(w) for x in col[1:] for w in x.split()]) for i, col in enumerate(lines)]
-    header = [max([words[i]] + [len(w) for w in col[0].split()]) for i, col in enumerate(lines)]
     widths = list(low)
-    for target in (words, header, natural):
+    for target in (words, natural):
         while sum(widths) < room:
             grow = [i for i in range(len(widths)) if widths[i] < target[i]]
             if not grow:
@@ -192,7 +236,8 @@ def _rich(frame: pd.DataFrame, title: str, caption: str = "", width: int | None 
     natural = sum(max(len(str(v)) for v in [c, *frame[c]]) for c in frame.columns) + 3 * len(names) + 1
     if width is None or not len(frame) or natural <= width:
         return [_table(frame, names, justify, [None] * len(names), {}, title, caption)]
-    frame = frame.copy()
+    frame, legend = _abbreviate(frame, names)
+    caption = " ".join(p for p in (caption, legend) if p)
     for col, name in zip(list(frame.columns), names):
         if not name:  # a name such as 'syn [lungs-blackout]' is never split
             frame[col] = frame[col].map(lambda v: _stack(v) if isinstance(v, str) else v)
@@ -214,9 +259,12 @@ def _rich(frame: pd.DataFrame, title: str, caption: str = "", width: int | None 
     for n, chunk in enumerate(chunks):
         cols = sorted(keys + chunk)
         widths = fit(cols) or [None] * len(cols)
+        part = frame.iloc[:, cols].copy()
+        for col, w in zip(part.columns, widths):
+            part[col] = part[col].map(lambda v, w=w: _break_intervals(v, w))
         tables.append(
             _table(
-                frame.iloc[:, cols],
+                part,
                 [names[i] for i in cols],
                 [justify[i] for i in cols],
                 widths,

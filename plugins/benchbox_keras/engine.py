@@ -65,9 +65,13 @@ def import_keras():
 
     if "tensorflow" not in sys.modules and importlib.util.find_spec("torchvision") is not None:
         import torchvision  # noqa: F401
-    with _native_logs_silenced(os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0") != "0"):
+    quiet = os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0") != "0"
+    with _native_logs_silenced(quiet):
         import keras
+    if quiet:  # TensorFlow's Python warnings ("... triggered tf.function retracing") only with --verbose
+        import logging
 
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)
     return keras
 
 
