@@ -263,7 +263,8 @@ def test_leaderboard_one_entry_per_backbone_and_ordered_pair(kfold_run):
     assert set(within["protocol"]) == {"3-fold (stratified+grouped)"} and "cross" not in within["group"].iloc[0]
     ranked = rank(entries, choose_metric(metrics, "auc"))
     text = render(ranked, choose_metric(metrics, "auc"), "markdown")
-    assert "cross-dataset: trained on synthetic" in text and f"{cross.iloc[0]['auc']:.3f}" in text
+    assert "## cross-dataset: trained on a → tested on b " in text and f"{cross.iloc[0]['auc']:.3f}" in text
+    assert " a: synthetic covid " in text and "; b: synthetic covid " in text  # class counts: a detail at the end
     default = rank(entries, choose_metric(metrics, None))  # accuracy: the pairs are left out, and it says so
     assert "cross-dataset" not in set(default.get("kind", []))
     assert "add --metric auc" in render(default, choose_metric(metrics, None), "markdown")

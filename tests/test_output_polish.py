@@ -98,3 +98,15 @@ def test_tensorflow_python_warnings_are_quiet_unless_verbose(monkeypatch, caplog
         tf_logger.warning("5 out of the last 8 calls triggered tf.function retracing")
         tf_logger.error("an error still shows")
     assert "retracing" not in caplog.text and "an error still shows" in caplog.text
+
+
+def test_html_confusion_corner_is_not_sortable_and_arrows_stay_on_the_header_line(stored):  # noqa: F811
+    from benchbox.views.html import render_html
+
+    text = render_html(stored, plots=[])
+    confusion = [s for s in stored.sections if s.title.startswith("Confusion matrix")]
+    assert confusion and text.count("<th class='blank'></th>") >= len(confusion)
+    assert "<th></th>" not in text  # every empty header cell is the unsortable corner
+    assert "th:not(.blank)" in text and "th.blank:after{content:none}" in text
+    arrows = re.findall(r'th[^{}]*:after\{content:"([^"]*)"', text)
+    assert arrows and all(a.startswith("\\00a0") for a in arrows)  # a no-break space glues arrow to the word

@@ -35,8 +35,9 @@ nav{font-size:.9em;margin:.6em 0 1em;line-height:1.8}nav a{margin-right:1em;whit
 table{border-collapse:collapse;font-size:13.5px;margin:.3em 0}
 th,td{border:1px solid var(--line);padding:4px 8px;vertical-align:top;text-align:left}
 th{background:var(--head);cursor:pointer;user-select:none}
-th:after{content:" \\2195";color:#9aa3ad;font-size:.8em}
-th[data-asc=true]:after{content:" \\2191";color:#1c2430}th[data-asc=false]:after{content:" \\2193";color:#1c2430}
+th:after{content:"\\00a0\\2195";color:#9aa3ad;font-size:.8em}
+th[data-asc=true]:after{content:"\\00a0\\2191";color:#1c2430}th[data-asc=false]:after{content:"\\00a0\\2193";color:#1c2430}
+th.blank{cursor:default}th.blank:after{content:none}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
 td.name{white-space:nowrap;font-weight:600}
 td.flag{background:var(--flag);color:var(--flagtext);font-weight:700}
@@ -54,7 +55,7 @@ footer{margin-top:3em;color:var(--muted);font-size:.85em}
 
 # Click a header to sort its table; numbers (data-v, else the cell's first number) sort numerically.
 SORT_JS = """
-document.querySelectorAll('table.sortable thead th').forEach(function (th) {
+document.querySelectorAll('table.sortable thead th:not(.blank)').forEach(function (th) {
   th.addEventListener('click', function () {
     var table = th.closest('table'), body = table.tBodies[0], col = th.cellIndex;
     var asc = th.dataset.asc !== 'true';
@@ -122,7 +123,8 @@ def table(frame: pd.DataFrame, caption: str = "") -> str:
     """Any DataFrame as a sortable table; columns of names never wrap."""
     if frame is None or not len(frame.columns):
         return ""
-    head = "".join(f"<th>{E(str(c))}</th>" for c in frame.columns)
+    # an empty header (a confusion matrix's corner) is not a column to sort by: no arrow, no click
+    head = "".join(f"<th>{E(str(c))}</th>" if str(c).strip() else "<th class='blank'></th>" for c in frame.columns)
     names = [str(c).strip().lower() in NAME_COLUMNS for c in frame.columns]
     body = []
     for _, row in frame.iterrows():

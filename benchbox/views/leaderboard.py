@@ -166,8 +166,10 @@ def _cross_entries(result, run_dir, dataset: str | None) -> list[dict]:
                 "benchbox": env.get("benchbox", ""),
                 "notes": f"cross-dataset: trained on {a}, tested on all of {b} ({x['how']}; "
                 f"positive class {x['positive_class']})",
-                "group": f"cross-dataset: trained on {comp[a]} → tested on {comp[b]} | "
-                f"{manifest.get('protocol_label')} | input {size}",
+                # named by the suite's aliases; the compositions (plugin, class counts) keep apart runs
+                # whose aliases name different data, as a detail at the end
+                "group": f"cross-dataset: trained on {a} → tested on {b} | {manifest.get('protocol_label')} | "
+                f"input {size} | {a}: {comp[a]}; {b}: {comp[b]}",
             }
         )
     return out
