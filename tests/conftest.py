@@ -97,7 +97,8 @@ def tiny_suite(tmp_path: Path, backbones: str, name: str = "tiny") -> Path:
 def run_cli(*args, cwd=None, env=None, timeout=600):
     """The real `benchbox` command in a subprocess."""
     exe = Path(sys.executable).with_name("benchbox")
-    full_env = {**os.environ, **(env or {})}
+    full_env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}  # tables as in CI
+    full_env.update(env or {})
     return subprocess.run(
         [str(exe), *map(str, args)], capture_output=True, text=True, cwd=cwd, env=full_env, timeout=timeout
     )
