@@ -277,11 +277,18 @@ def export_mlflow(
 
 
 @app.command()
-def validate(suite: Path = typer.Argument(..., help="Suite file (TOML).")):
-    """Check a suite file and list every problem at once."""
+def validate(
+    suite: Path = typer.Argument(..., help="Suite file (TOML)."),
+    data_dir: Optional[Path] = typer.Option(
+        None, "--data-dir", envvar="BENCHBOX_DATA", help="Root of the raw data sources (default: user cache)."
+    ),
+    no_data: bool = typer.Option(False, "--no-data", help="Check the file only; do not read the data sets' tables."),
+):
+    """Check a suite file and its data sets' tables (files listed, CSVs read; no pixels decoded) and
+    list every problem at once."""
     from benchbox.suite import load_suite
 
-    s = load_suite(suite, _registry())
+    s = load_suite(suite, _registry(), check_data=not no_data, data_dir=str(data_dir) if data_dir else None)
     console.print(
         f"[green]{esc(suite)}: valid[/] — {len(s.cells)} cell(s) x {s.protocol.n_folds} fold(s) "
         f"({s.protocol.label}), {s.training.epochs} epochs",
@@ -781,12 +788,28 @@ def data_export(
         None, "--data-dir", envvar="BENCHBOX_DATA", help="Root of the raw data sources."
     ),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the data set's draw."),
+    option: Optional[list[str]] = typer.Option(
+        None,
+        "--option",
+        help="KEY=VALUE: a data set option as in a suite (VALUE read as TOML), e.g. lesion_contrast=3; repeatable.",
+    ),
 ):
     """Write a data set as a class-folder tree and a CSV (e.g. the synthetic set, for a walk-through)."""
-    from benchbox.export import export_dataset
+    from benchbox.export import export_dataset, parse_options
+    from benchbox.harness import call_plugin
 
     registry = _registry()
-    samples = _default_samples(registry, name, seed, data_dir)
+    dataset = registry.get("dataset", name)
+    options = parse_options(registry, name, option or [])
+    samples = call_plugin(
+        registry.origin_of("dataset", name),
+        "samples",
+        f"data set {name}",
+        dataset.samples,
+        options,
+        seed,
+        str(data_dir) if data_dir else None,
+    )
     result = export_dataset(samples, to, parse_size(input_size))
     console.print(
         f"wrote {result.get('images', len(samples.table))} images of {esc(name)} to {esc(to)} "

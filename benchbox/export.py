@@ -36,6 +36,33 @@ GROUP_PATTERN = r"^[^/]+/(.+)__"
 CHUNK = 256  # images loaded at a time: memory stays bounded (256 x 512 x 512 bytes = 64 MiB)
 
 
+def parse_options(registry, plugin: str, pairs: list[str]) -> dict:
+    """``--option KEY=VALUE`` pairs (VALUE read as TOML: ``3``, ``true``, ``"text"``, ``[1, 2]``,
+    ``{covid = 10, ...}``; a value that is not TOML is taken as text) checked against the data set
+    plugin's options as a suite's [datasets.NAME] table is: the options, defaults merged."""
+    from benchbox.errors import BenchboxError
+    from benchbox.suite import dataset_options, tomllib
+
+    table, problems = {}, []
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            problems.append(f"--option {pair!r}: write KEY=VALUE, e.g. --option lesion_contrast=3")
+            continue
+        try:
+            table[key] = tomllib.loads(f"v = {value.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            table[key] = value.strip()
+    options, more = dataset_options(registry, plugin, table)
+    problems += [f"--option {p}" for p in more]
+    if problems:
+        raise BenchboxError(
+            f"benchbox data export {plugin}: {len(problems)} problem(s)\n" + "\n".join(f"  - {p}" for p in problems)
+        )
+    return options
+
+
 def safe_name(text: str, limit: int = 120) -> str:
     """A file-name-safe form of ``text`` (letters, digits, '-', '_', '.'); never empty, never hidden."""
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", str(text)).strip("-._")

@@ -195,7 +195,8 @@ def decode_dicom(path: str | os.PathLike, channels: int = 1) -> np.ndarray:
         kind = getattr(ds, "Modality", "") or getattr(ds, "SOPClassUID", "")
         raise DataError(
             f"{path} is a DICOM file without pixel data ({'modality/class ' + str(kind) + '; ' if kind else ''}"
-            "e.g. a report or a presentation state), not an image: remove it from the data set"
+            "e.g. a report or a presentation state), not an image: remove it from the data set, or set "
+            "skip_unreadable = true on the data set to skip such files"
         )
     frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
     if frames > 1:

@@ -18,7 +18,7 @@ from benchbox.images import to_channels
 from benchbox.probes import IMAGE_PROBES, transform
 from benchbox.records import CellKey, DataKey
 from benchbox.splitters import assign_folds, train_test_indices
-from benchbox.suite import Suite
+from benchbox.suite import DatasetEntry, Suite
 
 
 @dataclass
@@ -60,19 +60,21 @@ def fold_seed(seed: int, cell: CellKey, fold: int) -> int:
 
 def needed_data(suite: Suite) -> tuple[list[DataKey], list[str]]:
     """Data keys the cells train on, and data set aliases used only as external test sets (pure)."""
-    trained = list(dict.fromkeys(c.data for c in suite.cells))
+    return _needed(suite.cells, suite.external)
+
+
+def _needed(cells, external: dict) -> tuple[list[DataKey], list[str]]:
+    trained = list(dict.fromkeys(c.data for c in cells))
     plain = {k.dataset for k in trained if not k.probe}
-    external = sorted({a for aliases in suite.external.values() for a in aliases} - plain)
-    return trained, external
+    return trained, sorted({a for aliases in external.values() for a in aliases} - plain)
 
 
-def _samples(suite: Suite, registry, alias: str, data_dir, external_only: bool = False) -> SampleSet:
-    entry = suite.datasets[alias]
+def _samples(
+    entry: DatasetEntry, registry, alias: str, seed: int, data_dir, suite_path, external_only: bool = False
+) -> SampleSet:
     plugin = registry.get("dataset", entry.plugin)
     options = dict(entry.options)
-    samples = call_plugin(
-        entry.plugin, "samples", f"data set {alias}", plugin.samples, options, suite.seed, data_dir or suite.data_dir
-    )
+    samples = call_plugin(entry.plugin, "samples", f"data set {alias}", plugin.samples, options, seed, data_dir)
     if not isinstance(samples, SampleSet):
         raise BenchboxError(
             f"dataset plugin {entry.plugin} returned {type(samples).__name__} for {alias}; "
@@ -86,36 +88,57 @@ def _samples(suite: Suite, registry, alias: str, data_dir, external_only: bool =
     if options.get("positive_class") and not external_only:  # a test-only set may lack it (matched by name)
         if options["positive_class"] not in samples.classes:
             raise BenchboxError(
-                f"{suite.path}: datasets.{alias}.positive_class: {options['positive_class']!r} is "
+                f"{suite_path}: datasets.{alias}.positive_class: {options['positive_class']!r} is "
                 f"not a class of this data set; classes: {', '.join(samples.classes)}"
             )
         samples.positive_class = options["positive_class"]
     return samples
 
 
-def prepare_data(suite: Suite, registry, data_dir=None) -> dict[DataKey, PreparedData]:
-    """Sample tables and folds of every data set the suite needs (no pixels are decoded)."""
-    trained, external = needed_data(suite)
-    prepared: dict[DataKey, PreparedData] = {}
-    bases = list(dict.fromkeys([k.dataset for k in trained] + external))
+def read_tables(
+    datasets: dict[str, DatasetEntry], registry, seed: int, data_dir, suite_path, trained, external
+) -> tuple[dict[str, SampleSet], list[str]]:
+    """The sample tables of the data sets trained on and of the test-only ones, listing files and
+    reading CSVs but decoding no pixels, and every problem found (one message per data set).
+
+    Shared by `benchbox run` (prepare_data) and `benchbox validate` (benchbox/suite.py), so both
+    report a data set's problem in the same words."""
+    tables: dict[str, SampleSet] = {}
     problems = []
-    for alias in bases:
+    for alias in dict.fromkeys([*trained, *external]):
         try:
-            samples = _samples(suite, registry, alias, data_dir, external_only=alias in external)
+            samples = _samples(datasets[alias], registry, alias, seed, data_dir, suite_path, alias not in trained)
         except BenchboxError as exc:
             problems.append(str(exc))
             continue
+        if alias in trained and (len(samples.classes) < 2 or samples.table["label"].nunique() < 2):
+            problems.append(
+                f"data set {alias}: needs images of at least two classes to train on; found "
+                f"{', '.join(sorted(samples.table['label'].astype(str).unique()))}"
+            )
+            continue
+        tables[alias] = samples
+    return tables, problems
+
+
+def prepare_data(suite: Suite, registry, data_dir=None) -> dict[DataKey, PreparedData]:
+    """Sample tables and folds of every data set the suite needs (no pixels are decoded)."""
+    trained, external = needed_data(suite)
+    bases = [a for a in dict.fromkeys(k.dataset for k in trained) if a not in external]
+    tables, problems = read_tables(
+        suite.datasets, registry, suite.seed, data_dir or suite.data_dir, suite.path, bases, external
+    )
+    prepared: dict[DataKey, PreparedData] = {}
+    for alias, samples in tables.items():
         folds = None
         if alias not in external:
-            if len(samples.classes) < 2 or samples.table["label"].nunique() < 2:
-                problems.append(
-                    f"data set {alias}: needs images of at least two classes to train on; found "
-                    f"{', '.join(sorted(samples.table['label'].astype(str).unique()))}"
-                )
+            try:
+                folds = _folds(suite.protocol, samples, suite.seed, alias)
+            except BenchboxError as exc:
+                problems.append(str(exc))
                 continue
-            folds = assign_folds(suite.protocol, samples.labels, samples.table["group"].to_numpy(), suite.seed)
         prepared[DataKey(alias)] = PreparedData(DataKey(alias), samples, folds)
-    problems += cross_dataset_problems(suite, prepared)
+    problems += cross_dataset_problems(suite.path, suite.protocol.kind, suite.cells, suite.external, tables)
     if problems:
         raise BenchboxError("\n".join(problems))
     for key in trained:
@@ -124,24 +147,56 @@ def prepare_data(suite: Suite, registry, data_dir=None) -> dict[DataKey, Prepare
     return prepared
 
 
-def cross_dataset_problems(suite: Suite, prepared: dict[DataKey, PreparedData]) -> list[str]:
+def _folds(protocol, samples: SampleSet, seed: int, alias: str) -> np.ndarray:
+    try:
+        return assign_folds(protocol, samples.labels, samples.table["group"].to_numpy(), seed)
+    except BenchboxError as exc:
+        raise BenchboxError(f"data set {alias}: {exc}") from None
+
+
+def data_problems(
+    datasets: dict[str, DatasetEntry], registry, seed: int, data_dir, suite_path, cells, external: dict, protocol
+) -> list[str]:
+    """What `benchbox run` would find wrong with the suite's data before training, found the way
+    prepare_data finds it (sample tables, classes, folds, the cross-dataset positive class) but
+    without keeping anything: `benchbox validate` adds these to the suite's other problems.
+    Pixels are not decoded, so a file that lists but does not decode is found by `run` only.
+    ``datasets``: the entries that passed the option checks (others are not read)."""
+    trained_keys, external_only = _needed(cells, external)
+    trained = [a for a in dict.fromkeys(k.dataset for k in trained_keys) if a not in external_only]
+    trained = [a for a in trained if a in datasets]
+    external_only = [a for a in external_only if a in datasets]
+    tables, problems = read_tables(datasets, registry, seed, data_dir, suite_path, trained, external_only)
+    if protocol is not None:
+        for alias in trained:
+            if alias in tables:
+                try:
+                    _folds(protocol, tables[alias], seed, alias)
+                except BenchboxError as exc:
+                    problems.append(str(exc))
+    kind = protocol.kind if protocol is not None else ""
+    return problems + cross_dataset_problems(suite_path, kind, cells, external, tables)
+
+
+def cross_dataset_problems(suite_path, kind: str, cells, external: dict, tables: dict[str, SampleSet]) -> list[str]:
     """Every pair (trained on A, tested on B) of a cross-dataset suite needs A's positive class among
-    B's images (classes are matched by name; the other classes may differ)."""
-    if suite.protocol.kind != "cross-dataset":
+    B's images (classes are matched by name; the other classes may differ). ``tables``: alias ->
+    samples of the data sets that could be read."""
+    if kind != "cross-dataset":
         return []
     problems = []
-    for cell in suite.cells:
-        a = prepared.get(DataKey(cell.dataset))
+    for cell in cells:
+        a = tables.get(cell.dataset)
         if cell.probe or a is None:
             continue
-        positive = a.samples.positive_class
-        for b_alias in suite.external.get(cell, []):
-            b = prepared.get(DataKey(b_alias))
+        positive = a.positive_class
+        for b_alias in external.get(cell, []):
+            b = tables.get(b_alias)
             if b is None:
                 continue
-            present = sorted(b.samples.table["label"].astype(str).unique())
+            present = sorted(b.table["label"].astype(str).unique())
             message = (
-                f'{suite.path}: protocol.kind = "cross-dataset": trained on {cell.dataset!r} (positive class '
+                f'{suite_path}: protocol.kind = "cross-dataset": trained on {cell.dataset!r} (positive class '
                 f"{positive!r}), tested on {b_alias!r}, whose images have no class {positive!r} (its classes: "
                 f"{', '.join(present)}). Classes are matched by name: map the folder name with "
                 f'datasets.{b_alias}.label_map (label_map = {{ "<its folder name>" = "{positive}" }}), or set '

@@ -7,6 +7,7 @@ is documented in docs/suites.md.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import re
@@ -159,6 +160,17 @@ def _type_name(expected) -> str:
     }.get(expected, expected.__name__)
 
 
+def did_you_mean(name, choices) -> str:
+    """' (did you mean X?)' for the closest of ``choices`` to a misspelt ``name``, else ''."""
+    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def unknown_key_message(key, allowed) -> str:
+    """The error text for a key a table does not take: the closest allowed key first, then all of them."""
+    return f"unknown key{did_you_mean(key, allowed)}; allowed: {', '.join(sorted(allowed))}"
+
+
 class _Checker:
     def __init__(self, path):
         self.path = path
@@ -170,7 +182,7 @@ class _Checker:
     def keys(self, where: str, table: dict, allowed):
         for key in table:
             if key not in allowed:
-                self.add(f"{where}.{key}" if where else key, f"unknown key; allowed: {', '.join(sorted(allowed))}")
+                self.add(f"{where}.{key}" if where else key, unknown_key_message(key, allowed))
 
     def typed(self, where: str, table: dict, schema: dict):
         for key, expected in schema.items():
@@ -185,8 +197,11 @@ def _schema_from_defaults(defaults: dict) -> dict:
     return schema
 
 
-def load_suite(path, registry, check_availability: bool = False) -> Suite:
-    """Parse and validate a suite file; raise SuiteError listing every problem."""
+def load_suite(path, registry, check_availability: bool = False, check_data: bool = False, data_dir=None) -> Suite:
+    """Parse and validate a suite file; raise SuiteError listing every problem.
+
+    ``check_data`` (`benchbox validate`): also read each data set's sample table (listing folders,
+    reading CSVs, no pixels) under ``data_dir`` (else the suite's data_dir) and report its problems."""
     path = Path(path)
     if path.is_dir():
         raise SuiteError(path, ["is a folder; pass a suite file (TOML), e.g. suites/quickstart.toml"])
@@ -209,10 +224,14 @@ def load_suite(path, registry, check_availability: bool = False) -> Suite:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SuiteError(path, [f"not valid TOML: {exc}"]) from None
-    return validate_suite(raw, path, registry, text=text, check_availability=check_availability)
+    return validate_suite(
+        raw, path, registry, text=text, check_availability=check_availability, check_data=check_data, data_dir=data_dir
+    )
 
 
-def validate_suite(raw: dict, path, registry, text: str = "", check_availability: bool = False) -> Suite:
+def validate_suite(
+    raw: dict, path, registry, text: str = "", check_availability: bool = False, check_data: bool = False, data_dir=None
+) -> Suite:
     c = _Checker(path)
     c.keys("", raw, TOP_KEYS)
     c.typed(
@@ -316,6 +335,21 @@ def validate_suite(raw: dict, path, registry, text: str = "", check_availability
                     f"unknown evaluator {ev!r}; available: {', '.join(sorted(registry.evaluators)) or 'none'}",
                 )
 
+    protocol = None
+    if kind in PROTOCOL_KINDS and all(
+        _type_ok(v, t) for v, t in ((k, int), (frac, float), (protocol_raw.get("stratified", True), bool))
+    ):
+        protocol = Protocol(
+            kind=kind,
+            k=k,
+            stratified=protocol_raw.get("stratified", True),
+            grouped=protocol_raw.get("grouped", False) is True,
+            test_fraction=float(frac),
+            refit=protocol_raw.get("refit", False) is True,
+        )
+    if check_data:
+        _data(c, raw, registry, datasets, cells, external, protocol, data_dir)
+
     if c.problems:
         raise SuiteError(path, c.problems)
     return Suite(
@@ -356,6 +390,24 @@ def validate_suite(raw: dict, path, registry, text: str = "", check_availability
         raw=raw,
         text=text,
     )
+
+
+def _data(c: _Checker, raw, registry, datasets, cells, external, protocol, data_dir) -> None:
+    """The data sets' sample tables, read as `benchbox run` reads them (benchbox/plan.py), their
+    problems added to the suite's; data sets whose options are already reported are not read."""
+    from benchbox.plan import data_problems
+
+    bad = {
+        alias
+        for alias in datasets
+        if any(p.startswith((f"datasets.{alias}.", f"datasets.{alias}:")) for p in c.problems)
+    }
+    ok = {alias: entry for alias, entry in datasets.items() if alias not in bad}
+    root = data_dir or (raw.get("data_dir") if isinstance(raw.get("data_dir"), str) else None)
+    seed = raw.get("seed", 0)
+    seed = seed if _type_ok(seed, int) and 0 <= seed <= MAX_SEED else 0
+    for problem in data_problems(ok, registry, seed, root, c.path, cells, external, protocol):
+        c.problems.append(problem)
 
 
 def _tracking(c: _Checker, raw) -> dict:
@@ -437,6 +489,26 @@ def _entries(c: _Checker, raw, section, registry, kind, common, check_availabili
             c.add(where, problem)
         entries[alias] = (DatasetEntry if kind == "dataset" else BackboneEntry)(alias, plugin, options)
     return entries
+
+
+def dataset_options(registry, plugin: str, table: dict, path="") -> tuple[dict, list[str]]:
+    """One data set's options checked as a suite's [datasets.NAME] table is (unknown keys with the
+    closest match, types, the plugin's check_options): its options with defaults merged, and the
+    problems, each ``KEY: message`` (e.g. for ``benchbox data export --option``)."""
+    c = _Checker(path or Path.cwd() / "--option")
+    entries = _entries(
+        c,
+        {"datasets": {plugin: {**table, "plugin": plugin}}},
+        "datasets",
+        registry,
+        "dataset",
+        COMMON_DATASET_KEYS,
+        False,
+    )
+    prefix = f"datasets.{plugin}"
+    problems = [p.removeprefix(f"{prefix}.").removeprefix(f"{prefix}: ") for p in c.problems]
+    entry = entries.get(plugin)
+    return (dict(entry.options) if entry is not None else {}), problems
 
 
 def file_in_the_way(path: Path) -> Path | None:

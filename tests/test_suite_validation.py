@@ -49,7 +49,7 @@ BAD = [
     ("colour = 1", "colour: unknown key; allowed:"),
     (
         '[training]\noptimiser = "adam"',
-        "training.optimiser: unknown key; allowed: augment, batch_size, class_weight, device, epochs",
+        "training.optimiser: unknown key (did you mean optimizer?); allowed: augment, batch_size, class_weight, device",
     ),
     ('[training]\noptimizer = "sgd"', "training.optimizer: unknown optimizer 'sgd'; allowed: adam"),
     ("[training]\nepochs = 0", "training.epochs: must be at least 1"),
@@ -61,7 +61,10 @@ BAD = [
         '[backbones.x]\nplugin = "keras/resnet5000x"',
         "backbones.x.plugin: unknown backbone plugin 'keras/resnet5000x'; ",
     ),
-    ('[backbones.x]\nplugin = "keras/vgg19"\ncutof = 3', "backbones.x.cutof: unknown key; allowed:"),
+    (
+        '[backbones.x]\nplugin = "keras/vgg19"\ncutof = 3',
+        "backbones.x.cutof: unknown key (did you mean cutoff?); allowed:",
+    ),
     ('[backbones.x]\nplugin = "keras/vgg19"\nhead = [0]', "head: must be a list of positive integers"),
     ('[backbones.x]\nplugin = "keras/vgg19"\npooling = "sum"', "pooling: must be one of avg, max"),
     ('[backbones.x]\nplugin = "keras/vgg19"\ninput_size = [10, 10]', "backbones.x.input_size: must be [height, width]"),

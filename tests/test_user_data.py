@@ -544,8 +544,9 @@ def test_dicom_without_pixels_or_not_dicom_is_a_clear_error(tmp_path):
     report = write_dicom(tmp_path / "report.dcm", None, with_pixels=False)
     with pytest.raises(DataError, match=r"report.dcm is a DICOM file without pixel data"):
         decode_dicom(report)
-    with pytest.raises(DataError, match=r"report.dcm is a DICOM file without pixel data"):
+    with pytest.raises(DataError, match=r"report.dcm is a DICOM file without pixel data") as info:
         DecodeCache().get(report, (8, 8))
+    assert "remove it from the data set, or set skip_unreadable = true" in str(info.value)
     fake = tmp_path / "fake.dcm"
     fake.write_text("hello, not DICOM")
     with pytest.raises(DataError, match="fake.dcm is not a DICOM file"):

@@ -10,6 +10,7 @@ import pandas as pd
 
 from benchbox.contracts import Dataset, SampleSet
 from benchbox.errors import DataError
+from benchbox.suite import did_you_mean
 from benchbox_userdata.common import (
     channels_of,
     check_options,
@@ -67,8 +68,9 @@ def read_utf8_csv(path: Path, plugin: str) -> pd.DataFrame:
 def _find_columns(plugin: str, path: Path, table: pd.DataFrame, mapping: dict) -> dict[str, str]:
     unknown = [k for k in mapping if k not in COLUMNS and k not in ALIASES]
     if unknown:
+        hint = "".join(did_you_mean(k, [*COLUMNS, *ALIASES]) for k in unknown)
         raise DataError(
-            f"{plugin}: columns has unknown key(s) {', '.join(map(repr, unknown))}; allowed: path, label, "
+            f"{plugin}: columns has unknown key(s) {', '.join(map(repr, unknown))}{hint}; allowed: path, label, "
             'patient (or group), source, split, e.g. columns = { path = "filename", label = "finding" }'
         )
     bad = {k: v for k, v in mapping.items() if not isinstance(v, str) or not v}
@@ -83,8 +85,8 @@ def _find_columns(plugin: str, path: Path, table: pd.DataFrame, mapping: dict) -
             actual = name if name in table.columns else by_lower.get(name.lower())
             if actual is None:
                 raise DataError(
-                    f"{plugin}: {path} has no column {name!r} (named by columns.{key}); its columns are: "
-                    f"{', '.join(table.columns)}"
+                    f"{plugin}: {path} has no column {name!r} (named by columns.{key}){did_you_mean(name, table.columns)}; "
+                    f"its columns are: {', '.join(table.columns)}"
                 )
             found[key] = actual
             continue
