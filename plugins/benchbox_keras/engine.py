@@ -867,13 +867,13 @@ def describe(network: str, options) -> dict:
     if network in APPS:
         cls = APPS[network].cls
         preprocessing = (
-            "grayscale x3, BGR mean subtraction (Caffe)"
+            "grayscale x3 (RGB as is), BGR mean subtraction (Caffe)"
             if APPS[network].preprocessing == "caffe"
-            else "grayscale x3, x/127.5 - 1"
+            else "grayscale x3 (RGB as is), x/127.5 - 1"
         )
     else:
         cls = application(network)[0]
-        preprocessing = "grayscale x3, " + preprocess_affine(keras, network)[2]
+        preprocessing = "grayscale x3 (RGB as is), " + preprocess_affine(keras, network)[2]
     facts = {
         "framework": "keras",
         "model": f"keras.applications.{cls}",

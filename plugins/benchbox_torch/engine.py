@@ -868,7 +868,7 @@ def describe(network: str, options) -> dict:
         "frozen_modules": f"{info['frozen_units']} of {info['units']}",
         **parameter_counts(net),
         "input_size": [h, w],
-        "preprocessing": f"grayscale x3, /255, mean {tuple(round(float(v), 3) for v in net.mean.flatten())}, "
+        "preprocessing": f"grayscale x3 (RGB as is), /255, mean {tuple(round(float(v), 3) for v in net.mean.flatten())}, "
         f"std {tuple(round(float(v), 3) for v in net.std.flatten())}",
         "gmacs": count_gmacs(net, h, w),
         "head": list(options["head"]),
