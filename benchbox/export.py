@@ -38,7 +38,7 @@ CHUNK = 256  # images loaded at a time: memory stays bounded (256 x 512 x 512 by
 
 def parse_options(registry, plugin: str, pairs: list[str]) -> dict:
     """``--option KEY=VALUE`` pairs (VALUE read as TOML: ``3``, ``true``, ``"text"``, ``[1, 2]``,
-    ``{covid = 10, ...}``; a value that is not TOML is taken as text) checked against the data set
+    ``{a = 10, b = 20}``; a value that is not TOML is taken as text) checked against the data set
     plugin's options as a suite's [datasets.NAME] table is: the options, defaults merged."""
     from benchbox.errors import BenchboxError
     from benchbox.suite import dataset_options, tomllib

@@ -13,6 +13,10 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # the CLI subprocesses the tests start inherit it), else both workers' thread pools fight for the cores
     for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
         os.environ.setdefault(_name, "1")
+# xdist workers get COLUMNS=80/LINES=24, which the CLI honours for piped output: the CLI subprocesses of
+# the tests must render as in a plain pipe (200 columns), whatever started pytest
+for _name in ("COLUMNS", "LINES"):
+    os.environ.pop(_name, None)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
