@@ -440,8 +440,9 @@ def runtime(keras, training, who: str) -> Runtime:
     if device == "cuda" and not gpu:
         raise BenchboxError(
             f'{who}: training.device = "cuda", but Keras\'s {backend} backend sees no GPU. Set training.device = '
-            f'"auto" or "cpu", or put Keras on a GPU (docs/backbones.md, "Keras backends": KERAS_BACKEND=torch '
-            f"over a CUDA build of PyTorch, or tensorflow[and-cuda])"
+            f'"auto" or "cpu", or put Keras on a GPU (docs/backbones.md, "Keras backends": --keras-backend jax '
+            f"with pip install 'jax[cuda12]', tensorflow[and-cuda], or --keras-backend torch over a CUDA build "
+            f"of PyTorch)"
         )
     return Runtime(backend, "gpu:0" if gpu else "cpu:0", precision == "mixed", pinned=gpu != has_gpu)
 
