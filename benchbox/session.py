@@ -47,6 +47,12 @@ def choose_run_dir(suite: Suite, run_dir: Path | None, new: bool) -> tuple[Path,
             raise StoreError(
                 f"--run-dir {run_dir}: {blocker} is a file, so no folder can be created there; name another folder"
             )
+        if new and holds_a_run(run_dir):
+            raise StoreError(
+                f"--new with --run-dir {run_dir}: that folder already holds a run, and benchbox never writes a new "
+                f"run over results; name another --run-dir, or delete {run_dir} to start over (without --new the "
+                "same command resumes it)"
+            )
         return run_dir, notes
     if file_in_the_way(Path(suite.output_dir)) is not None:
         raise StoreError(f"{suite.path}: output_dir {suite.output_dir} is (or lies under) a file; name a folder")
@@ -66,11 +72,19 @@ def choose_run_dir(suite: Suite, run_dir: Path | None, new: bool) -> tuple[Path,
     return path, notes
 
 
+def holds_a_run(path: Path) -> bool:
+    """A manifest or fold records: what --new must not write over."""
+    store = RunStore(path)
+    return store.manifest_path.exists() or store.has_records()
+
+
 def open_session(
     suite: Suite, registry, data: dict[DataKey, PreparedData], run_dir: Path | None = None, new: bool = False
 ) -> Session:
     """Choose, lock and check the run directory; write the manifest and splits of a new run."""
     path, notes = choose_run_dir(suite, run_dir, new)
+    # with --run-dir the way to a fresh run is another folder; without, it is --new
+    fresh = "choose another --run-dir" if run_dir is not None else "start a new run with --new"
     store = RunStore(path)
     store.lock()
     try:
@@ -81,17 +95,14 @@ def open_session(
             if manifest.get("format") != FORMAT:
                 raise StoreError(
                     f"{path} was written by an older benchbox (format {manifest.get('format')}); "
-                    "`benchbox report` still reads it, but it cannot be resumed: start a new run with --new"
+                    f"`benchbox report` still reads it, but it cannot be resumed: {fresh}"
                 )
             if manifest.get("suite_digest") != suite.digest:
-                raise StoreError(
-                    f"{path} holds a run of a different suite (or an edited one); start a new run with "
-                    "--new or choose another --run-dir"
-                )
+                raise StoreError(f"{path} holds a run of a different suite (or an edited one); {fresh}")
         elif store.has_records():
             raise StoreError(
                 f"{path} holds fold records but no manifest.json, so nothing says which suite made them; "
-                "they are not adopted. Choose another --run-dir (or --new), or delete that folder"
+                "they are not adopted. Choose another --run-dir, or delete that folder"
             )
         else:
             manifest = build_manifest(suite, registry, data)
@@ -100,16 +111,18 @@ def open_session(
         if foreign:
             raise StoreError(
                 f"{path}: {len(foreign)} fold record(s) were written by another suite "
-                f"(e.g. {foreign[0].name}); they are not adopted. Start a new run with --new"
+                f"(e.g. {foreign[0].name}); they are not adopted; {fresh}"
             )
-        check_splits(store, suite, data)
+        check_splits(store, suite, data, fresh)
     except BaseException:
         store.unlock()
         raise
     return Session(store, manifest, resumed, notes)
 
 
-def check_splits(store: RunStore, suite: Suite, data: dict[DataKey, PreparedData]) -> None:
+def check_splits(
+    store: RunStore, suite: Suite, data: dict[DataKey, PreparedData], fresh: str = "start a new run with --new"
+) -> None:
     for key, ds in data.items():
         if ds.folds is None:
             continue
@@ -118,7 +131,7 @@ def check_splits(store: RunStore, suite: Suite, data: dict[DataKey, PreparedData
         if previous and (previous["ids"] != ids or previous["fold"] != ds.folds.tolist()):
             raise StoreError(
                 f"{store.path}: the folds of data set {key.label!r} differ from the stored split "
-                "(the data changed since the run started); start a new run with --new"
+                f"(the data changed since the run started); {fresh}"
             )
         if not previous:
             store.write_split(key.slug, ids, ds.folds, suite.protocol.label)

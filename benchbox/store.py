@@ -214,7 +214,7 @@ class RunStore:
             raise StoreError(
                 f"{p} is damaged (not the fold assignment benchbox wrote), so the stored folds cannot be "
                 "checked against the suite; delete that file to have it drawn again from the suite's "
-                "seed, or start a new run with --new"
+                "seed, or start a new run (--new, or another --run-dir)"
             )
         return data
 

@@ -28,6 +28,7 @@ import csv
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -131,11 +132,25 @@ def cell_times(run_dir: Path) -> dict:
     return out
 
 
+def clear_own_run(run_dir: Path) -> None:
+    """A rerun into the same --out times its cells afresh: this script's own earlier run directory goes
+    (benchbox itself never writes a new run over one); any other folder there stops the script."""
+    manifest = run_dir / "manifest.json"
+    if not run_dir.exists():
+        return
+    suite = json.loads(manifest.read_text()).get("suite", "") if manifest.exists() else ""
+    if not str(suite).startswith("gpu-study-"):
+        sys.exit(f"{run_dir} exists and is not a run of this script; choose another --out or move it")
+    print(f"removing {run_dir} (this script's run from before; its cells are timed afresh)", flush=True)
+    shutil.rmtree(run_dir)
+
+
 def run_study(framework, cfg, args, env, out: Path, networks, extra=(), tag="") -> tuple[float, dict]:
     suite = out / f"study-{framework}{tag}.toml"
     suite.write_text(suite_text(framework, cfg, args.device, args.precision, networks))
     run_dir = out / f"run-{framework}{tag}"
-    command = ["run", str(suite), "--run-dir", str(run_dir), "--new", *extra]
+    clear_own_run(run_dir)
+    command = ["run", str(suite), "--run-dir", str(run_dir), *extra]
     wall = call(command, env, f"the {framework} study", args.budget_seconds, must_pass=False)
     return wall, cell_times(run_dir)
 

@@ -991,6 +991,7 @@ COPIES = {  # case -> (how the copy of the finished run (or its suite) is change
     "split-damaged": (lambda run_dir, path: (run_dir / "splits" / "syn.json").write_text('{"ids": ['), "run"),
     "manifest-not-json": (lambda run_dir, path: (run_dir / "manifest.json").write_text("{"), "report"),
     "manifest-not-object": (lambda run_dir, path: (run_dir / "manifest.json").write_text("[]"), "report"),
+    "new-over-a-run": (lambda run_dir, path: None, "run --new"),
 }
 
 
@@ -1006,7 +1007,8 @@ def on_copies(tmp_path_factory, finished, henv):
         path = good_suite(tmp, finished)
         change(run_dir, path)
         before = {p.relative_to(run_dir).as_posix(): p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
-        args = ["run", path, "--run-dir", run_dir] if command == "run" else ["report", run_dir]
+        args = ["report", run_dir] if command == "report" else ["run", path, "--run-dir", run_dir]
+        args += ["--new"] if command == "run --new" else []
         calls[case] = (args, {"env": henv})
         copies[case] = (run_dir, before)
     results = run_group(calls)
@@ -1038,14 +1040,20 @@ def test_stale_or_damaged_lock_is_broken(on_copies, case):
 
 def test_records_without_manifest_are_refused(on_copies):
     res, run_dir, before = on_copies["no-manifest"]
-    check(res, 1, "holds fold records but no manifest.json", "they are not adopted", "--new")
+    check(res, 1, "holds fold records but no manifest.json", "they are not adopted", "Choose another --run-dir")
     assert unchanged(run_dir, before)  # no manifest written over the records
 
 
 def test_edited_suite_is_refused_on_its_old_run_dir(on_copies):
     res, run_dir, before = on_copies["edited-suite"]
-    check(res, 1, "holds a run of a different suite (or an edited one)", "--new")
+    check(res, 1, "holds a run of a different suite (or an edited one)", "choose another --run-dir")
     assert unchanged(run_dir, before)
+
+
+def test_new_never_writes_over_the_run_in_its_run_dir(on_copies):
+    res, run_dir, before = on_copies["new-over-a-run"]
+    check(res, 1, f"--new with --run-dir {run_dir}: that folder already holds a run", f"delete {run_dir}")
+    assert unchanged(run_dir, before)  # the finished run's records stay as they were
 
 
 def test_edited_suite_without_run_dir_starts_anew_and_mentions_the_unfinished_run(tmp_path, henv):
