@@ -234,16 +234,19 @@ def stored(run_dir: Path, cells: dict | None = None) -> list[dict]:
     return out
 
 
-def _accuracy(records) -> float:
+def _class_accuracy(records, label: int) -> float:
+    """Of every test image of class ``label`` in the cell's records (all of them, not only the explained
+    sample), the share predicted right: the row's own class, so a class the probe leaves intact shows."""
     y = np.concatenate([r.y_true for r in records]) if records else np.zeros(0)
     p = np.concatenate([r.predicted for r in records]) if records else np.zeros(0)
-    return float((y == p).mean()) if len(y) else float("nan")
+    sel = y == label
+    return float((p[sel] == label).mean()) if sel.any() else float("nan")
 
 
 def share_frame(explained: list[dict], records_by_cell: dict | None = None, centre: float = 0.6, frame: float = 0.1):
     """One row per cell and true class: explained images, mean share of the heat in the central box
-    and in the border frame (with their spread), and, beside them, the cell's accuracy and its
-    lungs-blackout probe cell's accuracy when the run has one."""
+    and in the border frame, and, beside them, the accuracy on that class's test images in the cell and
+    in its lungs-blackout probe cell when the run has one."""
     import pandas as pd
 
     rows = []
@@ -257,13 +260,13 @@ def share_frame(explained: list[dict], records_by_cell: dict | None = None, cent
         size = tuple(int(v) for v in parts[0]["input_size"])
         shares = heat_share(maps, centre, frame, size=size)
         probe = getattr(cell, "probe", None)
-        std_acc = blackout = float("nan")
+        own, blacked = [], []
         if records_by_cell is not None:
-            std_acc = _accuracy(records_by_cell.get(cell, []))
+            own = records_by_cell.get(cell, [])
             if not probe:
                 probed = [k for k in records_by_cell if k.dataset == cell.dataset and k.backbone == cell.backbone]
                 probed = [k for k in probed if k.probe == "lungs-blackout"]
-                blackout = _accuracy(records_by_cell[probed[0]]) if probed else float("nan")
+                blacked = records_by_cell[probed[0]] if probed else []
         for c, name in enumerate(classes):
             sel = y == c
             if not sel.any():
@@ -277,8 +280,8 @@ def share_frame(explained: list[dict], records_by_cell: dict | None = None, cent
                     "images": int(sel.sum()),
                     "centre heat %": _pct(np.nanmean(s[:, 0]) if np.isfinite(s[:, 0]).any() else np.nan),
                     "border heat %": _pct(np.nanmean(s[:, 1]) if np.isfinite(s[:, 1]).any() else np.nan),
-                    "accuracy %": _pct(std_acc),
-                    "lungs-blackout accuracy %": _pct(blackout),
+                    "accuracy %": _pct(_class_accuracy(own, c)),
+                    "lungs-blackout accuracy %": _pct(_class_accuracy(blacked, c)),
                 }
             )
     frame_ = pd.DataFrame(rows)
@@ -298,7 +301,9 @@ def share_notes(centre: float = 0.6, frame: float = 0.1) -> list[str]:
         f"one; 'centre' is its share inside the central box (the middle {100 * centre:.0f}% of height and width, "
         f"where the lungs are), 'border' its share in the outer {100 * frame:.0f}% frame of each side (markers, "
         f"text, edges). A map spread evenly gives {100 * even_c:.0f}% and {100 * even_b:.0f}%.",
-        "Read it beside the lungs-blackout accuracy: heat on the border and an accuracy that survives the "
+        "accuracy %: of all the cell's test images of that class (not only the explained ones), the share "
+        "predicted right; lungs-blackout accuracy %: the same with the lungs blacked out (the probe's cell). "
+        "Read the heat beside it: heat on the border and an accuracy that survives the "
         "blackout both say the network uses something other than the lungs. Grad-CAM is coarse (one cell of "
         "the last feature map covers many pixels) and shows where the class score is sensitive, not why.",
     ]

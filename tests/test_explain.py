@@ -40,6 +40,25 @@ def test_boxes_match_the_lungs_blackout_probe():
     assert np.array_equal(box, blacked == 0)
 
 
+def test_share_table_gives_each_class_its_own_accuracy_and_blackout_accuracy():
+    from types import SimpleNamespace as NS
+
+    from benchbox.records import CellKey
+
+    std, blackout = CellKey("d", "b"), CellKey("d", "b", probe="lungs-blackout")
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    records = {  # the standard cell: class 0 all right, class 1 half; with the lungs blacked out: the reverse
+        std: [NS(y_true=y, predicted=np.array([0, 0, 0, 0, 1, 1, 0, 0]))],
+        blackout: [NS(y_true=y, predicted=np.array([1, 1, 1, 1, 1, 1, 1, 1]))],
+    }
+    explained = [{"cell": std, "classes": ["covid", "normal"], "maps": np.ones((2, 4, 4)), "y_true": np.array([0, 1]),
+                  "input_size": [40, 40]}]  # fmt: skip
+    table = ex.share_frame(explained, records).set_index("class")
+    assert table.loc["covid", "accuracy %"] == "100.0" and table.loc["normal", "accuracy %"] == "50.0"
+    assert table.loc["covid", "lungs-blackout accuracy %"] == "0.0"
+    assert table.loc["normal", "lungs-blackout accuracy %"] == "100.0"
+
+
 def test_sample_is_seeded_per_class_and_mixes_right_and_wrong():
     ids = [f"img-{i}" for i in range(30)]
     y = np.repeat([0, 1, 2], 10)
