@@ -278,6 +278,11 @@ def validate_suite(
         c.add("protocol.test_fraction", f"must be between 0 and 1, got {frac}")
     if protocol_raw.get("refit") is True and kind != "cross-dataset":
         c.add("protocol.refit", f'applies to kind = "cross-dataset" only (this protocol is {kind!r}); remove it')
+    if "test_fraction" in protocol_raw and kind in PROTOCOL_KINDS and kind != "holdout":
+        c.add("protocol.test_fraction", f'applies to kind = "holdout" only (this protocol is {kind!r}); remove it')
+    if "k" in protocol_raw and kind == "holdout":
+        c.add("protocol.k", 'sets the folds of "kfold" and "cross-dataset"; a holdout has test_fraction: remove it')
+    protocol_ok = not any(problem.startswith("protocol") for problem in c.problems)
 
     training_raw = raw.get("training", {}) if isinstance(raw.get("training", {}), dict) else {}
     c.keys("training", training_raw, TRAINING_KEYS)
@@ -304,7 +309,9 @@ def validate_suite(
     backbones = _entries(c, raw, "backbones", registry, "backbone", COMMON_BACKBONE_KEYS, check_availability)
     for alias, entry in backbones.items():
         size = entry.options.get("input_size")
-        if not (isinstance(size, list) and len(size) == 2 and all(_type_ok(v, int) and v >= 32 for v in size)):
+        if any(p.startswith(f"backbones.{alias}.input_size:") for p in c.problems):
+            pass  # its type is already reported: one line per mistake
+        elif not (isinstance(size, list) and len(size) == 2 and all(_type_ok(v, int) and v >= 32 for v in size)):
             c.add(f"backbones.{alias}.input_size", f"must be [height, width], integers >= 32, got {size!r}")
         elif max(size) > MAX_SIDE:
             batch = training_raw.get("batch_size", 64) if _type_ok(training_raw.get("batch_size", 64), int) else 64
@@ -335,8 +342,8 @@ def validate_suite(
                     f"unknown evaluator {ev!r}; available: {', '.join(sorted(registry.evaluators)) or 'none'}",
                 )
 
-    protocol = None
-    if kind in PROTOCOL_KINDS and all(
+    protocol = None  # a protocol with a problem is not used to check the data (its folds cannot be drawn)
+    if protocol_ok and all(
         _type_ok(v, t) for v, t in ((k, int), (frac, float), (protocol_raw.get("stratified", True), bool))
     ):
         protocol = Protocol(
@@ -565,7 +572,14 @@ def _probes(c: _Checker, raw, datasets):
         else:
             c.keys(f"probes.{name}", options, {"dataset"})
             if options.get("dataset") not in datasets:
-                c.add(f"probes.{name}.dataset", f"required: a name from [datasets.*]: {', '.join(datasets) or 'none'}")
+                names = ", ".join(datasets) or "none"
+                given = options.get("dataset")
+                c.add(
+                    f"probes.{name}.dataset",
+                    f"required: a name from [datasets.*]: {names}"
+                    if given is None
+                    else f"{given!r} is not a data set of this suite; use a name from [datasets.*]: {names}",
+                )
                 continue
             probes[name] = dict(options)
     thresholds = table.get("thresholds", {})

@@ -56,6 +56,12 @@ BAD = [
     ('[training]\nepochs = "ten"', "training.epochs: must be an integer"),
     ('[protocol]\nkind = "loo"', "protocol.kind: unknown protocol 'loo'; allowed: kfold, holdout"),
     ("[protocol]\nk = 1", "protocol.k: must be at least 2"),
+    (
+        '[probes.within-source]\ndataset = "nope"',
+        "probes.within-source.dataset: 'nope' is not a data set of this suite",
+    ),
+    ("[protocol]\ntest_fraction = 0.3", 'protocol.test_fraction: applies to kind = "holdout" only'),
+    ('[protocol]\nkind = "holdout"\nk = 5', 'protocol.k: sets the folds of "kfold" and "cross-dataset"'),
     ('[datasets.x]\nplugin = "mnist"', "datasets.x.plugin: unknown dataset plugin 'mnist'; available:"),
     (
         '[backbones.x]\nplugin = "keras/resnet5000x"',
@@ -96,6 +102,25 @@ def test_every_problem_reported_at_once(tmp_path, registry):
     text = "\n".join(exc.value.problems)
     for key in ("name:", "seed:", "training.epochs:", "protocol.k:", "datasets:", "backbones:"):
         assert key in text
+
+
+@pytest.mark.parametrize(
+    "protocol", ["k = 1", "k = 0", 'kind = "holdout"\ntest_fraction = 1.5', 'kind = "kfold"\nk = "five"']
+)
+def test_a_bad_protocol_is_reported_not_used_to_draw_folds_when_validate_reads_the_data(tmp_path, registry, protocol):
+    """validate with the data used to crash on k = 1: the folds were drawn under the flagged protocol."""
+    text = f'name = "p"\n[protocol]\n{protocol}\n[datasets.syn]\nplugin = "synthetic"\nimages = 30\n'
+    path = write_suite(tmp_path / "p.toml", text + '[backbones.a]\nplugin = "torch/mobilenet_v2"\n')
+    with pytest.raises(SuiteError) as exc:
+        load_suite(path, registry, check_data=True)
+    assert [p for p in exc.value.problems if p.startswith("protocol.")], exc.value.problems
+
+
+def test_one_mistake_one_line(tmp_path, registry):
+    text = 'name = "s"\n[datasets.syn]\nplugin = "synthetic"\n[backbones.a]\nplugin = "torch/mobilenet_v2"\n'
+    with pytest.raises(SuiteError) as exc:
+        load_suite(write_suite(tmp_path / "s.toml", text + "input_size = 64\n"), registry)
+    assert [p for p in exc.value.problems if "input_size" in p] == ["backbones.a.input_size: must be a list, got 64"]
 
 
 def test_not_toml(tmp_path, registry):
