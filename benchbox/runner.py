@@ -208,9 +208,19 @@ def make_record(unit: Unit, outcome, data: dict[DataKey, PreparedData], digest: 
 
 
 def rerender(run_dir: Path, registry) -> RunResult:
-    """Summarise a stored run again and rewrite its views (`benchbox report`)."""
+    """Summarise a stored run again and rewrite its views (`benchbox report`). Views that would lose a
+    column (an evaluator the run used is not installed here) are left as they are: the stored report
+    keeps what it showed, and the re-rendered tables go only where the user asked."""
     from benchbox.store import RunStore
 
     result = summarise(RunStore(run_dir), registry)
-    write_views(result)
+    if result.missing_evaluators:
+        names = ", ".join(repr(n) for n in result.missing_evaluators)
+        result.problems.append(
+            f"{run_dir}: its report files (report.html, report.md, summary.csv, plots/) were left as they are, "
+            f"since they show the metrics of evaluator(s) {names}; install the plugin(s) and run `benchbox report` "
+            "again to refresh them"
+        )
+    else:
+        write_views(result)
     return result

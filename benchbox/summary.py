@@ -34,6 +34,7 @@ class RunResult:
     sections: list[Section] = field(default_factory=list)
     failures: list[dict] = field(default_factory=list)
     evaluators: dict = field(default_factory=dict)  # name -> Evaluator object (their plots and sections)
+    missing_evaluators: list[str] = field(default_factory=list)  # used by the run, not installed here
     refit_records: list[FoldRecord] = field(default_factory=list)  # cross-dataset refit models (not CV folds)
     cross: pd.DataFrame = field(default_factory=pd.DataFrame)  # the cross-dataset matrix, long form (see below)
 
@@ -81,6 +82,8 @@ def summarise(store: RunStore, registry, with_sections: bool = True) -> RunResul
             "run the suite first" + (f" — {problems[0]}" if problems else "")
         )
     metrics = declared_metrics(manifest, registry, problems)
+    missing = [name for name in manifest.get("evaluators", ["paper"]) if name not in registry.evaluators]
+    problems += [f"evaluator {name!r} used by this run is not installed; its metrics are left out" for name in missing]
     cells_meta = cell_index(manifest)
     datasets = data_index(manifest)
     rows = []
@@ -112,7 +115,6 @@ def summarise(store: RunStore, registry, with_sections: bool = True) -> RunResul
         for name in manifest.get("evaluators", ["paper"]):
             entry = registry.evaluators.get(name)
             if entry is None:
-                problems.append(f"evaluator {name!r} used by this run is not installed; its metrics are left out")
                 continue
             try:
                 row.update(entry.obj.evaluate(recs, classes, positive))
@@ -137,6 +139,7 @@ def summarise(store: RunStore, registry, with_sections: bool = True) -> RunResul
         failures=store.read_failures(),
         evaluators={n: registry.evaluators[n].obj for n in manifest.get("evaluators", []) if n in registry.evaluators},
         refit_records=refit_records,
+        missing_evaluators=missing,
     )
     if (manifest.get("protocol") or {}).get("kind") == "cross-dataset":
         result.cross = cross_dataset_matrix(manifest, records, refit_records, problems)

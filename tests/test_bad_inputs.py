@@ -1019,6 +1019,23 @@ def unchanged(run_dir: Path, before: dict) -> bool:
     return before == {p.relative_to(run_dir).as_posix(): p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
 
 
+def test_report_without_an_evaluator_the_run_used_leaves_the_report_files_alone(run_copy, henv):
+    """Uninstalling a plugin must not make `benchbox report` rewrite the run's report without its columns."""
+    manifest = json.loads((run_copy / "manifest.json").read_text())
+    manifest["evaluators"] = [*manifest.get("evaluators", ["paper"]), "youden"]  # as if it were uninstalled
+    (run_copy / "manifest.json").write_text(json.dumps(manifest))
+    views = ["report.html", "report.md", "summary.csv"]
+    before = {name: (run_copy / name).read_bytes() for name in views}
+    out = check(
+        run_cli("report", run_copy, "--format", "markdown", env=henv),
+        0,
+        "evaluator 'youden' used by this run is not installed",
+        "its report files (report.html, report.md, summary.csv, plots/) were left as they are",
+    )
+    assert out.count(flat("evaluator 'youden' used by this run is not installed")) == 1  # once, not per cell
+    assert {name: (run_copy / name).read_bytes() for name in views} == before
+
+
 def test_locked_run_dir_is_refused_naming_the_holder(on_copies):
     res, run_dir, before = on_copies["locked"]
     check(res, 1, f"is being written by process {os.getpid()}", "wait for it to finish", str(run_dir / ".lock"))
