@@ -284,8 +284,9 @@ def validate(
     ),
     no_data: bool = typer.Option(False, "--no-data", help="Check the file only; do not read the data sets' tables."),
 ):
-    """Check a suite file and its data sets' tables (files listed, CSVs read; no pixels decoded) and
-    list every problem at once."""
+    """Check a suite and its data sets' tables, listing every problem at once.
+
+    Files are listed and CSVs read; no pixels are decoded."""
     from benchbox.suite import load_suite
 
     s = load_suite(suite, _registry(), check_data=not no_data, data_dir=str(data_dir) if data_dir else None)
@@ -346,16 +347,23 @@ def _output_file(output: Path, option: str = "--output", example: str = "report.
     return output
 
 
+#: the names of the files these formats write, accepted for the formats
+FORMAT_ALIASES = {"md": "markdown", "tex": "latex", "htm": "html"}
+
+
 @app.command()
 def report(
     run_dir: Path = typer.Argument(..., help="A run directory written by `benchbox run`."),
     format: str = typer.Option("terminal", "--format", "-f", help="terminal, markdown, csv, latex or html."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
 ):
-    """Re-render a run's tables (and its report files, report.html and plots) from its stored fold records alone."""
+    """Re-render a run's tables from its stored fold records alone.
+
+    The run's report files (report.html, report.md, summary.csv, plots/) are rewritten too."""
     from benchbox.runner import rerender
     from benchbox.views.report import FORMATS, print_terminal, render_text
 
+    format = FORMAT_ALIASES.get(format, format)
     if format not in FORMATS:
         raise BenchboxError(f"--format {format!r}: choose one of {', '.join(FORMATS)}")
     if output is not None:
@@ -455,6 +463,7 @@ def leaderboard(
     """Rank data set x backbone entries across runs, grouping entries that are not comparable."""
     from benchbox.views.leaderboard import FORMATS, choose_metric, collect, rank, render
 
+    format = FORMAT_ALIASES.get(format, format)
     if format not in FORMATS:
         raise BenchboxError(f"--format {format!r}: choose one of {', '.join(FORMATS)}")
     if output is not None:

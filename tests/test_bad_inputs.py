@@ -1036,6 +1036,12 @@ def test_report_without_an_evaluator_the_run_used_leaves_the_report_files_alone(
     assert {name: (run_copy / name).read_bytes() for name in views} == before
 
 
+def test_report_takes_the_file_suffix_as_format_name(finished, henv):
+    md = check(run_cli("report", finished, "--format", "md", env=henv), 0)
+    assert md == check(run_cli("report", finished, "--format", "markdown", env=henv), 0)
+    check(run_cli("report", finished, "--format", "docx", env=henv), 1, "choose one of terminal, markdown")
+
+
 def test_locked_run_dir_is_refused_naming_the_holder(on_copies):
     res, run_dir, before = on_copies["locked"]
     check(res, 1, f"is being written by process {os.getpid()}", "wait for it to finish", str(run_dir / ".lock"))
