@@ -175,6 +175,10 @@ class Backbone:
     defaults: Mapping[str, Any] = {}
     #: types of options whose default does not say them all, e.g. {"freeze": (str, float)}
     option_types: Mapping[str, Any] = {}
+    #: the fold channels ``fit``/``predict`` take: (1, 3) (the default) both, the backbone converts as it
+    #: needs; (1,) grayscale (N, H, W) only; (3,) RGB (N, H, W, 3) only. The harness refuses a fold of
+    #: other channels before ``fit``, naming the backbone and what to do (benchbox.harness.channels_problem)
+    accepted_channels: tuple[int, ...] = (1, 3)
 
     def availability(self) -> Availability:
         return Availability(True)

@@ -88,6 +88,45 @@ def check_probabilities(p: Any, n: int, num_classes: int, who: str) -> np.ndarra
     return arr
 
 
+CHANNEL_NAMES = {1: "grayscale", 3: "RGB"}
+
+
+def accepted_channels_problem(backbone: Backbone, plugin: str) -> str | None:
+    """What is wrong with the backbone's ``accepted_channels`` declaration; None when it is valid."""
+    accepted = getattr(backbone, "accepted_channels", (1, 3))
+    if not isinstance(accepted, (tuple, list)) or not accepted or not set(accepted) <= {1, 3}:
+        return (
+            f"{plugin} declares accepted_channels = {accepted!r}; a backbone takes (1, 3) (both, the default), "
+            "(1,) (grayscale only) or (3,) (RGB only): fix the plugin"
+        )
+    return None
+
+
+def channels_problem(backbone: Backbone, plugin: str, channels: int, data: str) -> str | None:
+    """Why ``backbone`` cannot take images of ``channels`` (1 or 3) from ``data`` (e.g. "data set
+    xrays"), in words a user can act on; None when it can (``Backbone.accepted_channels``)."""
+    invalid = accepted_channels_problem(backbone, plugin)
+    if invalid:
+        return invalid
+    accepted = tuple(getattr(backbone, "accepted_channels", (1, 3)))
+    if channels in accepted:
+        return None
+    if channels == 3:
+        fix = (
+            'set color = "gray" in its [datasets.*] table (the folder and csv data sets convert colour to its '
+            "luma), or choose a backbone that takes RGB"
+        )
+    else:
+        fix = (
+            'set color = "rgb" in its [datasets.*] table (the folder and csv data sets repeat grayscale to 3 '
+            "channels), or choose a backbone that takes grayscale"
+        )
+    return (
+        f"{plugin} takes {CHANNEL_NAMES[accepted[0]]} images only (accepted_channels = {tuple(accepted)!r}), "
+        f"but {data} is {CHANNEL_NAMES[channels]}: {fix}"
+    )
+
+
 def run_fold(
     backbone: Backbone,
     plugin: str,
@@ -97,13 +136,27 @@ def run_fold(
     clock: Callable[[], float] = time.perf_counter,
 ) -> FoldOutcome:
     """Train on the job, predict its test fold (and any external images), time it all the same way."""
+    problem = channels_problem(backbone, plugin, job.channels, f"the data set of {where}")
+    if problem:  # before fit: no training time is spent on a fold the backbone cannot take
+        raise PluginError(problem)
     request = job.explain
     if request is not None:  # the test labels it holds never reach the backbone
         job = replace(job, explain=None)
+    reported = []
+    if job.progress is not None:  # notice whether fit reports its epochs (a numpy plugin has none)
+        report = job.progress
+
+        def progress(done: int, total: int) -> None:
+            reported.append(done)
+            report(done, total)
+
+        job = replace(job, progress=progress)
     t0 = clock()
     model = call_plugin(plugin, "fit", where, backbone.fit, job)
     call_plugin(plugin, "synchronize", where, backbone.synchronize, model)
     train_seconds = clock() - t0
+    if job.progress is not None and not reported:  # training is over: show it done, not "epochs 0/N"
+        job.progress(job.training.epochs, job.training.epochs)
 
     n_test = len(job.x_test)
     t0 = clock()

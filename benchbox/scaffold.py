@@ -34,6 +34,7 @@ import numpy as np
 
 from benchbox import hookimpl
 from benchbox.contracts import Availability, Backbone
+from benchbox.images import to_channels
 
 
 class KerasResNet50(Backbone):
@@ -57,20 +58,24 @@ class KerasResNet50(Backbone):
         base = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(h, w, 3))
         for layer in base.layers[: job.options["cutoff"]]:
             layer.trainable = False
-        inputs = keras.Input((h, w, 1))
-        x = keras.layers.Concatenate()([inputs, inputs, inputs])
-        x = keras.layers.GlobalAveragePooling2D()(base(x))
+        inputs = keras.Input((h, w, 3))
+        x = keras.layers.GlobalAveragePooling2D()(base(inputs))
         for units in job.options["head"]:
             x = keras.layers.Dense(units, activation="relu")(x)
         model = keras.Model(inputs, keras.layers.Dense(job.num_classes, activation="softmax")(x))
         model.compile(keras.optimizers.Adam(job.training.learning_rate), "sparse_categorical_crossentropy")
-        model.fit(job.x_train[..., None].astype("float32"), job.y_train,
+        model.fit(self._inputs(job.x_train), job.y_train,
                   epochs=job.training.epochs, batch_size=job.training.batch_size, verbose=0)
         return model
 
     def predict(self, model, images, ids=None):
-        """Class probabilities for uint8 images (N, H, W); benchbox times this call too."""
-        return np.asarray(model.predict(images[..., None].astype("float32"), verbose=0), dtype=float)
+        """Class probabilities for uint8 images (N, H, W) or (N, H, W, 3); benchbox times this call too."""
+        return np.asarray(model.predict(self._inputs(images), verbose=0), dtype=float)
+
+    @staticmethod
+    def _inputs(images):
+        """Grayscale (N, H, W) repeated to 3 channels, RGB (N, H, W, 3) as it is: float32 (N, H, W, 3)."""
+        return to_channels(images, 3).astype("float32")
 
 
 @hookimpl

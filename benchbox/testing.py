@@ -15,7 +15,7 @@ import numpy as np
 
 from benchbox.contracts import Backbone, FoldJob, TrainingConfig
 from benchbox.errors import PluginError
-from benchbox.harness import run_fold
+from benchbox.harness import CHANNEL_NAMES, accepted_channels_problem, run_fold
 
 
 def _tiny_fold(num_classes: int, size, seed: int = 0, n_train: int = 12, n_test: int = 6, channels: int = 1):
@@ -37,17 +37,30 @@ def check_backbone(
     epochs: int = 1,
     batch_size: int = 4,
     class_counts=(2, 3),
-    channels: int = 1,
+    channels: int | None = None,
 ) -> dict:
     """Check a backbone plugin against the contract; return the options used.
 
     Trains ``len(class_counts) + 1`` times (the last repeats 3 classes to check determinism).
-    ``channels = 3`` feeds colour folds (N, H, W, 3), as a data set with ``color = "rgb"`` does."""
-    assert channels in (1, 3), "channels: 1 (grayscale folds) or 3 (RGB folds)"
+    ``channels = 3`` feeds colour folds (N, H, W, 3), as a data set with ``color = "rgb"`` does;
+    ``channels = 1`` grayscale folds (N, H, W); None (the default): grayscale, or RGB for a backbone
+    whose ``accepted_channels`` is (3,)."""
+    assert channels in (None, 1, 3), "channels: 1 (grayscale folds) or 3 (RGB folds)"
     assert isinstance(backbone.name, str) and "/" in backbone.name, (
         f"name {backbone.name!r}: use 'framework/network', e.g. 'keras/resnet50'"
     )
     assert backbone.framework, f"{backbone.name}: set `framework`"
+    invalid = accepted_channels_problem(backbone, backbone.name)
+    assert invalid is None, invalid
+    accepted = tuple(getattr(backbone, "accepted_channels", (1, 3)))
+    if channels is None:
+        channels = 1 if 1 in accepted else 3
+    assert channels in accepted, (
+        f"{backbone.name}: accepted_channels = {accepted!r}: it declares that it does not take "
+        f"{CHANNEL_NAMES[channels]} folds (a run refuses them before fit); check it with "
+        f"channels={accepted[0]}, or accept both (the default (1, 3)) and convert with "
+        "benchbox.images.to_channels"
+    )
     avail = backbone.availability()
     assert avail.ok, f"{backbone.name}: unavailable here: {avail.reason}"
     opts = {**dict(backbone.defaults), "weights": "none", **(options or {})}
