@@ -625,6 +625,13 @@ def backbones_describe(
     for key, value in facts.items():
         table.add_row(esc(key), f"{value:,}" if isinstance(value, int) else esc(value))
     console.print(table)
+    if getattr(type(backbone).describe, "__qualname__", "") == "Backbone.describe":  # the contract's default
+        console.print(
+            f"{name} has no describe(): its plugin shows no parameters, depth or frozen layers "
+            "(a plugin adds them with describe(options, input_size), see docs/plugins.md)",
+            markup=False,
+            highlight=False,
+        )
 
 
 @weights_app.command("fetch")
