@@ -216,3 +216,27 @@ plugin = "toy/mean"
         ("epoch", 2, 2),
         ("end", 1),
     ]
+
+
+# --- 5. `backbones describe` of a plugin without describe() ---------------------------------------
+
+
+class Described(Mean):
+    name = "toy/described"
+
+    def describe(self, options, input_size):
+        return {"framework": "numpy", "params_total": 2}
+
+
+@pytest.mark.parametrize("backbone, says", [(Mean(), True), (Described(), False)])
+def test_describe_says_when_a_plugin_has_no_describe(backbone, says, capsys, monkeypatch):
+    import benchbox.cli as cli
+
+    monkeypatch.setattr(cli, "_registry", lambda warn=True: load_registry(extra_plugins=[ToyPlugin(backbone)]))
+    try:
+        cli.main(["backbones", "describe", backbone.name, "--input", "32x32"])
+    except SystemExit as exc:
+        assert exc.code in (0, None)
+    out = capsys.readouterr().out
+    assert "numpy" in out
+    assert (f"{backbone.name} has no describe()" in out) is says
