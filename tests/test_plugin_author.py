@@ -240,3 +240,15 @@ def test_describe_says_when_a_plugin_has_no_describe(backbone, says, capsys, mon
     out = capsys.readouterr().out
     assert "numpy" in out
     assert (f"{backbone.name} has no describe()" in out) is says
+
+
+# --- 3. docs/suites.md lists every option of the synthetic data set ------------------------------
+
+
+def test_the_synthetic_row_of_the_options_table_lists_every_option():
+    row = next(
+        line for line in (ROOT / "docs" / "suites.md").read_text().splitlines() if line.startswith("| `synthetic`")
+    )
+    defaults = load_registry().get("dataset", "synthetic").defaults
+    missing = [key for key in defaults if f"`{key}`" not in row]
+    assert not missing, f"docs/suites.md's synthetic row lacks {missing}"
