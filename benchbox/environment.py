@@ -67,13 +67,46 @@ def environment() -> dict:
         "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "gpus": gpu_names(),
+        "load_average": load_average(),
         "packages": package_versions(),
         "settings": settings(),
     }
 
 
-#: environment variables that change what the frameworks compute, recorded when set
-RECORDED_VARIABLES = ("KERAS_BACKEND", "BENCHBOX_REBUILD_EACH_FOLD", "CUDA_VISIBLE_DEVICES")
+#: the frameworks' thread pools (PyTorch and NumPy read OMP_NUM_THREADS and MKL_NUM_THREADS, TensorFlow
+#: the TF_ pair) when they are imported
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
+#: environment variables that change what the frameworks compute, or how fast, recorded when set
+RECORDED_VARIABLES = ("KERAS_BACKEND", "BENCHBOX_REBUILD_EACH_FOLD", "CUDA_VISIBLE_DEVICES", *THREAD_VARIABLES)
+
+
+def set_threads(n: int) -> None:
+    """``--threads N``: every framework's pool of intra-op threads (TensorFlow's inter-op pool: one).
+    Must run before a framework is imported: they read these variables once."""
+    for name in THREAD_VARIABLES:
+        os.environ[name] = "1" if name == "TF_NUM_INTEROP_THREADS" else str(n)
+
+
+def load_average() -> float | None:
+    """The 1-minute load average (None where the OS has none): a busy machine explains slow timings."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
+def busy_note() -> str | None:
+    """A note for a run about to time folds on a machine other jobs keep busy, with default thread pools.
+    Measured on 2 cores: PyTorch with 2 threads took 64-1000 ms per MobileNet v2 batch while another
+    process ran, 9 ms with 1 thread (docs/performance.md, "Busy machines")."""
+    load, cores = load_average(), os.cpu_count() or 1
+    if load is None or any(name in os.environ for name in THREAD_VARIABLES) or load < max(1.0, 0.5 * cores):
+        return None
+    return (
+        f"note: this machine is busy (load average {load:g} over the last minute, {cores} cores): framework "
+        "threads waiting for busy cores can make folds 10-100x slower and their timings meaningless; "
+        "--threads 1 (or fewer than the free cores) avoids that"
+    )
 
 
 def settings() -> dict[str, str]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from benchbox.contracts import FoldJob
+from benchbox.environment import THREAD_VARIABLES
 from benchbox.errors import BenchboxError, PluginError
 from benchbox.harness import FoldOutcome, run_fold
 from benchbox.plan import Unit
@@ -109,7 +110,13 @@ class RayExecutor:
             "log_to_driver": False,
             "ignore_reinit_error": True,
             # workers must import benchbox and the plugins exactly as the driver does
-            "runtime_env": {"env_vars": {"PYTHONPATH": os.environ.get("PYTHONPATH", "")}},
+            # (and use the thread pools --threads chose)
+            "runtime_env": {
+                "env_vars": {
+                    "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+                    **{name: os.environ[name] for name in THREAD_VARIABLES if name in os.environ},
+                }
+            },
         }
         try:
             if address:

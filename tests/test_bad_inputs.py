@@ -1036,6 +1036,15 @@ def test_report_without_an_evaluator_the_run_used_leaves_the_report_files_alone(
     assert {name: (run_copy / name).read_bytes() for name in views} == before
 
 
+def test_run_with_threads_records_them_in_the_manifest(tmp_path, henv):
+    check(run_cli("run", suite(tmp_path, name="threads"), "--threads", "3", env=henv), 0)
+    manifest = json.loads((only_run(tmp_path / "runs") / "manifest.json").read_text())
+    settings = manifest["environment"]["settings"]
+    assert settings["OMP_NUM_THREADS"] == "3" and settings["TF_NUM_INTRAOP_THREADS"] == "3"
+    assert "load_average" in manifest["environment"]
+    check(run_cli("run", suite(tmp_path, name="zero"), "--threads", "0", env=henv), 2, "--threads")
+
+
 def test_report_takes_the_file_suffix_as_format_name(finished, henv):
     md = check(run_cli("report", finished, "--format", "md", env=henv), 0)
     assert md == check(run_cli("report", finished, "--format", "markdown", env=henv), 0)
