@@ -252,3 +252,25 @@ def test_the_synthetic_row_of_the_options_table_lists_every_option():
     defaults = load_registry().get("dataset", "synthetic").defaults
     missing = [key for key in defaults if f"`{key}`" not in row]
     assert not missing, f"docs/suites.md's synthetic row lacks {missing}"
+
+
+def shown_test(function: str) -> str:
+    """The test module docs/plugins.md shows that defines ``function``."""
+    blocks = re.findall(r"^```(\w*)\n(.*?)^```", DOC, re.DOTALL | re.MULTILINE)
+    return next(text for lang, text in blocks if f"def {function}(" in text)
+
+
+def test_the_centroid_conformance_test_the_doc_shows_runs(monkeypatch):
+    import benchbox.plugins
+
+    centroid = ToyPlugin(doc_backbone())
+    monkeypatch.setattr(benchbox.plugins, "load_registry", lambda: load_registry(extra_plugins=[centroid]))
+    module = {}
+    exec(compile(shown_test("test_conformance_grayscale_and_rgb"), "docs/plugins.md", "exec"), module)
+    module["test_conformance_grayscale_and_rgb"]()
+
+
+def test_the_scaffold_test_the_doc_shows_is_the_one_written():
+    from benchbox.scaffold import TEST
+
+    assert shown_test("test_conformance") == TEST.format(short="resnet")
