@@ -139,6 +139,7 @@ def prepare_data(suite: Suite, registry, data_dir=None) -> dict[DataKey, Prepare
                 continue
         prepared[DataKey(alias)] = PreparedData(DataKey(alias), samples, folds)
     problems += cross_dataset_problems(suite.path, suite.protocol.kind, suite.cells, suite.external, tables)
+    problems += channel_problems(suite.path, suite.cells, suite.backbones, registry, tables)
     if problems:
         raise BenchboxError("\n".join(problems))
     for key in trained:
@@ -155,7 +156,15 @@ def _folds(protocol, samples: SampleSet, seed: int, alias: str) -> np.ndarray:
 
 
 def data_problems(
-    datasets: dict[str, DatasetEntry], registry, seed: int, data_dir, suite_path, cells, external: dict, protocol
+    datasets: dict[str, DatasetEntry],
+    registry,
+    seed: int,
+    data_dir,
+    suite_path,
+    cells,
+    external: dict,
+    protocol,
+    backbones: dict | None = None,
 ) -> list[str]:
     """What `benchbox run` would find wrong with the suite's data before training, found the way
     prepare_data finds it (sample tables, classes, folds, the cross-dataset positive class) but
@@ -175,7 +184,31 @@ def data_problems(
                 except BenchboxError as exc:
                     problems.append(str(exc))
     kind = protocol.kind if protocol is not None else ""
-    return problems + cross_dataset_problems(suite_path, kind, cells, external, tables)
+    problems += cross_dataset_problems(suite_path, kind, cells, external, tables)
+    return problems + channel_problems(suite_path, cells, backbones or {}, registry, tables)
+
+
+def channel_problems(suite_path, cells, backbones: dict, registry, tables: dict[str, SampleSet]) -> list[str]:
+    """A backbone that declares it takes grayscale (or RGB) only, trained on a data set of the other kind
+    (``Backbone.accepted_channels``): refused before any image is decoded, once per pair. Only the
+    trained-on data set counts: probes keep its channels, external test sets are converted to them."""
+    from benchbox.harness import channels_problem
+
+    problems: list[str] = []
+    for cell in cells:
+        samples, entry = tables.get(cell.dataset), backbones.get(cell.backbone)
+        if samples is None or entry is None:
+            continue
+        try:
+            backbone = registry.get("backbone", entry.plugin)
+        except BenchboxError:  # an unknown plugin is reported by the suite's own checks
+            continue
+        data = f"data set {cell.dataset!r} (datasets.{cell.dataset})"
+        problem = channels_problem(backbone, entry.plugin, samples.channels, data)
+        message = f"{suite_path}: backbones.{cell.backbone}: {problem}" if problem else None
+        if message and message not in problems:
+            problems.append(message)
+    return problems
 
 
 def cross_dataset_problems(suite_path, kind: str, cells, external: dict, tables: dict[str, SampleSet]) -> list[str]:

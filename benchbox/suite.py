@@ -355,7 +355,7 @@ def validate_suite(
             refit=protocol_raw.get("refit", False) is True,
         )
     if check_data:
-        _data(c, raw, registry, datasets, cells, external, protocol, data_dir)
+        _data(c, raw, registry, datasets, cells, external, protocol, data_dir, backbones)
 
     if c.problems:
         raise SuiteError(path, c.problems)
@@ -399,7 +399,7 @@ def validate_suite(
     )
 
 
-def _data(c: _Checker, raw, registry, datasets, cells, external, protocol, data_dir) -> None:
+def _data(c: _Checker, raw, registry, datasets, cells, external, protocol, data_dir, backbones=None) -> None:
     """The data sets' sample tables, read as `benchbox run` reads them (benchbox/plan.py), their
     problems added to the suite's; data sets whose options are already reported are not read."""
     from benchbox.plan import data_problems
@@ -413,7 +413,7 @@ def _data(c: _Checker, raw, registry, datasets, cells, external, protocol, data_
     root = data_dir or (raw.get("data_dir") if isinstance(raw.get("data_dir"), str) else None)
     seed = raw.get("seed", 0)
     seed = seed if _type_ok(seed, int) and 0 <= seed <= MAX_SEED else 0
-    for problem in data_problems(ok, registry, seed, root, c.path, cells, external, protocol):
+    for problem in data_problems(ok, registry, seed, root, c.path, cells, external, protocol, backbones):
         c.problems.append(problem)
 
 

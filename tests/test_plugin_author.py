@@ -12,7 +12,7 @@ from PIL import Image
 
 from benchbox import hookimpl
 from benchbox.contracts import Backbone, FoldJob, TrainingConfig
-from benchbox.errors import BenchboxError, PluginError
+from benchbox.errors import BenchboxError, PluginError, SuiteError
 from benchbox.harness import run_fold
 from benchbox.plugins import load_registry
 from benchbox.runner import Reporter, run_suite
@@ -153,9 +153,14 @@ plugin = "toy/mean"
     )
     with pytest.raises(BenchboxError) as err:
         run_suite(load_suite(path, registry), registry)
-    text = str(err.value)
-    assert "toy/mean takes grayscale images only" in text and "colours x mean fold 0 is RGB" in text
+    text = str(err.value)  # refused before any image is decoded or fold trained
+    assert "backbones.mean: toy/mean takes grayscale images only" in text
+    assert "data set 'colours' (datasets.colours) is RGB" in text
     assert 'set color = "gray"' in text and backbone.fits == 0
+    assert not (tmp_path / "runs").exists()  # no run directory for a suite that cannot run
+    with pytest.raises(SuiteError) as err:  # and `benchbox validate` says the same
+        load_suite(path, registry, check_data=True)
+    assert any("toy/mean takes grayscale images only" in p for p in err.value.problems)
 
 
 # --- 4. progress of a backbone that reports no epochs ---------------------------------------------
