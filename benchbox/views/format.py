@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 
 from benchbox.contracts import MetricSpec
 
@@ -47,6 +48,20 @@ def interval_note(metrics: list[MetricSpec]) -> str:
     return f"[95% CI: {'; '.join(parts)}]" if parts else ""
 
 
+# what markdown would read as HTML: a tag, closing tag, comment, declaration or processing instruction
+# (``<`` then a letter, ``/``, ``!`` or ``?``), or a character reference (``&amp;``, ``&#60;``)
+_MARKUP = re.compile(r"<[A-Za-z/!?]|&(#[0-9]+|#[xX][0-9A-Fa-f]+|[A-Za-z][A-Za-z0-9]*);")
+
+
 def md_escape(text) -> str:
-    """Names come from plugins, data sets and suites: never let them inject HTML into markdown."""
-    return html.escape(str(text), quote=False).replace("|", "\\|")
+    """Text for a markdown table cell or line that reads the same as plain text and rendered.
+
+    Names come from plugins, data sets and suites: text that markdown would read as HTML (``<script>``,
+    ``&amp;``) is escaped as HTML entities, so it shows literally when rendered and never injects
+    markup. Other text is kept as it is (``p < 0.05``, ``A & B``: a ``<`` before a space or digit, or a
+    lone ``&``, is literal text in markdown), so it also reads right as plain text. ``|`` is escaped as
+    ``\\|`` (a table cell's separator)."""
+    text = str(text)
+    if _MARKUP.search(text):
+        text = html.escape(text, quote=False)
+    return text.replace("|", "\\|")

@@ -197,13 +197,40 @@ def rank(entries: pd.DataFrame, spec: MetricSpec) -> pd.DataFrame:
             )
     out = []
     for _, sub in entries.groupby("group", sort=True):
-        numeric = pd.to_numeric(sub[spec.name], errors="coerce")
-        sub = sub.assign(_v=numeric).sort_values("_v", ascending=not spec.higher_is_better, na_position="last")
-        sub["rank"] = [i + 1 if not pd.isna(v) else None for i, v in enumerate(sub["_v"])]
-        out.append(sub.drop(columns="_v"))
+        shown = pd.to_numeric(sub[spec.name], errors="coerce").map(lambda v: displayed(v, spec))
+        # best first; within a tie (the same value as displayed) by backbone, then run: a stable order
+        # that says nothing about which is better
+        sub = sub.assign(_v=shown, _b=sub["backbone"].astype(str), _r=sub["run"].astype(str))
+        sub = sub.sort_values(
+            ["_v", "_b", "_r"], ascending=[not spec.higher_is_better, True, True], na_position="last", kind="stable"
+        )
+        sub["rank"] = competition_ranks(list(sub["_v"]))
+        out.append(sub.drop(columns=["_v", "_b", "_r"]))
     ranked = pd.concat(out, ignore_index=True)
     ranked.attrs["cross_left_out"] = left_out
     return ranked
+
+
+def displayed(v, spec: MetricSpec) -> float:
+    """A metric's value as the leaderboard shows it (scaled, rounded to the declared digits): entries are
+    compared at this precision, so two entries that read the same share a rank. NaN when undefined."""
+    if v is None or pd.isna(v):
+        return float("nan")
+    return float(f"{spec.scale * float(v):.{spec.digits}f}")
+
+
+def competition_ranks(values: list) -> list:
+    """Standard competition ranking ("1224") of values already sorted best first: tied values share the
+    rank of the first of them, the next value's rank counts every entry above it; NaN is unranked (None)."""
+    ranks, previous, rank = [], None, 0
+    for i, v in enumerate(values):
+        if pd.isna(v):
+            ranks.append(None)
+            continue
+        if previous is None or v != previous:
+            rank, previous = i + 1, v
+        ranks.append(rank)
+    return ranks
 
 
 def _cross_note(ranked: pd.DataFrame) -> str:
@@ -293,12 +320,37 @@ def render(ranked: pd.DataFrame, spec: MetricSpec, fmt: str, output: Path | None
     return render_html(ranked, spec, output)
 
 
-def _embedded_plots(ranked: pd.DataFrame) -> list[tuple[str, str]]:
+def _embedded_plots(ranked: pd.DataFrame) -> list[tuple[str, str, tuple[int, int] | None]]:
+    """(caption, base64 PNG, (width, height) in pixels or None) of every plot of the ranked runs."""
     out = []
     for run_dir in dict.fromkeys(ranked["run_dir"]):
         for png in sorted((Path(run_dir) / "plots").glob("*.png")):
-            out.append((f"{Path(run_dir).name}: {png.stem}", base64.b64encode(png.read_bytes()).decode()))
+            data = png.read_bytes()
+            out.append((f"{Path(run_dir).name}: {png.stem}", base64.b64encode(data).decode(), png_size(data)))
     return out
+
+
+def png_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG's header, None when it is not a PNG."""
+    if len(data) < 24 or data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
+        return None
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+#: plots at most this wide sit side by side; wider ones (per-fold panels, about 1375 px) get a row of
+#: their own at up to their natural width, so that their labels stay readable
+SMALL_PLOT = 480
+
+
+def _figure(title: str, b64: str, size: tuple[int, int] | None) -> str:
+    e = html.escape
+    wide = size is not None and size[0] > SMALL_PLOT
+    dims = f" width='{size[0]}' height='{size[1]}'" if size else ""
+    cls = "wide" if wide else "small"
+    return (
+        f"<figure class='{cls}'><img alt='{e(title)}'{dims} src='data:image/png;base64,{b64}'>"
+        f"<figcaption>{e(title)}</figcaption></figure>"
+    )
 
 
 SORT_JS = """
@@ -327,7 +379,10 @@ def render_html(ranked: pd.DataFrame, spec: MetricSpec, output: Path | None = No
         f"<title>benchbox leaderboard — {e(title)}</title><style>",
         "body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;margin-bottom:2em}"
         "th,td{border:1px solid #ccc;padding:4px 8px;font-size:14px}th{background:#f0f0f0;cursor:pointer}"
-        "figure{display:inline-block;margin:8px}img{max-width:420px}</style></head><body>",
+        "figure{margin:8px}figure.small{display:inline-block;vertical-align:top}"
+        "figure.small img{max-width:min(100%," + str(SMALL_PLOT) + "px)}"
+        "figure.wide{display:block}img{max-width:100%;height:auto}"
+        "p.links{color:#555;font-size:13px}</style></head><body>",
         f"<h1>benchbox leaderboard — {e(title)}</h1>",
         f"<p>Ranked only against entries with the same data set composition, protocol and input size; "
         f"{'higher' if spec.higher_is_better else 'lower'} is better. Values: pooled over folds, with 95% "
@@ -335,6 +390,8 @@ def render_html(ranked: pd.DataFrame, spec: MetricSpec, output: Path | None = No
     ]
     if _cross_note(ranked):
         parts.append(f"<p>{e(_cross_note(ranked))}</p>")
+    linked: list[str] = []  # the hrefs of run links
+    unlinked = 0
     for group, rows in table_rows(ranked, spec):
         parts.append(f"<h2>{e(group)}</h2><table class='lb'><thead><tr>")
         parts += [f"<th>{e(c)}</th>" for c in COLUMNS]
@@ -346,19 +403,44 @@ def render_html(ranked: pd.DataFrame, spec: MetricSpec, output: Path | None = No
                 report = Path(row["run_dir"]) / "report.html"
                 if c == "run" and report.exists():
                     href = report.resolve().as_uri() if output is None else _relative(report, output)
-                    text = f"<a href='{e(href)}'>{text}</a>"
+                    text = f"<a class='local' href='{e(href)}'>{text}</a>"
+                    linked.append(href)
+                elif c == "run":
+                    unlinked += 1
                 cells.append(f"<td data-v='{e(str(row[c]).split(' ')[0])}'>{text}</td>")
             parts.append("<tr>" + "".join(cells) + "</tr>")
         parts.append("</tbody></table>")
+    note = links_note(linked, unlinked, output)
+    if note:
+        parts.append(f"<p class='links'>{e(note)}</p>")
     plots = _embedded_plots(ranked)
     if plots:
         parts.append("<h2>Plots</h2>")
-        parts += [
-            f"<figure><img alt='{e(t)}' src='data:image/png;base64,{b}'><figcaption>{e(t)}</figcaption></figure>"
-            for t, b in plots
-        ]
+        parts += [_figure(t, b, size) for t, b, size in plots]
     parts.append(f"<script>{SORT_JS}</script></body></html>")
     return "\n".join(parts)
+
+
+def links_note(linked: list[str], unlinked: int, output: Path | None) -> str:
+    """What the page's run links (``linked``: their hrefs) are: the only parts of the page that are not
+    inside it."""
+    parts = []
+    if linked:
+        if output is None:
+            parts.append(
+                "The run links open each run's report.html on the machine that wrote this page (file:// "
+                "addresses): they do not work anywhere else."
+            )
+        else:
+            parts.append(
+                f"The run links are local: they open each run's report.html at its path relative to this page "
+                f"(e.g. {linked[0]}). Publish the run folders beside the page at the same relative "
+                "paths to keep them working; published alone, the page keeps its tables and plots, and only "
+                "these links break."
+            )
+    if unlinked:
+        parts.append("Runs without a report.html are not linked (write one with `benchbox report RUN_DIR`).")
+    return " ".join(parts)
 
 
 def _relative(target: Path, page: Path) -> str:
