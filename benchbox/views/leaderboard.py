@@ -337,14 +337,16 @@ def png_size(data: bytes) -> tuple[int, int] | None:
     return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
 
 
-#: plots at most this wide sit side by side; wider ones (per-fold panels, about 1375 px) get a row of
-#: their own at up to their natural width, so that their labels stay readable
-SMALL_PLOT = 480
+#: plots sit side by side, each at most this wide (two to a row on a wide window); a wide plot (wider than
+#: WIDE_PLOT or than 1.6 times its height, e.g. the per-fold panels, about 1375 x 374) gets a row of its own
+#: at up to its natural width, so that its labels stay readable
+SMALL_PLOT = 640
+WIDE_PLOT = 900
 
 
 def _figure(title: str, b64: str, size: tuple[int, int] | None) -> str:
     e = html.escape
-    wide = size is not None and size[0] > SMALL_PLOT
+    wide = size is not None and (size[0] > WIDE_PLOT or size[0] > 1.6 * size[1])
     dims = f" width='{size[0]}' height='{size[1]}'" if size else ""
     cls = "wide" if wide else "small"
     return (
