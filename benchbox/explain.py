@@ -267,6 +267,7 @@ def share_frame(explained: list[dict], records_by_cell: dict | None = None, cent
                 probed = [k for k in records_by_cell if k.dataset == cell.dataset and k.backbone == cell.backbone]
                 probed = [k for k in probed if k.probe == "lungs-blackout"]
                 blacked = records_by_cell[probed[0]] if probed else []
+        grid = map_label(parts)
         for c, name in enumerate(classes):
             sel = y == c
             if not sel.any():
@@ -278,6 +279,7 @@ def share_frame(explained: list[dict], records_by_cell: dict | None = None, cent
                     "backbone": getattr(cell, "backbone", ""),
                     "class": name,
                     "images": int(sel.sum()),
+                    "map": grid,
                     "centre heat %": _pct(np.nanmean(s[:, 0]) if np.isfinite(s[:, 0]).any() else np.nan),
                     "border heat %": _pct(np.nanmean(s[:, 1]) if np.isfinite(s[:, 1]).any() else np.nan),
                     "accuracy %": _pct(_class_accuracy(own, c)),
@@ -292,6 +294,57 @@ def share_frame(explained: list[dict], records_by_cell: dict | None = None, cent
 
 def _pct(v) -> str:
     return "" if v is None or not np.isfinite(v) else f"{100 * v:.1f}"
+
+
+#: a map with a side under this many cells cannot say where in the image the heat is
+COARSE_SIDE = 4
+#: maps whose median (max - min) is under this are nearly flat (each map is scaled to a maximum of 1)
+FLAT_RANGE = 0.25
+
+
+def map_label(parts: list[dict]) -> str:
+    """The stored maps' size, e.g. ``2x3`` (the feature map's own resolution; ``28x28+`` when it was
+    larger and shrunk to MAX_SIDE); sizes joined by ``/`` when folds differ."""
+    sizes = dict.fromkeys(tuple(int(v) for v in p["maps"].shape[1:]) for p in parts)
+    return "/".join(f"{h}x{w}" + ("+" if max(h, w) >= MAX_SIDE else "") for h, w in sizes)
+
+
+def coarse_notes(explained: list[dict]) -> list[str]:
+    """A plain note per cell whose maps are too coarse to locate anything: a side under ``COARSE_SIDE``
+    cells, or nearly flat (median max - min under ``FLAT_RANGE``). Their heat shares then reflect the
+    geometry of the boxes, not where the network looks; the fix is an earlier, finer feature map."""
+    by_cell: dict = {}
+    for data in explained:
+        by_cell.setdefault(data["cell"], []).append(data)
+    found: dict[str, list[str]] = {}  # what is wrong -> the cells it is wrong for
+    for cell, parts in by_cell.items():
+        maps = np.concatenate([p["maps"] for p in parts]).astype(np.float64)
+        if not len(maps):
+            continue
+        h, w = maps.shape[1:]
+        lit = maps.max(axis=(1, 2)) > 0
+        spread = float(np.median(maps[lit].max(axis=(1, 2)) - maps[lit].min(axis=(1, 2)))) if lit.any() else 0.0
+        small, flat = min(h, w) < COARSE_SIDE, spread < FLAT_RANGE
+        if not (small or flat):
+            continue
+        layer = str(parts[0].get("layer", "auto"))
+        size = [int(v) for v in parts[0].get("input_size", (0, 0))]
+        why = []
+        if small:
+            why.append(
+                f"{map_label(parts)} cells at a {size[0]}x{size[1]} input (one cell covers about "
+                f"{size[0] // h}x{size[1] // w} pixels)"
+            )
+        if flat:
+            why.append(f"nearly flat (median max - min {spread:.2f} of the peak)")
+        where = "the backbone's last feature map" if layer == "auto" else f"layer {layer!r}"
+        found.setdefault(f"the Grad-CAM maps ({where}) are {' and '.join(why)}", []).append(str(cell))
+    return [
+        f"{', '.join(cells)}: {what}: too coarse to locate anything, so the heat shares reflect the geometry of "
+        f'the boxes, not where the network looks. Explain an earlier, finer feature map: layer = "..." in '
+        f"[explain] (a Keras layer or PyTorch module name; docs/validity.md, 'Choosing the layer')."
+        for what, cells in found.items()
+    ]
 
 
 def share_notes(centre: float = 0.6, frame: float = 0.1) -> list[str]:

@@ -59,6 +59,66 @@ def test_share_table_gives_each_class_its_own_accuracy_and_blackout_accuracy():
     assert table.loc["normal", "lungs-blackout accuracy %"] == "100.0"
 
 
+def _explained(cell, maps, input_size=(64, 80), layer="auto"):
+    n = len(maps)
+    return {"cell": cell, "classes": ["covid", "normal"], "maps": np.asarray(maps, dtype=np.float16),
+            "y_true": np.arange(n) % 2, "input_size": np.array(input_size), "layer": np.array(layer)}  # fmt: skip
+
+
+def test_share_table_shows_each_cell_s_map_size():
+    from benchbox.records import CellKey
+
+    rng = np.random.default_rng(0)
+    coarse, fine = CellKey("d", "keras"), CellKey("d", "torch")
+    table = ex.share_frame([_explained(coarse, rng.random((4, 2, 3))), _explained(fine, rng.random((4, 8, 10)))])
+    assert dict(zip(table["backbone"], table["map"])) == {"keras": "2x3", "torch": "8x10"}
+    big = ex.share_frame([_explained(fine, ex.check_maps(rng.random((2, 56, 56)), 2, "x"))])
+    assert set(big["map"]) == {"28x28+"}  # stored shrunk to MAX_SIDE: the native map was larger
+
+
+def test_coarse_or_flat_maps_get_a_note_naming_the_fix():
+    from benchbox.records import CellKey
+
+    rng = np.random.default_rng(1)
+    peaked = np.zeros((4, 8, 10))
+    peaked[:, 3:5, 4:6] = 1.0  # a clear spot: fine enough to say where
+    notes = ex.coarse_notes(
+        [
+            _explained(CellKey("d", "mobilenet"), rng.random((4, 2, 3))),  # MobileNet v2 at 64x80
+            _explained(CellKey("d", "fine"), peaked),
+            _explained(CellKey("d", "flat"), 0.9 + 0.1 * rng.random((4, 8, 10)), layer="block_6_expand_relu"),
+        ]
+    )
+    assert len(notes) == 2
+    coarse, flat = notes
+    assert coarse.startswith("d x mobilenet: ") and "2x3 cells at a 64x80 input" in coarse
+    assert "too coarse to locate anything" in coarse and 'layer = "..." in [explain]' in coarse
+    assert "docs/validity.md" in coarse
+    assert flat.startswith("d x flat: ") and "layer 'block_6_expand_relu'" in flat and "nearly flat" in flat
+    assert not any("d x fine" in n for n in notes)
+
+
+def test_the_report_section_carries_the_coarse_map_note(tmp_path):
+    from types import SimpleNamespace as NS
+
+    import benchbox_explain
+    from benchbox.records import CellKey
+
+    cell = CellKey("d", "mobilenet")
+    folder = tmp_path / ex.FOLDER
+    folder.mkdir()
+    data = _explained(cell, np.random.default_rng(2).random((4, 2, 3)))
+    data.update(ids=np.array(["a", "b", "c", "e"]), predicted=np.array([0, 1, 0, 1]),
+                probability=np.ones(4, dtype=np.float32), images=np.zeros((4, 16, 20), dtype=np.uint8))  # fmt: skip
+    del data["cell"]
+    (folder / f"{cell.slug}__fold00.npz").write_bytes(ex.to_npz({**data, "classes": np.array(["covid", "normal"])}))
+    record = NS(fold=0, y_true=np.array([0, 1]), predicted=np.array([0, 1]), info={}, cell=cell)
+    result = NS(run_dir=tmp_path, cells={cell: [record]}, manifest={}, records=[record])
+    section = benchbox_explain.report_section(result)
+    assert list(section.table["map"]) == ["2x3", "2x3"]
+    assert any("d x mobilenet" in n and "too coarse to locate anything" in n for n in section.notes)
+
+
 def test_sample_is_seeded_per_class_and_mixes_right_and_wrong():
     ids = [f"img-{i}" for i in range(30)]
     y = np.repeat([0, 1, 2], 10)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from benchbox import hookimpl
 from benchbox.contracts import Section
-from benchbox.explain import FOLDER, draw_panels, share_frame, share_notes, stored
+from benchbox.explain import FOLDER, coarse_notes, draw_panels, share_frame, share_notes, stored
 
 TITLE = "Where does it look (Grad-CAM heat share)"
 
@@ -54,7 +54,7 @@ def report_section(result) -> Section | None:
     explained = [d for d in stored(run_dir, cells) if d["fold"] in {r.fold for r in result.cells[d["cell"]]}]
     settings = _settings(result)
     centre, frame = float(settings.get("centre", 0.6)), float(settings.get("frame", 0.1))
-    notes = share_notes(centre, frame) + _statuses(result)
+    notes = share_notes(centre, frame) + coarse_notes(explained) + _statuses(result)
     if explained and not _panels_current(run_dir, explained):
         try:  # the panels are views of the stored maps: drawn once, embedded by report.html
             draw_panels(explained, run_dir / "plots", int(settings.get("images_per_class", 4)))
