@@ -419,7 +419,7 @@ def explain(
     csv_path = target / "heat_share.csv"
     write_atomic(csv_path, table.to_csv(index=False))
     console.print(_rich_frame(table, "Where does it look (Grad-CAM heat share)"))
-    for line in ex.share_notes(centre, frame):
+    for line in ex.share_notes(centre, frame) + ex.coarse_notes(explained):
         console.print(esc(line), highlight=False)
     for path in [*paths, csv_path]:
         console.print(f"wrote {esc(path)}", highlight=False)

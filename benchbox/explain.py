@@ -31,6 +31,12 @@ MAX_SIDE = 28  # stored maps are at most this many cells per side (a 7x7 map sta
 FOLDER = "explanations"
 
 
+def explain_layer(settings: dict, backbone: str) -> str:
+    """[explain] layer for one backbone: one name for all, or ``{ ALIAS = "name" }`` ("auto" for the rest)."""
+    layer = settings.get("layer", "auto")
+    return str(layer.get(backbone, "auto")) if isinstance(layer, dict) else str(layer)
+
+
 def check_settings(table: dict) -> list[str]:
     """Problems with an [explain] table's values (keys and types are checked by the suite)."""
     problems = []

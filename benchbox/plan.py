@@ -13,6 +13,7 @@ import numpy as np
 
 from benchbox.contracts import SampleSet
 from benchbox.errors import BenchboxError, DataError
+from benchbox.explain import explain_layer
 from benchbox.harness import call_plugin
 from benchbox.images import to_channels
 from benchbox.probes import IMAGE_PROBES, transform
@@ -319,7 +320,11 @@ def plan_units(suite: Suite, data: dict[DataKey, PreparedData], done) -> list[Un
                         "train_ids": ids[train_idx].tolist(),
                         "test_ids": test_ids[test_idx].tolist(),
                         # [explain]: read by the harness only (it holds the test labels), see benchbox/explain.py
-                        "explain": {**suite.explain, "y_test": labels[test_idx]}
+                        "explain": {
+                            **suite.explain,
+                            "layer": explain_layer(suite.explain, cell.backbone),
+                            "y_test": labels[test_idx],
+                        }  # fmt: skip
                         if suite.explain and fold != getattr(suite.protocol, "refit_fold", None)  # not the refit
                         else None,
                     },

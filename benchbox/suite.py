@@ -307,6 +307,14 @@ def validate_suite(
     explain = _explain(c, raw)
     datasets = _entries(c, raw, "datasets", registry, "dataset", COMMON_DATASET_KEYS, check_availability)
     backbones = _entries(c, raw, "backbones", registry, "backbone", COMMON_BACKBONE_KEYS, check_availability)
+    layers = explain.get("layer")
+    if isinstance(layers, dict):  # per backbone: its aliases, each a layer name
+        for alias, layer_name in layers.items():
+            if alias not in backbones and alias not in (raw.get("backbones") or {}):
+                c.add(f"explain.layer.{alias}", f"not a backbone of this suite; use a name from [backbones.*]: "
+                      f"{', '.join(backbones) or 'none'}")  # fmt: skip
+            elif not isinstance(layer_name, str) or not layer_name.strip():
+                c.add(f"explain.layer.{alias}", 'must be "auto" or a layer/module name of that backbone')
     for alias, entry in backbones.items():
         size = entry.options.get("input_size")
         if any(p.startswith(f"backbones.{alias}.input_size:") for p in c.problems):
@@ -448,6 +456,7 @@ def _explain(c: _Checker, raw) -> dict:
         c.add("explain", "must be a table, e.g. [explain] with images_per_class = 4 (or empty for the defaults)")
         return {}
     schema = {k: (float if isinstance(v, float) else type(v)) for k, v in EXPLAIN_DEFAULTS.items()}
+    schema["layer"] = (str, dict)  # one name for every backbone, or { ALIAS = "name" } per backbone
     c.keys("explain", table, schema)
     c.typed("explain", table, schema)
     for problem in check_settings(table):

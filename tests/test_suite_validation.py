@@ -60,6 +60,8 @@ BAD = [
         '[probes.within-source]\ndataset = "nope"',
         "probes.within-source.dataset: 'nope' is not a data set of this suite",
     ),
+    ('[explain]\nlayer = { nope = "base.6" }', "explain.layer.nope: not a backbone of this suite"),
+    ('[explain]\nlayer = { a = "" }', 'explain.layer.a: must be "auto" or a layer/module name'),
     ("[protocol]\ntest_fraction = 0.3", 'protocol.test_fraction: applies to kind = "holdout" only'),
     ('[protocol]\nkind = "holdout"\nk = 5', 'protocol.k: sets the folds of "kfold" and "cross-dataset"'),
     ('[datasets.x]\nplugin = "mnist"', "datasets.x.plugin: unknown dataset plugin 'mnist'; available:"),
@@ -114,6 +116,16 @@ def test_a_bad_protocol_is_reported_not_used_to_draw_folds_when_validate_reads_t
     with pytest.raises(SuiteError) as exc:
         load_suite(path, registry, check_data=True)
     assert [p for p in exc.value.problems if p.startswith("protocol.")], exc.value.problems
+
+
+def test_explain_layer_per_backbone_reaches_each_backbones_folds(tmp_path, registry):
+    from benchbox.explain import explain_layer
+
+    text = GOOD + '[explain]\nlayer = { a = "base.6" }\n'
+    s = load_suite(write_suite(tmp_path / "s.toml", text), registry)
+    assert s.name == "good"  # the suite's own name, not a layer's
+    assert explain_layer(s.explain, "a") == "base.6" and explain_layer(s.explain, "b") == "auto"
+    assert explain_layer({"layer": "out_relu"}, "b") == "out_relu"
 
 
 def test_one_mistake_one_line(tmp_path, registry):
