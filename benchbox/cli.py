@@ -356,7 +356,7 @@ def _output_file(output: Path, option: str = "--output", example: str = "report.
 
 
 #: the names of the files these formats write, accepted for the formats
-FORMAT_ALIASES = {"md": "markdown", "tex": "latex", "htm": "html"}
+FORMAT_ALIASES = {"md": "markdown", "tex": "latex"}
 
 
 @app.command()
