@@ -95,12 +95,17 @@ def load_average() -> float | None:
         return None
 
 
+def busy(load: float | None, cores: int, threads_set: bool) -> bool:
+    """Default thread pools on a machine whose load average is at least half its cores (and at least 1)."""
+    return load is not None and not threads_set and load >= max(1.0, 0.5 * cores)
+
+
 def busy_note() -> str | None:
     """A note for a run about to time folds on a machine other jobs keep busy, with default thread pools.
     Measured on 2 cores: PyTorch with 2 threads took 64-1000 ms per MobileNet v2 batch while another
     process ran, 9 ms with 1 thread (docs/performance.md, "Busy machines")."""
     load, cores = load_average(), os.cpu_count() or 1
-    if load is None or any(name in os.environ for name in THREAD_VARIABLES) or load < max(1.0, 0.5 * cores):
+    if not busy(load, cores, any(name in os.environ for name in THREAD_VARIABLES)):
         return None
     return (
         f"note: this machine is busy (load average {load:g} over the last minute, {cores} cores): framework "

@@ -1175,6 +1175,18 @@ def test_leaderboard_ranks_good_runs_beside_a_damaged_one(tmp_path, henv, finish
     )
 
 
+def test_leaderboard_notes_a_run_started_on_a_busy_machine(henv, run_copy):
+    manifest = json.loads((run_copy / "manifest.json").read_text())
+    env = manifest["environment"]
+    env.update(load_average=3.5, cpu_count=2, settings={})  # default thread pools, 2 cores, load 3.5
+    (run_copy / "manifest.json").write_text(json.dumps(manifest))
+    out = run_cli("leaderboard", run_copy, "--format", "csv", env=henv)
+    check(out, 0, "started on a busy machine (load 3.5, 2 cores): its timings are not comparable")
+    env["settings"] = {"OMP_NUM_THREADS": "1"}  # --threads 1: the run chose its pools, no note
+    (run_copy / "manifest.json").write_text(json.dumps(manifest))
+    assert flat("busy machine") not in check(run_cli("leaderboard", run_copy, "--format", "csv", env=henv), 0)
+
+
 def test_leaderboard_notes_an_incomplete_run(tmp_path, henv, finished, run_copy):
     (run_copy / "folds" / "syn__c__fold01.json").unlink()
     check(run_cli("leaderboard", finished, run_copy, env=henv), 0, "incomplete: 4/5 folds")

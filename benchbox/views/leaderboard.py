@@ -79,7 +79,7 @@ def collect(run_dirs, registry, dataset: str | None = None) -> tuple[pd.DataFram
                     "hardware": ", ".join(env.get("gpus") or []) or env.get("cpu", ""),
                     "date": manifest.get("started_at", ""),
                     "benchbox": env.get("benchbox", ""),
-                    "notes": " | ".join(_completeness(r) + notes.get(cell, [])),
+                    "notes": " | ".join(_completeness(r) + notes.get(cell, []) + _busy_start(env)),
                     "group": f"{composition} | {within_label(manifest)} | input {size}",
                 }
             )
@@ -173,6 +173,17 @@ def _cross_entries(result, run_dir, dataset: str | None) -> list[dict]:
             }
         )
     return out
+
+
+def _busy_start(env: dict) -> list[str]:
+    """A run started on a busy machine with default thread pools: its timings are not comparable."""
+    from benchbox.environment import THREAD_VARIABLES, busy
+
+    load, cores = env.get("load_average"), int(env.get("cpu_count") or 1)
+    threads_set = any(name in (env.get("settings") or {}) for name in THREAD_VARIABLES)
+    if not busy(load, cores, threads_set):
+        return []
+    return [f"started on a busy machine (load {load:g}, {cores} cores): its timings are not comparable"]
 
 
 def _completeness(row) -> list[str]:
