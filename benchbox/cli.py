@@ -23,6 +23,7 @@ from rich.markup import escape as rich_escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from benchbox.contracts import Backbone
 from benchbox.environment import busy_note, set_threads
 from benchbox.errors import BenchboxError, PluginError
 
@@ -636,7 +637,7 @@ def backbones_describe(
     for key, value in facts.items():
         table.add_row(esc(key), f"{value:,}" if isinstance(value, int) else esc(value))
     console.print(table)
-    if getattr(type(backbone).describe, "__qualname__", "") == "Backbone.describe":  # the contract's default
+    if getattr(type(backbone), "describe", None) is Backbone.describe:  # the contract's default, not overridden
         console.print(
             f"{name} has no describe(): its plugin shows no parameters, depth or frozen layers "
             "(a plugin adds them with describe(options, input_size), see docs/plugins.md)",

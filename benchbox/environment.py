@@ -102,8 +102,8 @@ def busy(load: float | None, cores: int, threads_set: bool) -> bool:
 
 def busy_note() -> str | None:
     """A note for a run about to time folds on a machine other jobs keep busy, with default thread pools.
-    Measured on 2 cores: PyTorch with 2 threads took 64-1000 ms per MobileNet v2 batch while another
-    process ran, 9 ms with 1 thread (docs/performance.md, "Busy machines")."""
+    Measured on 2 cores beside one busy process: PyTorch with 2 threads 127 ms per MobileNet v2 batch,
+    with 1 thread 18.5 ms (benchmarks/busy_threads.py; docs/performance.md, "Busy machines")."""
     load, cores = load_average(), os.cpu_count() or 1
     if not busy(load, cores, any(name in os.environ for name in THREAD_VARIABLES)):
         return None

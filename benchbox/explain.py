@@ -249,6 +249,14 @@ def _class_accuracy(records, label: int) -> float:
     return float((p[sel] == label).mean()) if sel.any() else float("nan")
 
 
+def _by_cell(explained: list[dict]) -> dict:
+    """The stored maps' parts (one per fold) grouped by cell, in the order they came."""
+    by_cell: dict = {}
+    for data in explained:
+        by_cell.setdefault(data["cell"], []).append(data)
+    return by_cell
+
+
 def share_frame(explained: list[dict], records_by_cell: dict | None = None, centre: float = 0.6, frame: float = 0.1):
     """One row per cell and true class: explained images, mean share of the heat in the central box
     and in the border frame, and, beside them, the accuracy on that class's test images in the cell and
@@ -256,9 +264,7 @@ def share_frame(explained: list[dict], records_by_cell: dict | None = None, cent
     import pandas as pd
 
     rows = []
-    by_cell: dict = {}
-    for data in explained:
-        by_cell.setdefault(data["cell"], []).append(data)
+    by_cell = _by_cell(explained)
     for cell, parts in by_cell.items():
         classes = [str(c) for c in parts[0]["classes"]]
         maps = np.concatenate([p["maps"] for p in parts]).astype(np.float64)
@@ -319,9 +325,7 @@ def coarse_notes(explained: list[dict]) -> list[str]:
     """A plain note per cell whose maps are too coarse to locate anything: a side under ``COARSE_SIDE``
     cells, or nearly flat (median max - min under ``FLAT_RANGE``). Their heat shares then reflect the
     geometry of the boxes, not where the network looks; the fix is an earlier, finer feature map."""
-    by_cell: dict = {}
-    for data in explained:
-        by_cell.setdefault(data["cell"], []).append(data)
+    by_cell = _by_cell(explained)
     found: dict[str, list[str]] = {}  # what is wrong -> the cells it is wrong for
     for cell, parts in by_cell.items():
         maps = np.concatenate([p["maps"] for p in parts]).astype(np.float64)
@@ -383,9 +387,7 @@ def draw_panels(explained: list[dict], out_dir: Path, per_class: int = 4) -> lis
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    by_cell: dict = {}
-    for data in explained:
-        by_cell.setdefault(data["cell"], []).append(data)
+    by_cell = _by_cell(explained)
     written = []
     for cell, parts in by_cell.items():
         classes = [str(c) for c in parts[0]["classes"]]

@@ -14,7 +14,7 @@ import numpy as np
 from benchbox.contracts import SampleSet
 from benchbox.errors import BenchboxError, DataError
 from benchbox.explain import explain_layer
-from benchbox.harness import call_plugin
+from benchbox.harness import call_plugin, channels_problem
 from benchbox.images import to_channels
 from benchbox.probes import IMAGE_PROBES, transform
 from benchbox.records import CellKey, DataKey
@@ -193,8 +193,6 @@ def channel_problems(suite_path, cells, backbones: dict, registry, tables: dict[
     """A backbone that declares it takes grayscale (or RGB) only, trained on a data set of the other kind
     (``Backbone.accepted_channels``): refused before any image is decoded, once per pair. Only the
     trained-on data set counts: probes keep its channels, external test sets are converted to them."""
-    from benchbox.harness import channels_problem
-
     problems: list[str] = []
     for cell in cells:
         samples, entry = tables.get(cell.dataset), backbones.get(cell.backbone)

@@ -120,9 +120,8 @@ def open_session(
     return Session(store, manifest, resumed, notes)
 
 
-def check_splits(
-    store: RunStore, suite: Suite, data: dict[DataKey, PreparedData], fresh: str = "start a new run with --new"
-) -> None:
+def check_splits(store: RunStore, suite: Suite, data: dict[DataKey, PreparedData], fresh: str) -> None:
+    """The stored fold assignment must be the suite's; ``fresh`` says how to start over instead."""
     for key, ds in data.items():
         if ds.folds is None:
             continue

@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchbox.contracts import MetricSpec
+from benchbox.environment import THREAD_VARIABLES, busy
 from benchbox.errors import BenchboxError
 from benchbox.records import cell_index, data_index
 from benchbox.splitters import Protocol
@@ -177,8 +178,6 @@ def _cross_entries(result, run_dir, dataset: str | None) -> list[dict]:
 
 def _busy_start(env: dict) -> list[str]:
     """A run started on a busy machine with default thread pools: its timings are not comparable."""
-    from benchbox.environment import THREAD_VARIABLES, busy
-
     load, cores = env.get("load_average"), int(env.get("cpu_count") or 1)
     threads_set = any(name in (env.get("settings") or {}) for name in THREAD_VARIABLES)
     if not busy(load, cores, threads_set):
