@@ -300,7 +300,7 @@ def validate(
 
     s = load_suite(suite, _registry(), check_data=not no_data, data_dir=str(data_dir) if data_dir else None)
     console.print(
-        f"[green]{esc(suite)}: valid[/] — {len(s.cells)} cell(s) x {s.protocol.n_folds} fold(s) "
+        f"[green]{esc(suite)}: valid[/] — {len(s.cells)} cell(s) x {s.protocol.n_folds or 'data-decided'} fold(s) "
         f"({s.protocol.label}), {s.training.epochs} epochs",
         highlight=False,
     )

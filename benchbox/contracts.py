@@ -309,3 +309,153 @@ class DataSource:
     def verify(self, root: Path) -> VerifyReport:
         """Compare the files under ``root`` with what this source should hold."""
         raise NotImplementedError
+
+
+# --- strategies: every closed choice of a run, registered like backbones (docs/architecture.md) ------------------
+class SplitStrategy:
+    """How a protocol draws its folds: one strategy per ``[protocol] kind`` (scikit-learn's splitters are
+    the model: one small object behind one ``assign`` call).
+
+    The suite's ``[protocol]`` table, less ``kind``, is the strategy's ``options``: it declares the keys it
+    takes in ``defaults`` (their types follow the defaults) and checks their values in ``check_options``,
+    so a suite is validated by its own strategy."""
+
+    name: str = ""  # the ``protocol.kind`` that selects it, e.g. "kfold"
+    description: str = ""
+    #: the [protocol] keys it takes, with their defaults (a key another strategy takes is named as such)
+    defaults: Mapping[str, Any] = {}
+    #: every cell's models also predict the suite's other data sets (the cross-dataset matrix)
+    crosses_datasets: bool = False
+
+    def availability(self) -> Availability:
+        return Availability(True)
+
+    def check_options(self, options: Mapping[str, Any]) -> list[str]:
+        """Problems with option *values*, each ``"key: message"`` (the suite prefixes ``protocol.``)."""
+        return []
+
+    def label(self, options: Mapping[str, Any]) -> str:
+        """How tables and leaderboards name the protocol, e.g. "10-fold (stratified+grouped)"."""
+        return self.name
+
+    def within_label(self, options: Mapping[str, Any]) -> str:
+        """The protocol of a run's within-data-set entries, as the leaderboard groups them (a
+        cross-dataset run's own k-fold figures rank with a k-fold run's)."""
+        return self.label(options)
+
+    def n_folds(self, options: Mapping[str, Any]) -> int | None:
+        """The folds it draws when the options alone say (``k``); None when the data decide."""
+        return None
+
+    def refit(self, options: Mapping[str, Any]) -> bool:
+        """Whether each cell trains one more model on its whole data set (stored as fold ``n_folds``),
+        whose predictions of the other data sets count; its own data are not scored."""
+        return False
+
+    def assign(
+        self, options: Mapping[str, Any], labels: np.ndarray, groups: np.ndarray, sources: np.ndarray, seed: int
+    ) -> np.ndarray:
+        """The test fold of each sample (int64, 0..n_folds-1; -1: train only), seeded; raise
+        :class:`benchbox.errors.BenchboxError` naming the option to change when the data cannot be split."""
+        raise NotImplementedError
+
+
+class Executor:
+    """Who trains a run's units of work (cell x fold): in this process, on a cluster... Selected by
+    ``[executor] kind`` or ``--executor``; every executor runs each unit through the same harness
+    (``benchbox.harness.run_fold``), so timings and records do not depend on it."""
+
+    name: str = ""
+    description: str = ""
+    #: the [executor] keys it takes besides ``kind``, with their defaults
+    defaults: Mapping[str, Any] = {}
+
+    def availability(self) -> Availability:
+        return Availability(True)
+
+    def check_options(self, options: Mapping[str, Any]) -> list[str]:
+        """Problems with option values, each ``"key: message"`` (the suite prefixes ``executor.``)."""
+        return []
+
+    def label(self, options: Mapping[str, Any]) -> str:
+        return self.name
+
+    def run(self, units, images: dict, externals: dict, on_done, on_failed, reporter, options, registry) -> None:
+        """Train every unit; call ``on_done(unit, outcome)`` or ``on_failed(unit, message, detail)`` for
+        each, in the driver (they write the records), in any order."""
+        raise NotImplementedError
+
+
+class OutputFormat:
+    """A way to write results: a run's report (``benchbox report --format``, and the files every run
+    directory gets) and/or a leaderboard (``benchbox leaderboard --format``)."""
+
+    name: str = ""  # what --format takes, e.g. "markdown"
+    aliases: tuple[str, ...] = ()  # other words --format accepts, e.g. ("md",)
+    suffix: str = ""  # file suffix, e.g. ".md"
+    description: str = ""
+    #: the file written into every run directory with this format (e.g. "report.md"); None: on request only
+    run_file: str | None = None
+
+    def availability(self) -> Availability:
+        return Availability(True)
+
+    @property
+    def renders_runs(self) -> bool:
+        return type(self).render_run is not OutputFormat.render_run
+
+    @property
+    def renders_leaderboards(self) -> bool:
+        return type(self).render_leaderboard is not OutputFormat.render_leaderboard
+
+    def render_run(self, result: Any) -> str:
+        """The text of one run's report (``result``: ``benchbox.summary.RunResult``)."""
+        raise NotImplementedError
+
+    def render_leaderboard(self, ranked: pd.DataFrame, spec: MetricSpec, output: Path | None = None) -> str:
+        """The text of a leaderboard: ``ranked`` has one row per entry (``group``, ``rank``, the metric...);
+        ``output`` is where it will be written (for relative links)."""
+        raise NotImplementedError
+
+
+class Tracker:
+    """Where a run's progress and results are mirrored (an experiment tracker): selected by a table of
+    the suite's ``[tracking]`` (``[tracking.NAME]``) or a command-line option. It observes; it never
+    changes what a run computes (the table is not part of the suite's digest).
+
+    Called in the driver only. ``start`` may raise to stop a run before anything is trained (e.g. the
+    tracker cannot be reached); later failures should warn rather than raise."""
+
+    name: str = ""
+    description: str = ""
+    #: the keys of its [tracking.NAME] table, with their defaults
+    defaults: Mapping[str, Any] = {}
+
+    def availability(self) -> Availability:
+        return Availability(True)
+
+    def check_options(self, options: Mapping[str, Any]) -> list[str]:
+        """Problems with option values, each ``"key: message"`` (the suite prefixes ``tracking.NAME.``)."""
+        return []
+
+    def start(self, run_dir: Path, manifest: Mapping[str, Any], options: Mapping[str, Any]) -> None:
+        """A run starts or resumes (its manifest is written)."""
+
+    def fold_end(self, run_dir: Path, record: Any, options: Mapping[str, Any]) -> None:
+        """A fold record was written (``benchbox.records.FoldRecord``)."""
+
+    def end(self, run_dir: Path, result: Any, options: Mapping[str, Any]) -> None:
+        """The session ends, after the views are written (``benchbox.summary.RunResult``)."""
+
+
+@dataclass(frozen=True)
+class CliOption:
+    """A command-line option a plugin adds to `benchbox run` (and `bench` where ``bench`` is true), the
+    role of pytest's ``pytest_addoption``. ``apply(value)`` runs before the registry's plugins train
+    anything (e.g. choosing a framework's backend); it may raise a BenchboxError naming the option."""
+
+    flag: str  # "--keras-backend"
+    help: str
+    apply: Callable[[Any], None]
+    type: type = str
+    bench: bool = True

@@ -18,7 +18,7 @@ from benchbox.harness import call_plugin, channels_problem
 from benchbox.images import to_channels
 from benchbox.probes import IMAGE_PROBES, transform
 from benchbox.records import CellKey, DataKey
-from benchbox.splitters import assign_folds, train_test_indices
+from benchbox.splitters import fold_count, train_test_indices
 from benchbox.suite import DatasetEntry, Suite
 
 
@@ -139,7 +139,7 @@ def prepare_data(suite: Suite, registry, data_dir=None) -> dict[DataKey, Prepare
                 problems.append(str(exc))
                 continue
         prepared[DataKey(alias)] = PreparedData(DataKey(alias), samples, folds)
-    problems += cross_dataset_problems(suite.path, suite.protocol.kind, suite.cells, suite.external, tables)
+    problems += cross_dataset_problems(suite.path, suite.protocol, suite.cells, suite.external, tables)
     problems += channel_problems(suite.path, suite.cells, suite.backbones, registry, tables)
     if problems:
         raise BenchboxError("\n".join(problems))
@@ -150,8 +150,9 @@ def prepare_data(suite: Suite, registry, data_dir=None) -> dict[DataKey, Prepare
 
 
 def _folds(protocol, samples: SampleSet, seed: int, alias: str) -> np.ndarray:
+    table = samples.table
     try:
-        return assign_folds(protocol, samples.labels, samples.table["group"].to_numpy(), seed)
+        return protocol.assign(samples.labels, table["group"].to_numpy(), table["source"].to_numpy(), seed)
     except BenchboxError as exc:
         raise BenchboxError(f"data set {alias}: {exc}") from None
 
@@ -184,8 +185,7 @@ def data_problems(
                     _folds(protocol, tables[alias], seed, alias)
                 except BenchboxError as exc:
                     problems.append(str(exc))
-    kind = protocol.kind if protocol is not None else ""
-    problems += cross_dataset_problems(suite_path, kind, cells, external, tables)
+    problems += cross_dataset_problems(suite_path, protocol, cells, external, tables)
     return problems + channel_problems(suite_path, cells, backbones or {}, registry, tables)
 
 
@@ -210,12 +210,13 @@ def channel_problems(suite_path, cells, backbones: dict, registry, tables: dict[
     return problems
 
 
-def cross_dataset_problems(suite_path, kind: str, cells, external: dict, tables: dict[str, SampleSet]) -> list[str]:
+def cross_dataset_problems(suite_path, protocol, cells, external: dict, tables: dict[str, SampleSet]) -> list[str]:
     """Every pair (trained on A, tested on B) of a cross-dataset suite needs A's positive class among
     B's images (classes are matched by name; the other classes may differ). ``tables``: alias ->
-    samples of the data sets that could be read."""
-    if kind != "cross-dataset":
+    samples of the data sets that could be read; ``protocol``: None when it has problems of its own."""
+    if protocol is None or not protocol.crosses_datasets:
         return []
+    kind = protocol.kind
     problems = []
     for cell in cells:
         a = tables.get(cell.dataset)
@@ -228,7 +229,7 @@ def cross_dataset_problems(suite_path, kind: str, cells, external: dict, tables:
                 continue
             present = sorted(b.table["label"].astype(str).unique())
             message = (
-                f'{suite_path}: protocol.kind = "cross-dataset": trained on {cell.dataset!r} (positive class '
+                f'{suite_path}: protocol.kind = "{kind}": trained on {cell.dataset!r} (positive class '
                 f"{positive!r}), tested on {b_alias!r}, whose images have no class {positive!r} (its classes: "
                 f"{', '.join(present)}). Classes are matched by name: map the folder name with "
                 f'datasets.{b_alias}.label_map (label_map = {{ "<its folder name>" = "{positive}" }}), or set '
@@ -271,8 +272,7 @@ def probe_data(key: DataKey, base: PreparedData, suite: Suite) -> PreparedData:
         fingerprint=f"{s.fingerprint}+{probe}",
         channels=s.channels,
     )
-    folds = assign_folds(suite.protocol, samples.labels, table["group"].to_numpy(), suite.seed)
-    return PreparedData(key, samples, folds)
+    return PreparedData(key, samples, _folds(suite.protocol, samples, suite.seed, key.label))
 
 
 def plan_units(suite: Suite, data: dict[DataKey, PreparedData], done) -> list[Unit]:
@@ -280,7 +280,8 @@ def plan_units(suite: Suite, data: dict[DataKey, PreparedData], done) -> list[Un
     units = []
     for cell in suite.cells:
         ds, entry = data[cell.data], suite.backbones[cell.backbone]
-        todo = [f for f in range(suite.protocol.n_folds) if not done(cell, f)]
+        n_folds = fold_count(ds.folds)
+        todo = [f for f in range(n_folds) if not done(cell, f)]
         externals = tuple(suite.external.get(cell, []))
         key = (cell.data, entry.input_size)
         test_key = key + ("test",) if ds.test_samples is not None else key
@@ -290,7 +291,7 @@ def plan_units(suite: Suite, data: dict[DataKey, PreparedData], done) -> list[Un
         raw_ids = ds.samples.table["id"].astype(str).to_numpy()
         ids = np.char.add(f"{cell.data.slug}/", raw_ids)
         test_ids = np.char.add(f"{cell.data.slug}/test/", raw_ids) if ds.test_samples is not None else ids
-        refit = suite.protocol.refit_fold
+        refit = n_folds if suite.protocol.refit else None
         for fold in todo + ([refit] if refit is not None and not cell.probe and not done(cell, refit) else []):
             if fold == refit:  # the whole data set; its "test fold" is one batch of it, for the throughput timing
                 train_idx = np.arange(len(labels))
@@ -323,13 +324,18 @@ def plan_units(suite: Suite, data: dict[DataKey, PreparedData], done) -> list[Un
                             "layer": explain_layer(suite.explain, cell.backbone),
                             "y_test": labels[test_idx],
                         }  # fmt: skip
-                        if suite.explain and fold != getattr(suite.protocol, "refit_fold", None)  # not the refit
+                        if suite.explain and fold != refit  # not the refit
                         else None,
                     },
                     refit=fold == refit,
                 )
             )
     return units
+
+
+def units_per_cell(suite: Suite, data: dict[DataKey, PreparedData], cell: CellKey) -> int:
+    """Models a cell trains: its data set's folds, and the refit model where the protocol has one."""
+    return fold_count(data[cell.data].folds) + (suite.protocol.refit and not cell.probe)
 
 
 def load_images(units: list[Unit], data: dict[DataKey, PreparedData]) -> tuple[dict, dict]:

@@ -28,6 +28,10 @@ KINDS = {
     "backbone": "benchbox_backbones",
     "evaluator": "benchbox_evaluators",
     "data source": "benchbox_data_sources",
+    "split strategy": "benchbox_split_strategies",
+    "executor": "benchbox_executors",
+    "output format": "benchbox_output_formats",
+    "tracker": "benchbox_trackers",
 }
 
 
@@ -35,7 +39,7 @@ KINDS = {
 class Entry:
     """One contributed implementation and where it came from."""
 
-    kind: str  # "dataset" | "backbone" | "evaluator" | "data source"
+    kind: str  # a key of KINDS: "dataset", "backbone", "split strategy", "output format"...
     name: str
     obj: Any
     origin: str  # "distribution version (plugin name)"
@@ -169,12 +173,29 @@ class Registry:
     def data_sources(self) -> dict[str, Entry]:
         return self.tables["data source"]
 
+    @property
+    def split_strategies(self) -> dict[str, Entry]:
+        return self.tables["split strategy"]
+
+    @property
+    def executors(self) -> dict[str, Entry]:
+        return self.tables["executor"]
+
+    @property
+    def output_formats(self) -> dict[str, Entry]:
+        return self.tables["output format"]
+
+    @property
+    def trackers(self) -> dict[str, Entry]:
+        return self.tables["tracker"]
+
     def table(self, kind: str) -> dict[str, Entry]:
         return self.tables[kind]
 
     def get(self, kind: str, name: str):
         """The plugin object, or a PluginError listing the valid names."""
         table = self.table(kind)
+        name = self.canonical(kind, name)
         if name not in table:
             raise PluginError(unknown_plugin_message(table, kind, name))
         entry = table[name]
@@ -182,6 +203,13 @@ class Registry:
         if not avail.ok:
             raise PluginError(f"{kind} plugin {name!r} ({entry.origin}) is unavailable: {avail.reason}")
         return entry.obj
+
+    def canonical(self, kind: str, name: str) -> str:
+        """``name``, or the name of the contribution that declares it among its ``aliases`` (``md``)."""
+        table = self.table(kind)
+        if isinstance(table, BackboneTable) or name in table:
+            return name
+        return next((n for n, e in table.items() if name in (getattr(e.obj, "aliases", ()) or ())), name)
 
     def origin_of(self, kind: str, name: str) -> str:
         entry = self.table(kind).get(name)
@@ -235,7 +263,8 @@ def unknown_plugin_message(table: dict, kind: str, name: str) -> str:
         return f"unknown {kind} plugin {name!r}; {guess}available: {', '.join(sorted(table)) or 'none'} ({hint})"
     close = difflib.get_close_matches(name, list(table), n=3, cutoff=0.6)
     guess = f"did you mean {', '.join(close)}? " if close else ""
-    return f"unknown {kind} plugin {name!r}; {guess}available: {', '.join(sorted(table)) or 'none'} (see `benchbox plugins`)"
+    what = f"{kind} plugin" if kind in ("dataset", "evaluator", "data source") else kind
+    return f"unknown {what} {name!r}; {guess}available: {', '.join(sorted(table)) or 'none'} (see `benchbox plugins`)"
 
 
 def _origin(ep: md.EntryPoint) -> str:

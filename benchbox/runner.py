@@ -17,7 +17,7 @@ from pathlib import Path
 from benchbox.errors import BenchboxError, PluginError
 from benchbox.executors import ExecutorConfig, make_executor
 from benchbox.harness import call_plugin
-from benchbox.plan import PreparedData, Unit, load_images, plan_units, prepare_data
+from benchbox.plan import PreparedData, Unit, load_images, plan_units, prepare_data, units_per_cell
 from benchbox.records import DataKey, FoldRecord
 from benchbox.session import Session, open_session
 from benchbox.suite import Suite
@@ -118,9 +118,9 @@ def execute(
     def done(cell, fold):
         return store.has_record(cell, fold, suite.digest)
 
-    n_folds = suite.protocol.units_per_cell
     units = plan_units(suite, data, done)
-    reporter.cells_start(len(suite.cells) * n_folds, len(suite.cells) * n_folds - len(units))
+    total = sum(units_per_cell(suite, data, cell) for cell in suite.cells)
+    reporter.cells_start(total, total - len(units))
     started = time.time()
     images, externals = load_images(units, data)
     failed: list[tuple[Unit, str]] = []

@@ -16,6 +16,7 @@ from benchbox.environment import environment
 from benchbox.errors import StoreError
 from benchbox.plan import PreparedData
 from benchbox.records import DataKey
+from benchbox.splitters import fold_count
 from benchbox.store import FORMAT, RunStore, find_resumable, unfinished_of_other_content
 from benchbox.suite import Suite, file_in_the_way
 
@@ -174,7 +175,7 @@ def build_manifest(suite: Suite, registry, data: dict[DataKey, PreparedData]) ->
                 "plugin": entry.plugin,
                 "framework": backbone.framework,
                 "options": entry.options,
-                "folds": suite.protocol.n_folds,
+                "folds": fold_count(data[cell.data].folds) if cell.data in data else None,
                 "external": suite.external.get(cell, []),
             }
         )
@@ -184,7 +185,7 @@ def build_manifest(suite: Suite, registry, data: dict[DataKey, PreparedData]) ->
         "suite_digest": suite.digest,
         "suite_as_run": suite.raw,
         "seed": suite.seed,
-        "protocol": suite.protocol.__dict__,
+        "protocol": suite.protocol.as_dict(),
         "protocol_label": suite.protocol.label,
         "training": suite.training.__dict__,
         "evaluators": suite.evaluators,

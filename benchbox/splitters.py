@@ -1,118 +1,86 @@
-"""Seeded fold assignment, in the spirit of scikit-learn's model_selection splitters.
+"""A run's protocol as a plain value: the suite's ``[protocol]`` table, and the registered split
+strategy (``benchbox.contracts.SplitStrategy``) that its ``kind`` names.
 
-A split is a plain integer array: ``fold[i]`` is the test fold of sample ``i`` (holdout: 0 for
-test, -1 for train-only). Every backbone of a dataset sees the same folds, so their predictions
-can be compared sample by sample.
+The strategies themselves are plugins (the first-party ones in plugins/benchbox_splits); this module
+only checks what a strategy returns. A split is a plain integer array: ``fold[i]`` is the test fold
+of sample ``i`` (-1: train only). Every backbone of a data set sees the same folds, so their
+predictions can be compared sample by sample.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
+from benchbox.contracts import SplitStrategy
 from benchbox.errors import BenchboxError
 
 
 @dataclass(frozen=True)
 class Protocol:
-    """How samples are split: k-fold (stratified and/or patient-grouped) or one holdout.
+    """How samples are split: the strategy's name (``kind``), its options (defaults merged) and the
+    strategy itself, looked up in the registry when the suite was read."""
 
-    ``cross-dataset`` splits each data set as k-fold does (its within-data-set figures) and, besides,
-    has every cell's models predict every other data set of the suite; with ``refit`` one more model
-    per cell, trained on all of its data set, makes those cross-dataset predictions."""
-
-    kind: str = "kfold"  # "kfold" | "holdout" | "cross-dataset"
-    k: int = 10
-    stratified: bool = True
-    grouped: bool = False
-    test_fraction: float = 0.2
-    refit: bool = False  # cross-dataset only: one extra model per cell, trained on the whole data set
+    kind: str
+    options: Mapping[str, Any]
+    strategy: SplitStrategy = field(compare=False, repr=False)
 
     @property
     def label(self) -> str:
-        how = "+".join(x for x, on in (("stratified", self.stratified), ("grouped", self.grouped)) if on)
-        if self.kind == "holdout":
-            return f"holdout {self.test_fraction:g}" + (f" ({how})" if how else "")
-        within = f"{self.k}-fold" + (f" ({how})" if how else "")
-        if self.kind == "cross-dataset":
-            return f"cross-dataset, {within} within" + (", refit on all for external" if self.refit else "")
-        return within
+        return self.strategy.label(self.options)
 
     @property
-    def n_folds(self) -> int:
-        """Cross-validation folds per cell (the refit model of a cross-dataset run is not one)."""
-        return 1 if self.kind == "holdout" else self.k
+    def within_label(self) -> str:
+        return self.strategy.within_label(self.options)
 
     @property
-    def refit_fold(self) -> int | None:
-        """The fold number a cell's refit model (trained on all of its data set) is stored under."""
-        return self.k if self.kind == "cross-dataset" and self.refit else None
+    def n_folds(self) -> int | None:
+        """The folds it draws, where the options alone say; None when the data decide (e.g. one per source)."""
+        return self.strategy.n_folds(self.options)
 
     @property
-    def units_per_cell(self) -> int:
-        """Models trained per cell: the folds, and the refit model if there is one."""
-        return self.n_folds + (self.refit_fold is not None)
+    def crosses_datasets(self) -> bool:
+        return bool(self.strategy.crosses_datasets)
+
+    @property
+    def refit(self) -> bool:
+        """Whether each cell also trains one model on all of its data set (stored as fold ``n_folds``)."""
+        return bool(self.strategy.refit(self.options))
+
+    def as_dict(self) -> dict:
+        """The stored form (manifest.json): ``kind`` and every option."""
+        return {"kind": self.kind, **self.options}
+
+    def assign(self, labels, groups, sources, seed: int) -> np.ndarray:
+        """The strategy's folds, checked: one int per sample, every fold 0..n-1 holding test samples."""
+        labels = np.asarray(labels)
+        fold = self.strategy.assign(self.options, labels, np.asarray(groups), np.asarray(sources), seed)
+        return checked_folds(fold, len(labels), self.kind)
 
 
-def assign_folds(protocol: Protocol, labels, groups, seed: int) -> np.ndarray:
-    """Return the test-fold number of each sample; raise a BenchboxError when impossible."""
-    labels = np.asarray(labels)
-    groups = np.asarray(groups)
-    n = len(labels)
-    placeholder = np.zeros(n)
-    if protocol.kind == "holdout":
-        return _holdout(protocol, labels, groups, seed)
-    k = protocol.k
-    if protocol.grouped and len(np.unique(groups)) < k:
+def checked_folds(fold, n: int, kind: str) -> np.ndarray:
+    """A strategy's output as int64, or a BenchboxError naming the strategy (a plugin's bug, not the user's)."""
+    fold = np.asarray(fold)
+    if fold.shape != (n,) or not np.issubdtype(fold.dtype, np.integer):
         raise BenchboxError(
-            f"protocol: {k}-fold grouped CV needs at least {k} patients, "
-            f"the data set has {len(np.unique(groups))}; lower protocol.k"
+            f"split strategy {kind!r} returned {fold.dtype} {fold.shape}; expected one integer per sample ({n})"
         )
-    if protocol.stratified:
-        smallest = np.bincount(np.unique(labels, return_inverse=True)[1]).min()
-        if smallest < k:
-            raise BenchboxError(
-                f"protocol: stratified {k}-fold CV needs at least {k} images per "
-                f"class, the smallest class has {smallest}; lower protocol.k"
-            )
-    # scikit-learn is imported here, not at the top: it would double the start-up time of every command
-    from sklearn.model_selection import GroupKFold, KFold, StratifiedGroupKFold, StratifiedKFold
-
-    if protocol.grouped and protocol.stratified:
-        splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-    elif protocol.grouped:
-        # GroupKFold has no shuffling in older scikit-learn: permute group ids with the seed instead.
-        uniq, inv = np.unique(groups, return_inverse=True)
-        perm = np.random.default_rng(seed).permutation(len(uniq))
-        groups = perm[inv]
-        splitter = GroupKFold(n_splits=k)
-    elif protocol.stratified:
-        splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
-    else:
-        splitter = KFold(n_splits=k, shuffle=True, random_state=seed)
-    fold = np.full(n, -1, dtype=np.int64)
-    split_groups = groups if protocol.grouped else None
-    for f, (_, test) in enumerate(splitter.split(placeholder, labels, split_groups)):
-        fold[test] = f
+    fold = fold.astype(np.int64)
+    used = np.unique(fold[fold >= 0])
+    if fold.min(initial=0) < -1 or not len(used) or not np.array_equal(used, np.arange(len(used))):
+        raise BenchboxError(
+            f"split strategy {kind!r} returned folds {sorted(set(fold.tolist()))[:10]}; expected test folds "
+            "0, 1, ... each with samples (and -1 for train-only samples)"
+        )
     return fold
 
 
-def _holdout(protocol: Protocol, labels, groups, seed: int) -> np.ndarray:
-    from sklearn.model_selection import GroupShuffleSplit, train_test_split
-
-    n = len(labels)
-    idx = np.arange(n)
-    if protocol.grouped:
-        gss = GroupShuffleSplit(n_splits=1, test_size=protocol.test_fraction, random_state=seed)
-        _, test = next(gss.split(idx, labels, groups))
-    else:
-        _, test = train_test_split(
-            idx, test_size=protocol.test_fraction, random_state=seed, stratify=labels if protocol.stratified else None
-        )
-    fold = np.full(n, -1, dtype=np.int64)
-    fold[test] = 0
-    return fold
+def fold_count(fold_of: np.ndarray) -> int:
+    """Cross-validation folds of a split (a refit model is not one)."""
+    return int(np.max(fold_of)) + 1 if len(fold_of) else 0
 
 
 def train_test_indices(fold_of: np.ndarray, fold: int) -> tuple[np.ndarray, np.ndarray]:

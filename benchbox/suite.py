@@ -20,7 +20,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 from benchbox.contracts import TrainingConfig
-from benchbox.errors import SuiteError
+from benchbox.errors import BenchboxError, SuiteError
 from benchbox.plugins import unknown_plugin_message
 from benchbox.probes import PROBE_OPTIONS, PROBES, THRESHOLDS
 from benchbox.records import CellKey
@@ -55,7 +55,6 @@ EXECUTOR_KEYS = {
 #: [tracking]: where a run's results are mirrored (an experiment tracker), not what it computes
 TRACKING_KEYS = {"mlflow": dict}
 MLFLOW_KEYS = {"uri": str, "experiment": str, "artifact_location": str}
-PROTOCOL_KEYS = {"kind": str, "k": int, "stratified": bool, "grouped": bool, "test_fraction": float, "refit": bool}
 TRAINING_KEYS = {
     "epochs": int,
     "batch_size": int,
@@ -69,7 +68,7 @@ TRAINING_KEYS = {
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "mixed")
 OPTIMIZERS = ("adam",)
-PROTOCOL_KINDS = ("kfold", "holdout", "cross-dataset")
+DEFAULT_PROTOCOL = "kfold"
 DEFAULT_EVALUATORS = ("paper", "clinical")
 ALIAS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # keys every backbone understands, handled by the runner rather than the plugin
@@ -265,23 +264,7 @@ def validate_suite(
         c.add("output_dir", f"{output_dir!r} {what}; runs are written into a folder — name another path")
 
     protocol_raw = raw.get("protocol", {}) if isinstance(raw.get("protocol", {}), dict) else {}
-    c.keys("protocol", protocol_raw, PROTOCOL_KEYS)
-    c.typed("protocol", protocol_raw, PROTOCOL_KEYS)
-    kind = protocol_raw.get("kind", "kfold")
-    if kind not in PROTOCOL_KINDS:
-        c.add("protocol.kind", f"unknown protocol {kind!r}; allowed: {', '.join(PROTOCOL_KINDS)}")
-    k = protocol_raw.get("k", 10)
-    if isinstance(k, int) and k < 2:
-        c.add("protocol.k", f"must be at least 2, got {k}")
-    frac = protocol_raw.get("test_fraction", 0.2)
-    if isinstance(frac, (int, float)) and not 0 < frac < 1:
-        c.add("protocol.test_fraction", f"must be between 0 and 1, got {frac}")
-    if protocol_raw.get("refit") is True and kind != "cross-dataset":
-        c.add("protocol.refit", f'applies to kind = "cross-dataset" only (this protocol is {kind!r}); remove it')
-    if "test_fraction" in protocol_raw and kind in PROTOCOL_KINDS and kind != "holdout":
-        c.add("protocol.test_fraction", f'applies to kind = "holdout" only (this protocol is {kind!r}); remove it')
-    if "k" in protocol_raw and kind == "holdout":
-        c.add("protocol.k", 'sets the folds of "kfold" and "cross-dataset"; a holdout has test_fraction: remove it')
+    strategy, protocol_options = _protocol(c, protocol_raw, registry)
     protocol_ok = not any(problem.startswith("protocol") for problem in c.problems)
 
     training_raw = raw.get("training", {}) if isinstance(raw.get("training", {}), dict) else {}
@@ -331,8 +314,8 @@ def validate_suite(
             )
 
     cells, external = _cells(c, raw, datasets, backbones)
-    if kind == "cross-dataset":
-        cells, external = expand_cross_dataset(c, cells, external, datasets)
+    if strategy is not None and strategy.crosses_datasets:
+        cells, external = expand_cross_dataset(c, cells, external, datasets, protocol_raw.get("kind"))
     probes, thresholds = _probes(c, raw, datasets)
     cells, external = expand_probes(cells, external, probes)
     for key, allowed, default in (("device", DEVICES, "auto"), ("precision", PRECISIONS, "fp32")):
@@ -350,18 +333,8 @@ def validate_suite(
                     f"unknown evaluator {ev!r}; available: {', '.join(sorted(registry.evaluators)) or 'none'}",
                 )
 
-    protocol = None  # a protocol with a problem is not used to check the data (its folds cannot be drawn)
-    if protocol_ok and all(
-        _type_ok(v, t) for v, t in ((k, int), (frac, float), (protocol_raw.get("stratified", True), bool))
-    ):
-        protocol = Protocol(
-            kind=kind,
-            k=k,
-            stratified=protocol_raw.get("stratified", True),
-            grouped=protocol_raw.get("grouped", False) is True,
-            test_fraction=float(frac),
-            refit=protocol_raw.get("refit", False) is True,
-        )
+    # a protocol with a problem is not used to check the data (its folds cannot be drawn)
+    protocol = Protocol(strategy.name, protocol_options, strategy) if protocol_ok and strategy else None
     if check_data:
         _data(c, raw, registry, datasets, cells, external, protocol, data_dir, backbones)
 
@@ -374,14 +347,7 @@ def validate_suite(
         description=raw.get("description", ""),
         output_dir=Path(output_dir),
         data_dir=raw.get("data_dir"),
-        protocol=Protocol(
-            kind=kind,
-            k=k,
-            stratified=protocol_raw.get("stratified", True),
-            grouped=protocol_raw.get("grouped", False),
-            test_fraction=float(frac),
-            refit=protocol_raw.get("refit", False) is True,
-        ),
+        protocol=protocol,
         training=TrainingConfig(
             epochs=training_raw.get("epochs", 10),
             batch_size=training_raw.get("batch_size", 64),
@@ -423,6 +389,44 @@ def _data(c: _Checker, raw, registry, datasets, cells, external, protocol, data_
     seed = seed if _type_ok(seed, int) and 0 <= seed <= MAX_SEED else 0
     for problem in data_problems(ok, registry, seed, root, c.path, cells, external, protocol, backbones):
         c.problems.append(problem)
+
+
+def _protocol(c: _Checker, table: dict, registry):
+    """[protocol]: its ``kind`` names a registered split strategy, which declares and checks the other
+    keys. Returns (strategy, options with defaults merged); (None, {}) when the kind is unknown."""
+    kind = table.get("kind", DEFAULT_PROTOCOL)
+    if not isinstance(kind, str):
+        c.add("protocol.kind", f"must be a string, got {kind!r}")
+        return None, {}
+    try:
+        strategy = registry.get("split strategy", kind)
+    except BenchboxError as exc:
+        c.add("protocol.kind", str(exc).replace("unknown split strategy", "unknown protocol", 1))
+        return None, {}
+    takes = dict(strategy.defaults)
+    schema = _schema_from_defaults(takes)
+    for key in table:
+        if key == "kind" or key in takes:
+            continue
+        takers = [f'"{e.name}"' for e in registry.split_strategies.values() if key in (e.obj.defaults or {})]
+        if takers:
+            c.add(
+                f"protocol.{key}",
+                f"applies to kind = {' or '.join(takers)} only (this protocol is {kind!r}); remove it",
+            )
+        else:
+            c.add(f"protocol.{key}", unknown_key_message(key, {"kind", *takes}))
+    c.typed("protocol", table, schema)
+    options = {key: table.get(key, default) for key, default in takes.items()}
+    if not any(p.startswith("protocol.") for p in c.problems):
+        options = {k: float(v) if schema[k] is float else v for k, v in options.items()}
+        try:
+            problems = strategy.check_options(options) or []
+        except Exception as exc:  # a strategy's own check must not crash validation
+            problems = [f"kind: split strategy {kind!r} failed to check its options: {type(exc).__name__}: {exc}"]
+        for problem in problems:
+            c.problems.append(f"protocol.{problem}")
+    return strategy, options
 
 
 def _tracking(c: _Checker, raw) -> dict:
@@ -618,13 +622,13 @@ def expand_probes(cells: list[CellKey], external: dict, probes: dict):
     return out, external
 
 
-def expand_cross_dataset(c: _Checker, cells: list[CellKey], external: dict, datasets):
-    """protocol.kind = "cross-dataset": every cell's models also predict every other data set of the
+def expand_cross_dataset(c: _Checker, cells: list[CellKey], external: dict, datasets, kind: str):
+    """A protocol whose strategy crosses data sets: every cell's models also predict every other data set of the
     suite (each ordered pair trained-on A, tested-on B). Whether B holds A's positive class is checked
     when the sample tables are read (benchbox/plan.py), since only then are the classes known."""
     trained = list(dict.fromkeys(cell.dataset for cell in cells))
     if len(datasets) < 2:
-        c.add("protocol.kind", '"cross-dataset" needs at least two [datasets.*] tables (train on one, test on another)')
+        c.add("protocol.kind", f'"{kind}" needs at least two [datasets.*] tables (train on one, test on another)')
         return cells, external
     if not trained:
         return cells, external

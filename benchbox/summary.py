@@ -141,11 +141,17 @@ def summarise(store: RunStore, registry, with_sections: bool = True) -> RunResul
         refit_records=refit_records,
         missing_evaluators=missing,
     )
-    if (manifest.get("protocol") or {}).get("kind") == "cross-dataset":
+    if crosses_datasets(manifest, registry):
         result.cross = cross_dataset_matrix(manifest, records, refit_records, problems)
     if with_sections:
         result.sections = collect_sections(result, registry)
     return result
+
+
+def crosses_datasets(manifest: dict, registry) -> bool:
+    """Whether the run's split strategy had every model predict the suite's other data sets."""
+    entry = registry.split_strategies.get((manifest.get("protocol") or {}).get("kind"))
+    return entry is not None and bool(entry.obj.crosses_datasets)
 
 
 def collect_sections(result: RunResult, registry) -> list[Section]:

@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 
 from benchbox.images import DecodeCache
-from benchbox.splitters import Protocol, assign_folds
+from benchbox_splits import kfold
 from benchbox_paper_metrics.metrics import paper_metrics
 
 RNG = np.random.default_rng(0)
@@ -25,7 +25,7 @@ def test_paper_metrics_100k(benchmark):
 
 
 def test_grouped_stratified_10fold_10k(benchmark):
-    folds = benchmark(assign_folds, Protocol(k=10, grouped=True), LABELS, GROUPS, 0)
+    folds = benchmark(kfold, 10, True, True, LABELS, GROUPS, 0)
     assert set(folds) == set(range(10))
 
 

@@ -34,7 +34,8 @@ import numpy as np
 from benchbox.contracts import FoldJob, TrainingConfig
 from benchbox.harness import run_fold
 from benchbox.plugins import load_registry
-from benchbox.splitters import Protocol, assign_folds, train_test_indices
+from benchbox.splitters import train_test_indices
+from benchbox_splits import kfold
 from benchbox_engine_common.networks import STUDY
 from benchbox_engine_common.prefix_cache import CACHE
 
@@ -89,7 +90,7 @@ def load_data(registry, args, size):
 
 def run_protocol(backbone, options, images, labels, ids, args):
     probs = np.zeros((len(labels), len(np.unique(labels))))
-    folds = assign_folds(Protocol(k=args.folds), labels, ids, 0)
+    folds = kfold(args.folds, True, False, labels, ids, 0)
     t0 = time.perf_counter()
     for f in range(args.folds):
         tr, te = train_test_indices(folds, f)

@@ -106,10 +106,10 @@ def test_suite_expands_every_ordered_pair_into_cells_and_externals(tmp_path, reg
     suite = suite_at(tmp_path, registry)
     assert suite.cells == [CellKey("a", "c"), CellKey("b", "c")]
     assert suite.external == {CellKey("a", "c"): ["b"], CellKey("b", "c"): ["a"]}
-    assert suite.protocol.n_folds == 3 and suite.protocol.units_per_cell == 3
+    assert suite.protocol.n_folds == 3 and not suite.protocol.refit
     assert suite.protocol.label == "cross-dataset, 3-fold (stratified+grouped) within"
     refit = suite_at(tmp_path, registry, extra="refit = true")
-    assert refit.protocol.units_per_cell == 4 and "refit on all" in refit.protocol.label
+    assert refit.protocol.refit and "refit on all" in refit.protocol.label
 
 
 def test_refit_without_cross_dataset_and_one_data_set_are_suite_errors(tmp_path, registry):
@@ -256,17 +256,17 @@ def test_classes_are_matched_by_name_through_label_map_and_may_differ(tmp_path, 
 def test_leaderboard_one_entry_per_backbone_and_ordered_pair(kfold_run):
     result, registry, _ = kfold_run
     entries, problems, metrics = collect([result.run_dir], registry)
-    cross = entries[entries["kind"] == "cross-dataset"]
+    cross = entries[entries["crossed"].fillna(False).astype(bool)]
     assert sorted(cross["data"]) == ["a → b", "b → a"]
     assert cross["group"].nunique() == 2  # each pair ranked on its own
-    within = entries[entries["kind"] != "cross-dataset"]  # the diagonal: ranked with k-fold runs' entries
+    within = entries[~entries["crossed"].fillna(False).astype(bool)]  # the diagonal: ranked with k-fold runs' entries
     assert set(within["protocol"]) == {"3-fold (stratified+grouped)"} and "cross" not in within["group"].iloc[0]
     ranked = rank(entries, choose_metric(metrics, "auc"))
     text = render(ranked, choose_metric(metrics, "auc"), "markdown")
     assert "## cross-dataset: trained on a → tested on b " in text and f"{cross.iloc[0]['auc']:.3f}" in text
     assert " a: synthetic covid " in text and "; b: synthetic covid " in text  # class counts: a detail at the end
     default = rank(entries, choose_metric(metrics, None))  # accuracy: the pairs are left out, and it says so
-    assert "cross-dataset" not in set(default.get("kind", []))
+    assert True not in set(default.get("crossed", []))
     assert "add --metric auc" in render(default, choose_metric(metrics, None), "markdown")
 
 
@@ -274,7 +274,7 @@ def test_old_runs_still_render_without_a_matrix(tmp_path, registry):
     body = SUITE.replace('kind = "cross-dataset"', 'kind = "kfold"')
     result = run_suite(suite_at(tmp_path, registry, body=body), registry)
     manifest = RunStore(result.run_dir).manifest()
-    manifest["protocol"].pop("refit")  # as benchbox before cross-dataset wrote it
+    manifest["protocol"].pop("refit", None)  # as benchbox before cross-dataset wrote it
     RunStore(result.run_dir).update_manifest(protocol=manifest["protocol"])
     again = rerender(result.run_dir, registry)
     assert again.cross.empty and not again.refit_records

@@ -2,7 +2,21 @@ import numpy as np
 import pytest
 
 from benchbox.errors import BenchboxError
-from benchbox.splitters import Protocol, assign_folds, train_test_indices
+from benchbox.splitters import Protocol as ProtocolValue
+from benchbox.splitters import train_test_indices
+from benchbox_splits import CrossDataset, Holdout, KFold
+
+STRATEGIES = {s.name: s for s in (KFold(), Holdout(), CrossDataset())}
+
+
+def Protocol(kind="kfold", **options):
+    """A protocol value as a suite's [protocol] table makes it (the first-party strategies, defaults merged)."""
+    strategy = STRATEGIES[kind]
+    return ProtocolValue(kind, {**strategy.defaults, **options}, strategy)
+
+
+def assign_folds(protocol, labels, groups, seed):
+    return protocol.assign(labels, groups, np.zeros(len(labels)), seed)
 
 
 def data(n_patients=40, seed=0):

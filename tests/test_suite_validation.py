@@ -34,7 +34,7 @@ backbones = ["a"]
 def test_good_suite(tmp_path, registry):
     s = load_suite(write_suite(tmp_path / "s.toml", GOOD), registry)
     assert s.cells == [CellKey("syn", "a")]
-    assert s.protocol.grouped and s.protocol.k == 5
+    assert s.protocol.options["grouped"] and s.protocol.options["k"] == 5
     assert s.backbones["a"].options["cutoff"] == 10  # the study's default for MobileNet v2
     assert s.backbones["b"].options["cutoff"] == 5  # overridden by the suite
     assert s.training.learning_rate == pytest.approx(1e-3)
@@ -54,7 +54,7 @@ BAD = [
     ('[training]\noptimizer = "sgd"', "training.optimizer: unknown optimizer 'sgd'; allowed: adam"),
     ("[training]\nepochs = 0", "training.epochs: must be at least 1"),
     ('[training]\nepochs = "ten"', "training.epochs: must be an integer"),
-    ('[protocol]\nkind = "loo"', "protocol.kind: unknown protocol 'loo'; allowed: kfold, holdout"),
+    ('[protocol]\nkind = "loo"', "protocol.kind: unknown protocol 'loo'; available: cross-dataset, holdout, kfold"),
     ("[protocol]\nk = 1", "protocol.k: must be at least 2"),
     (
         '[probes.within-source]\ndataset = "nope"',
@@ -63,7 +63,7 @@ BAD = [
     ('[explain]\nlayer = { nope = "base.6" }', "explain.layer.nope: not a backbone of this suite"),
     ('[explain]\nlayer = { a = "" }', 'explain.layer.a: must be "auto" or a layer/module name'),
     ("[protocol]\ntest_fraction = 0.3", 'protocol.test_fraction: applies to kind = "holdout" only'),
-    ('[protocol]\nkind = "holdout"\nk = 5', 'protocol.k: sets the folds of "kfold" and "cross-dataset"'),
+    ('[protocol]\nkind = "holdout"\nk = 5', 'protocol.k: applies to kind = "kfold" or "cross-dataset" only'),
     ('[datasets.x]\nplugin = "mnist"', "datasets.x.plugin: unknown dataset plugin 'mnist'; available:"),
     (
         '[backbones.x]\nplugin = "keras/resnet5000x"',

@@ -22,7 +22,6 @@ from benchbox.contracts import MetricSpec
 from benchbox.environment import THREAD_VARIABLES, busy
 from benchbox.errors import BenchboxError
 from benchbox.records import cell_index, data_index
-from benchbox.splitters import Protocol
 from benchbox.store import RunStore
 from benchbox.summary import CROSS_METRICS, summarise
 from benchbox.views.format import md_escape, value
@@ -72,7 +71,7 @@ def collect(run_dirs, registry, dataset: str | None = None) -> tuple[pd.DataFram
                     "run": Path(run_dir).name,
                     "run_dir": str(run_dir),
                     "suite": manifest.get("suite"),
-                    "protocol": within_label(manifest),
+                    "protocol": within_label(manifest, registry),
                     "grouped": bool(manifest.get("protocol", {}).get("grouped")),
                     "weights": opts.get("weights", ""),
                     "input_size": size,
@@ -81,7 +80,7 @@ def collect(run_dirs, registry, dataset: str | None = None) -> tuple[pd.DataFram
                     "date": manifest.get("started_at", ""),
                     "benchbox": env.get("benchbox", ""),
                     "notes": " | ".join(_completeness(r) + notes.get(cell, []) + _busy_start(env)),
-                    "group": f"{composition} | {within_label(manifest)} | input {size}",
+                    "group": f"{composition} | {within_label(manifest, registry)} | input {size}",
                 }
             )
         crossed = _cross_entries(result, run_dir, dataset)
@@ -106,14 +105,16 @@ CROSS_SPECS = (
 )
 
 
-def within_label(manifest: dict) -> str:
-    """The protocol of a run's ordinary (within-data-set) entries. A cross-dataset run's are its k-fold
-    cross-validation, computed exactly as a k-fold run's, so they are ranked together with those."""
+def within_label(manifest: dict, registry) -> str:
+    """The protocol of a run's ordinary (within-data-set) entries, as its split strategy names it: a
+    cross-dataset run's are its k-fold cross-validation, computed exactly as a k-fold run's, so they are
+    ranked together with those. A strategy no longer installed: the label the run stored."""
     protocol = manifest.get("protocol") or {}
-    if protocol.get("kind") != "cross-dataset":
+    entry = registry.split_strategies.get(protocol.get("kind"))
+    if entry is None:
         return manifest.get("protocol_label")
-    fields = {k: protocol[k] for k in ("k", "stratified", "grouped") if k in protocol}
-    return Protocol(kind="kfold", **fields).label
+    defaults = entry.obj.defaults or {}
+    return entry.obj.within_label({k: protocol.get(k, v) for k, v in defaults.items()})
 
 
 def _cross_entries(result, run_dir, dataset: str | None) -> list[dict]:
@@ -146,7 +147,7 @@ def _cross_entries(result, run_dir, dataset: str | None) -> list[dict]:
         out.append(
             {
                 **{k: x[k] for k in x.index if k in CROSS_METRICS or any(k.startswith(m + "_") for m in CROSS_METRICS)},
-                "kind": "cross-dataset",
+                "crossed": True,
                 "dataset": a,
                 "data": f"{a} → {b}",
                 "tested_on": b,
@@ -198,8 +199,8 @@ def rank(entries: pd.DataFrame, spec: MetricSpec) -> pd.DataFrame:
     if spec.name not in entries.columns:
         raise BenchboxError(f"no run computed {spec.name!r} (add the evaluator that does to the suite)")
     left_out = 0
-    if spec.name not in CROSS_METRICS and "kind" in entries.columns:
-        crossed = entries["kind"] == "cross-dataset"  # they carry AUC, sensitivity, specificity only
+    if spec.name not in CROSS_METRICS and "crossed" in entries.columns:
+        crossed = entries["crossed"].fillna(False).astype(bool)  # they carry AUC, sensitivity, specificity only
         left_out, entries = int(crossed.sum()), entries[~crossed]
         if entries.empty:
             raise BenchboxError(
