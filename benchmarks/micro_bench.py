@@ -8,8 +8,8 @@ import numpy as np
 from PIL import Image
 
 from benchbox.images import DecodeCache
-from benchbox_splits import kfold
 from benchbox_paper_metrics.metrics import paper_metrics
+from benchbox_splits import kfold
 
 RNG = np.random.default_rng(0)
 Y_TRUE = RNG.integers(0, 3, 100_000)
