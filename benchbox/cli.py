@@ -9,6 +9,7 @@ in a log file. Exit codes: 0 ok, 1 error, 2 usage, 130 interrupted.
 
 from __future__ import annotations
 
+import difflib
 import os
 import sys
 import tempfile
@@ -356,32 +357,46 @@ def _output_file(output: Path, option: str = "--output", example: str = "report.
     return output
 
 
-#: the names of the files these formats write, accepted for the formats
-FORMAT_ALIASES = {"md": "markdown", "tex": "latex"}
+def _output_format(registry, name: str, what: str):
+    """The registered output format ``--format NAME`` names (or one of its aliases, e.g. md), able to
+    render ``what`` ("run" or "leaderboard"); an error listing those that can."""
+    able = [
+        n
+        for n, e in registry.output_formats.items()
+        if (e.obj.renders_runs if what == "run" else e.obj.renders_leaderboards)
+    ]
+    canonical = registry.canonical("output format", name)
+    if canonical not in able:
+        choices = (["terminal"] if what == "run" else []) + able
+        close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise BenchboxError(f"--format {name!r}: choose one of {', '.join(choices)}{hint}")
+    return registry.get("output format", canonical)
 
 
 @app.command()
 def report(
     run_dir: Path = typer.Argument(..., help="A run directory written by `benchbox run`."),
-    format: str = typer.Option("terminal", "--format", "-f", help="terminal, markdown, csv, latex or html."),
+    format: str = typer.Option(
+        "terminal", "--format", "-f", help="terminal, or an output format: markdown, csv, latex, html, json..."
+    ),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
 ):
     """Re-render a run's tables from its stored fold records alone.
 
     The run's report files (report.html, report.md, summary.csv, plots/) are rewritten too."""
     from benchbox.runner import rerender
-    from benchbox.views.report import FORMATS, print_terminal, render_text
+    from benchbox.views.report import print_terminal
 
-    format = FORMAT_ALIASES.get(format, format)
-    if format not in FORMATS:
-        raise BenchboxError(f"--format {format!r}: choose one of {', '.join(FORMATS)}")
+    registry = _registry()
+    chosen = _output_format(registry, "markdown" if format == "terminal" else format, "run")
     if output is not None:
         _output_file(output)
-    result = rerender(run_dir, _registry())
+    result = rerender(run_dir, registry)
     if format == "terminal" and output is None:
         print_terminal(result, console)
         return
-    text = render_text(result, "markdown" if format == "terminal" else format)
+    text = chosen.render_run(result)
     if output:
         output.write_text(text, encoding="utf-8")
         console.print(f"wrote {output}", highlight=False)
@@ -466,20 +481,19 @@ def leaderboard(
         None, "--metric", help="Any metric the runs' evaluators declare (default: the first one declared)."
     ),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Only this data set (name or plugin)."),
-    format: str = typer.Option("markdown", "--format", "-f", help="markdown, html, csv or json."),
+    format: str = typer.Option("markdown", "--format", "-f", help="An output format: markdown, csv, html, json..."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file."),
 ):
     """Rank data set x backbone entries across runs, grouping entries that are not comparable."""
-    from benchbox.views.leaderboard import FORMATS, choose_metric, collect, rank, render
+    from benchbox.views.leaderboard import choose_metric, collect, rank
 
-    format = FORMAT_ALIASES.get(format, format)
-    if format not in FORMATS:
-        raise BenchboxError(f"--format {format!r}: choose one of {', '.join(FORMATS)}")
+    registry = _registry()
+    chosen = _output_format(registry, format, "leaderboard")
     if output is not None:
-        _output_file(output, example=f"leaderboard.{'md' if format == 'markdown' else format}")
-    entries, problems, metrics = collect(runs, _registry(), dataset)
+        _output_file(output, example=f"leaderboard{chosen.suffix}")
+    entries, problems, metrics = collect(runs, registry, dataset)
     spec = choose_metric(metrics, metric)
-    text = render(rank(entries, spec), spec, format, output)
+    text = chosen.render_leaderboard(rank(entries, spec), spec, output)
     for p in problems:
         err_console.print(f"warning: {p}", markup=False, highlight=False)
     if output:

@@ -158,7 +158,7 @@ def execute(
     )
     result = summarise(store, registry) if store.has_records() else None
     if result is not None:
-        write_views(result)
+        write_views(result, registry)
     registry.call_lifecycle("benchbox_run_end", run_dir=run_dir, result=result)
     if result is None:
         errors = [e for _, e in failed if not e.startswith("skipped")] or [e for _, e in failed]
@@ -222,5 +222,5 @@ def rerender(run_dir: Path, registry) -> RunResult:
             "again to refresh them"
         )
     else:
-        write_views(result)
+        write_views(result, registry)
     return result

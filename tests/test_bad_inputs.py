@@ -669,7 +669,7 @@ ON_FINISHED = {  # case -> (arguments, what the message says); {run}: a finished
     ),
     "leaderboard-format": (
         ["leaderboard", "{run}", "--format", "pdf"],
-        ["--format 'pdf': choose one of markdown, html, csv, json"],
+        ["--format 'pdf': choose one of markdown, csv, html, json"],
     ),
     "compare-unknown": (["compare", "{run}", "c", "zz"], ["no records for backbone 'zz'; backbones in this run: c"]),
     "run-executor": (["run", "{tmp}/s.toml", "--executor", "cloud"], ["--executor 'cloud': choose local or ray"]),

@@ -20,7 +20,7 @@ from benchbox.runner import rerender, run_suite
 from benchbox.statistics import positive_auc
 from benchbox.store import RunStore
 from benchbox.suite import load_suite
-from benchbox.views.leaderboard import choose_metric, collect, rank, render
+from benchbox.views.leaderboard import choose_metric, collect, rank, render_markdown
 from conftest import HAS_TORCH, run_cli, write_suite
 
 
@@ -262,12 +262,12 @@ def test_leaderboard_one_entry_per_backbone_and_ordered_pair(kfold_run):
     within = entries[~entries["crossed"].fillna(False).astype(bool)]  # the diagonal: ranked with k-fold runs' entries
     assert set(within["protocol"]) == {"3-fold (stratified+grouped)"} and "cross" not in within["group"].iloc[0]
     ranked = rank(entries, choose_metric(metrics, "auc"))
-    text = render(ranked, choose_metric(metrics, "auc"), "markdown")
+    text = render_markdown(ranked, choose_metric(metrics, "auc"))
     assert "## cross-dataset: trained on a → tested on b " in text and f"{cross.iloc[0]['auc']:.3f}" in text
     assert " a: synthetic covid " in text and "; b: synthetic covid " in text  # class counts: a detail at the end
     default = rank(entries, choose_metric(metrics, None))  # accuracy: the pairs are left out, and it says so
     assert True not in set(default.get("crossed", []))
-    assert "add --metric auc" in render(default, choose_metric(metrics, None), "markdown")
+    assert "add --metric auc" in render_markdown(default, choose_metric(metrics, None))
 
 
 def test_old_runs_still_render_without_a_matrix(tmp_path, registry):

@@ -431,7 +431,7 @@ def test_console_check_catches_a_script_error(tmp_path):
 
 @pytest.mark.slow
 def test_report_and_leaderboard_open_in_chromium(run, tmp_path):
-    from benchbox.views.leaderboard import choose_metric, collect, rank, render
+    from benchbox.views.leaderboard import choose_metric, collect, rank, render_html
 
     result, registry = run
     shot = check_in_browser(Path(result.run_dir) / "report.html", tmp_path, tables=5)
@@ -439,6 +439,6 @@ def test_report_and_leaderboard_open_in_chromium(run, tmp_path):
     entries, problems, metrics = collect([result.run_dir], registry)
     spec = choose_metric(metrics, None)
     board = tmp_path / "leaderboard.html"
-    board.write_text(render(rank(entries, spec), spec, "html", board), encoding="utf-8")
+    board.write_text(render_html(rank(entries, spec), spec, board), encoding="utf-8")
     assert "report.html" in board.read_text()  # the entry links its run's report
     check_in_browser(board, tmp_path, tables=1)

@@ -101,7 +101,7 @@ def test_lower_is_better_ties_and_missing_values():
 
 
 def test_markdown_leaderboard_shows_the_shared_rank():
-    text = lb.render(lb.rank(_entries({"x": 0.8, "y": 0.8, "z": 0.7}), ACC), ACC, "markdown")
+    text = lb.render_markdown(lb.rank(_entries({"x": 0.8, "y": 0.8, "z": 0.7}), ACC), ACC)
     ranks = [line.split("|")[1].strip() for line in text.splitlines() if re.match(r"\|\s*\d", line)]
     assert ranks == ["1", "1", "3"]
 
@@ -156,7 +156,7 @@ def run_with_plots(tmp_path):
 def test_wide_plots_get_a_row_of_their_own_at_their_natural_width(run_with_plots, tmp_path):
     out = tmp_path / "site" / "leaderboard.html"
     page = Page()
-    page.feed(lb.render(lb.rank(_entries({"x": 0.8}, run_dir=str(run_with_plots)), ACC), ACC, "html", out))
+    page.feed(lb.render_html(lb.rank(_entries({"x": 0.8}, run_dir=str(run_with_plots)), ACC), ACC, out))
     figures = {alt.split(": ")[1]: (cls, width) for cls, alt, width in page.figures}
     assert figures == {"folds__synthetic": ("wide", "1375"), "roc__synthetic": ("small", "400")}
     assert "420px" not in page.style  # the cap that squeezed a 1375 px plot to a third of its width
@@ -167,17 +167,17 @@ def test_wide_plots_get_a_row_of_their_own_at_their_natural_width(run_with_plots
 
 def test_the_page_says_its_run_links_are_local(run_with_plots, tmp_path):
     out = tmp_path / "site" / "leaderboard.html"
-    text = lb.render(lb.rank(_entries({"x": 0.8}, run_dir=str(run_with_plots)), ACC), ACC, "html", out)
+    text = lb.render_html(lb.rank(_entries({"x": 0.8}, run_dir=str(run_with_plots)), ACC), ACC, out)
     page = Page()
     page.feed(text)
     assert page.links == ["../runs/quick-1/report.html"]
     assert "The run links are local" in text and "(e.g. ../runs/quick-1/report.html)" in text
     assert "Publish the run folders beside the page" in text
 
-    to_stdout = lb.render(lb.rank(_entries({"x": 0.8}, run_dir=str(run_with_plots)), ACC), ACC, "html", None)
+    to_stdout = lb.render_html(lb.rank(_entries({"x": 0.8}, run_dir=str(run_with_plots)), ACC), ACC, None)
     assert "file://" in to_stdout and "do not work anywhere else" in to_stdout
 
 
 def test_runs_without_a_report_are_not_linked_and_the_page_says_how(tmp_path):
-    text = lb.render(lb.rank(_entries({"x": 0.8}, run_dir=str(tmp_path / "bare")), ACC), ACC, "html", tmp_path / "p")
+    text = lb.render_html(lb.rank(_entries({"x": 0.8}, run_dir=str(tmp_path / "bare")), ACC), ACC, tmp_path / "p")
     assert "<a " not in text and "benchbox report RUN_DIR" in text

@@ -305,30 +305,28 @@ def table_rows(ranked: pd.DataFrame, spec: MetricSpec):
         )
 
 
-def render(ranked: pd.DataFrame, spec: MetricSpec, fmt: str, output: Path | None = None) -> str:
-    if fmt not in FORMATS:
-        raise BenchboxError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
-    if fmt in ("csv", "json"):
-        flat = ranked.drop(
-            columns=[c for c in ranked.columns if ranked[c].map(lambda v: isinstance(v, (list, dict))).any()]
-        )
-        return flat.to_csv(index=False) if fmt == "csv" else flat.to_json(orient="records", indent=1)
-    title = f"{spec.label} {spec.unit}".strip()
-    if fmt == "markdown":
-        from tabulate import tabulate
+def flat_frame(ranked: pd.DataFrame) -> pd.DataFrame:
+    """The ranked entries without their list- or dict-valued columns (for CSV and JSON)."""
+    return ranked.drop(
+        columns=[c for c in ranked.columns if ranked[c].map(lambda v: isinstance(v, (list, dict))).any()]
+    )
 
-        parts = [
-            f"# benchbox leaderboard — {md_escape(title)}\n",
-            "Entries are ranked only against entries with the same data set composition, protocol and input size.\n",
-        ]
-        if _cross_note(ranked):
-            parts.append(md_escape(_cross_note(ranked)) + "\n")
-        for group, rows in table_rows(ranked, spec):
-            parts.append(f"## {md_escape(group)}\n")
-            frame = pd.DataFrame(rows)[COLUMNS].map(md_escape)
-            parts.append(tabulate(frame, headers="keys", tablefmt="github", showindex=False) + "\n")
-        return "\n".join(parts)
-    return render_html(ranked, spec, output)
+
+def render_markdown(ranked: pd.DataFrame, spec: MetricSpec) -> str:
+    from tabulate import tabulate
+
+    title = f"{spec.label} {spec.unit}".strip()
+    parts = [
+        f"# benchbox leaderboard — {md_escape(title)}\n",
+        "Entries are ranked only against entries with the same data set composition, protocol and input size.\n",
+    ]
+    if _cross_note(ranked):
+        parts.append(md_escape(_cross_note(ranked)) + "\n")
+    for group, rows in table_rows(ranked, spec):
+        parts.append(f"## {md_escape(group)}\n")
+        frame = pd.DataFrame(rows)[COLUMNS].map(md_escape)
+        parts.append(tabulate(frame, headers="keys", tablefmt="github", showindex=False) + "\n")
+    return "\n".join(parts)
 
 
 def _embedded_plots(ranked: pd.DataFrame) -> list[tuple[str, str, tuple[int, int] | None]]:

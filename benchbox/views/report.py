@@ -20,7 +20,6 @@ from benchbox.store import write_atomic
 from benchbox.summary import RunResult
 from benchbox.views.format import header, interval_note, md_escape, missing, number, value
 
-FORMATS = ("terminal", "markdown", "csv", "latex", "html")
 NAME_COLUMNS = ("Dataset", "Data", "Backbone", "Positive", "")
 
 
@@ -71,15 +70,17 @@ def _escape_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return out.map(md_escape)
 
 
-def render_text(result: RunResult, fmt: str) -> str:
-    """Markdown, CSV, LaTeX or HTML text of the comparison table and every section."""
-    if fmt == "html":
-        from benchbox.views.html import render_html
+def render_markdown(result: RunResult) -> str:
+    """Markdown text of the comparison table and every section."""
+    return _render_tables(result, md=True)
 
-        return render_html(result)
-    if fmt == "csv":
-        return numeric_frame(result).to_csv(index=False)
-    md = fmt == "markdown"
+
+def render_latex(result: RunResult) -> str:
+    """LaTeX (booktabs) text of the comparison table and every section, notes as comments."""
+    return _render_tables(result, md=False)
+
+
+def _render_tables(result: RunResult, md: bool) -> str:
     tablefmt = "github" if md else "latex_booktabs"
 
     def heading(text: str, level: int = 2) -> str:
@@ -289,12 +290,13 @@ def print_terminal(result: RunResult, console: Console | None = None) -> None:
         console.print(f"[yellow]warning:[/] {escape(str(p))}", highlight=False)
 
 
-def write_views(result: RunResult) -> list[Path]:
-    """report.md, report.tex, summary.csv, sections' CSV files, plots and report.html (last: it
-    embeds the plots) inside the run directory.
+def write_views(result: RunResult, registry) -> list[Path]:
+    """The run's plots, then one file per output format that declares a ``run_file`` (report.md,
+    report.tex, summary.csv, report.html...) and the sections' CSV files, inside the run directory.
 
-    Plots come first, so that a plot that cannot be drawn (e.g. a label matplotlib cannot parse)
-    is listed among the report's problems instead of stopping the views."""
+    Plots come first (report.html embeds them), so that a plot that cannot be drawn (e.g. a label
+    matplotlib cannot parse) is listed among the report's problems instead of stopping the views; a
+    format that fails is listed the same way: the records matter more than any view of them."""
     run_dir = Path(result.run_dir)
     written = []
     if importlib.util.find_spec("matplotlib") is not None:
@@ -304,17 +306,21 @@ def write_views(result: RunResult) -> list[Path]:
             written += write_plots(result)
         except Exception as exc:  # a view: the records and the tables matter more
             result.problems.append(f"plots were not drawn: {type(exc).__name__}: {exc}")
-    for name, fmt in (("report.md", "markdown"), ("report.tex", "latex"), ("summary.csv", "csv")):
-        write_atomic(run_dir / name, render_text(result, fmt))
-        written.append(run_dir / name)
     for section in result.sections:
         csv_name = getattr(section, "csv", None)
         if csv_name:
             write_atomic(run_dir / csv_name, section.table.to_csv(index=False))
             written.append(run_dir / csv_name)
-    try:
-        write_atomic(run_dir / "report.html", render_text(result, "html"))
-        written.append(run_dir / "report.html")
-    except Exception as exc:  # a view: the records and the other files matter more
-        result.problems.append(f"report.html was not written: {type(exc).__name__}: {exc}")
+    for name, entry in registry.output_formats.items():
+        fmt = entry.obj
+        if not fmt.run_file or not fmt.renders_runs or not entry.availability.ok:
+            continue
+        try:
+            write_atomic(run_dir / fmt.run_file, fmt.render_run(result))
+        except Exception as exc:  # a view: the records and the other files matter more
+            result.problems.append(
+                f"{fmt.run_file} was not written (output format {name!r}, {entry.plugin}): {type(exc).__name__}: {exc}"
+            )
+            continue
+        written.append(run_dir / fmt.run_file)
     return written
