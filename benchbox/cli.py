@@ -166,7 +166,7 @@ def run(
     """Run a suite: train and evaluate every dataset x backbone x fold, then print the comparison.
 
     Rerunning the same command resumes an unfinished run of the same suite."""
-    from benchbox.executors import ExecutorConfig
+    from benchbox.executors import choose_executor
     from benchbox.runner import run_suite
     from benchbox.suite import load_suite
     from benchbox.views.report import print_terminal
@@ -194,12 +194,10 @@ def run(
     ):
         if value is not None:
             settings[key] = value
-    executor_config = ExecutorConfig(**settings)
-    if executor_config.kind not in ("local", "ray"):
-        raise BenchboxError(f"--executor {executor_config.kind!r}: choose local or ray")
-    for key in ("cpus_per_fold", "gpus_per_fold", "max_retries"):
-        if getattr(executor_config, key) < 0:
-            raise BenchboxError(f"--{key.replace('_', '-')} must not be negative")
+    if executor is not None and executor not in registry.executors:
+        names = sorted(registry.executors)
+        raise BenchboxError(f"--executor {executor!r}: choose {' or '.join(names)}{did_you_mean(executor, names)}")
+    chosen_executor = choose_executor(registry, settings)
     note = busy_note()
     if note:
         console.print(esc(note), style="yellow", highlight=False)
@@ -215,7 +213,7 @@ def run(
                 data_dir=str(data_dir) if data_dir else None,
                 new=new,
                 reporter=reporter,
-                executor_config=executor_config,
+                executor=chosen_executor,
             )
     except KeyboardInterrupt:
         out = reporter.run_dir if reporter is not None else None
@@ -357,6 +355,11 @@ def _output_file(output: Path, option: str = "--output", example: str = "report.
     return output
 
 
+def did_you_mean(name: str, choices) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
 def _output_format(registry, name: str, what: str):
     """The registered output format ``--format NAME`` names (or one of its aliases, e.g. md), able to
     render ``what`` ("run" or "leaderboard"); an error listing those that can."""
@@ -368,9 +371,7 @@ def _output_format(registry, name: str, what: str):
     canonical = registry.canonical("output format", name)
     if canonical not in able:
         choices = (["terminal"] if what == "run" else []) + able
-        close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
-        hint = f" (did you mean {close[0]}?)" if close else ""
-        raise BenchboxError(f"--format {name!r}: choose one of {', '.join(choices)}{hint}")
+        raise BenchboxError(f"--format {name!r}: choose one of {', '.join(choices)}{did_you_mean(name, choices)}")
     return registry.get("output format", canonical)
 
 

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from benchbox.errors import BenchboxError, PluginError
-from benchbox.executors import ExecutorConfig, make_executor
+from benchbox.executors import ExecutorChoice, choose_executor
 from benchbox.harness import call_plugin
 from benchbox.plan import PreparedData, Unit, load_images, plan_units, prepare_data, units_per_cell
 from benchbox.records import DataKey, FoldRecord
@@ -84,7 +84,7 @@ def run_suite(
     data_dir=None,
     new: bool = False,
     reporter: Reporter | None = None,
-    executor_config: ExecutorConfig | None = None,
+    executor: ExecutorChoice | None = None,
 ) -> RunResult:
     """Run (or resume) every cell of the suite; return the run's summarised result."""
     reporter = reporter or Reporter()
@@ -97,7 +97,7 @@ def run_suite(
     try:
         for note in session.notes:
             reporter.message(note)
-        return execute(suite, registry, session, data, reporter, executor_config or ExecutorConfig())
+        return execute(suite, registry, session, data, reporter, executor or choose_executor(registry, suite.executor))
     finally:
         session.close()
 
@@ -108,7 +108,7 @@ def execute(
     session: Session,
     data: dict[DataKey, PreparedData],
     reporter: Reporter,
-    executor_config: ExecutorConfig,
+    executor: ExecutorChoice,
 ) -> RunResult:
     store, run_dir = session.store, session.run_dir
     # the suite's [tracking] table travels to the hooks with the manifest, but is not stored in it
@@ -145,14 +145,14 @@ def execute(
         if detail:
             reporter.failure_detail(unit.where, detail)
 
-    make_executor(executor_config, registry).run(units, images, externals, on_done, on_failed, reporter)
+    executor.run(units, images, externals, on_done, on_failed, reporter, registry)
     elapsed = time.time() - started
     finished_now = len(units) - len(failed)
     store.update_manifest(
         status="complete" if not failed else "incomplete",
         finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         last_session_seconds=round(elapsed, 2),
-        executor=executor_config.label,
+        executor=executor.label,
         folds_per_hour=round(3600 * finished_now / elapsed, 1) if elapsed > 0 and finished_now else None,
         failed_units=[unit.where for unit, _ in failed],
     )

@@ -43,15 +43,6 @@ TOP_KEYS = {
     "tracking",
     "explain",
 }
-EXECUTOR_KEYS = {
-    "kind": str,
-    "address": str,
-    "cpus_per_fold": float,
-    "gpus_per_fold": float,
-    "memory_gb_per_fold": float,
-    "max_retries": int,
-    "local_cpus": int,
-}
 #: [tracking]: where a run's results are mirrored (an experiment tracker), not what it computes
 TRACKING_KEYS = {"mlflow": dict}
 MLFLOW_KEYS = {"uri": str, "experiment": str, "artifact_location": str}
@@ -69,6 +60,7 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "mixed")
 OPTIMIZERS = ("adam",)
 DEFAULT_PROTOCOL = "kfold"
+DEFAULT_EXECUTOR = "local"
 DEFAULT_EVALUATORS = ("paper", "clinical")
 ALIAS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # keys every backbone understands, handled by the runner rather than the plugin
@@ -264,7 +256,7 @@ def validate_suite(
         c.add("output_dir", f"{output_dir!r} {what}; runs are written into a folder — name another path")
 
     protocol_raw = raw.get("protocol", {}) if isinstance(raw.get("protocol", {}), dict) else {}
-    strategy, protocol_options = _protocol(c, protocol_raw, registry)
+    strategy, protocol_options = chosen_strategy(c.problems, "protocol", protocol_raw, registry, DEFAULT_PROTOCOL)
     protocol_ok = not any(problem.startswith("protocol") for problem in c.problems)
 
     training_raw = raw.get("training", {}) if isinstance(raw.get("training", {}), dict) else {}
@@ -282,10 +274,7 @@ def validate_suite(
         c.add("training.learning_rate", f"must be positive, got {lr}")
 
     executor_raw = raw.get("executor", {}) if isinstance(raw.get("executor", {}), dict) else {}
-    c.keys("executor", executor_raw, EXECUTOR_KEYS)
-    c.typed("executor", executor_raw, EXECUTOR_KEYS)
-    if executor_raw.get("kind", "local") not in ("local", "ray"):
-        c.add("executor.kind", f"unknown executor {executor_raw.get('kind')!r}; allowed: local, ray")
+    chosen_strategy(c.problems, "executor", executor_raw, registry, DEFAULT_EXECUTOR)
     tracking = _tracking(c, raw)
     explain = _explain(c, raw)
     datasets = _entries(c, raw, "datasets", registry, "dataset", COMMON_DATASET_KEYS, check_availability)
@@ -391,41 +380,51 @@ def _data(c: _Checker, raw, registry, datasets, cells, external, protocol, data_
         c.problems.append(problem)
 
 
-def _protocol(c: _Checker, table: dict, registry):
-    """[protocol]: its ``kind`` names a registered split strategy, which declares and checks the other
-    keys. Returns (strategy, options with defaults merged); (None, {}) when the kind is unknown."""
-    kind = table.get("kind", DEFAULT_PROTOCOL)
+#: the registry kind each strategy-chosen table of a suite names with its ``kind`` key
+STRATEGY_KINDS = {"protocol": "split strategy", "executor": "executor"}
+
+
+def chosen_strategy(problems: list[str], section: str, table: dict, registry, default: str):
+    """A table whose ``kind`` names a registered strategy ([protocol]: a split strategy, [executor]: an
+    executor), which declares the table's other keys (``defaults``) and checks their values
+    (``check_options``). Appends "section.key: message" to ``problems``; returns (strategy, options with
+    defaults merged), or (None, {}) when the kind is unknown."""
+    kind = table.get("kind", default)
+    registry_kind = STRATEGY_KINDS[section]
+    before = len(problems)
+
+    def add(key, message):
+        problems.append(f"{section}.{key}: {message}")
+
     if not isinstance(kind, str):
-        c.add("protocol.kind", f"must be a string, got {kind!r}")
+        add("kind", f"must be a string, got {kind!r}")
         return None, {}
     try:
-        strategy = registry.get("split strategy", kind)
+        strategy = registry.get(registry_kind, kind)
     except BenchboxError as exc:
-        c.add("protocol.kind", str(exc).replace("unknown split strategy", "unknown protocol", 1))
+        add("kind", str(exc).replace(f"unknown {registry_kind}", f"unknown {section}", 1))
         return None, {}
-    takes = dict(strategy.defaults)
+    takes = dict(strategy.defaults or {})
     schema = _schema_from_defaults(takes)
     for key in table:
         if key == "kind" or key in takes:
             continue
-        takers = [f'"{e.name}"' for e in registry.split_strategies.values() if key in (e.obj.defaults or {})]
+        takers = [f'"{e.name}"' for e in registry.table(registry_kind).values() if key in (e.obj.defaults or {})]
         if takers:
-            c.add(
-                f"protocol.{key}",
-                f"applies to kind = {' or '.join(takers)} only (this protocol is {kind!r}); remove it",
-            )
+            add(key, f"applies to kind = {' or '.join(takers)} only (this {section} is {kind!r}); remove it")
         else:
-            c.add(f"protocol.{key}", unknown_key_message(key, {"kind", *takes}))
-    c.typed("protocol", table, schema)
-    options = {key: table.get(key, default) for key, default in takes.items()}
-    if not any(p.startswith("protocol.") for p in c.problems):
+            add(key, unknown_key_message(key, {"kind", *takes}))
+    for key, expected in schema.items():
+        if key in table and not _type_ok(table[key], expected):
+            add(key, f"must be {_type_name(expected)}, got {table[key]!r}")
+    options = {key: table.get(key, value) for key, value in takes.items()}
+    if len(problems) == before:
         options = {k: float(v) if schema[k] is float else v for k, v in options.items()}
         try:
-            problems = strategy.check_options(options) or []
-        except Exception as exc:  # a strategy's own check must not crash validation
-            problems = [f"kind: split strategy {kind!r} failed to check its options: {type(exc).__name__}: {exc}"]
-        for problem in problems:
-            c.problems.append(f"protocol.{problem}")
+            found = strategy.check_options(options) or []
+        except Exception as exc:  # a plugin's own check must not crash validation
+            found = [f"kind: {registry_kind} {kind!r} failed to check its options: {type(exc).__name__}: {exc}"]
+        problems.extend(f"{section}.{problem}" for problem in found)
     return strategy, options
 
 

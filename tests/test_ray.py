@@ -114,8 +114,8 @@ def test_killed_driver_resumes_with_every_fold_exactly_once(tmp_path):
 
 def test_ray_missing_is_a_clear_error(tmp_path, monkeypatch):
     from benchbox.errors import BenchboxError
-    from benchbox.executors import ExecutorConfig, make_executor
+    from benchbox_executors import Ray
 
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(BenchboxError, match=r"pip install 'benchbox\[ray\]'"):
-        make_executor(ExecutorConfig(kind="ray"), None)
+        Ray().run([], {}, {}, None, None, None, dict(Ray.defaults), None)
