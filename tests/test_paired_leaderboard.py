@@ -237,3 +237,19 @@ def test_runs_on_the_same_folds_form_one_paired_group(tmp_path, registry):
     flat = json.loads(lb.render(ranked.reset_index(), metrics["accuracy_3class"], "json"))
     assert {e["backbone"]: e["rank"] for e in flat}["weak"] == 5 and "paired_p" in flat[0]
     assert "paired_rank" in lb.render(ranked.reset_index(), metrics["accuracy_3class"], "csv").splitlines()[0]
+
+
+def test_a_run_records_the_split_fingerprint_in_the_manifest_and_the_split(tmp_path):
+    from benchbox.plugins import load_registry
+    from benchbox.runner import run_suite
+    from benchbox.suite import load_suite
+    from conftest import write_suite
+    from test_runner import SUITE, Events
+
+    registry = load_registry(extra_plugins=[Events()])
+    suite = load_suite(write_suite(tmp_path / "s.toml", SUITE.format(out=tmp_path / "runs")), registry)
+    store = RunStore(run_suite(suite, registry).run_dir)
+    split = store.read_split("syn")
+    recorded = store.manifest()["datasets"]["syn"]["split_fingerprint"]
+    assert recorded == split["fingerprint"] == split_fingerprint(split["ids"], split["fold"], split["protocol"])
+    assert recorded == store.split_fingerprint("syn")
