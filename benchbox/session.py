@@ -17,7 +17,7 @@ from benchbox.errors import StoreError
 from benchbox.plan import PreparedData
 from benchbox.records import DataKey
 from benchbox.splitters import fold_count
-from benchbox.store import FORMAT, RunStore, find_resumable, unfinished_of_other_content
+from benchbox.store import FORMAT, RunStore, find_resumable, split_fingerprint, unfinished_of_other_content
 from benchbox.suite import Suite, file_in_the_way
 
 
@@ -154,6 +154,9 @@ def build_manifest(suite: Suite, registry, data: dict[DataKey, PreparedData]) ->
             "patients": int(t["group"].nunique()),
             "class_counts": {str(k): int(v) for k, v in t["label"].value_counts().items()},
             "fingerprint": ds.samples.fingerprint,
+            "split_fingerprint": None
+            if ds.folds is None
+            else split_fingerprint(t["id"].astype(str).tolist(), ds.folds, suite.protocol.label),
             "notes": list(ds.samples.notes),
             "warnings": list(ds.samples.warnings),
             "class_sources": {

@@ -17,6 +17,7 @@ process out of a run directory that is being written.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -30,6 +31,21 @@ import numpy as np
 
 from benchbox.errors import StoreError
 from benchbox.records import CellKey, FoldRecord, legacy_aliases
+
+
+def split_fingerprint(ids, folds, protocol: str) -> str:
+    """``sha256:`` + a digest of a split: the protocol label, then one ``id<TAB>fold`` line per sample,
+    sorted by id. The same samples in the same folds give the same digest whatever their order, machine
+    or framework; the short form (first 12 hex digits) is what tables show."""
+    ids = [str(i) for i in ids]
+    folds = [int(f) for f in folds]
+    if len(ids) != len(folds):
+        raise ValueError(f"a split of {len(ids)} ids has {len(folds)} fold numbers; each id needs one fold")
+    h = hashlib.sha256(f"benchbox-split/1\n{protocol}\n".encode())
+    for i, f in sorted(zip(ids, folds)):
+        h.update(f"{i}\t{f}\n".encode())
+    return "sha256:" + h.hexdigest()
+
 
 MANIFEST = "manifest.json"
 FORMAT = "benchbox-run/2"
@@ -200,10 +216,25 @@ class RunStore:
         return self.path / "splits" / f"{name}.json"
 
     def write_split(self, name: str, ids, folds, protocol: str) -> None:
+        ids, folds = [str(i) for i in ids], [int(f) for f in folds]
         write_json(
             self.split_path(name),
-            {"dataset": name, "protocol": protocol, "ids": list(ids), "fold": [int(f) for f in folds]},
+            {
+                "dataset": name,
+                "protocol": protocol,
+                "fingerprint": split_fingerprint(ids, folds, protocol),
+                "ids": ids,
+                "fold": folds,
+            },
         )
+
+    def split_fingerprint(self, name: str) -> str:
+        """The stored split's fingerprint (computed from its ids, folds and protocol, never read back
+        from the file, so an edited assignment shows); "" when the run stores no split of ``name``."""
+        data = self.read_split(name)
+        if not data:
+            return ""
+        return split_fingerprint(data["ids"], data["fold"], str(data.get("protocol") or ""))
 
     def read_split(self, name: str) -> dict | None:
         p = self.split_path(name)

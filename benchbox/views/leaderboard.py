@@ -16,6 +16,7 @@ import base64
 import html
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from benchbox.contracts import MetricSpec
@@ -26,7 +27,6 @@ from benchbox.store import RunStore
 from benchbox.summary import CROSS_METRICS, summarise
 from benchbox.views.format import md_escape, value
 
-FORMATS = ("markdown", "html", "csv", "json")
 
 
 def collect(run_dirs, registry, dataset: str | None = None) -> tuple[pd.DataFrame, list[str], dict[str, MetricSpec]]:
@@ -34,8 +34,9 @@ def collect(run_dirs, registry, dataset: str | None = None) -> tuple[pd.DataFram
     rows, problems, metrics = [], [], {}
     seen_datasets: set[str] = set()
     for run_dir in run_dirs:
+        store = RunStore(run_dir)
         try:
-            result = summarise(RunStore(run_dir), registry)
+            result = summarise(store, registry)
         except BenchboxError as exc:
             problems.append(str(exc))
             continue
@@ -52,6 +53,8 @@ def collect(run_dirs, registry, dataset: str | None = None) -> tuple[pd.DataFram
         for section in result.sections:
             for cell, line in (section.annotations or {}).items():
                 notes.setdefault(cell, []).append(line)
+        by_cell = result.cells
+        splits: dict = {}
         for _, r in result.summary.iterrows():
             cell = r["cell"]
             if cell.probe:  # a probe's cell qualifies its entry; it is not an entry itself
@@ -81,6 +84,7 @@ def collect(run_dirs, registry, dataset: str | None = None) -> tuple[pd.DataFram
                     "benchbox": env.get("benchbox", ""),
                     "notes": " | ".join(_completeness(r) + notes.get(cell, []) + _busy_start(env)),
                     "group": f"{composition} | {within_label(manifest, registry)} | input {size}",
+                    **pairing(store, cell, dmeta, by_cell.get(cell, []), splits, problems),
                 }
             )
         crossed = _cross_entries(result, run_dir, dataset)
@@ -96,6 +100,27 @@ def collect(run_dirs, registry, dataset: str | None = None) -> tuple[pd.DataFram
             )
         raise BenchboxError("no leaderboard entries: " + ("; ".join(problems) if problems else "no runs given"))
     return pd.DataFrame(rows), problems, metrics
+
+
+def pairing(store: RunStore, cell, dmeta: dict, records, splits: dict, problems: list[str]) -> dict:
+    """What pairs an entry with another: its data and split fingerprints, and its folds' numbers and
+    mean training and test set sizes (for the corrected resampled t-test). The split fingerprint is
+    computed from the run's stored split (splits/<data>.json), so runs written before fingerprints
+    were recorded pair too; where the run stores none, the manifest's is used."""
+    slug = cell.data.slug
+    if slug not in splits:
+        try:
+            splits[slug] = store.split_fingerprint(slug) or dmeta.get("split_fingerprint") or ""
+        except (BenchboxError, ValueError, TypeError) as exc:
+            problems.append(f"{store.path}: the split of {cell.label} cannot be fingerprinted ({exc}); not paired")
+            splits[slug] = ""
+    return {
+        "data_fingerprint": str(dmeta.get("fingerprint") or ""),
+        "split_fingerprint": splits[slug],
+        "fold_numbers": [int(r.fold) for r in records],
+        "fold_n_train": float(np.mean([r.n_train for r in records])) if records else float("nan"),
+        "fold_n_test": float(np.mean([r.n_test for r in records])) if records else float("nan"),
+    }
 
 
 CROSS_SPECS = (
@@ -216,10 +241,93 @@ def rank(entries: pd.DataFrame, spec: MetricSpec) -> pd.DataFrame:
             ["_v", "_b", "_r"], ascending=[not spec.higher_is_better, True, True], na_position="last", kind="stable"
         )
         sub["rank"] = competition_ranks(list(sub["_v"]))
-        out.append(sub.drop(columns=["_v", "_b", "_r"]))
+        out.append(paired_tests(sub.drop(columns=["_v", "_b", "_r"]), spec))
     ranked = pd.concat(out, ignore_index=True)
     ranked.attrs["cross_left_out"] = left_out
     return ranked
+
+
+#: significance level of the paired tests: an entry whose Holm-adjusted p against the best is at least
+#: this is "tied with" the best
+ALPHA = 0.05
+
+
+def short_fingerprint(fingerprint: str, digits: int = 12) -> str:
+    """``sha256:0123abcd...`` -> ``0123abcd...`` (the first ``digits`` characters of the digest)."""
+    return str(fingerprint).split(":", 1)[-1][:digits]
+
+
+def paired_key(row) -> str:
+    """The paired group of an entry: its data and split fingerprints (short form); "" when it lacks one."""
+    data, split = row.get("data_fingerprint"), row.get("split_fingerprint")
+    if not isinstance(data, str) or not data or not isinstance(split, str) or not split:
+        return ""
+    return f"data {short_fingerprint(data, 8)} · split {short_fingerprint(split, 8)}"
+
+
+def format_p(p) -> str:
+    """A p-value as tables show it: three decimals, "< 0.001" below that, "n/a" when there is none."""
+    if p is None or pd.isna(p):
+        return "n/a"
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def fold_ttest(best, other, spec: MetricSpec) -> tuple[float, str]:
+    """The corrected resampled t-test of ``spec`` between two entries of one paired group over their
+    common folds: (two-sided p, what was done) or (nan, why no test was made)."""
+    from benchbox.pairstats import corrected_resampled_ttest
+
+    values = []
+    for row in (best, other):
+        v, folds = row.get(f"{spec.name}_folds"), row.get("fold_numbers")
+        if not isinstance(v, list) or not isinstance(folds, list) or len(v) != len(folds) or not v:
+            return float("nan"), f"no per-fold values of {spec.label}: no paired test"
+        values.append(dict(zip(folds, v)))
+    if set(values[0]) != set(values[1]):
+        return float("nan"), "the entries finished different folds: no paired test"
+    common = [f for f in sorted(values[0]) if not pd.isna(values[0][f]) and not pd.isna(values[1][f])]
+    if len(common) < 2:
+        return float("nan"), f"fewer than 2 folds where both have a {spec.label}: no paired test"
+    n_train = np.nanmean([best.get("fold_n_train", np.nan), other.get("fold_n_train", np.nan)])
+    n_test = np.nanmean([best.get("fold_n_test", np.nan), other.get("fold_n_test", np.nan)])
+    if not (n_train > 0 and n_test > 0):
+        return float("nan"), "the folds' training and test set sizes are unknown: no paired test"
+    test = corrected_resampled_ttest([values[0][f] - values[1][f] for f in common], n_train, n_test)
+    return test["p_value"], f"corrected resampled t-test over {len(common)} folds"
+
+
+def paired_tests(sub: pd.DataFrame, spec: MetricSpec, alpha: float = ALPHA) -> pd.DataFrame:
+    """Within one comparable group (sorted best first, ranked): entries with equal data and split
+    fingerprints form a paired group; each is compared with the group's best by the corrected resampled
+    t-test over their per-fold values, Holm-adjusted across the group's comparisons. Adds
+    ``paired_group``, ``paired_p`` (Holm-adjusted), ``paired_p_raw``, ``paired_test`` and ``paired_rank``
+    (e.g. "1 (tied with 2, 3)": the best and the entries no test distinguishes from it)."""
+    from benchbox.pairstats import holm
+
+    sub = sub.reset_index(drop=True)
+    rows = [r.to_dict() for _, r in sub.iterrows()]
+    keys = [paired_key(r) for r in rows]
+    p_adj, p_raw = [float("nan")] * len(rows), [float("nan")] * len(rows)
+    tests = [""] * len(rows)
+    shown = ["" if pd.isna(r.get("rank")) else str(int(r["rank"])) for r in rows]
+    for key in dict.fromkeys(k for k in keys if k):
+        members = [i for i, k in enumerate(keys) if k == key and shown[i]]  # ranked: a value to compare
+        if len(members) < 2:
+            continue
+        best, others = members[0], members[1:]
+        tests[best] = "best of its paired group"
+        for i in others:
+            p_raw[i], tests[i] = fold_ttest(rows[best], rows[i], spec)
+        adjusted = holm([p_raw[i] for i in others])
+        tied = []
+        for i, p in zip(others, adjusted):
+            p_adj[i] = float(p)
+            if not np.isnan(p) and p >= alpha:
+                tied.append(i)
+                shown[i] = f"{shown[i]} (tied with {shown[best]})"
+        if tied:
+            shown[best] = f"{shown[best]} (tied with {', '.join(shown[i].split(' ')[0] for i in tied)})"
+    return sub.assign(paired_group=keys, paired_p=p_adj, paired_p_raw=p_raw, paired_test=tests, paired_rank=shown)
 
 
 def displayed(v, spec: MetricSpec) -> float:
@@ -269,6 +377,8 @@ COLUMNS = [
     "backbone",
     "framework",
     "value",
+    "p vs best",
+    "paired",
     "weights",
     "suite",
     "run",
@@ -280,16 +390,29 @@ COLUMNS = [
 ]
 
 
+def paired_p_text(row) -> str:
+    """The "p vs best" cell: "best", the Holm-adjusted p of the paired test, or why there is none."""
+    test = row.get("paired_test")
+    if not isinstance(test, str) or not test:
+        return ""
+    if test.startswith("best"):
+        return "best"
+    p = row.get("paired_p")
+    return format_p(p) if p is not None and not pd.isna(p) else f"n/a ({test.split(':')[0]})"
+
+
 def table_rows(ranked: pd.DataFrame, spec: MetricSpec):
     for group, sub in ranked.groupby("group", sort=False):
         yield (
             group,
             [
                 {
-                    "rank": "" if pd.isna(r["rank"]) else int(r["rank"]),
+                    "rank": r.get("paired_rank") or ("" if pd.isna(r["rank"]) else int(r["rank"])),
                     "backbone": f"{r['backbone']} ({r['plugin']})",
                     "framework": r["framework"],
                     "value": value(r.to_dict(), spec, spread=False),
+                    "p vs best": paired_p_text(r),
+                    "paired": r.get("paired_group") or "",
                     "weights": r["weights"],
                     "suite": r["suite"],
                     "run": r["run"],

@@ -7,6 +7,8 @@
 - ``clinical``: what the study should also have reported — one-vs-rest ROC AUC of the positive
   class and macro F1 with patient-level bootstrap intervals, balanced accuracy, and precision,
   recall and F1 per class.
+- ``calibration`` (``calibration.py``): Brier score and expected calibration error, pooled and per
+  fold (lower is better), a reliability table per cell and a reliability diagram per data set.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pandas as pd
 from benchbox import hookimpl
 from benchbox.contracts import Evaluator, MetricSpec, Section
 from benchbox.statistics import bootstrap_ci, confusion_matrix, macro_f1, per_class_prf, positive_auc, wilson
+from benchbox_paper_metrics.calibration import CalibrationMetrics
 from benchbox_paper_metrics.metrics import HEADLINE, paper_metrics
 
 
@@ -181,7 +184,7 @@ class ClinicalMetrics(Evaluator):
 
 @hookimpl
 def benchbox_evaluators():
-    return [PaperMetrics(), ClinicalMetrics()]
+    return [PaperMetrics(), ClinicalMetrics(), CalibrationMetrics()]
 
 
-__all__ = ["PaperMetrics", "ClinicalMetrics", "HEADLINE", "paper_metrics"]
+__all__ = ["PaperMetrics", "ClinicalMetrics", "CalibrationMetrics", "HEADLINE", "paper_metrics"]
