@@ -28,7 +28,6 @@ from benchbox.summary import CROSS_METRICS, summarise
 from benchbox.views.format import md_escape, value
 
 
-
 def collect(run_dirs, registry, dataset: str | None = None) -> tuple[pd.DataFrame, list[str], dict[str, MetricSpec]]:
     """One row per entry of every run, the problems met, and every metric the runs declare."""
     rows, problems, metrics = [], [], {}
