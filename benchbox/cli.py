@@ -49,7 +49,7 @@ _COLUMNS_SET = os.environ.get("COLUMNS", "").isdigit()
 THREADS_HELP = "Framework threads per process (OMP_NUM_THREADS, TF_NUM_INTRAOP_THREADS); 1 on a busy machine."
 console = Console(width=None if sys.stdout.isatty() or _COLUMNS_SET else 200)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() or _COLUMNS_SET else 200)
-STATE = {"verbose": False}
+STATE = {"verbose": False, "overrides": {}, "registry": None}
 
 
 def esc(value) -> str:
@@ -78,7 +78,7 @@ def _options(
 def _registry(warn: bool = True):
     from benchbox.plugins import load_registry
 
-    registry = load_registry()
+    registry = STATE["registry"] or load_registry()
     if warn:
         for plugin, error in registry.broken:
             err_console.print(f"warning: broken plugin {plugin}: {error}", markup=False, highlight=False)
@@ -153,14 +153,6 @@ def run(
     memory_per_fold_gb: Optional[float] = typer.Option(None, "--memory-per-fold-gb", help="Ray: memory per fold."),
     max_retries: Optional[int] = typer.Option(None, "--max-retries", help="Ray: retries of a failing fold."),
     ray_local_cpus: Optional[int] = typer.Option(None, "--ray-local-cpus", help="CPUs of a local Ray instance."),
-    mlflow: Optional[str] = typer.Option(
-        None, "--mlflow", help="Also log the run to this MLflow tracking URI (overrides the suite's [tracking])."
-    ),
-    keras_backend: Optional[str] = typer.Option(
-        None,
-        "--keras-backend",
-        help="Keras backend for keras/* backbones: tensorflow, jax or torch (sets KERAS_BACKEND).",
-    ),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
 ):
     """Run a suite: train and evaluate every dataset x backbone x fold, then print the comparison.
@@ -168,20 +160,14 @@ def run(
     Rerunning the same command resumes an unfinished run of the same suite."""
     from benchbox.executors import choose_executor
     from benchbox.runner import run_suite
-    from benchbox.suite import load_suite
+    from benchbox.suite import load_suite, with_tracking_overrides
     from benchbox.views.report import print_terminal
 
-    _keras_backend(keras_backend)
     if threads is not None:
         set_threads(threads)
     registry = _registry()
     s = load_suite(suite, registry, check_availability=True)
-    if mlflow is not None:  # docs/tracking.md; the experiment defaults to the suite's name
-        if not mlflow.strip():
-            raise BenchboxError("--mlflow: give a tracking URI, e.g. sqlite:///mlflow.db or http://HOST:5000")
-        s.tracking = {**s.tracking, "mlflow": {**s.tracking.get("mlflow", {}), "uri": mlflow}}
-    if "mlflow" in s.tracking:
-        _check_mlflow(registry)
+    s.tracking = with_tracking_overrides(s.tracking, STATE["overrides"].get("tracking", {}), registry)
     settings = dict(s.executor)
     for key, value in (
         ("kind", executor),
@@ -234,54 +220,6 @@ def run(
             + "; ".join(errors[:3])
             + ". Fix the cause and rerun the same command to retry them."
         )
-
-
-def _keras_backend(name: str | None) -> None:
-    """--keras-backend: Keras reads KERAS_BACKEND once, when first imported (by a keras/* backbone's
-    engine, never by the core), so setting it here, before any plugin runs, chooses the backend."""
-    if name is None:
-        return
-    if name not in ("tensorflow", "jax", "torch"):
-        raise BenchboxError(f"--keras-backend {name!r}: choose tensorflow, jax or torch")
-    loaded = sys.modules.get("keras")
-    if loaded is not None and hasattr(loaded, "backend") and loaded.backend.backend() != name:
-        raise BenchboxError(f"--keras-backend {name}: Keras is already running on {loaded.backend.backend()}")
-    os.environ["KERAS_BACKEND"] = name
-
-
-def _check_mlflow(registry):
-    """MLflow tracking needs the mlflow plugin and MLflow itself: say so before any data is loaded."""
-    import importlib.util
-
-    if registry.pm.get_plugin("mlflow") is None:
-        raise PluginError("MLflow tracking is asked for, but the mlflow plugin (benchbox_mlflow) is not installed")
-    if importlib.util.find_spec("mlflow") is None:
-        raise PluginError("MLflow tracking is asked for, but MLflow is not installed: pip install 'benchbox[mlflow]'")
-    return registry.pm.get_plugin("mlflow")
-
-
-@export_app.command("mlflow")
-def export_mlflow(
-    run_dir: Path = typer.Argument(..., help="A run directory written by `benchbox run` (finished or not)."),
-    uri: Optional[str] = typer.Option(
-        None, "--uri", help="Tracking URI (default: where this run was last logged, else MLFLOW_TRACKING_URI)."
-    ),
-    experiment: Optional[str] = typer.Option(None, "--experiment", help="Experiment (default: the suite's name)."),
-):
-    """Log a stored run to MLflow as `benchbox run --mlflow` does: a parent run, a child per cell.
-
-    Idempotent: only what the server does not have yet is logged (docs/tracking.md)."""
-    registry = _registry()
-    info = _check_mlflow(registry).export_run(run_dir, registry, uri=uri, experiment=experiment)
-    for problem in info["problems"]:
-        err_console.print(f"warning: {problem}", markup=False, highlight=False)
-    console.print(
-        f"{run_dir} -> {info['uri']}: experiment {info['experiment']!r} (id {info['experiment_id']}), parent run "
-        f"{info['parent_run_id']} with {info['children']} child run(s), {info['folds']} fold(s); "
-        f"{info['logged']} new metric value(s)",
-        markup=False,
-        highlight=False,
-    )
 
 
 @app.command()
@@ -515,11 +453,6 @@ def bench(
     channels_last: bool = typer.Option(False, "--channels-last", help="PyTorch channels-last memory format."),
     min_seconds: float = typer.Option(2.0, "--min-seconds", help="Measure each figure for at least this long."),
     output: Path = typer.Option(Path("bench.csv"), "--output", "-o", help="CSV file to write."),
-    keras_backend: Optional[str] = typer.Option(
-        None,
-        "--keras-backend",
-        help="Keras backend for keras/* backbones: tensorflow, jax or torch (sets KERAS_BACKEND).",
-    ),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
 ):
     """Inference and training throughput, timm-style: warm-up excluded, synchronised clocks."""
@@ -527,7 +460,6 @@ def bench(
 
     from benchbox.bench import CSV_COLUMNS, bench_backbone
 
-    _keras_backend(keras_backend)
     if threads is not None:
         set_threads(threads)
     if device not in ("cpu", "cuda"):
@@ -914,14 +846,87 @@ def _show_error(exc: BenchboxError) -> None:
         err_console.print("(run with --verbose to see the plugin's traceback)", style="dim")
 
 
+#: the core's command groups, by name, for plugins that add a subcommand to one (benchbox_cli_commands)
+GROUPS = {
+    "backbones": backbones_app,
+    "plugin": plugin_app,
+    "data": data_app,
+    "weights": weights_app,
+    "export": export_app,
+}
+_ADDED: dict = {}  # plugin name -> (its CliOptions); a plugin's commands are added once per process
+
+
+def _command():
+    """The click command of the whole CLI: the core's commands, then what plugins add through
+    ``benchbox_cli_commands`` (commands) and ``benchbox_cli_options`` (options of run and bench,
+    applied before the command body runs; their values never reach it)."""
+
+    from benchbox.plugins import load_registry
+
+    registry = STATE["registry"] = load_registry()
+    for impl in registry.pm.hook.benchbox_cli_commands.get_hookimpls():
+        if impl.plugin_name in _ADDED:
+            continue
+        _ADDED[impl.plugin_name] = True
+        try:
+            impl.function(app=app, groups=GROUPS)
+        except Exception as exc:  # a plugin's command must not break the others
+            registry.broken.append((impl.plugin_name, f"benchbox_cli_commands failed: {type(exc).__name__}: {exc}"))
+    contributed, problems = registry.call_each("benchbox_cli_options")
+    registry.broken += [(p.split()[1], p) for p in problems]
+    options = [o for _, opts in contributed for o in (opts or [])]
+    for info in app.registered_commands:
+        original = getattr(info.callback, "__benchbox_original__", info.callback)
+        if original in (run, bench):
+            info.callback = _with_plugin_options(original, [o for o in options if original is run or o.bench])
+    return typer.main.get_command(app)
+
+
+def _option_name(option) -> str:
+    return "plugin_" + option.flag.lstrip("-").replace("-", "_")
+
+
+def _with_plugin_options(command, options):
+    """``command`` with the plugins' options added to its signature (typer builds them like its own);
+    each given one is applied (into STATE["overrides"]) before the command body runs, which never sees them."""
+    import functools
+    import inspect
+    from typing import get_type_hints
+
+    signature = inspect.signature(command, eval_str=True)
+    taken = {p.name for p in signature.parameters.values()}
+    options = [o for o in options if _option_name(o) not in taken]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs):
+        for o in options:
+            value = kwargs.pop(_option_name(o), None)
+            if value is not None:
+                o.apply(value, STATE["overrides"])
+        return command(**kwargs)
+
+    extra = [
+        inspect.Parameter(
+            _option_name(o), inspect.Parameter.KEYWORD_ONLY, default=typer.Option(None, o.flag, help=o.help),
+            annotation=Optional[o.type],
+        )
+        for o in options
+    ]  # fmt: skip
+    wrapper.__signature__ = signature.replace(parameters=[*signature.parameters.values(), *extra])
+    wrapper.__annotations__ = {**get_type_hints(command), **{p.name: p.annotation for p in extra}}
+    wrapper.__benchbox_original__ = command
+    return wrapper
+
+
 def main(argv: list[str] | None = None) -> None:
     from typer import exceptions as typer_exc
     from typer._click import exceptions as click_exc
 
     args = sys.argv[1:] if argv is None else argv
-    STATE["verbose"] = "--verbose" in args or "-v" in args
+    STATE.update(verbose="--verbose" in args or "-v" in args, overrides={}, registry=None)
     try:
-        rv = app(args=args, standalone_mode=False, prog_name="benchbox")
+        rv = _command().main(args=args, standalone_mode=False, prog_name="benchbox")
     except Interrupted as exc:
         err_console.print(str(exc), markup=False, highlight=False)
         sys.exit(130)

@@ -451,11 +451,15 @@ class Tracker:
 @dataclass(frozen=True)
 class CliOption:
     """A command-line option a plugin adds to `benchbox run` (and `bench` where ``bench`` is true), the
-    role of pytest's ``pytest_addoption``. ``apply(value)`` runs before the registry's plugins train
-    anything (e.g. choosing a framework's backend); it may raise a BenchboxError naming the option."""
+    role of pytest's ``pytest_addoption``.
+
+    ``apply(value, overrides)`` runs when the option is given, after the arguments are parsed and before
+    any suite is read or backbone built (e.g. choosing a framework's backend). ``overrides`` is a dict
+    the command merges into the suite: ``overrides["tracking"][NAME] = {...}`` turns a tracker on with
+    those options. It may raise a BenchboxError naming the option and what to do."""
 
     flag: str  # "--keras-backend"
     help: str
-    apply: Callable[[Any], None]
+    apply: Callable[[Any, dict], None]
     type: type = str
-    bench: bool = True
+    bench: bool = True  # also an option of `benchbox bench`

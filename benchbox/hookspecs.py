@@ -129,11 +129,16 @@ def benchbox_cli_options() -> list[CliOption]:
 
 
 @hookspec
-def benchbox_cli_commands(app: Any) -> None:
+def benchbox_cli_commands(app: Any, groups: dict) -> None:
     """Add commands to the ``benchbox`` command line.
 
     :param app: the root :class:`typer.Typer` application; add a command with ``@app.command()`` or a
-        group with ``app.add_typer(...)``. Called once per process, before the arguments are parsed."""
+        group of commands with ``app.add_typer(...)``.
+    :param groups: the core's command groups by name (``"export"``, ``"data"``, ``"backbones"``...), to
+        add a subcommand to one, e.g. ``groups["export"].command("mlflow")``.
+
+    Called once per process, before the arguments are parsed. Raising marks the plugin broken; the
+    other commands keep working."""
 
 
 @hookspec

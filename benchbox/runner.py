@@ -22,6 +22,7 @@ from benchbox.records import DataKey, FoldRecord
 from benchbox.session import Session, open_session
 from benchbox.suite import Suite
 from benchbox.summary import RunResult, summarise
+from benchbox.trackers import ActiveTrackers
 from benchbox.views.report import write_views
 
 
@@ -114,6 +115,8 @@ def execute(
     # the suite's [tracking] table travels to the hooks with the manifest, but is not stored in it
     manifest = {**session.manifest, "tracking": dict(suite.tracking)}
     registry.call_lifecycle("benchbox_run_start", run_dir=run_dir, manifest=manifest)
+    trackers = ActiveTrackers.of(registry, suite.tracking)
+    trackers.start(run_dir, manifest)
 
     def done(cell, fold):
         return store.has_record(cell, fold, suite.digest)
@@ -134,6 +137,7 @@ def execute(
         if isinstance(explained, dict) and explained.get("status", "ok") != "ok":
             reporter.message(f"warning: {unit.where}: no Grad-CAM maps: {explained['status']}")
         registry.call_lifecycle("benchbox_fold_end", run_dir=run_dir, record=record)
+        trackers.fold_end(run_dir, record)
 
     def on_failed(unit: Unit, error: str, detail: str | None) -> None:
         failed.append((unit, error))
@@ -160,6 +164,7 @@ def execute(
     if result is not None:
         write_views(result, registry)
     registry.call_lifecycle("benchbox_run_end", run_dir=run_dir, result=result)
+    trackers.end(run_dir, result)
     if result is None:
         errors = [e for _, e in failed if not e.startswith("skipped")] or [e for _, e in failed]
         raise BenchboxError(

@@ -43,9 +43,6 @@ TOP_KEYS = {
     "tracking",
     "explain",
 }
-#: [tracking]: where a run's results are mirrored (an experiment tracker), not what it computes
-TRACKING_KEYS = {"mlflow": dict}
-MLFLOW_KEYS = {"uri": str, "experiment": str, "artifact_location": str}
 TRAINING_KEYS = {
     "epochs": int,
     "batch_size": int,
@@ -275,7 +272,7 @@ def validate_suite(
 
     executor_raw = raw.get("executor", {}) if isinstance(raw.get("executor", {}), dict) else {}
     chosen_strategy(c.problems, "executor", executor_raw, registry, DEFAULT_EXECUTOR)
-    tracking = _tracking(c, raw)
+    tracking = _tracking(c, raw, registry)
     explain = _explain(c, raw)
     datasets = _entries(c, raw, "datasets", registry, "dataset", COMMON_DATASET_KEYS, check_availability)
     backbones = _entries(c, raw, "backbones", registry, "backbone", COMMON_BACKBONE_KEYS, check_availability)
@@ -428,23 +425,60 @@ def chosen_strategy(problems: list[str], section: str, table: dict, registry, de
     return strategy, options
 
 
-def _tracking(c: _Checker, raw) -> dict:
-    """[tracking]: ``mlflow = { uri = "...", experiment = "...", artifact_location = "..." }``, every
-    key optional (docs/tracking.md). Returns the validated table (``{}`` when absent)."""
+def _tracking(c: _Checker, raw, registry) -> dict:
+    """[tracking]: one table per tracker, named by the tracker (``mlflow = { uri = "...", experiment = "..." }``,
+    or ``[tracking.mlflow]``), each checked by that tracker (docs/tracking.md). Returns the validated
+    tables as given (``{}`` when absent): a key left out means the tracker's default."""
     tracking_raw = raw.get("tracking", {}) if isinstance(raw.get("tracking", {}), dict) else {}
-    c.keys("tracking", tracking_raw, TRACKING_KEYS)
-    c.typed("tracking", tracking_raw, TRACKING_KEYS)
     out = {}
-    mlflow_raw = tracking_raw.get("mlflow")
-    if isinstance(mlflow_raw, dict):
-        c.keys("tracking.mlflow", mlflow_raw, MLFLOW_KEYS)
-        c.typed("tracking.mlflow", mlflow_raw, MLFLOW_KEYS)
-        for key in MLFLOW_KEYS:
-            value = mlflow_raw.get(key)
-            if isinstance(value, str) and not value.strip():
-                c.add(f"tracking.mlflow.{key}", "must not be empty (leave the key out for the default)")
-        out["mlflow"] = {k: v for k, v in mlflow_raw.items() if k in MLFLOW_KEYS}
+    for name, table in tracking_raw.items():
+        where = f"tracking.{name}"
+        if name not in registry.trackers:
+            c.add(where, unknown_plugin_message(registry.trackers, "tracker", name))
+            continue
+        if not isinstance(table, dict):
+            c.add(where, f"must be a table of the tracker's options, e.g. {name} = {{}} for its defaults")
+            continue
+        c.problems.extend(tracker_problems(registry, name, table, where))
+        out[name] = dict(table)
     return out
+
+
+def tracker_problems(registry, name: str, options: dict, where: str) -> list[str]:
+    """What tracker ``name`` finds wrong with ``options`` (unknown keys, types, its own check)."""
+    tracker = registry.trackers[name].obj
+    takes = dict(tracker.defaults or {})
+    problems = [f"{where}.{key}: {unknown_key_message(key, takes)}" for key in options if key not in takes]
+    schema = _schema_from_defaults(takes)
+    problems += [
+        f"{where}.{key}: must be {_type_name(schema[key])}, got {value!r}"
+        for key, value in options.items()
+        if key in schema and not _type_ok(value, schema[key])
+    ]
+    valid = {k: v for k, v in options.items() if k in schema and _type_ok(v, schema[k])}
+    if valid:
+        try:
+            problems += [f"{where}.{p}" for p in tracker.check_options(valid) or []]
+        except Exception as exc:  # a plugin's own check must not crash validation
+            problems.append(f"{where}: tracker {name!r} failed to check its options: {type(exc).__name__}: {exc}")
+    return problems
+
+
+def with_tracking_overrides(tracking: dict, overrides: dict, registry) -> dict:
+    """The suite's [tracking] with command-line overrides (``--mlflow URI``) merged, every tracker it
+    turns on checked and available; a BenchboxError naming the tracker and the install command."""
+    merged = {name: {**tracking.get(name, {}), **options} for name, options in overrides.items()}
+    merged = {**tracking, **merged}
+    problems = []
+    for name, options in merged.items():
+        problems += tracker_problems(registry, name, options, f"tracking.{name}") if name in registry.trackers else []
+        try:
+            registry.get("tracker", name)
+        except BenchboxError as exc:
+            problems.append(f"tracking.{name}: {exc}")
+    if problems:
+        raise BenchboxError("; ".join(problems))
+    return merged
 
 
 def _explain(c: _Checker, raw) -> dict:

@@ -79,7 +79,7 @@ BAD = [
     ('[backbones.x]\nplugin = "keras/vgg19"\nweights = "/no/such/file.h5"', "weights: '/no/such/file.h5' is neither"),
     ('[backbones.x]\nplugin = "torch/vgg19"\ncutoff = 99', "cutoff: 99 is beyond the depth of vgg19 (22 Keras layers)"),
     ('[[experiments]]\ndatasets = ["syn"]\nbackbones = ["nope"]', "experiments[0].backbones: unknown name 'nope'"),
-    ('evaluators = ["auc"]', "evaluators[0]: unknown evaluator 'auc'; available: clinical, paper"),
+    ('evaluators = ["auc"]', "evaluators[0]: unknown evaluator 'auc'; available: calibration, clinical, paper"),
 ]
 
 

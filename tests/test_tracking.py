@@ -82,7 +82,7 @@ def test_the_tracking_table_is_validated_and_left_out_of_the_digest(tmp_path, sp
     with pytest.raises(SuiteError) as err:
         suite(tmp_path, registry, '[tracking]\nwandb = {}\nmlflow = { uri = 3, experiment = " ", port = 5 }')
     text = str(err.value)
-    assert "tracking.wandb: unknown key; allowed: mlflow" in text
+    assert "tracking.wandb: unknown tracker 'wandb'" in text
     assert "tracking.mlflow.uri: must be a string" in text
     assert "tracking.mlflow.experiment: must not be empty" in text
     assert "tracking.mlflow.port: unknown key; allowed: artifact_location, experiment, uri" in text

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from benchbox import hookimpl
+from benchbox.contracts import CliOption
 from benchbox_engine_common.networks import KERAS_ALPHAS, NetworkBackbone, keras_layers, weights_kind
 from benchbox_keras import backends
 
@@ -142,6 +143,18 @@ def benchbox_backbones():
 
 
 from benchbox_keras.families import KerasFamily  # noqa: E402  (it subclasses KerasBackbone)
+
+
+@hookimpl
+def benchbox_cli_options():
+    """--keras-backend for `run` and `bench`: the core knows no framework, so the option is this plugin's."""
+    return [
+        CliOption(
+            "--keras-backend",
+            "Keras backend for keras/* backbones: tensorflow, jax or torch (sets KERAS_BACKEND).",
+            backends.choose_backend,
+        )
+    ]
 
 
 @hookimpl

@@ -116,3 +116,14 @@ def availability(install: str) -> Availability:
     if not any(installed(b) for b in BACKENDS):
         return Availability(False, f"no Keras backend installed (tensorflow, jax or torch); install with: {install}")
     return Availability(True)
+
+
+def choose_backend(name: str, overrides: dict | None = None) -> None:
+    """``--keras-backend NAME``: Keras reads KERAS_BACKEND once, when first imported (by a keras/*
+    backbone's engine, never by the core), so setting it here, before any backbone runs, chooses it."""
+    if name not in BACKENDS:
+        raise BenchboxError(f"--keras-backend {name!r}: choose {', '.join(BACKENDS[:-1])} or {BACKENDS[-1]}")
+    loaded = sys.modules.get("keras")
+    if loaded is not None and hasattr(loaded, "backend") and loaded.backend.backend() != name:
+        raise BenchboxError(f"--keras-backend {name}: Keras is already running on {loaded.backend.backend()}")
+    os.environ["KERAS_BACKEND"] = name

@@ -1,8 +1,8 @@
-"""MLflow tracking for benchbox runs, built on the lifecycle hooks (docs/tracking.md).
+"""MLflow tracking for benchbox runs: a Tracker, the ``--mlflow`` option and `benchbox export mlflow`
+(docs/tracking.md).
 
 Turned on by a suite's ``[tracking] mlflow = { uri = "...", experiment = "..." }`` or by
-``benchbox run --mlflow URI``; the runner hands the table to ``benchbox_run_start`` as
-``manifest["tracking"]``. Each benchbox run directory becomes one parent MLflow run with one child
+``benchbox run --mlflow URI``; the runner hands the table to the tracker's ``start``. Each benchbox run directory becomes one parent MLflow run with one child
 run per cell: params, per-fold metrics (step = fold), summary metrics with their intervals, the
 report files and plots as artefacts, provenance tags. ``benchbox export mlflow RUN_DIR`` does the
 same afterwards from the stored records (:func:`export_run`).
@@ -18,12 +18,14 @@ This module imports MLflow only when a run is tracked: the plugin loads without 
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
 from benchbox import hookimpl
+from benchbox.contracts import Availability, CliOption, Tracker
 from benchbox.errors import BenchboxError, PluginError
 
 
@@ -36,9 +38,6 @@ class _Live:
     missed: int = 0  # folds not sent after a failure
 
 
-_LIVE: dict[str, _Live] = {}  # absolute run directory -> its live mirror
-
-
 def _key(run_dir) -> str:
     return str(Path(run_dir).resolve())
 
@@ -47,59 +46,106 @@ def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-@hookimpl
-def benchbox_run_start(run_dir, manifest):
-    _LIVE.pop(_key(run_dir), None)
-    config = (manifest.get("tracking") or {}).get("mlflow")
-    if config is None:
-        return
-    from benchbox_mlflow.mirror import Mirror
+class MlflowTracker(Tracker):
+    """Mirrors a run into MLflow: a parent run, one child per cell, per-fold and summary metrics."""
 
-    try:
-        mirror = Mirror.open(run_dir, manifest, config)
-        mirror.start()
-    except Exception as exc:
-        where = config.get("uri") or "MLflow's default tracking URI (MLFLOW_TRACKING_URI)"
-        reason = str(exc) if isinstance(exc, BenchboxError) else f"mlflow: cannot log to {where}: {_describe(exc)}"
-        raise PluginError(
-            f"{reason}. Nothing was trained in this session: fix it and rerun, or run without tracking "
-            f"(no [tracking] table, no --mlflow) and send the results later with `benchbox export mlflow "
-            f"{run_dir} --uri URI`",
-            detail=traceback.format_exc(),
-        ) from exc
-    _LIVE[_key(run_dir)] = _Live(mirror)
+    name = "mlflow"
+    description = "MLflow: a parent run per run directory, a child per cell (docs/tracking.md)"
+    defaults = {"uri": "", "experiment": "", "artifact_location": ""}
 
+    def __init__(self):
+        self._live: dict[str, _Live] = {}  # absolute run directory -> its live mirror
 
-@hookimpl
-def benchbox_fold_end(run_dir, record):
-    live = _LIVE.get(_key(run_dir))
-    if live is None:
-        return
-    if live.error:
-        live.missed += 1
-        return
-    try:
-        live.mirror.fold(record)
-    except Exception as exc:
-        _failed(live, run_dir, exc, f"fold {record.fold} of {record.cell}")
+    def availability(self) -> Availability:
+        if importlib.util.find_spec("mlflow") is None:
+            return Availability(False, "MLflow is not installed: pip install 'benchbox[mlflow]'")
+        return Availability(True)
 
+    def check_options(self, options) -> list[str]:
+        return [
+            f"{key}: must not be empty (leave the key out for the default)"
+            for key, value in options.items()
+            if isinstance(value, str) and not value.strip()
+        ]
 
-@hookimpl
-def benchbox_run_end(run_dir, result):
-    live = _LIVE.pop(_key(run_dir), None)
-    if live is None:
-        return
-    if not live.error:
+    def start(self, run_dir, manifest, options):
+        self._live.pop(_key(run_dir), None)
+        from benchbox_mlflow.mirror import Mirror
+
+        config = dict(options)
         try:
-            live.mirror.end(result)
+            mirror = Mirror.open(run_dir, {**manifest, "tracking": {"mlflow": config}}, config)
+            mirror.start()
         except Exception as exc:
-            _failed(live, run_dir, exc, "the run's summary")
-    if live.error:
-        _say(
-            f"warning: mlflow: {live.missed} fold(s) and the run's summary were not sent to {live.mirror.uri}. "
-            f"Every result is stored in {run_dir}; send what is missing with `benchbox export mlflow {run_dir} "
-            f"--uri {live.mirror.uri}` (it logs only what the server lacks)"
+            where = config.get("uri") or "MLflow's default tracking URI (MLFLOW_TRACKING_URI)"
+            reason = str(exc) if isinstance(exc, BenchboxError) else f"mlflow: cannot log to {where}: {_describe(exc)}"
+            raise PluginError(
+                f"{reason}. Nothing was trained in this session: fix it and rerun, or run without tracking "
+                f"(no [tracking] table, no --mlflow) and send the results later with `benchbox export mlflow "
+                f"{run_dir} --uri URI`",
+                detail=traceback.format_exc(),
+            ) from exc
+        self._live[_key(run_dir)] = _Live(mirror)
+
+    def fold_end(self, run_dir, record, options):
+        live = self._live.get(_key(run_dir))
+        if live is None:
+            return
+        if live.error:
+            live.missed += 1
+            return
+        try:
+            live.mirror.fold(record)
+        except Exception as exc:
+            _failed(live, run_dir, exc, f"fold {record.fold} of {record.cell}")
+
+    def end(self, run_dir, result, options):
+        live = self._live.pop(_key(run_dir), None)
+        if live is None:
+            return
+        if not live.error:
+            try:
+                live.mirror.end(result)
+            except Exception as exc:
+                _failed(live, run_dir, exc, "the run's summary")
+        if live.error:
+            _say(
+                f"warning: mlflow: {live.missed} fold(s) and the run's summary were not sent to {live.mirror.uri}. "
+                f"Every result is stored in {run_dir}; send what is missing with `benchbox export mlflow {run_dir} "
+                f"--uri {live.mirror.uri}` (it logs only what the server lacks)"
+            )
+
+
+def _mlflow_option(uri: str, overrides: dict) -> None:
+    """--mlflow URI: turn this tracker on for the run (the experiment defaults to the suite's name)."""
+    if not uri.strip():
+        raise BenchboxError("--mlflow: give a tracking URI, e.g. sqlite:///mlflow.db or http://HOST:5000")
+    tracking = overrides.setdefault("tracking", {})
+    tracking["mlflow"] = {**tracking.get("mlflow", {}), "uri": uri}
+
+
+@hookimpl
+def benchbox_trackers():
+    return [MlflowTracker()]
+
+
+@hookimpl
+def benchbox_cli_options():
+    return [
+        CliOption(
+            "--mlflow",
+            "Also log the run to this MLflow tracking URI (overrides the suite's tracking.mlflow table).",
+            _mlflow_option,
+            bench=False,
         )
+    ]
+
+
+@hookimpl
+def benchbox_cli_commands(app, groups):
+    from benchbox_mlflow.command import add_export_command
+
+    add_export_command(groups["export"])
 
 
 def _failed(live: _Live, run_dir, exc: Exception, what: str) -> None:
