@@ -24,7 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from benchbox.contracts import Backbone
-from benchbox.environment import busy_note, set_threads
+from benchbox.environment import busy_note, choose_threads
 from benchbox.errors import BenchboxError, PluginError
 
 app = typer.Typer(
@@ -45,7 +45,10 @@ export_app = typer.Typer(help="Send stored runs to an experiment tracker.", no_a
 app.add_typer(export_app, name="export")
 # a terminal's own width; piped or to a file: COLUMNS when set (rich reads it), else 200
 _COLUMNS_SET = os.environ.get("COLUMNS", "").isdigit()
-THREADS_HELP = "Framework threads per process (OMP_NUM_THREADS, TF_NUM_INTRAOP_THREADS); 1 on a busy machine."
+THREADS_HELP = (
+    "Framework threads per process (OMP_NUM_THREADS, TF_NUM_INTRAOP_THREADS, BLAS pools): auto (default) sizes "
+    "them to the cores free at the start (affinity, CPU quota, load average), or a number."
+)
 console = Console(width=None if sys.stdout.isatty() or _COLUMNS_SET else 200)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() or _COLUMNS_SET else 200)
 STATE = {"verbose": False}
@@ -160,7 +163,7 @@ def run(
         "--keras-backend",
         help="Keras backend for keras/* backbones: tensorflow, jax or torch (sets KERAS_BACKEND).",
     ),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
+    threads: str = typer.Option("auto", "--threads", help=THREADS_HELP),
 ):
     """Run a suite: train and evaluate every dataset x backbone x fold, then print the comparison.
 
@@ -171,8 +174,7 @@ def run(
     from benchbox.views.report import print_terminal
 
     _keras_backend(keras_backend)
-    if threads is not None:
-        set_threads(threads)
+    chosen = choose_threads(threads)
     registry = _registry()
     s = load_suite(suite, registry, check_availability=True)
     if mlflow is not None:  # docs/tracking.md; the experiment defaults to the suite's name
@@ -199,7 +201,7 @@ def run(
     for key in ("cpus_per_fold", "gpus_per_fold", "max_retries"):
         if getattr(executor_config, key) < 0:
             raise BenchboxError(f"--{key.replace('_', '-')} must not be negative")
-    note = busy_note()
+    note = busy_note(chosen)
     if note:
         console.print(esc(note), style="yellow", highlight=False)
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
@@ -505,7 +507,7 @@ def bench(
         "--keras-backend",
         help="Keras backend for keras/* backbones: tensorflow, jax or torch (sets KERAS_BACKEND).",
     ),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
+    threads: str = typer.Option("auto", "--threads", help=THREADS_HELP),
 ):
     """Inference and training throughput, timm-style: warm-up excluded, synchronised clocks."""
     import pandas as pd
@@ -513,8 +515,7 @@ def bench(
     from benchbox.bench import CSV_COLUMNS, bench_backbone
 
     _keras_backend(keras_backend)
-    if threads is not None:
-        set_threads(threads)
+    choose_threads(threads)
     if device not in ("cpu", "cuda"):
         raise BenchboxError(f"--device {device!r}: choose cpu or cuda")
     try:

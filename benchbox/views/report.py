@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 from tabulate import tabulate
 
+from benchbox.environment import busy_start
 from benchbox.store import write_atomic
 from benchbox.summary import RunResult
 from benchbox.views.format import header, interval_note, md_escape, missing, number, value
@@ -37,6 +38,8 @@ def note(result: RunResult) -> str:
         "Train s: harness wall time of fit, summed over folds; Infer img/s: whole network, one batch after "
         "a warm-up, median over folds."
     )
+    manifest = getattr(result, "manifest", None) or {}
+    parts.append(busy_start(manifest.get("environment") or {}))  # a busy machine's timings: say so
     return " ".join(p for p in parts if p)
 
 
