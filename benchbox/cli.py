@@ -60,6 +60,16 @@ def esc(value) -> str:
     return rich_escape(str(value))
 
 
+def _data_dir_option(value: Optional[Path]) -> Optional[Path]:
+    """--data-dir (or BENCHBOX_DATA) names a folder: a file is a usage error that says so."""
+    if value is not None and value.exists() and not value.is_dir():
+        raise typer.BadParameter(
+            f"{value} is a file, not a folder: give the folder that holds the data sources (or that they are "
+            "downloaded into)"
+        )
+    return value
+
+
 class Interrupted(BenchboxError):
     """Ctrl-C: what was kept, and the command that resumes."""
 
@@ -142,7 +152,11 @@ def _resume_hint(suite: Path, out_dir: Path | None) -> str:
 def run(
     suite: Path = typer.Argument(..., help="Suite file (TOML)."),
     data_dir: Optional[Path] = typer.Option(
-        None, "--data-dir", envvar="BENCHBOX_DATA", help="Root of the raw data sources (default: user cache)."
+        None,
+        "--data-dir",
+        envvar="BENCHBOX_DATA",
+        callback=_data_dir_option,
+        help="Root of the raw data sources (default: user cache).",
     ),
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Write (or resume) this run directory."),
     new: bool = typer.Option(False, "--new", help="Start a new run even if an unfinished one exists."),
@@ -291,7 +305,11 @@ def export_mlflow(
 def validate(
     suite: Path = typer.Argument(..., help="Suite file (TOML)."),
     data_dir: Optional[Path] = typer.Option(
-        None, "--data-dir", envvar="BENCHBOX_DATA", help="Root of the raw data sources (default: user cache)."
+        None,
+        "--data-dir",
+        envvar="BENCHBOX_DATA",
+        callback=_data_dir_option,
+        help="Root of the raw data sources (default: user cache).",
     ),
     no_data: bool = typer.Option(False, "--no-data", help="Check the file only; do not read the data sets' tables."),
 ):
@@ -404,11 +422,19 @@ def explain(
     from benchbox.records import group_by_cell
     from benchbox.store import RunStore, write_atomic
 
+    if out is not None and out.exists() and not out.is_dir():
+        raise BenchboxError(
+            f"--out {out} is a file; --out names a folder for the panels and heat_share.csv: choose a new or "
+            f"existing folder (e.g. {out.parent / 'gradcam'}), or move the file away"
+        )
     store = RunStore(run_dir)
     manifest = store.manifest()
     records, _ = store.read_records(manifest)
     cells = group_by_cell(records)
-    explained = ex.stored(run_dir, {c.slug: c for c in cells})
+    damaged: list[str] = []
+    explained = ex.stored(run_dir, {c.slug: c for c in cells}, damaged)
+    for problem in damaged:
+        err_console.print(f"warning: {problem}", markup=False, highlight=False)
     if not explained:
         why = sorted({str(r.info["explain"].get("status")) for r in records if isinstance(r.info.get("explain"), dict)})
         if why:
@@ -417,6 +443,12 @@ def explain(
     settings = (manifest.get("suite_as_run") or {}).get("explain") or {}
     centre, frame = float(settings.get("centre", 0.6)), float(settings.get("frame", 0.1))
     target = out if out is not None else Path(run_dir) / "plots"
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BenchboxError(
+            f"--out {target}: cannot create that folder ({exc.strerror or exc}); choose another"
+        ) from None
     paths = ex.draw_panels(explained, target, images)
     table = ex.share_frame(explained, cells, centre, frame)
     csv_path = target / "heat_share.csv"
@@ -697,7 +729,7 @@ def _default_samples(registry, name: str, seed: int, data_dir):
 def data_describe(
     names: Optional[list[str]] = typer.Argument(None, help="Dataset plugins (default: all)."),
     data_dir: Optional[Path] = typer.Option(
-        None, "--data-dir", envvar="BENCHBOX_DATA", help="Root of the raw data sources."
+        None, "--data-dir", envvar="BENCHBOX_DATA", callback=_data_dir_option, help="Root of the raw data sources."
     ),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the composition draw."),
 ):
@@ -757,7 +789,9 @@ def _sources(registry, names):
 @data_app.command("fetch")
 def data_fetch(
     sources: Optional[list[str]] = typer.Argument(None, help="Data sources, e.g. cohen kermany (default: all)."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", envvar="BENCHBOX_DATA", help="Root to download into."),
+    data_dir: Optional[Path] = typer.Option(
+        None, "--data-dir", envvar="BENCHBOX_DATA", callback=_data_dir_option, help="Root to download into."
+    ),
 ):
     """Download, verify and unpack raw data sources into the data root."""
     from benchbox.datadir import data_root
@@ -778,7 +812,7 @@ def data_fetch(
 def data_verify(
     sources: Optional[list[str]] = typer.Argument(None, help="Data sources (default: all)."),
     data_dir: Optional[Path] = typer.Option(
-        None, "--data-dir", envvar="BENCHBOX_DATA", help="Root that holds the sources."
+        None, "--data-dir", envvar="BENCHBOX_DATA", callback=_data_dir_option, help="Root that holds the sources."
     ),
 ):
     """Check a data root against the sources' shipped manifests: missing, changed and extra files."""
@@ -814,7 +848,7 @@ def data_export(
     to: Path = typer.Option(..., "--to", help="Folder to create (class folders + labels.csv)."),
     input_size: str = typer.Option("256x256", "--size", help="HEIGHTxWIDTH of the written images."),
     data_dir: Optional[Path] = typer.Option(
-        None, "--data-dir", envvar="BENCHBOX_DATA", help="Root of the raw data sources."
+        None, "--data-dir", envvar="BENCHBOX_DATA", callback=_data_dir_option, help="Root of the raw data sources."
     ),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the data set's draw."),
     option: Optional[list[str]] = typer.Option(
