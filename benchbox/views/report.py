@@ -56,8 +56,11 @@ def comparison_frame(result: RunResult) -> pd.DataFrame:
         row["vs best"] = r.get("vs_best") if isinstance(r.get("vs_best"), str) else ""
         row["Train s"] = number(r.get("train_seconds"))
         row["Infer img/s"] = number(r.get("infer_images_per_sec"))
+        if isinstance(r.get("degenerate"), str):  # a model that predicts one class: said in the table itself
+            row["Note"] = f"degenerate: {r['degenerate']}"
         rows.append(row)
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    return frame.fillna({"Note": ""}) if "Note" in frame else frame
 
 
 def numeric_frame(result: RunResult) -> pd.DataFrame:
