@@ -94,9 +94,9 @@ def summarise(store: RunStore, registry, with_sections: bool = True) -> RunResul
         positive = dmeta.get("positive_class") or classes[0]
         expected = meta.get("folds")
         if expected is not None and len(recs) < expected:
-            missing = sorted(set(range(expected)) - {r.fold for r in recs})
+            absent = sorted(set(range(expected)) - {r.fold for r in recs})  # not `missing`: the evaluators'
             problems.append(
-                f"{cell}: folds {missing} missing ({len(recs)}/{expected} done); "
+                f"{cell}: folds {absent} missing ({len(recs)}/{expected} done); "
                 "the figures below use the finished folds only"
             )
         row = {

@@ -209,3 +209,14 @@ def test_a_model_predicting_one_class_is_marked_in_the_table_and_report(stored, 
     assert notes[("syn", "centroid")] == "degenerate: predicts 'pneumonia' for all 24 test images"
     assert sum(bool(n) for n in notes.values()) == 1  # the others are not marked
     assert "degenerate model" in render_text(result, "markdown")
+
+
+def test_a_missing_fold_is_not_taken_for_a_missing_evaluator(stored, registry):  # noqa: F811
+    """summarise's list of missing folds overwrote its list of missing evaluators, so `benchbox report` on a
+    run with a fold missing left the report files stale, 'since they show the metrics of evaluator(s) 0'."""
+    from benchbox.summary import summarise
+
+    first_record(stored.run_dir).unlink()
+    result = summarise(RunStore(stored.run_dir), registry)
+    assert result.missing_evaluators == []
+    assert any("folds [0] missing" in p for p in result.problems)
