@@ -70,6 +70,14 @@ def _data_dir_option(value: Optional[Path]) -> Optional[Path]:
     return value
 
 
+def _threads_option(value: str) -> str:
+    """--threads: auto or a whole number from 1 (a usage error otherwise, like any malformed option)."""
+    text = str(value).strip().lower()
+    if text != "auto" and not (text.isdigit() and int(text) >= 1):
+        raise typer.BadParameter(f"{value!r}: give auto (the default: the cores free at the start) or a number from 1")
+    return text
+
+
 class Interrupted(BenchboxError):
     """Ctrl-C: what was kept, and the command that resumes."""
 
@@ -177,7 +185,7 @@ def run(
         "--keras-backend",
         help="Keras backend for keras/* backbones: tensorflow, jax or torch (sets KERAS_BACKEND).",
     ),
-    threads: str = typer.Option("auto", "--threads", help=THREADS_HELP),
+    threads: str = typer.Option("auto", "--threads", callback=_threads_option, help=THREADS_HELP),
 ):
     """Run a suite: train and evaluate every dataset x backbone x fold, then print the comparison.
 
@@ -539,7 +547,7 @@ def bench(
         "--keras-backend",
         help="Keras backend for keras/* backbones: tensorflow, jax or torch (sets KERAS_BACKEND).",
     ),
-    threads: str = typer.Option("auto", "--threads", help=THREADS_HELP),
+    threads: str = typer.Option("auto", "--threads", callback=_threads_option, help=THREADS_HELP),
 ):
     """Inference and training throughput, timm-style: warm-up excluded, synchronised clocks."""
     import pandas as pd

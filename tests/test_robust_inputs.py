@@ -220,3 +220,9 @@ def test_a_missing_fold_is_not_taken_for_a_missing_evaluator(stored, registry): 
     result = summarise(RunStore(stored.run_dir), registry)
     assert result.missing_evaluators == []
     assert any("folds [0] missing" in p for p in result.problems)
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "many", "1.5"])
+def test_threads_takes_auto_or_a_number(capsys, tmp_path, value):
+    code, text = cli(capsys, "run", tmp_path / "s.toml", "--threads", value)
+    assert code == 2 and "Invalid value for '--threads'" in text and "give auto" in text
