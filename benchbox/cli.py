@@ -25,7 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from benchbox.contracts import Backbone
-from benchbox.environment import busy_note, set_threads
+from benchbox.environment import busy_note, choose_threads
 from benchbox.errors import BenchboxError, PluginError
 
 app = typer.Typer(
@@ -46,7 +46,10 @@ export_app = typer.Typer(help="Send stored runs to an experiment tracker.", no_a
 app.add_typer(export_app, name="export")
 # a terminal's own width; piped or to a file: COLUMNS when set (rich reads it), else 200
 _COLUMNS_SET = os.environ.get("COLUMNS", "").isdigit()
-THREADS_HELP = "Framework threads per process (OMP_NUM_THREADS, TF_NUM_INTRAOP_THREADS); 1 on a busy machine."
+THREADS_HELP = (
+    "Framework threads per process (OMP_NUM_THREADS, TF_NUM_INTRAOP_THREADS, BLAS pools): auto (default) sizes "
+    "them to the cores free at the start (affinity, CPU quota, load average), or a number."
+)
 console = Console(width=None if sys.stdout.isatty() or _COLUMNS_SET else 200)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() or _COLUMNS_SET else 200)
 STATE = {"verbose": False, "overrides": {}, "registry": None}
@@ -56,6 +59,24 @@ def esc(value) -> str:
     """Text from plugins, suites and data (names, descriptions, messages) shown literally: never
     read as rich markup (a class named '[/]' must not crash a table, nor '[red]' colour it)."""
     return rich_escape(str(value))
+
+
+def _data_dir_option(value: Optional[Path]) -> Optional[Path]:
+    """--data-dir (or BENCHBOX_DATA) names a folder: a file is a usage error that says so."""
+    if value is not None and value.exists() and not value.is_dir():
+        raise typer.BadParameter(
+            f"{value} is a file, not a folder: give the folder that holds the data sources (or that they are "
+            "downloaded into)"
+        )
+    return value
+
+
+def _threads_option(value: str) -> str:
+    """--threads: auto or a whole number from 1 (a usage error otherwise, like any malformed option)."""
+    text = str(value).strip().lower()
+    if text != "auto" and not (text.isdigit() and int(text) >= 1):
+        raise typer.BadParameter(f"{value!r}: give auto (the default: the cores free at the start) or a number from 1")
+    return text
 
 
 class Interrupted(BenchboxError):
@@ -140,7 +161,11 @@ def _resume_hint(suite: Path, out_dir: Path | None) -> str:
 def run(
     suite: Path = typer.Argument(..., help="Suite file (TOML)."),
     data_dir: Optional[Path] = typer.Option(
-        None, "--data-dir", envvar="BENCHBOX_DATA", help="Root of the raw data sources (default: user cache)."
+        None,
+        "--data-dir",
+        envvar="BENCHBOX_DATA",
+        callback=_data_dir_option,
+        help="Root of the raw data sources (default: user cache).",
     ),
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Write (or resume) this run directory."),
     new: bool = typer.Option(False, "--new", help="Start a new run even if an unfinished one exists."),
@@ -153,7 +178,7 @@ def run(
     memory_per_fold_gb: Optional[float] = typer.Option(None, "--memory-per-fold-gb", help="Ray: memory per fold."),
     max_retries: Optional[int] = typer.Option(None, "--max-retries", help="Ray: retries of a failing fold."),
     ray_local_cpus: Optional[int] = typer.Option(None, "--ray-local-cpus", help="CPUs of a local Ray instance."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
+    threads: str = typer.Option("auto", "--threads", callback=_threads_option, help=THREADS_HELP),
 ):
     """Run a suite: train and evaluate every dataset x backbone x fold, then print the comparison.
 
@@ -163,8 +188,7 @@ def run(
     from benchbox.suite import load_suite, with_tracking_overrides
     from benchbox.views.report import print_terminal
 
-    if threads is not None:
-        set_threads(threads)
+    chosen = choose_threads(threads)
     registry = _registry()
     s = load_suite(suite, registry, check_availability=True)
     s.tracking = with_tracking_overrides(s.tracking, STATE["overrides"].get("tracking", {}), registry)
@@ -184,7 +208,7 @@ def run(
         names = sorted(registry.executors)
         raise BenchboxError(f"--executor {executor!r}: choose {' or '.join(names)}{did_you_mean(executor, names)}")
     chosen_executor = choose_executor(registry, settings)
-    note = busy_note()
+    note = busy_note(chosen)
     if note:
         console.print(esc(note), style="yellow", highlight=False)
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
@@ -226,7 +250,11 @@ def run(
 def validate(
     suite: Path = typer.Argument(..., help="Suite file (TOML)."),
     data_dir: Optional[Path] = typer.Option(
-        None, "--data-dir", envvar="BENCHBOX_DATA", help="Root of the raw data sources (default: user cache)."
+        None,
+        "--data-dir",
+        envvar="BENCHBOX_DATA",
+        callback=_data_dir_option,
+        help="Root of the raw data sources (default: user cache).",
     ),
     no_data: bool = typer.Option(False, "--no-data", help="Check the file only; do not read the data sets' tables."),
 ):
@@ -356,11 +384,19 @@ def explain(
     from benchbox.records import group_by_cell
     from benchbox.store import RunStore, write_atomic
 
+    if out is not None and out.exists() and not out.is_dir():
+        raise BenchboxError(
+            f"--out {out} is a file; --out names a folder for the panels and heat_share.csv: choose a new or "
+            f"existing folder (e.g. {out.parent / 'gradcam'}), or move the file away"
+        )
     store = RunStore(run_dir)
     manifest = store.manifest()
     records, _ = store.read_records(manifest)
     cells = group_by_cell(records)
-    explained = ex.stored(run_dir, {c.slug: c for c in cells})
+    damaged: list[str] = []
+    explained = ex.stored(run_dir, {c.slug: c for c in cells}, damaged)
+    for problem in damaged:
+        err_console.print(f"warning: {problem}", markup=False, highlight=False)
     if not explained:
         why = sorted({str(r.info["explain"].get("status")) for r in records if isinstance(r.info.get("explain"), dict)})
         if why:
@@ -369,6 +405,12 @@ def explain(
     settings = (manifest.get("suite_as_run") or {}).get("explain") or {}
     centre, frame = float(settings.get("centre", 0.6)), float(settings.get("frame", 0.1))
     target = out if out is not None else Path(run_dir) / "plots"
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BenchboxError(
+            f"--out {target}: cannot create that folder ({exc.strerror or exc}); choose another"
+        ) from None
     paths = ex.draw_panels(explained, target, images)
     table = ex.share_frame(explained, cells, centre, frame)
     csv_path = target / "heat_share.csv"
@@ -453,15 +495,14 @@ def bench(
     channels_last: bool = typer.Option(False, "--channels-last", help="PyTorch channels-last memory format."),
     min_seconds: float = typer.Option(2.0, "--min-seconds", help="Measure each figure for at least this long."),
     output: Path = typer.Option(Path("bench.csv"), "--output", "-o", help="CSV file to write."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
+    threads: str = typer.Option("auto", "--threads", callback=_threads_option, help=THREADS_HELP),
 ):
     """Inference and training throughput, timm-style: warm-up excluded, synchronised clocks."""
     import pandas as pd
 
     from benchbox.bench import CSV_COLUMNS, bench_backbone
 
-    if threads is not None:
-        set_threads(threads)
+    choose_threads(threads)
     if device not in ("cpu", "cuda"):
         raise BenchboxError(f"--device {device!r}: choose cpu or cuda")
     try:
@@ -643,7 +684,7 @@ def _default_samples(registry, name: str, seed: int, data_dir):
 def data_describe(
     names: Optional[list[str]] = typer.Argument(None, help="Dataset plugins (default: all)."),
     data_dir: Optional[Path] = typer.Option(
-        None, "--data-dir", envvar="BENCHBOX_DATA", help="Root of the raw data sources."
+        None, "--data-dir", envvar="BENCHBOX_DATA", callback=_data_dir_option, help="Root of the raw data sources."
     ),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the composition draw."),
 ):
@@ -703,7 +744,9 @@ def _sources(registry, names):
 @data_app.command("fetch")
 def data_fetch(
     sources: Optional[list[str]] = typer.Argument(None, help="Data sources, e.g. cohen kermany (default: all)."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", envvar="BENCHBOX_DATA", help="Root to download into."),
+    data_dir: Optional[Path] = typer.Option(
+        None, "--data-dir", envvar="BENCHBOX_DATA", callback=_data_dir_option, help="Root to download into."
+    ),
 ):
     """Download, verify and unpack raw data sources into the data root."""
     from benchbox.datadir import data_root
@@ -724,7 +767,7 @@ def data_fetch(
 def data_verify(
     sources: Optional[list[str]] = typer.Argument(None, help="Data sources (default: all)."),
     data_dir: Optional[Path] = typer.Option(
-        None, "--data-dir", envvar="BENCHBOX_DATA", help="Root that holds the sources."
+        None, "--data-dir", envvar="BENCHBOX_DATA", callback=_data_dir_option, help="Root that holds the sources."
     ),
 ):
     """Check a data root against the sources' shipped manifests: missing, changed and extra files."""
@@ -760,7 +803,7 @@ def data_export(
     to: Path = typer.Option(..., "--to", help="Folder to create (class folders + labels.csv)."),
     input_size: str = typer.Option("256x256", "--size", help="HEIGHTxWIDTH of the written images."),
     data_dir: Optional[Path] = typer.Option(
-        None, "--data-dir", envvar="BENCHBOX_DATA", help="Root of the raw data sources."
+        None, "--data-dir", envvar="BENCHBOX_DATA", callback=_data_dir_option, help="Root of the raw data sources."
     ),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the data set's draw."),
     option: Optional[list[str]] = typer.Option(

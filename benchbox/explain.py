@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import zipfile
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -187,26 +189,44 @@ def to_npz(fields: dict) -> bytes:
     return buf.getvalue()
 
 
-def read_npz(path: Path) -> dict | None:
-    """One fold's explanations, or None when the file is missing or damaged."""
+def load_npz(path: Path) -> dict:
+    """One fold's explanations; ValueError saying what is wrong when the file is missing or damaged
+    (truncated or not a zip archive, a field missing, maps of the wrong shape)."""
     try:
         with np.load(path, allow_pickle=False) as data:
             out = {k: data[k] for k in data.files}
-    except (OSError, ValueError, EOFError, KeyError):
-        return None
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
+        raise ValueError(f"not a readable .npz archive ({type(exc).__name__}: {exc})") from None
     need = ("maps", "ids", "y_true", "predicted", "probability", "classes")
-    if any(k not in out for k in need) or out["maps"].ndim != 3 or len(out["maps"]) != len(out["ids"]):
-        return None
+    missing = [k for k in need if k not in out]
+    if missing:
+        raise ValueError(f"fields {missing} missing")
+    if out["maps"].ndim != 3 or len(out["maps"]) != len(out["ids"]):
+        raise ValueError(f"maps of shape {out['maps'].shape} for {len(out['ids'])} images")
     return out
 
 
-def read_run(run_dir: Path) -> list[dict]:
+def read_npz(path: Path) -> dict | None:
+    """One fold's explanations, or None when the file is missing or damaged."""
+    try:
+        return load_npz(path)
+    except ValueError:
+        return None
+
+
+def read_run(run_dir: Path, problems: list[str] | None = None) -> list[dict]:
     """Every stored fold's explanations of a run, each with ``cell`` (its file's cell slug) and
-    ``fold``, in file order; damaged files are skipped."""
+    ``fold``, in file order; damaged files are skipped, each named in ``problems``."""
     out = []
     for p in sorted((Path(run_dir) / FOLDER).glob("*.npz")):
-        data = read_npz(p)
-        if data is None:
+        try:
+            data = load_npz(p)
+        except ValueError as exc:
+            if problems is not None:
+                problems.append(
+                    f"{p}: skipped damaged Grad-CAM maps ({exc}); delete the file and its fold record in folds/, "
+                    "then rerun `benchbox run` on the suite to redo that fold"
+                )
             continue
         stem = p.stem
         cell, _, fold = stem.rpartition("__fold")
@@ -226,11 +246,12 @@ NO_EXPLANATIONS = (
 )
 
 
-def stored(run_dir: Path, cells: dict | None = None) -> list[dict]:
+def stored(run_dir: Path, cells: dict | None = None, problems: list[str] | None = None) -> list[dict]:
     """The run's explanations, each with its ``cell`` as a CellKey when ``cells`` (slug -> CellKey)
-    knows it; files of cells or folds without a record are left out when ``cells`` is given."""
+    knows it; files of cells or folds without a record are left out when ``cells`` is given; damaged
+    files are named in ``problems``."""
     out = []
-    for data in read_run(run_dir):
+    for data in read_run(run_dir, problems):
         if cells is not None:
             key = cells.get(data["cell"])
             if key is None:

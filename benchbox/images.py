@@ -285,6 +285,8 @@ def decode_image(path: str | os.PathLike, channels: int = 1) -> np.ndarray:
         if has_dicom_preamble(path):
             return decode_dicom(path, channels)
         raise UnreadableImage(path, str(exc)) from None
+    except Image.DecompressionBombError as exc:  # Pillow's guard against huge images (names no file)
+        raise UnreadableImage(path, f"too large to decode safely ({exc})") from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise UnreadableImage(path, str(exc)) from None
 

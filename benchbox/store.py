@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from benchbox.errors import StoreError
-from benchbox.records import CellKey, FoldRecord, legacy_aliases
+from benchbox.records import CellKey, FoldRecord, data_index, legacy_aliases
 
 
 def split_fingerprint(ids, folds, protocol: str) -> str:
@@ -78,11 +78,21 @@ def write_atomic(path: Path, text: str | bytes) -> None:
         raise
 
 
+def load_json(path: Path):
+    """The JSON value of a file. Raises OSError or ValueError (never RecursionError: JSON nested deeper
+    than Python's parser goes is a damaged file like any other)."""
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply to be a file benchbox wrote") from None
+
+
 def read_json_object(path: Path) -> dict | None:
     """A JSON object from a file, or None when the file is missing, unreadable, not JSON or not an
     object (a run directory's files may have been damaged or edited by hand)."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = load_json(path)
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
@@ -139,9 +149,12 @@ class RunStore:
                 f"{self.path}: not a benchbox run (no {MANIFEST}); pass a directory written by `benchbox run`"
             )
         try:
-            data = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+            data = load_json(self.manifest_path)
         except (OSError, ValueError) as exc:
-            raise StoreError(f"{self.manifest_path}: unreadable manifest ({exc})") from None
+            raise StoreError(
+                f"{self.manifest_path}: unreadable manifest ({exc}). The fold records in {self.path / 'folds'} "
+                "are kept; restore the manifest from a copy, or start a new run (--new, or another --run-dir)"
+            ) from None
         if not isinstance(data, dict) or data.get("format") not in READABLE_FORMATS:
             fmt = data.get("format") if isinstance(data, dict) else None
             raise StoreError(f"{self.manifest_path}: not a benchbox run manifest (format {fmt!r})")
@@ -195,8 +208,11 @@ class RunStore:
         raise RunLocked(f"{self.path}: could not take the lock {lock}; delete it if no benchbox is running")
 
     def remove_temporary(self) -> list[Path]:
-        """Delete the temporary files of writes a killed process left half done (call with the lock held)."""
+        """Delete the temporary files of writes a killed process left half done (call with the lock held):
+        benchbox's own (``.NAME.XXXX.tmp``, ``plots/*.tmp.png``) and other tools' ``.tmp-*`` files, which
+        would otherwise be read as damaged fold records by every later run and report."""
         leftovers = [p for p in self.path.rglob(".*.tmp") if p.name != LOCK] + list(self.path.glob("plots/*.tmp.png"))
+        leftovers += [p for p in self.path.rglob(".tmp-*") if p.is_file() and not p.is_symlink()]
         for p in leftovers:
             p.unlink(missing_ok=True)
         return leftovers
@@ -259,8 +275,8 @@ class RunStore:
         if data is None:
             return False  # missing or damaged: (re)done
         try:
-            _validate(FoldRecord.from_json(data))
-        except (ValueError, TypeError, KeyError, AttributeError, StoreError):
+            _validate(FoldRecord.from_json(data), *_bounds(self.manifest() if self.manifest_path.exists() else {}))
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError, StoreError):
             return False  # a record the views would skip (NaN, wrong shape, bad labels) is redone too
         return digest is None or data.get("suite_digest") == digest
 
@@ -349,14 +365,15 @@ class RunStore:
         aliases = legacy_aliases(manifest)
         digest = manifest.get("suite_digest") if manifest.get("format") == FORMAT else None
         records, problems = [], []
+        bounds = _bounds(manifest)
         for p in sorted((self.path / "folds").glob("*.json")):
             try:
-                data = json.loads(p.read_text(encoding="utf-8"))
+                data = load_json(p)
                 if not isinstance(data, dict):
                     raise ValueError(f"a JSON {type(data).__name__}, not a record")
                 rec = FoldRecord.from_json(data, aliases)
-                _validate(rec)
-            except (OSError, ValueError, TypeError, KeyError, AttributeError, StoreError) as exc:
+                _validate(rec, *bounds)
+            except (OSError, ValueError, TypeError, KeyError, AttributeError, OverflowError, StoreError) as exc:
                 problems.append(
                     f"{p}: skipped a damaged fold record ({exc}); rerun `benchbox run` on the suite to redo it"
                 )
@@ -371,7 +388,27 @@ class RunStore:
         return records, problems
 
 
-def _validate(rec: FoldRecord) -> None:
+def _bounds(manifest: dict) -> tuple[int | None, dict]:
+    """What the manifest allows a record: the number of fold units per cell (the folds, and a refit
+    model's fold number), and each data set's classes."""
+    protocol = manifest.get("protocol") or {}
+    counts = [protocol.get("k")] + [c.get("folds") for c in manifest.get("cells") or [] if isinstance(c, dict)]
+    counts = [int(n) for n in counts if isinstance(n, int) and not isinstance(n, bool) and n > 0]
+    units = max(counts) + 1 if counts else None  # a cross-dataset refit model is stored as fold k
+    classes = {key: list(meta.get("classes") or []) for key, meta in data_index(manifest).items()}
+    return units, classes
+
+
+def _validate(rec: FoldRecord, units: int | None = None, classes: dict | None = None) -> None:
+    """Refuse a record no run could have written: wrong shapes, non-finite probabilities, labels
+    outside the class list, a fold number outside the protocol's (``units``) or classes that are not
+    its data set's (``classes``: data key -> the manifest's class list)."""
+    if rec.fold < 0 or (units is not None and rec.fold >= units):
+        allowed = f"0-{units - 1}" if units is not None else "0 or more"
+        raise ValueError(f"fold number {rec.fold} is impossible (this run's protocol has folds {allowed})")
+    known = (classes or {}).get(rec.cell.data)
+    if known and rec.classes and set(rec.classes) - set(known):
+        raise ValueError(f"classes {sorted(set(rec.classes) - set(known))} are not the data set's ({known})")
     p = rec.probabilities
     if p.ndim != 2 or p.shape[0] != len(rec.y_true):
         raise ValueError(f"probabilities of shape {p.shape} for {len(rec.y_true)} test images")

@@ -313,7 +313,7 @@ def validate_suite(
     evaluators = raw.get("evaluators", list(DEFAULT_EVALUATORS))
     if isinstance(evaluators, list):
         for i, ev in enumerate(evaluators):
-            if ev not in registry.evaluators:
+            if not isinstance(ev, str) or ev not in registry.evaluators:  # a list or table: unhashable
                 c.add(
                     f"evaluators[{i}]",
                     f"unknown evaluator {ev!r}; available: {', '.join(sorted(registry.evaluators)) or 'none'}",

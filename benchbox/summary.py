@@ -94,9 +94,9 @@ def summarise(store: RunStore, registry, with_sections: bool = True) -> RunResul
         positive = dmeta.get("positive_class") or classes[0]
         expected = meta.get("folds")
         if expected is not None and len(recs) < expected:
-            missing = sorted(set(range(expected)) - {r.fold for r in recs})
+            absent = sorted(set(range(expected)) - {r.fold for r in recs})  # not `missing`: the evaluators'
             problems.append(
-                f"{cell}: folds {missing} missing ({len(recs)}/{expected} done); "
+                f"{cell}: folds {absent} missing ({len(recs)}/{expected} done); "
                 "the figures below use the finished folds only"
             )
         row = {
@@ -120,6 +120,12 @@ def summarise(store: RunStore, registry, with_sections: bool = True) -> RunResul
                 row.update(entry.obj.evaluate(recs, classes, positive))
             except Exception as exc:  # one evaluator's bug must not hide the other metrics
                 problems.append(f"evaluator {name!r} ({entry.origin}) failed on {cell}: {type(exc).__name__}: {exc}")
+        degenerate = one_class_only(recs, classes)
+        if degenerate:
+            row["degenerate"] = degenerate
+            problems.append(
+                f"{cell}: degenerate model: it {degenerate}; its scores measure that class's share, not skill"
+            )
         rates = [r.infer_images_per_sec for r in recs if np.isfinite(r.infer_images_per_sec)]
         row["train_seconds"] = float(sum(r.train_seconds for r in recs))
         row["infer_images_per_sec"] = float(np.median(rates)) if rates else float("nan")
@@ -174,6 +180,19 @@ def collect_sections(result: RunResult, registry) -> list[Section]:
     return out
 
 
+def one_class_only(records, classes) -> str:
+    """What is wrong with a cell whose model predicted one class for every test image of a data set
+    that has several ("" when it did not): such a model is ranked by its class's share alone."""
+    predicted = np.concatenate([r.predicted for r in records]) if records else np.zeros(0, int)
+    truth = np.concatenate([r.y_true for r in records]) if records else np.zeros(0, int)
+    kinds = np.unique(predicted)
+    if len(kinds) != 1 or len(np.unique(truth)) < 2:
+        return ""
+    k = int(kinds[0])
+    name = classes[k] if 0 <= k < len(classes) else str(k)
+    return f"predicts {name!r} for all {len(predicted)} test images"
+
+
 def correct_by_id(records) -> dict[str, bool]:
     """Sample id -> whether the cell's pooled prediction was right."""
     out = {}
@@ -202,7 +221,12 @@ def mark_significance(rows, cells, metric: str, alpha: float = 0.05) -> None:
             shared = sorted(set(mine) & set(best_correct))
             test = mcnemar([best_correct[i] for i in shared], [mine[i] for i in shared])
             row["vs_best_p"] = test["p_value"]
-            row["vs_best"] = f"p={test['p_value']:.3f}" + ("*" if test["p_value"] < alpha else "")
+            row["vs_best"] = p_text(test["p_value"]) + ("*" if test["p_value"] < alpha else "")
+
+
+def p_text(p: float) -> str:
+    """A p-value as the tables show it: three decimals, and "p < 0.001" below that (never "p=0.000")."""
+    return "p < 0.001" if p < 0.0005 else f"p={p:.3f}"
 
 
 #: what the cross-dataset matrix reports, positive class against the rest (names as the evaluators use them)

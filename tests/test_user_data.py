@@ -174,7 +174,10 @@ def test_folder_without_images(tmp_path):
 
 def test_folder_empty_class_folder(tree):
     (tree / "viral").mkdir()
-    s = samples("folder", root=str(tree))
+    # refused, naming the folder, as torchvision's ImageFolder does unless allow_empty (issue 24)
+    with pytest.raises(DataError, match=r"class folder\(s\) '.*viral' hold no images.*allow_empty = true"):
+        samples("folder", root=str(tree))
+    s = samples("folder", root=str(tree), allow_empty=True)
     assert "viral" not in s.classes and any("viral" in w and "no images" in w for w in s.warnings)
     with pytest.raises(DataError, match=r"class folder .*viral.* is empty.*classes names 'viral'"):
         samples("folder", root=str(tree), classes=["covid", "viral"])

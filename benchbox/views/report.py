@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 from tabulate import tabulate
 
+from benchbox.environment import busy_start
 from benchbox.store import write_atomic
 from benchbox.summary import RunResult
 from benchbox.views.format import header, interval_note, md_escape, missing, number, value
@@ -36,6 +37,8 @@ def note(result: RunResult) -> str:
         "Train s: harness wall time of fit, summed over folds; Infer img/s: whole network, one batch after "
         "a warm-up, median over folds."
     )
+    manifest = getattr(result, "manifest", None) or {}
+    parts.append(busy_start(manifest.get("environment") or {}))  # a busy machine's timings: say so
     return " ".join(p for p in parts if p)
 
 
@@ -52,8 +55,11 @@ def comparison_frame(result: RunResult) -> pd.DataFrame:
         row["vs best"] = r.get("vs_best") if isinstance(r.get("vs_best"), str) else ""
         row["Train s"] = number(r.get("train_seconds"))
         row["Infer img/s"] = number(r.get("infer_images_per_sec"))
+        if isinstance(r.get("degenerate"), str):  # a model that predicts one class: said in the table itself
+            row["Note"] = f"degenerate: {r['degenerate']}"
         rows.append(row)
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    return frame.fillna({"Note": ""}) if "Note" in frame else frame
 
 
 def numeric_frame(result: RunResult) -> pd.DataFrame:

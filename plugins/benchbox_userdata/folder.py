@@ -94,6 +94,7 @@ class FolderDataset(Dataset):
         "source": "",
         "skip_unreadable": False,
         "color": "gray",
+        "allow_empty": False,
     }
 
     def check_options(self, options):
@@ -170,9 +171,15 @@ class FolderDataset(Dataset):
                     f"{plugin}: class folder {str(root / empty[0])!r} is empty, and classes names "
                     f"{cls!r}: put its images there, or drop {cls!r} from classes"
                 )
+            if not options["allow_empty"]:  # torchvision's ImageFolder refuses them too, unless allow_empty
+                raise DataError(
+                    f"{plugin}: class folder(s) {', '.join(repr(str(root / f)) for f in empty)} hold no images; "
+                    "put the images there, remove the folder(s), or set allow_empty = true on the data set to "
+                    "leave empty folders out"
+                )
             warnings.append(
                 f"{plugin}: class folder(s) {', '.join(str(root / f) for f in empty)} hold no images"
-                + (" and were left out" if len(empty) == len(members) else "")
+                + (" and were left out (allow_empty = true)" if len(empty) == len(members) else "")
             )
         source = options["source"] or root.resolve().name
         rows = []

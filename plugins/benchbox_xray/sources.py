@@ -138,10 +138,14 @@ def read_cohen(root: Path, warnings: list[str] | None = None) -> tuple[pd.DataFr
             f"(e.g. {absent[0]}); place the images/ folder of the repository next to metadata.csv"
         )
     if absent:
+        shown = ", ".join(absent[:10]) + (f" and {len(absent) - 10} more" if len(absent) > 10 else "")
         notes.append(
-            f"cohen: {len(absent)} image(s) listed in metadata.csv are missing from images/ and were left "
-            f"out (e.g. {', '.join(absent[:3])})"
+            f"cohen: {len(absent)} image(s) listed in {meta_path} are missing from {base / 'images'} and were "
+            f"left out: {shown}; restore them (`benchbox data verify cohen` lists what differs from the "
+            "release), or ignore this if they were removed on purpose"
         )
+        if warnings is not None:  # what makes a data set come up short: the user must see which files
+            warnings.append(notes[-1])
     meta = meta[exists]
     table = pd.DataFrame(
         {
