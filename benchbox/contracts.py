@@ -93,7 +93,7 @@ class FoldJob:
     train_ids: Sequence[str] | None = None  # sample ids: let engines reuse per-image work across folds
     test_ids: Sequence[str] | None = None
     #: the suite's [explain] request for this fold (settings and the test fold's labels): read by the
-    #: harness, which removes it before the backbone sees the job (benchbox/explain.py)
+    #: harness, which removes it before the backbone sees the job (benchbox/results/explain.py)
     explain: Mapping[str, Any] | None = None
 
     @property
@@ -177,7 +177,7 @@ class Backbone:
     option_types: Mapping[str, Any] = {}
     #: the fold channels ``fit``/``predict`` take: (1, 3) (the default) both, the backbone converts as it
     #: needs; (1,) grayscale (N, H, W) only; (3,) RGB (N, H, W, 3) only. The harness refuses a fold of
-    #: other channels before ``fit``, naming the backbone and what to do (benchbox.harness.channels_problem)
+    #: other channels before ``fit``, naming the backbone and what to do (benchbox.execute.harness.channels_problem)
     accepted_channels: tuple[int, ...] = (1, 3)
 
     def availability(self) -> Availability:
@@ -259,11 +259,11 @@ class Evaluator:
         return Availability(True)
 
     def evaluate(self, records: Sequence[Any], classes: Sequence[str], positive_class: str) -> dict[str, Any]:
-        """Metrics of one cell from its ``benchbox.records.FoldRecord`` list (pooled over folds)."""
+        """Metrics of one cell from its ``benchbox.execute.records.FoldRecord`` list (pooled over folds)."""
         raise NotImplementedError
 
     def sections(self, result: Any) -> list[Section]:
-        """Extra report tables from a whole run (``benchbox.summary.RunResult``)."""
+        """Extra report tables from a whole run (``benchbox.results.summary.RunResult``)."""
         return []
 
     def plots(self, result: Any, directory: Path) -> list[Path]:
@@ -363,7 +363,7 @@ class SplitStrategy:
 class Executor:
     """Who trains a run's units of work (cell x fold): in this process, on a cluster... Selected by
     ``[executor] kind`` or ``--executor``; every executor runs each unit through the same harness
-    (``benchbox.harness.run_fold``), so timings and records do not depend on it."""
+    (``benchbox.execute.harness.run_fold``), so timings and records do not depend on it."""
 
     name: str = ""
     description: str = ""
@@ -409,7 +409,7 @@ class OutputFormat:
         return type(self).render_leaderboard is not OutputFormat.render_leaderboard
 
     def render_run(self, result: Any) -> str:
-        """The text of one run's report (``result``: ``benchbox.summary.RunResult``)."""
+        """The text of one run's report (``result``: ``benchbox.results.summary.RunResult``)."""
         raise NotImplementedError
 
     def render_leaderboard(self, ranked: pd.DataFrame, spec: MetricSpec, output: Path | None = None) -> str:
@@ -442,10 +442,10 @@ class Tracker:
         """A run starts or resumes (its manifest is written)."""
 
     def fold_end(self, run_dir: Path, record: Any, options: Mapping[str, Any]) -> None:
-        """A fold record was written (``benchbox.records.FoldRecord``)."""
+        """A fold record was written (``benchbox.execute.records.FoldRecord``)."""
 
     def end(self, run_dir: Path, result: Any, options: Mapping[str, Any]) -> None:
-        """The session ends, after the views are written (``benchbox.summary.RunResult``)."""
+        """The session ends, after the views are written (``benchbox.results.summary.RunResult``)."""
 
 
 @dataclass(frozen=True)

@@ -37,8 +37,8 @@ if TYPE_CHECKING:
         SplitStrategy,
         Tracker,
     )
-    from benchbox.records import FoldRecord
-    from benchbox.summary import RunResult
+    from benchbox.execute.records import FoldRecord
+    from benchbox.results.summary import RunResult
 
 hookspec = pluggy.HookspecMarker("benchbox")
 hookimpl = pluggy.HookimplMarker("benchbox")
@@ -145,7 +145,7 @@ def benchbox_cli_commands(app: Any, groups: dict) -> None:
 def benchbox_report_sections(result: RunResult) -> list[Section]:
     """Return tables for a run's report.
 
-    :param result: the run's :class:`benchbox.summary.RunResult` (manifest, fold records, metrics).
+    :param result: the run's :class:`benchbox.results.summary.RunResult` (manifest, fold records, metrics).
     :return: :class:`benchbox.contracts.Section` values.
 
     Called in the driver whenever a run's views are rendered (after a run, by `benchbox report`
@@ -173,7 +173,7 @@ def benchbox_fold_end(run_dir: Path, record: FoldRecord) -> None:
     """Called after each fold record has been written atomically to the run directory.
 
     :param run_dir: the run directory.
-    :param record: the :class:`benchbox.records.FoldRecord` just stored (``to_json()`` gives the
+    :param record: the :class:`benchbox.execute.records.FoldRecord` just stored (``to_json()`` gives the
         stored form). A resumed run calls it only for folds trained in this session."""
 
 
@@ -182,5 +182,5 @@ def benchbox_run_end(run_dir: Path, result: RunResult) -> None:
     """Called once at the end of a run session, after the views are written.
 
     :param run_dir: the run directory.
-    :param result: the :class:`benchbox.summary.RunResult` (``result.summary`` is the metrics
+    :param result: the :class:`benchbox.results.summary.RunResult` (``result.summary`` is the metrics
         DataFrame, one row per cell). Called even when some folds failed (see ``result.failures``)."""

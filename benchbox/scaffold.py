@@ -34,7 +34,7 @@ import numpy as np
 
 from benchbox import hookimpl
 from benchbox.contracts import Availability, Backbone
-from benchbox.images import to_channels
+from benchbox.data.images import to_channels
 
 
 class KerasResNet50(Backbone):

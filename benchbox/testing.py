@@ -15,7 +15,7 @@ import numpy as np
 
 from benchbox.contracts import Backbone, FoldJob, TrainingConfig
 from benchbox.errors import PluginError
-from benchbox.harness import CHANNEL_NAMES, accepted_channels_problem, run_fold
+from benchbox.execute.harness import CHANNEL_NAMES, accepted_channels_problem, run_fold
 
 
 def _tiny_fold(num_classes: int, size, seed: int = 0, n_train: int = 12, n_test: int = 6, channels: int = 1):
@@ -59,7 +59,7 @@ def check_backbone(
         f"{backbone.name}: accepted_channels = {accepted!r}: it declares that it does not take "
         f"{CHANNEL_NAMES[channels]} folds (a run refuses them before fit); check it with "
         f"channels={accepted[0]}, or accept both (the default (1, 3)) and convert with "
-        "benchbox.images.to_channels"
+        "benchbox.data.images.to_channels"
     )
     avail = backbone.availability()
     assert avail.ok, f"{backbone.name}: unavailable here: {avail.reason}"

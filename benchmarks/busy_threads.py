@@ -4,7 +4,7 @@ and with 1 thread, on the machine as it is and beside one busy-looping process.
 
 Why: on a 2-core machine shared with other jobs, folds were seen 10-100x slower than on the idle machine,
 and their timings meaningless. Each figure comes from a fresh child process (thread pools are fixed when
-torch is imported); `auto` runs benchbox.environment.choose_threads("auto") in the child before torch loads,
+torch is imported); `auto` runs benchbox.execute.environment.choose_threads("auto") in the child before torch loads,
 exactly as `benchbox run` does. The busy process runs until the 1-minute load average has taken it in
 (auto reads the load average, which lags), so the loaded rows show what a run started on a busy machine gets.
 
@@ -23,7 +23,7 @@ CHILD = """
 import os, sys, time
 mode = sys.argv[2]
 if mode == "auto":
-    from benchbox.environment import choose_threads
+    from benchbox.execute.environment import choose_threads
     choose_threads("auto")
 elif mode != "default":
     os.environ["OMP_NUM_THREADS"] = mode

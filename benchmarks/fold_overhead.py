@@ -7,7 +7,7 @@ pays whatever the data: building the network (or resetting it), tracing, splitti
 prefix, moving data, plus the frozen prefix's forward pass over the fold's images when its
 activations are not cached yet (shown apart, as "prefix").
 
-The suite's folds run through the harness (``benchbox.harness.run_fold``, as ``benchbox run`` does)
+The suite's folds run through the harness (``benchbox.execute.harness.run_fold``, as ``benchbox run`` does)
 twice per engine: with ``BENCHBOX_REBUILD_EACH_FOLD=1`` (every fold builds its model: "before")
 and without it (a cell's model is built once and reset for each fold: "after"). The prefix cache
 and the engine's model cache are emptied before each pass, and one untimed fold warms the process
@@ -56,8 +56,8 @@ def only_engines(path, engines) -> dict:
 
 
 def run_pass(engine, units, images, registry, rebuild: bool) -> list[dict]:
-    from benchbox.executors import build_job
-    from benchbox.harness import run_fold
+    from benchbox.execute.executors import build_job
+    from benchbox.execute.harness import run_fold
     from benchbox_engine_common.prefix_cache import CACHE
 
     CACHE.clear()
@@ -110,10 +110,10 @@ def main(argv=None) -> int:
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     modules = {e: engine_module(e) for e in ("torch", "keras") if e in engines}  # torch first
 
+    from benchbox.define.plan import load_images, plan_units, prepare_data
+    from benchbox.define.suite import validate_suite
     from benchbox.errors import BenchboxError
-    from benchbox.plan import load_images, plan_units, prepare_data
     from benchbox.plugins import load_registry
-    from benchbox.suite import validate_suite
 
     registry = load_registry()
     results, said = [], False
@@ -144,7 +144,7 @@ def main(argv=None) -> int:
         suite = replace(suite, training=training)
         data = prepare_data(suite, registry)
         mine = plan_units(suite, data, lambda cell, fold: False)
-        for u in mine:  # the same FoldJobs as `benchbox run` builds (benchbox.executors.build_job)
+        for u in mine:  # the same FoldJobs as `benchbox run` builds (benchbox.execute.executors.build_job)
             u.job_fields = {**u.job_fields, "training": training}
         images, _ = load_images(mine, data)
         if not said:

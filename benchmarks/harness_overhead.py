@@ -18,7 +18,7 @@ import torchvision
 from torch import nn
 
 from benchbox.contracts import FoldJob, TrainingConfig
-from benchbox.harness import run_fold
+from benchbox.execute.harness import run_fold
 from benchbox.plugins import load_registry
 
 

@@ -7,7 +7,7 @@ metrics on 100,000 predictions, fold assignment, and the decode cache (miss vs h
 import numpy as np
 from PIL import Image
 
-from benchbox.images import DecodeCache
+from benchbox.data.images import DecodeCache
 from benchbox_paper_metrics.metrics import paper_metrics
 from benchbox_splits import kfold
 

@@ -32,9 +32,9 @@ import time
 import numpy as np
 
 from benchbox.contracts import FoldJob, TrainingConfig
-from benchbox.harness import run_fold
+from benchbox.data.splitters import train_test_indices
+from benchbox.execute.harness import run_fold
 from benchbox.plugins import load_registry
-from benchbox.splitters import train_test_indices
 from benchbox_engine_common.networks import STUDY
 from benchbox_engine_common.prefix_cache import CACHE
 from benchbox_splits import kfold

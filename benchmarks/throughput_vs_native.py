@@ -13,7 +13,7 @@ import argparse
 
 import numpy as np
 
-from benchbox.bench import Steps, bench_backbone, measure
+from benchbox.execute.bench import Steps, bench_backbone, measure
 from benchbox.plugins import load_registry
 
 

@@ -140,6 +140,6 @@ def example_env(example_site):
 
 def fit_predict(backbone, job):
     """Train and predict one fold through the harness, as `benchbox run` does (timings, checks)."""
-    from benchbox.harness import run_fold
+    from benchbox.execute.harness import run_fold
 
     return run_fold(backbone, backbone.name, job, "a test fold")

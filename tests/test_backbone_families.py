@@ -74,10 +74,9 @@ def test_a_member_of_an_unavailable_family_says_what_to_install():
 
 
 def test_backbones_list_filters_by_framework_and_pattern(capsys, monkeypatch):
-    import benchbox.cli as cli
 
-    monkeypatch.setattr(cli, "load_registry", lambda *a, **k: load_registry([Plugin()]), raising=False)
-    monkeypatch.setattr(cli, "_registry", lambda warn=True: load_registry([Plugin()]))
+    # the CLI loads the registry once per command, through benchbox.plugins.load_registry
+    monkeypatch.setattr("benchbox.plugins.load_registry", lambda *a, **k: load_registry([Plugin()]))
     try:
         main(["backbones", "list", "--framework", "toy", "--filter", "convnext*"])
     except SystemExit as exc:

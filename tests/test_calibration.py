@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from benchbox.records import CellKey, FoldRecord
+from benchbox.execute.records import CellKey, FoldRecord
 from benchbox_paper_metrics import CalibrationMetrics
 
 CLASSES = ["covid", "normal", "pneumonia"]
@@ -65,8 +65,8 @@ def test_one_fold_has_no_spread_and_bad_shapes_are_named():
 
 def test_in_a_run_directory_report_section_and_plot(tmp_path, registry):
     """A hand-written run with the calibration evaluator: the summary, the report section, the plot."""
-    from benchbox.store import RunStore, write_json
-    from benchbox.summary import summarise
+    from benchbox.execute.store import RunStore, write_json
+    from benchbox.results.summary import summarise
 
     assert "calibration" in registry.evaluators  # registered through the paper-metrics entry point
     store = RunStore(tmp_path / "run")
@@ -106,7 +106,7 @@ def test_in_a_run_directory_report_section_and_plot(tmp_path, registry):
     rows = {r["backbone"]: r for _, r in result.summary.iterrows()}
     for name in ("sharp", "soft"):
         recs = result.cells[CellKey("syn", name)]
-        from benchbox.pairstats import brier_score
+        from benchbox.results.pairstats import brier_score
 
         pooled_y = np.concatenate([r.y_true for r in recs])
         pooled_p = np.concatenate([r.probabilities for r in recs])

@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from benchbox.contracts import FoldJob, SampleSet, TrainingConfig
+from benchbox.data.images import DecodeCache, decode_dicom, gray_to_rgb, rgb_to_gray, to_channels
 from benchbox.errors import BenchboxError, DataError
-from benchbox.images import DecodeCache, decode_dicom, gray_to_rgb, rgb_to_gray, to_channels
 from conftest import WEIGHTS, needs_keras, needs_torch, run_cli, write_suite
 
 try:
@@ -124,7 +124,7 @@ def test_decode_cache_keeps_gray_and_colour_apart_on_disk(tmp_path):
 
 @pytest.mark.parametrize("value", ["colour", "RGB", "grey", 3])
 def test_bad_color_is_a_validate_error_naming_the_data_set(tmp_path, value, registry):
-    from benchbox.suite import SuiteError, load_suite
+    from benchbox.define.suite import SuiteError, load_suite
 
     root = colour_folder(tmp_path / "shapes", n=1)
     shown = f'"{value}"' if isinstance(value, str) else value
@@ -208,7 +208,7 @@ def test_to_channels_repeats_gray_and_takes_the_luma_of_colour():
 
 @pytest.mark.parametrize("probe", ["lungs-blackout", "border-only", "centre-only"])
 def test_image_probes_paint_every_channel_of_colour_images(probe):
-    from benchbox.probes import transform
+    from benchbox.data.probes import transform
 
     rng = np.random.default_rng(0)
     rgb = rng.integers(1, 255, (3, 20, 30, 3), dtype=np.uint8)
@@ -224,7 +224,7 @@ def test_image_probes_paint_every_channel_of_colour_images(probe):
 def test_load_checks_the_declared_channels(tmp_path):
     import pandas as pd
 
-    from benchbox.plan import _load
+    from benchbox.define.plan import _load
 
     table = pd.DataFrame({"id": ["a", "b"], "label": ["x", "y"], "group": ["a", "b"], "source": ["s", "s"]})
     gray = SampleSet(table, ("x", "y"), "x", lambda t, size: np.zeros((len(t), *size), np.uint8))
@@ -237,7 +237,7 @@ def test_load_checks_the_declared_channels(tmp_path):
 
 
 def test_explain_thumbnails_keep_colour():
-    from benchbox.explain import thumbnails
+    from benchbox.results.explain import thumbnails
 
     rgb = np.stack([square(RED, (200, 320))] * 2)
     small = thumbnails(rgb)

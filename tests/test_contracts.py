@@ -13,7 +13,7 @@ import pytest
 
 from benchbox import hookimpl
 from benchbox.contracts import Backbone, FoldJob, TrainingConfig
-from benchbox.harness import run_fold
+from benchbox.execute.harness import run_fold
 from benchbox.plugins import load_registry
 from conftest import ROOT, run_cli, write_suite
 

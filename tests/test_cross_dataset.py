@@ -13,14 +13,14 @@ import pytest
 
 from benchbox import hookimpl
 from benchbox.contracts import Backbone
+from benchbox.define.suite import load_suite
 from benchbox.errors import BenchboxError, SuiteError
+from benchbox.execute.records import CellKey
+from benchbox.execute.runner import rerender, run_suite
+from benchbox.execute.store import RunStore
 from benchbox.plugins import load_registry
-from benchbox.records import CellKey
-from benchbox.runner import rerender, run_suite
-from benchbox.statistics import positive_auc
-from benchbox.store import RunStore
-from benchbox.suite import load_suite
-from benchbox.views.leaderboard import choose_metric, collect, rank, render_markdown
+from benchbox.results.statistics import positive_auc
+from benchbox.results.views.leaderboard import choose_metric, collect, rank, render_markdown
 from conftest import HAS_TORCH, run_cli, write_suite
 
 
@@ -196,7 +196,7 @@ def test_refit_run_interrupted_resumes_without_training_anything_twice(tmp_path,
 
 def export(tmp_path, name, seed, size="32x32"):
     out = tmp_path / name
-    from benchbox.export import export_dataset
+    from benchbox.data.export import export_dataset
 
     syn = load_registry().get("dataset", "synthetic")
     samples = syn.samples({**syn.defaults, "images": 45, "patients": 15}, seed, None)
@@ -333,7 +333,7 @@ def test_cli_end_to_end_on_two_exported_folders(tmp_path):
 
 
 def test_external_predictions_keep_patients_and_read_records_without_them():
-    from benchbox.records import ExternalPrediction
+    from benchbox.execute.records import ExternalPrediction
 
     old = {"ids": ["x", "y"], "labels": ["covid", "normal"], "probabilities": [[0.9, 0.1], [0.2, 0.8]]}
     assert ExternalPrediction.from_json(old).groups is None  # written before patients were kept

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from benchbox.data.images import DecodeCache, fit_to_size, pad_to_aspect
 from benchbox.errors import DataError
-from benchbox.images import DecodeCache, fit_to_size, pad_to_aspect
 from benchbox_xray.sources import cohen_label, kermany_patient_and_label, read_cohen, read_kermany
 from conftest import DATA, needs_data
 
@@ -268,8 +268,8 @@ def test_external_source_is_never_trained_on_and_is_reported_per_source(tmp_path
 
 
 def test_external_dataset_may_not_be_trained_on(tmp_path, registry):
+    from benchbox.define.suite import load_suite
     from benchbox.errors import SuiteError
-    from benchbox.suite import load_suite
     from conftest import write_suite
 
     text = EXTERNAL_SUITE.format(out=tmp_path).replace('external = ["cohen_other"]', 'external = ["d1"]')

@@ -6,9 +6,9 @@ import types
 
 import pytest
 
+from benchbox.define.suite import load_suite
+from benchbox.execute.runner import run_suite
 from benchbox.plugins import load_registry
-from benchbox.runner import run_suite
-from benchbox.suite import load_suite
 from benchbox.testing import check_backbone
 from conftest import ROOT, write_suite
 

@@ -8,8 +8,8 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 
-from benchbox.statistics import bootstrap_ci, macro_f1, mcnemar, per_class_prf, positive_auc, wilson
-from benchbox.store import RunStore, write_json
+from benchbox.execute.store import RunStore, write_json
+from benchbox.results.statistics import bootstrap_ci, macro_f1, mcnemar, per_class_prf, positive_auc, wilson
 from conftest import run_cli
 
 CLASSES = ["covid", "pneumonia", "normal"]

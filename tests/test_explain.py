@@ -7,10 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchbox import explain as ex
 from benchbox import hookimpl
 from benchbox.contracts import Backbone, FoldJob, TrainingConfig
-from benchbox.harness import run_fold
+from benchbox.execute.harness import run_fold
+from benchbox.results import explain as ex
 from tests.conftest import HAS_TORCH, needs_keras, needs_torch, run_cli, write_suite
 
 
@@ -33,7 +33,7 @@ def test_heat_share_follows_where_the_heat_is():
 
 
 def test_boxes_match_the_lungs_blackout_probe():
-    from benchbox.probes import lungs_blackout
+    from benchbox.data.probes import lungs_blackout
 
     box, _ = ex.regions((50, 70), centre=0.6)
     blacked = lungs_blackout(np.full((50, 70), 255, dtype=np.uint8), 0.6)
@@ -43,7 +43,7 @@ def test_boxes_match_the_lungs_blackout_probe():
 def test_share_table_gives_each_class_its_own_accuracy_and_blackout_accuracy():
     from types import SimpleNamespace as NS
 
-    from benchbox.records import CellKey
+    from benchbox.execute.records import CellKey
 
     std, blackout = CellKey("d", "b"), CellKey("d", "b", probe="lungs-blackout")
     y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
@@ -66,7 +66,7 @@ def _explained(cell, maps, input_size=(64, 80), layer="auto"):
 
 
 def test_share_table_shows_each_cell_s_map_size():
-    from benchbox.records import CellKey
+    from benchbox.execute.records import CellKey
 
     rng = np.random.default_rng(0)
     coarse, fine = CellKey("d", "keras"), CellKey("d", "torch")
@@ -77,7 +77,7 @@ def test_share_table_shows_each_cell_s_map_size():
 
 
 def test_coarse_or_flat_maps_get_a_note_naming_the_fix():
-    from benchbox.records import CellKey
+    from benchbox.execute.records import CellKey
 
     rng = np.random.default_rng(1)
     peaked = np.zeros((4, 8, 10))
@@ -102,7 +102,7 @@ def test_the_report_section_carries_the_coarse_map_note(tmp_path):
     from types import SimpleNamespace as NS
 
     import benchbox_explain
-    from benchbox.records import CellKey
+    from benchbox.execute.records import CellKey
 
     cell = CellKey("d", "mobilenet")
     folder = tmp_path / ex.FOLDER
@@ -215,7 +215,7 @@ def test_maps_breaking_the_contract_are_a_warning_not_a_failed_fold():
 
 
 def test_explain_on_a_run_without_explanations_says_what_to_do(tmp_path):
-    from benchbox.store import RunStore
+    from benchbox.execute.store import RunStore
 
     RunStore(tmp_path / "run").create({"suite": "s", "suite_digest": "x"}, "")
     res = run_cli("explain", tmp_path / "run")
@@ -226,8 +226,8 @@ def test_explain_on_a_run_without_explanations_says_what_to_do(tmp_path):
 
 
 def test_explain_table_is_validated(tmp_path, registry):
+    from benchbox.define.suite import load_suite
     from benchbox.errors import SuiteError
-    from benchbox.suite import load_suite
 
     body = """
     name = "s"
@@ -354,9 +354,9 @@ def test_a_planted_border_marker_draws_the_heat_to_the_border(one_thread):
 @pytest.mark.slow
 @needs_torch
 def test_a_run_with_explain_reports_and_draws_and_benchbox_explain_redraws(tmp_path, one_thread):
+    from benchbox.define.suite import load_suite
+    from benchbox.execute.runner import run_suite
     from benchbox.plugins import load_registry
-    from benchbox.runner import run_suite
-    from benchbox.suite import load_suite
 
     registry = load_registry(extra_plugins=[TinyPlugin()])
     suite_path = write_suite(
@@ -435,9 +435,9 @@ def test_keras_grad_cam_smoke(registry):
 
 def test_a_run_says_at_once_when_a_backbone_cannot_explain(tmp_path):
     from benchbox import hookimpl
+    from benchbox.define.suite import load_suite
+    from benchbox.execute.runner import Reporter, run_suite
     from benchbox.plugins import load_registry
-    from benchbox.runner import Reporter, run_suite
-    from benchbox.suite import load_suite
 
     class Plugin:
         @hookimpl

@@ -82,8 +82,8 @@ lungs-blackout = {{ fraction = 0.6 }}
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """A real run (in-process, numpy backbones, a shortcut probe): its views are written at the end."""
-    from benchbox.runner import run_suite
-    from benchbox.suite import load_suite
+    from benchbox.define.suite import load_suite
+    from benchbox.execute.runner import run_suite
 
     tmp = tmp_path_factory.mktemp("html-run")
     registry = load_registry(extra_plugins=[plugin])
@@ -99,9 +99,9 @@ EVIL = "<img src=x onerror=alert(1)>"
 def stored(tmp_path, registry):
     """A run directory written by hand (no training, no plots): two backbones, a probe, two image
     sources, a suite file with markup in it. Fast: the paper evaluator only."""
-    from benchbox.records import CellKey, FoldRecord
-    from benchbox.store import RunStore, write_json
-    from benchbox.summary import summarise
+    from benchbox.execute.records import CellKey, FoldRecord
+    from benchbox.execute.store import RunStore, write_json
+    from benchbox.results.summary import summarise
 
     store = RunStore(tmp_path / "run")
     rng = np.random.default_rng(0)
@@ -198,7 +198,7 @@ def tiny_png(path: Path) -> Path:
 
 def test_html_page_from_stored_records(stored, tmp_path):
     """Fast: the page of a hand-written run — tables, sections, folds, plots embedded, provenance."""
-    from benchbox.views.html import render_html
+    from benchbox.results.views.html import render_html
 
     result = stored
     plot = tiny_png(tmp_path / "roc__syn.png")
@@ -219,7 +219,7 @@ def test_html_page_from_stored_records(stored, tmp_path):
 
 
 def test_every_name_is_escaped(stored):
-    from benchbox.views.html import render_html
+    from benchbox.results.views.html import render_html
 
     result = stored
     result.problems.append(f"problem {EVIL}")
@@ -235,7 +235,7 @@ def test_every_name_is_escaped(stored):
 def test_terminal_table_at_100_columns_keeps_names_and_values_whole(stored):
     from rich.console import Console
 
-    from benchbox.views.report import print_terminal
+    from benchbox.results.views.report import print_terminal
 
     console = Console(width=100, record=True)
     print_terminal(stored, console)
@@ -419,7 +419,7 @@ def test_console_check_catches_a_script_error(tmp_path):
     res = browse(bad, tmp_path, "--dump-dom")
     assert any("undefinedFunction is not defined" in m for m in console_messages(res.stderr)), res.stderr[-2000:]
     blocked = tmp_path / "blocked.html"
-    from benchbox.views.html import CSP
+    from benchbox.results.views.html import CSP
 
     blocked.write_text(
         f"<!DOCTYPE html><html><head><meta http-equiv='Content-Security-Policy' content=\"{CSP}\"></head>"
@@ -431,7 +431,7 @@ def test_console_check_catches_a_script_error(tmp_path):
 
 @pytest.mark.slow
 def test_report_and_leaderboard_open_in_chromium(run, tmp_path):
-    from benchbox.views.leaderboard import choose_metric, collect, rank, render_html
+    from benchbox.results.views.leaderboard import choose_metric, collect, rank, render_html
 
     result, registry = run
     shot = check_in_browser(Path(result.run_dir) / "report.html", tmp_path, tables=5)

@@ -254,8 +254,8 @@ def test_two_keras_backbones_asking_for_different_backends_stop_the_run(tmp_path
     code = (
         "import sys\n"
         "from benchbox.plugins import load_registry\n"
-        "from benchbox.runner import check_backbones\n"
-        "from benchbox.suite import load_suite\n"
+        "from benchbox.execute.runner import check_backbones\n"
+        "from benchbox.define.suite import load_suite\n"
         "r = load_registry()\n"
         f"check_backbones(load_suite({str(suite)!r}, r), r)\n"
     )

@@ -85,7 +85,7 @@ def test_freeze_values_are_checked_before_any_network_is_built(registry):
 
 def test_a_suite_may_write_freeze_as_a_fraction(registry, tmp_path):
     """option_types: freeze = 0.5 (a float where the default is text) is accepted by the suite."""
-    from benchbox.suite import load_suite
+    from benchbox.define.suite import load_suite
 
     body = '[backbones.r]\nplugin = "keras/resnet50"\nweights = "none"\nfreeze = 0.5\n'
     suite = load_suite(tiny_suite(tmp_path, body), registry)

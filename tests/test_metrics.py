@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from benchbox.statistics import confusion_matrix
+from benchbox.results.statistics import confusion_matrix
 from benchbox_paper_metrics.metrics import paper_metrics
 
 CLASSES = ["covid", "pneumonia", "normal"]

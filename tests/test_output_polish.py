@@ -15,7 +15,7 @@ from test_html_report import LONG, stored  # noqa: F401  (the fixture: a hand-wr
 
 
 def terminal(result, width: int) -> str:
-    from benchbox.views.report import print_terminal
+    from benchbox.results.views.report import print_terminal
 
     console = Console(width=width, record=True)
     print_terminal(result, console)
@@ -37,7 +37,7 @@ def header_blocks(text: str) -> list[str]:
 
 @pytest.mark.parametrize("width", [100, 80])
 def test_compact_headers_break_between_words_and_names_stay_whole(stored, width):  # noqa: F811
-    from benchbox.views.report import ABBREVIATIONS, comparison_frame
+    from benchbox.results.views.report import ABBREVIATIONS, comparison_frame
 
     text = terminal(stored, width)
     assert max(len(line) for line in text.splitlines()) <= width
@@ -101,7 +101,7 @@ def test_tensorflow_python_warnings_are_quiet_unless_verbose(monkeypatch, caplog
 
 
 def test_html_confusion_corner_is_not_sortable_and_arrows_stay_on_the_header_line(stored):  # noqa: F811
-    from benchbox.views.html import render_html
+    from benchbox.results.views.html import render_html
 
     text = render_html(stored, plots=[])
     confusion = [s for s in stored.sections if s.title.startswith("Confusion matrix")]

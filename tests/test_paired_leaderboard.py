@@ -9,9 +9,9 @@ import pytest
 from scipy import stats
 
 from benchbox.contracts import MetricSpec
-from benchbox.records import CellKey, FoldRecord
-from benchbox.store import RunStore, split_fingerprint, write_json
-from benchbox.views import leaderboard as lb
+from benchbox.execute.records import CellKey, FoldRecord
+from benchbox.execute.store import RunStore, split_fingerprint, write_json
+from benchbox.results.views import leaderboard as lb
 
 CLASSES = ["covid", "normal", "pneumonia"]
 N, K = 60, 5
@@ -245,9 +245,9 @@ def test_runs_on_the_same_folds_form_one_paired_group(tmp_path, registry):
 
 
 def test_a_run_records_the_split_fingerprint_in_the_manifest_and_the_split(tmp_path):
+    from benchbox.define.suite import load_suite
+    from benchbox.execute.runner import run_suite
     from benchbox.plugins import load_registry
-    from benchbox.runner import run_suite
-    from benchbox.suite import load_suite
     from conftest import write_suite
     from test_runner import SUITE, Events
 

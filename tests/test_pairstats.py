@@ -1,4 +1,4 @@
-"""Each statistic of benchbox.pairstats against an independent computation or a published example.
+"""Each statistic of benchbox.results.pairstats against an independent computation or a published example.
 
 Tolerances are stated where the reference is itself an estimate (the bootstrap); everything else
 is compared to floating-point precision.
@@ -11,7 +11,7 @@ import pytest
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
-from benchbox import pairstats as ps
+from benchbox.results import pairstats as ps
 
 # ---------------------------------------------------------------------------------------------
 # corrected resampled t-test

@@ -12,11 +12,11 @@ from PIL import Image
 
 from benchbox import hookimpl
 from benchbox.contracts import Backbone, FoldJob, TrainingConfig
+from benchbox.define.suite import load_suite
 from benchbox.errors import BenchboxError, PluginError, SuiteError
-from benchbox.harness import run_fold
+from benchbox.execute.harness import run_fold
+from benchbox.execute.runner import Reporter, run_suite
 from benchbox.plugins import load_registry
-from benchbox.runner import Reporter, run_suite
-from benchbox.suite import load_suite
 from benchbox.testing import check_backbone
 from conftest import ROOT, write_suite
 
@@ -237,7 +237,7 @@ class Described(Mean):
 def test_describe_says_when_a_plugin_has_no_describe(backbone, says, capsys, monkeypatch):
     import benchbox.cli as cli
 
-    monkeypatch.setattr(cli, "_registry", lambda warn=True: load_registry(extra_plugins=[ToyPlugin(backbone)]))
+    monkeypatch.setattr("benchbox.plugins.load_registry", lambda *a, **k: load_registry([ToyPlugin(backbone)]))
     try:
         cli.main(["backbones", "describe", backbone.name, "--input", "32x32"])
     except SystemExit as exc:

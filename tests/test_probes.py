@@ -5,7 +5,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from benchbox.probes import THRESHOLDS, border_only, centre_only, lungs_blackout
+from benchbox.data.probes import THRESHOLDS, border_only, centre_only, lungs_blackout
 from benchbox_validity.rates import Rate, Rates
 from benchbox_validity.shortcuts import verdict
 from conftest import DATA, needs_data, run_cli, write_suite
@@ -108,9 +108,9 @@ def test_without_shortcut_blacking_the_lungs_drops_to_chance(tmp_path, example_e
 
 @needs_data
 def test_source_as_label_and_within_source_select_the_right_samples(registry):
-    from benchbox.plan import prepare_data
-    from benchbox.records import CellKey, DataKey
-    from benchbox.suite import validate_suite
+    from benchbox.define.plan import prepare_data
+    from benchbox.define.suite import validate_suite
+    from benchbox.execute.records import CellKey, DataKey
 
     raw = {
         "name": "sel",
@@ -147,8 +147,8 @@ def test_source_as_label_and_within_source_select_the_right_samples(registry):
 def test_probes_never_touch_the_source_files(tmp_path, registry):
     from PIL import Image
 
-    from benchbox.images import DecodeCache
-    from benchbox.probes import transform
+    from benchbox.data.images import DecodeCache
+    from benchbox.data.probes import transform
 
     path = tmp_path / "x.png"
     Image.fromarray(np.full((40, 50), 200, np.uint8)).save(path)
@@ -160,8 +160,8 @@ def test_probes_never_touch_the_source_files(tmp_path, registry):
 
 
 def test_unknown_probe_and_bad_options_are_reported(tmp_path, registry):
+    from benchbox.define.suite import load_suite
     from benchbox.errors import SuiteError
-    from benchbox.suite import load_suite
 
     text = (
         'name = "x"\n[datasets.s]\nplugin = "synthetic"\n[backbones.b]\nplugin = "torch/mobilenet_v2"\n'

@@ -15,10 +15,10 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
+from benchbox.define.suite import TOP_KEYS, TRAINING_KEYS, Suite, validate_suite  # noqa: E402
 from benchbox.errors import SuiteError  # noqa: E402
-from benchbox.records import CellKey, FoldRecord  # noqa: E402
-from benchbox.store import RunStore, write_json  # noqa: E402
-from benchbox.suite import TOP_KEYS, TRAINING_KEYS, Suite, validate_suite  # noqa: E402
+from benchbox.execute.records import CellKey, FoldRecord  # noqa: E402
+from benchbox.execute.store import RunStore, write_json  # noqa: E402
 
 #: the keys of the first-party split strategies ([protocol] is checked by the strategy its kind names)
 PROTOCOL_KEYS = ("kind", "k", "stratified", "grouped", "test_fraction", "refit")

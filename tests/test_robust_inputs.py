@@ -14,8 +14,8 @@ import pytest
 
 from benchbox.cli import main
 from benchbox.errors import DataError
-from benchbox.records import CellKey, FoldRecord
-from benchbox.store import RunStore
+from benchbox.execute.records import CellKey, FoldRecord
+from benchbox.execute.store import RunStore
 from test_data import cohen_root  # noqa: F401  (fixture: Cohen's layout, one listed image missing)
 from test_html_report import stored  # noqa: F401  (fixture: a hand-written run directory)
 from test_user_data import img, samples, tree  # noqa: F401  (fixture: a folder data set)
@@ -37,7 +37,7 @@ def first_record(run_dir: Path) -> Path:
 
 # --- p-values ------------------------------------------------------------------------------------
 def test_p_values_below_display_precision_read_less_than():
-    from benchbox.summary import mark_significance, p_text
+    from benchbox.results.summary import mark_significance, p_text
 
     assert p_text(0.0001) == "p < 0.001" and p_text(0.0004) == "p < 0.001"
     assert p_text(0.0006) == "p=0.001" and p_text(0.2) == "p=0.200"
@@ -106,7 +106,7 @@ def test_a_stray_tmp_file_in_folds_is_removed_by_the_next_run_holding_the_lock(s
 # --- explain ---------------------------------------------------------------------------------------
 def explanations(stored) -> Path:  # noqa: F811
     """Grad-CAM maps of one stored fold, as a run with [explain] writes them."""
-    from benchbox.explain import to_npz
+    from benchbox.results.explain import to_npz
 
     rec = stored.records[0]
     n = len(rec.test_ids)
@@ -157,7 +157,7 @@ def huge_png(path: Path, width: int = 16000, height: int = 14000) -> Path:
 
 
 def test_a_decompression_bomb_is_named_and_skip_unreadable_skips_it(tree):  # noqa: F811
-    from benchbox.images import UnreadableImage, decode_file
+    from benchbox.data.images import UnreadableImage, decode_file
 
     bomb = huge_png(tree / "covid" / "huge.png")
     with pytest.raises(UnreadableImage, match=f"cannot decode image {bomb}: too large to decode safely"):
@@ -175,7 +175,7 @@ def test_an_image_listed_in_cohen_metadata_but_missing_is_named(cohen_root):  # 
 
 
 def test_data_dir_that_is_a_file_says_so(tmp_path, capsys):
-    from benchbox.datadir import data_root
+    from benchbox.data.datadir import data_root
 
     suite = tmp_path / "s.toml"
     suite.write_text('name = "s"\n[datasets.syn]\nplugin = "synthetic"\n[backbones.c]\nplugin = "centroid"\n')
@@ -194,8 +194,8 @@ def test_an_empty_class_folder_is_refused_unless_allow_empty(tree):  # noqa: F81
 
 # --- degenerate models ---------------------------------------------------------------------------
 def test_a_model_predicting_one_class_is_marked_in_the_table_and_report(stored, registry):  # noqa: F811
-    from benchbox.summary import summarise
-    from benchbox.views.report import comparison_frame, render_markdown
+    from benchbox.results.summary import summarise
+    from benchbox.results.views.report import comparison_frame, render_markdown
 
     store = RunStore(stored.run_dir)
     for p in sorted((store.path / "folds").glob("*.json")):
@@ -214,7 +214,7 @@ def test_a_model_predicting_one_class_is_marked_in_the_table_and_report(stored, 
 def test_a_missing_fold_is_not_taken_for_a_missing_evaluator(stored, registry):  # noqa: F811
     """summarise's list of missing folds overwrote its list of missing evaluators, so `benchbox report` on a
     run with a fold missing left the report files stale, 'since they show the metrics of evaluator(s) 0'."""
-    from benchbox.summary import summarise
+    from benchbox.results.summary import summarise
 
     first_record(stored.run_dir).unlink()
     result = summarise(RunStore(stored.run_dir), registry)

@@ -5,11 +5,11 @@ import pytest
 
 from benchbox import hookimpl
 from benchbox.contracts import Backbone
+from benchbox.define.suite import load_suite
+from benchbox.execute.records import CellKey
+from benchbox.execute.runner import run_suite
+from benchbox.execute.store import RunStore
 from benchbox.plugins import load_registry
-from benchbox.records import CellKey
-from benchbox.runner import run_suite
-from benchbox.store import RunStore
-from benchbox.suite import load_suite
 from conftest import write_suite
 
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from benchbox.bench import CSV_COLUMNS, Steps, measure
 from benchbox.contracts import FoldJob, TrainingConfig
+from benchbox.execute.bench import CSV_COLUMNS, Steps, measure
 from benchbox_engine_common.prefix_cache import PrefixCache
 from conftest import fit_predict, needs_keras, needs_torch, run_cli
 

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
+from benchbox.data.splitters import Protocol as ProtocolValue
+from benchbox.data.splitters import train_test_indices
 from benchbox.errors import BenchboxError
-from benchbox.splitters import Protocol as ProtocolValue
-from benchbox.splitters import train_test_indices
 from benchbox_splits import CrossDataset, Holdout, KFold
 
 STRATEGIES = {s.name: s for s in (KFold(), Holdout(), CrossDataset())}

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from benchbox.errors import StoreError
-from benchbox.records import CellKey, FoldRecord
-from benchbox.store import RunStore, find_resumable, write_atomic
+from benchbox.execute.records import CellKey, FoldRecord
+from benchbox.execute.store import RunStore, find_resumable, write_atomic
 
 CELL = CellKey("d", "b")
 

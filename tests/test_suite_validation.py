@@ -1,8 +1,8 @@
 import pytest
 
+from benchbox.define.suite import load_suite
 from benchbox.errors import SuiteError
-from benchbox.records import CellKey
-from benchbox.suite import load_suite
+from benchbox.execute.records import CellKey
 from conftest import ROOT, write_suite
 
 GOOD = """
@@ -119,7 +119,7 @@ def test_a_bad_protocol_is_reported_not_used_to_draw_folds_when_validate_reads_t
 
 
 def test_explain_layer_per_backbone_reaches_each_backbones_folds(tmp_path, registry):
-    from benchbox.explain import explain_layer
+    from benchbox.results.explain import explain_layer
 
     text = GOOD + '[explain]\nlayer = { a = "base.6" }\n'
     s = load_suite(write_suite(tmp_path / "s.toml", text), registry)

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from benchbox import environment as envmod
+from benchbox.execute import environment as envmod
 from test_html_report import stored  # noqa: F401  (the fixture: a hand-written run directory)
 
 
@@ -122,8 +122,8 @@ def test_the_run_note_says_what_auto_chose_on_a_busy_machine(machine):
 
 
 def test_report_md_and_html_carry_the_busy_start_caveat(stored):  # noqa: F811
-    from benchbox.views.html import render_html
-    from benchbox.views.report import render_markdown
+    from benchbox.results.views.html import render_html
+    from benchbox.results.views.report import render_markdown
 
     env = stored.manifest["environment"]
     env.update(load_average=0.3, cpu_count=2, settings={})

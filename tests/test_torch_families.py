@@ -55,7 +55,7 @@ def test_timm_defaults_follow_the_model(reg):
 
 
 def test_a_freeze_module_that_does_not_exist_fails_validate_with_the_closest_names(reg, tmp_path):
-    from benchbox.suite import load_suite
+    from benchbox.define.suite import load_suite
 
     suite = tiny_suite(
         tmp_path,
@@ -237,7 +237,7 @@ def test_describe_shows_what_froze():
 
 
 def test_a_bare_fraction_in_a_suite_is_a_freeze_setting(reg, tmp_path):
-    from benchbox.suite import load_suite
+    from benchbox.define.suite import load_suite
 
     body = '[backbones.r18]\nplugin = "timm/resnet18"\nweights = "none"\ninput_size = [48, 48]\nfreeze = {}\n'
     assert load_suite(tiny_suite(tmp_path, body.format("0.5")), reg).backbones["r18"].options["freeze"] == 0.5

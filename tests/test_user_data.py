@@ -11,8 +11,15 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from benchbox.data.images import (
+    DecodeCache,
+    decode_dicom,
+    decode_file,
+    fit_to_size,
+    to_grayscale_array,
+    unreadable_reason,
+)
 from benchbox.errors import DataError
-from benchbox.images import DecodeCache, decode_dicom, decode_file, fit_to_size, to_grayscale_array, unreadable_reason
 from conftest import DATA, needs_data
 
 KERMANY = DATA / "chest_xray" / "train"
@@ -595,7 +602,7 @@ def test_folder_reads_dicom_with_and_without_extension(tmp_path):
 
 
 def test_export_synthetic_reads_back_with_folder_and_csv(tmp_path):
-    from benchbox.export import GROUP_PATTERN, export_dataset
+    from benchbox.data.export import GROUP_PATTERN, export_dataset
 
     syn = samples("synthetic", images=30, patients=12)
     out = tmp_path / "exported-synthetic"
@@ -625,7 +632,7 @@ def test_export_synthetic_reads_back_with_folder_and_csv(tmp_path):
 
 
 def test_export_refuses_a_non_empty_folder(tmp_path):
-    from benchbox.export import export_dataset
+    from benchbox.data.export import export_dataset
 
     syn = samples("synthetic", images=12, patients=6)
     target = tmp_path / "out"
@@ -642,7 +649,7 @@ def test_export_refuses_a_non_empty_folder(tmp_path):
 def test_export_failure_leaves_nothing(tmp_path):
     from dataclasses import replace
 
-    from benchbox.export import export_dataset
+    from benchbox.data.export import export_dataset
 
     syn = samples("synthetic", images=12, patients=6)
 
@@ -770,7 +777,7 @@ def test_plugins_are_registered_with_typed_defaults(registry):
 
 
 def test_example_suite_validates(registry):
-    from benchbox.suite import load_suite
+    from benchbox.define.suite import load_suite
     from conftest import ROOT
 
     suite = load_suite(ROOT / "suites" / "example-folder.toml", registry)

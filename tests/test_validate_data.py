@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from benchbox.define.suite import validate_suite
 from benchbox.errors import SuiteError
-from benchbox.suite import validate_suite
 from conftest import DATA, ROOT, needs_data, run_cli
 
 BACKBONE = '[backbones.m]\nplugin = "torch/mobilenet_v2"\nweights = "none"\ninput_size = [32, 32]\n'

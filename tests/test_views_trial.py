@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 
 from benchbox.contracts import MetricSpec
-from benchbox.views import leaderboard as lb
-from benchbox.views.format import md_escape
+from benchbox.results.views import leaderboard as lb
+from benchbox.results.views.format import md_escape
 
 ACC = MetricSpec("accuracy_3class", "Accuracy 3-class", scale=100, unit="%", digits=2)
 
@@ -35,7 +35,7 @@ def test_markdown_still_escapes_what_would_be_html():
 def test_report_note_reads_p_less_than_in_markdown():
     from types import SimpleNamespace as NS
 
-    from benchbox.views.report import note
+    from benchbox.results.views.report import note
 
     summary = pd.DataFrame({"vs_best_metric": ["accuracy_3class"]})
     result = NS(metrics=[ACC], summary=summary, metric=lambda name: ACC)

@@ -1,6 +1,6 @@
 """The first-party executors: ``local`` (this process) and ``ray`` (a Ray cluster or local instance).
 
-Both go through the same harness (``benchbox.harness.run_fold``), so timings and output checks are
+Both go through the same harness (``benchbox.execute.harness.run_fold``), so timings and output checks are
 identical, and the driver writes every record to the run store as units finish, so the run
 directory, resuming and reports are the same whichever executor ran it.
 """
@@ -14,11 +14,11 @@ import numpy as np
 
 from benchbox import hookimpl
 from benchbox.contracts import Availability, Executor
-from benchbox.environment import THREAD_VARIABLES
+from benchbox.define.plan import Unit
 from benchbox.errors import BenchboxError
-from benchbox.executors import build_job
-from benchbox.harness import FoldOutcome, run_fold
-from benchbox.plan import Unit
+from benchbox.execute.environment import THREAD_VARIABLES
+from benchbox.execute.executors import build_job
+from benchbox.execute.harness import FoldOutcome, run_fold
 
 RAY_INSTALL = "pip install 'benchbox[ray]'"
 

@@ -4,7 +4,7 @@ Adds the report Section "Where does it look (Grad-CAM heat share)" — per cell 
 the share of the heat in the central (lung) box and in the border frame, beside the cell's
 accuracy and its lungs-blackout probe's — and draws the Grad-CAM panels (one PNG per cell in
 the run's plots/, which report.html embeds). The maps themselves are computed while each fold
-runs (benchbox/harness.py, the engines' gradcam.py) and stored in explanations/; this plugin
+runs (benchbox/execute/harness.py, the engines' gradcam.py) and stored in explanations/; this plugin
 only reads them. A run without explanations gets nothing from it.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from benchbox import hookimpl
 from benchbox.contracts import Section
-from benchbox.explain import FOLDER, coarse_notes, draw_panels, share_frame, share_notes, stored
+from benchbox.results.explain import FOLDER, coarse_notes, draw_panels, share_frame, share_notes, stored
 
 TITLE = "Where does it look (Grad-CAM heat share)"
 

@@ -18,12 +18,12 @@ class Markdown(OutputFormat):
     description = "GitHub-flavoured Markdown tables (report.md; a leaderboard to paste into a README)"
 
     def render_run(self, result) -> str:
-        from benchbox.views.report import render_markdown
+        from benchbox.results.views.report import render_markdown
 
         return render_markdown(result)
 
     def render_leaderboard(self, ranked, spec, output=None) -> str:
-        from benchbox.views.leaderboard import render_markdown
+        from benchbox.results.views.leaderboard import render_markdown
 
         return render_markdown(ranked, spec)
 
@@ -33,7 +33,7 @@ class Latex(OutputFormat):
     description = "LaTeX booktabs tables for a paper (report.tex)"
 
     def render_run(self, result) -> str:
-        from benchbox.views.report import render_latex
+        from benchbox.results.views.report import render_latex
 
         return render_latex(result)
 
@@ -43,12 +43,12 @@ class Csv(OutputFormat):
     description = "every scalar of the summary, one row per cell (summary.csv) or per leaderboard entry"
 
     def render_run(self, result) -> str:
-        from benchbox.views.report import numeric_frame
+        from benchbox.results.views.report import numeric_frame
 
         return numeric_frame(result).to_csv(index=False)
 
     def render_leaderboard(self, ranked, spec, output=None) -> str:
-        from benchbox.views.leaderboard import flat_frame
+        from benchbox.results.views.leaderboard import flat_frame
 
         return flat_frame(ranked).to_csv(index=False)
 
@@ -58,12 +58,12 @@ class Json(OutputFormat):
     description = "the same rows as CSV, as a JSON list of objects"
 
     def render_run(self, result) -> str:
-        from benchbox.views.report import numeric_frame
+        from benchbox.results.views.report import numeric_frame
 
         return json.dumps(json.loads(numeric_frame(result).to_json(orient="records")), indent=1) + "\n"
 
     def render_leaderboard(self, ranked, spec, output=None) -> str:
-        from benchbox.views.leaderboard import flat_frame
+        from benchbox.results.views.leaderboard import flat_frame
 
         return flat_frame(ranked).to_json(orient="records", indent=1)
 
@@ -73,12 +73,12 @@ class Html(OutputFormat):
     description = "one self-contained page: sortable tables, plots embedded, provenance (report.html)"
 
     def render_run(self, result) -> str:
-        from benchbox.views.html import render_html
+        from benchbox.results.views.html import render_html
 
         return render_html(result)
 
     def render_leaderboard(self, ranked, spec, output=None) -> str:
-        from benchbox.views.leaderboard import render_html
+        from benchbox.results.views.leaderboard import render_html
 
         return render_html(ranked, spec, output)
 

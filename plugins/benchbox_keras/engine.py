@@ -47,8 +47,8 @@ from typing import Any
 import numpy as np
 
 from benchbox.contracts import FoldJob, balanced_class_weights
+from benchbox.data.images import to_channels
 from benchbox.errors import BenchboxError, WeightsError
-from benchbox.images import to_channels
 from benchbox_engine_common.networks import BN_MOMENTUM, check_weights_file, weights_kind
 from benchbox_engine_common.prefix_cache import CACHE, cache_key, fallback_reason, host_round_trip_reason, job_ids
 from benchbox_keras import APPS, backends, imagenet_file
@@ -943,6 +943,6 @@ def bench_steps(network, options, batch_size, device, amp, channels_last, train)
 
 
 def _steps(step):
-    from benchbox.bench import Steps
+    from benchbox.execute.bench import Steps
 
     return Steps(step=step)

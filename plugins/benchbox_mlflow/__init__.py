@@ -150,7 +150,7 @@ def benchbox_cli_commands(app, groups):
 
 def _failed(live: _Live, run_dir, exc: Exception, what: str) -> None:
     """Warn once, keep the traceback in the run's log, stop logging for this session."""
-    from benchbox.store import RunStore
+    from benchbox.execute.store import RunStore
 
     live.error = _describe(exc)
     live.missed += 1 if what.startswith("fold") else 0
@@ -178,8 +178,8 @@ def export_run(run_dir, registry, uri: str | None = None, experiment: str | None
     name. Returns where it went and how many metric values were new."""
     import os
 
-    from benchbox.store import RunStore
-    from benchbox.summary import summarise
+    from benchbox.execute.store import RunStore
+    from benchbox.results.summary import summarise
     from benchbox_mlflow.mirror import Mirror, read_state, resolve_uri
 
     run_dir = Path(run_dir)

@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from benchbox.errors import BenchboxError, PluginError
-from benchbox.records import CellKey, FoldRecord, cell_index, data_index
-from benchbox.store import RunStore, read_json_object, write_json
+from benchbox.execute.records import CellKey, FoldRecord, cell_index, data_index
+from benchbox.execute.store import RunStore, read_json_object, write_json
 
 STATE_FILE = "mlflow.json"
 STATE_FORMAT = "benchbox-mlflow/1"
@@ -192,7 +192,7 @@ def run_tags(run_dir: Path, manifest: dict, key: str) -> dict:
     tags = {
         "benchbox.run_key": key,
         "benchbox.run_dir": str(Path(run_dir).resolve()),
-        "benchbox.suite": manifest.get("suite"),
+        "benchbox.define.suite": manifest.get("suite"),
         "benchbox.suite_digest": manifest.get("suite_digest"),
         "benchbox.suite_path": manifest.get("suite_path"),
         "benchbox.format": manifest.get("format"),

@@ -20,7 +20,7 @@ import pandas as pd
 
 from benchbox import hookimpl
 from benchbox.contracts import Evaluator, MetricSpec, Section
-from benchbox.statistics import bootstrap_ci, confusion_matrix, macro_f1, per_class_prf, positive_auc, wilson
+from benchbox.results.statistics import bootstrap_ci, confusion_matrix, macro_f1, per_class_prf, positive_auc, wilson
 from benchbox_paper_metrics.calibration import CalibrationMetrics
 from benchbox_paper_metrics.metrics import HEADLINE, paper_metrics
 
@@ -113,7 +113,7 @@ class PaperMetrics(Evaluator):
         return out
 
     def plots(self, result, directory: Path):
-        from benchbox.views.plots import pyplot, save
+        from benchbox.results.views.plots import pyplot, save
 
         plt = pyplot()
         written = []

@@ -7,7 +7,7 @@
 - A reliability table per cell (report section) and a reliability diagram per data set (plot).
 
 Both metrics are computed on the test folds pooled (as the other evaluators pool) and per fold
-(``<metric>_folds``, ``_fold_mean``, ``_fold_std``). The formulas live in ``benchbox.pairstats``.
+(``<metric>_folds``, ``_fold_mean``, ``_fold_std``). The formulas live in ``benchbox.results.pairstats``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from benchbox.contracts import Evaluator, MetricSpec, Section
-from benchbox.pairstats import ECE_BINS, brier_score, expected_calibration_error, reliability_bins
+from benchbox.results.pairstats import ECE_BINS, brier_score, expected_calibration_error, reliability_bins
 
 CALIBRATION_METRICS = ("brier", "ece")
 
@@ -98,7 +98,7 @@ class CalibrationMetrics(Evaluator):
         return out
 
     def plots(self, result, directory: Path):
-        from benchbox.views.plots import pyplot, save
+        from benchbox.results.views.plots import pyplot, save
 
         rows = [r for _, r in result.summary.iterrows() if isinstance(r.get("reliability"), list)]
         written = []

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from benchbox.statistics import confusion_matrix
+from benchbox.results.statistics import confusion_matrix
 
 HEADLINE = ("accuracy_3class", "accuracy_2class", "sensitivity", "specificity")
 

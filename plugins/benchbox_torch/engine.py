@@ -880,7 +880,7 @@ def describe(network: str, options) -> dict:
 def bench_steps(network, options, batch_size, device, amp, channels_last, train):
     """Inference (inference_mode) or training (forward, backward, Adam step) on random inputs;
     CUDA is synchronised before every clock read; AMP autocasts to float16 (CUDA) or bfloat16."""
-    from benchbox.bench import Steps
+    from benchbox.execute.bench import Steps
 
     if device == "cuda" and not torch.cuda.is_available():
         raise BenchboxError("torch: --device cuda, but no CUDA device is visible")

@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchbox.datadir import cache_root
+from benchbox.data.datadir import cache_root
+from benchbox.data.images import DecodeCache, unreadable_reason
 from benchbox.errors import DataError
-from benchbox.images import DecodeCache, unreadable_reason
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom")
 #: the ``color`` option: how many channels each image is loaded with

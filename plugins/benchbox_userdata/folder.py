@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 
 from benchbox.contracts import Dataset, SampleSet
+from benchbox.data.images import has_dicom_preamble
 from benchbox.errors import DataError
-from benchbox.images import has_dicom_preamble
 from benchbox_userdata.common import (
     IMAGE_SUFFIXES,
     channels_of,

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from benchbox.records import CellKey
+from benchbox.execute.records import CellKey
 from benchbox_validity.rates import Rate, rates
 
 

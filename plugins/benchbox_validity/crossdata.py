@@ -2,7 +2,7 @@
 backbone, rows trained on, columns tested on, three rows per trained-on data set (AUC, sensitivity,
 specificity of its positive class against the rest, with 95% intervals). The diagonal is the
 within-data-set cross-validation of the same run. The figures come from RunResult.cross
-(benchbox/summary.py: cross_dataset_matrix); this module only lays them out."""
+(benchbox/results/summary.py: cross_dataset_matrix); this module only lays them out."""
 
 from __future__ import annotations
 

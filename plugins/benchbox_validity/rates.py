@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from benchbox.statistics import wilson
+from benchbox.results.statistics import wilson
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from benchbox.probes import PROBES, THRESHOLDS
-from benchbox.records import CellKey, DataKey
+from benchbox.data.probes import PROBES, THRESHOLDS
+from benchbox.execute.records import CellKey, DataKey
 from benchbox_validity.breakdown import ExternalResult
 from benchbox_validity.rates import Rates, cell_rates
 

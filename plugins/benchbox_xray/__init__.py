@@ -28,9 +28,9 @@ import pandas as pd
 
 from benchbox import hookimpl
 from benchbox.contracts import Dataset, SampleSet
-from benchbox.datadir import cache_root, data_root
+from benchbox.data.datadir import cache_root, data_root
+from benchbox.data.images import DecodeCache, unreadable_reason
 from benchbox.errors import DataError
-from benchbox.images import DecodeCache, unreadable_reason
 from benchbox_xray.sources import read_cohen, read_kermany
 
 _CACHE: DecodeCache | None = None

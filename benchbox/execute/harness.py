@@ -206,11 +206,11 @@ def run_fold(
 
 
 def explain_fold(backbone: Backbone, plugin: str, model, job: FoldJob, probs: np.ndarray, request, where: str) -> dict:
-    """Grad-CAM maps of a seeded sample of the test fold (benchbox/explain.py), by the fold's own
+    """Grad-CAM maps of a seeded sample of the test fold (benchbox/results/explain.py), by the fold's own
     model, for the predicted class. Never fails the fold: a backbone that cannot explain, or whose
     maps break the contract, gets a ``status`` saying why and no maps. Not timed: the fold's
     timings are measured before and after without it."""
-    from benchbox import explain as ex
+    from benchbox.results import explain as ex
 
     predicted = probs.argmax(axis=1) if len(probs) else np.zeros(0, dtype=np.int64)
     ids = list(job.test_ids) if job.test_ids is not None else [str(i) for i in range(len(job.x_test))]

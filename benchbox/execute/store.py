@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from benchbox.errors import StoreError
-from benchbox.records import CellKey, FoldRecord, data_index, legacy_aliases
+from benchbox.execute.records import CellKey, FoldRecord, data_index, legacy_aliases
 
 
 def split_fingerprint(ids, folds, protocol: str) -> str:
@@ -315,7 +315,7 @@ class RunStore:
         if data is None:
             path.unlink(missing_ok=True)  # a rerun of this fold that could not explain: no stale maps
             return
-        from benchbox.explain import to_npz
+        from benchbox.results.explain import to_npz
 
         write_atomic(path, to_npz({**data, "classes": np.array([str(c) for c in record.classes])}))
         explained["file"] = str(path.relative_to(self.path))

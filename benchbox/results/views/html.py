@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchbox.records import DataKey
-from benchbox.summary import RunResult
-from benchbox.views.format import header, interval_note, missing, number, value
-from benchbox.views.report import comparison_frame, note
+from benchbox.execute.records import DataKey
+from benchbox.results.summary import RunResult
+from benchbox.results.views.format import header, interval_note, missing, number, value
+from benchbox.results.views.report import comparison_frame, note
 
 E = html.escape
 

@@ -20,11 +20,11 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 from benchbox.contracts import TrainingConfig
+from benchbox.data.probes import PROBE_OPTIONS, PROBES, THRESHOLDS
+from benchbox.data.splitters import Protocol
 from benchbox.errors import BenchboxError, SuiteError
+from benchbox.execute.records import CellKey
 from benchbox.plugins import unknown_plugin_message
-from benchbox.probes import PROBE_OPTIONS, PROBES, THRESHOLDS
-from benchbox.records import CellKey
-from benchbox.splitters import Protocol
 
 TOP_KEYS = {
     "name",
@@ -105,7 +105,7 @@ class Suite:
     external: dict = field(default_factory=dict)  # CellKey -> test-only dataset aliases
     executor: dict = field(default_factory=dict)  # how to run, not what: excluded from the digest
     tracking: dict = field(default_factory=dict)  # where results are mirrored ({"mlflow": {...}}): not in the digest
-    probes: dict = field(default_factory=dict)  # probe name -> options (see benchbox/probes.py)
+    probes: dict = field(default_factory=dict)  # probe name -> options (see benchbox/data/probes.py)
     thresholds: dict = field(default_factory=dict)  # verdict thresholds of the shortcut report
     explain: dict = field(default_factory=dict)  # [explain] with defaults merged; {} when the suite has none
     raw: dict = field(repr=False, default_factory=dict)
@@ -360,9 +360,9 @@ def validate_suite(
 
 
 def _data(c: _Checker, raw, registry, datasets, cells, external, protocol, data_dir, backbones=None) -> None:
-    """The data sets' sample tables, read as `benchbox run` reads them (benchbox/plan.py), their
+    """The data sets' sample tables, read as `benchbox run` reads them (benchbox/define/plan.py), their
     problems added to the suite's; data sets whose options are already reported are not read."""
-    from benchbox.plan import data_problems
+    from benchbox.define.plan import data_problems
 
     bad = {
         alias
@@ -482,9 +482,9 @@ def with_tracking_overrides(tracking: dict, overrides: dict, registry) -> dict:
 
 
 def _explain(c: _Checker, raw) -> dict:
-    """[explain]: Grad-CAM maps of a seeded sample of each fold's test images (benchbox/explain.py).
+    """[explain]: Grad-CAM maps of a seeded sample of each fold's test images (benchbox/results/explain.py).
     Returns the settings with defaults merged (the suite's seed unless it names one), ``{}`` when absent."""
-    from benchbox.explain import EXPLAIN_DEFAULTS, check_settings
+    from benchbox.results.explain import EXPLAIN_DEFAULTS, check_settings
 
     if "explain" not in raw:
         return {}
@@ -658,7 +658,7 @@ def expand_probes(cells: list[CellKey], external: dict, probes: dict):
 def expand_cross_dataset(c: _Checker, cells: list[CellKey], external: dict, datasets, kind: str):
     """A protocol whose strategy crosses data sets: every cell's models also predict every other data set of the
     suite (each ordered pair trained-on A, tested-on B). Whether B holds A's positive class is checked
-    when the sample tables are read (benchbox/plan.py), since only then are the classes known."""
+    when the sample tables are read (benchbox/define/plan.py), since only then are the classes known."""
     trained = list(dict.fromkeys(cell.dataset for cell in cells))
     if len(datasets) < 2:
         c.add("protocol.kind", f'"{kind}" needs at least two [datasets.*] tables (train on one, test on another)')

@@ -20,12 +20,12 @@ import numpy as np
 import pandas as pd
 
 from benchbox.contracts import MetricSpec
-from benchbox.environment import THREAD_VARIABLES, busy
 from benchbox.errors import BenchboxError
-from benchbox.records import cell_index, data_index
-from benchbox.store import RunStore
-from benchbox.summary import CROSS_METRICS, summarise
-from benchbox.views.format import md_escape, value
+from benchbox.execute.environment import THREAD_VARIABLES, busy
+from benchbox.execute.records import cell_index, data_index
+from benchbox.execute.store import RunStore
+from benchbox.results.summary import CROSS_METRICS, summarise
+from benchbox.results.views.format import md_escape, value
 
 
 def collect(run_dirs, registry, dataset: str | None = None) -> tuple[pd.DataFrame, list[str], dict[str, MetricSpec]]:
@@ -274,7 +274,7 @@ def format_p(p) -> str:
 def fold_ttest(best, other, spec: MetricSpec) -> tuple[float, str]:
     """The corrected resampled t-test of ``spec`` between two entries of one paired group over their
     common folds: (two-sided p, what was done) or (nan, why no test was made)."""
-    from benchbox.pairstats import corrected_resampled_ttest
+    from benchbox.results.pairstats import corrected_resampled_ttest
 
     values = []
     for row in (best, other):
@@ -301,7 +301,7 @@ def paired_tests(sub: pd.DataFrame, spec: MetricSpec, alpha: float = ALPHA) -> p
     t-test over their per-fold values, Holm-adjusted across the group's comparisons. Adds
     ``paired_group``, ``paired_p`` (Holm-adjusted), ``paired_p_raw``, ``paired_test`` and ``paired_rank``
     (e.g. "1 (tied with 2, 3)": the best and the entries no test distinguishes from it)."""
-    from benchbox.pairstats import holm
+    from benchbox.results.pairstats import holm
 
     sub = sub.reset_index(drop=True)
     rows = [r.to_dict() for _, r in sub.iterrows()]

@@ -40,8 +40,8 @@ def parse_options(registry, plugin: str, pairs: list[str]) -> dict:
     """``--option KEY=VALUE`` pairs (VALUE read as TOML: ``3``, ``true``, ``"text"``, ``[1, 2]``,
     ``{a = 10, b = 20}``; a value that is not TOML is taken as text) checked against the data set
     plugin's options as a suite's [datasets.NAME] table is: the options, defaults merged."""
+    from benchbox.define.suite import dataset_options, tomllib
     from benchbox.errors import BenchboxError
-    from benchbox.suite import dataset_options, tomllib
 
     table, problems = {}, []
     for pair in pairs:

@@ -1,9 +1,9 @@
 """The runner: the stages of `benchbox run`, in order, each one testable alone.
 
-    check (plugins, weights)  -> plan (sample tables, folds; benchbox/plan.py)
-    -> session (run directory: lock, manifest, resume checks; benchbox/session.py)
-    -> execute (executors through the harness; benchbox/executors.py, harness.py)
-    -> summarise once (benchbox/summary.py) -> render (benchbox/views/)
+    check (plugins, weights)  -> plan (sample tables, folds; benchbox/define/plan.py)
+    -> session (run directory: lock, manifest, resume checks; benchbox/execute/session.py)
+    -> execute (executors through the harness; benchbox/execute/executors.py, harness.py)
+    -> summarise once (benchbox/results/summary.py) -> render (benchbox/results/views/)
 
 Everything that can fail before training (unavailable plugins, missing weights or data) is
 checked first, so a run stops at once instead of after an hour. Finished folds are never redone.
@@ -14,16 +14,16 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from benchbox.define.plan import PreparedData, Unit, load_images, plan_units, prepare_data, units_per_cell
+from benchbox.define.suite import Suite
 from benchbox.errors import BenchboxError, PluginError
-from benchbox.executors import ExecutorChoice, choose_executor
-from benchbox.harness import call_plugin
-from benchbox.plan import PreparedData, Unit, load_images, plan_units, prepare_data, units_per_cell
-from benchbox.records import DataKey, FoldRecord
-from benchbox.session import Session, open_session
-from benchbox.suite import Suite
-from benchbox.summary import RunResult, summarise
-from benchbox.trackers import ActiveTrackers
-from benchbox.views.report import write_views
+from benchbox.execute.executors import ExecutorChoice, choose_executor
+from benchbox.execute.harness import call_plugin
+from benchbox.execute.records import DataKey, FoldRecord
+from benchbox.execute.session import Session, open_session
+from benchbox.execute.trackers import ActiveTrackers
+from benchbox.results.summary import RunResult, summarise
+from benchbox.results.views.report import write_views
 
 
 class Reporter:
@@ -177,7 +177,7 @@ def execute(
 
 def make_record(unit: Unit, outcome, data: dict[DataKey, PreparedData], digest: str) -> FoldRecord:
     """The stored record of one finished fold."""
-    from benchbox.records import ExternalPrediction
+    from benchbox.execute.records import ExternalPrediction
 
     ds = data[unit.cell.data]
     t = ds.samples.table
@@ -216,7 +216,7 @@ def rerender(run_dir: Path, registry) -> RunResult:
     """Summarise a stored run again and rewrite its views (`benchbox report`). Views that would lose a
     column (an evaluator the run used is not installed here) are left as they are: the stored report
     keeps what it showed, and the re-rendered tables go only where the user asked."""
-    from benchbox.store import RunStore
+    from benchbox.execute.store import RunStore
 
     result = summarise(RunStore(run_dir), registry)
     if result.missing_evaluators:

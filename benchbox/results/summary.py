@@ -16,9 +16,9 @@ import pandas as pd
 
 from benchbox.contracts import MetricSpec, Section
 from benchbox.errors import StoreError
-from benchbox.records import CellKey, FoldRecord, cell_index, data_index, group_by_cell
-from benchbox.statistics import mcnemar
-from benchbox.store import RunStore
+from benchbox.execute.records import CellKey, FoldRecord, cell_index, data_index, group_by_cell
+from benchbox.execute.store import RunStore
+from benchbox.results.statistics import mcnemar
 
 
 @dataclass
@@ -247,7 +247,7 @@ def cross_dataset_matrix(
     AUC intervals: patient-level bootstrap (image-level where the records name no patients);
     sensitivity and specificity: Wilson. Classes are matched by name; B may lack A's other classes.
     """
-    from benchbox.statistics import bootstrap_ci, positive_auc, wilson
+    from benchbox.results.statistics import bootstrap_ci, positive_auc, wilson
 
     problems = problems if problems is not None else []
     datasets = data_index(manifest)

@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 
 from benchbox.errors import BenchboxError
-from benchbox.records import DataKey, data_index, group_by_cell
-from benchbox.statistics import bootstrap_ci, mcnemar, positive_auc
-from benchbox.store import RunStore
+from benchbox.execute.records import DataKey, data_index, group_by_cell
+from benchbox.execute.store import RunStore
+from benchbox.results.statistics import bootstrap_ci, mcnemar, positive_auc
 
 
 def _aligned(records):

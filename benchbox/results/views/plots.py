@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchbox.summary import RunResult
-from benchbox.views.format import missing
+from benchbox.results.summary import RunResult
+from benchbox.results.views.format import missing
 
 
 def pyplot():

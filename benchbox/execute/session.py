@@ -12,13 +12,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchbox.environment import environment
+from benchbox.data.splitters import fold_count
+from benchbox.define.plan import PreparedData
+from benchbox.define.suite import Suite, file_in_the_way
 from benchbox.errors import StoreError
-from benchbox.plan import PreparedData
-from benchbox.records import DataKey
-from benchbox.splitters import fold_count
-from benchbox.store import FORMAT, RunStore, find_resumable, split_fingerprint, unfinished_of_other_content
-from benchbox.suite import Suite, file_in_the_way
+from benchbox.execute.environment import environment
+from benchbox.execute.records import DataKey
+from benchbox.execute.store import FORMAT, RunStore, find_resumable, split_fingerprint, unfinished_of_other_content
 
 
 @dataclass

@@ -12,14 +12,14 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from benchbox.contracts import SampleSet
+from benchbox.data.images import to_channels
+from benchbox.data.probes import IMAGE_PROBES, transform
+from benchbox.data.splitters import fold_count, train_test_indices
+from benchbox.define.suite import DatasetEntry, Suite
 from benchbox.errors import BenchboxError, DataError
-from benchbox.explain import explain_layer
-from benchbox.harness import call_plugin, channels_problem
-from benchbox.images import to_channels
-from benchbox.probes import IMAGE_PROBES, transform
-from benchbox.records import CellKey, DataKey
-from benchbox.splitters import fold_count, train_test_indices
-from benchbox.suite import DatasetEntry, Suite
+from benchbox.execute.harness import call_plugin, channels_problem
+from benchbox.execute.records import CellKey, DataKey
+from benchbox.results.explain import explain_layer
 
 
 @dataclass
@@ -102,7 +102,7 @@ def read_tables(
     """The sample tables of the data sets trained on and of the test-only ones, listing files and
     reading CSVs but decoding no pixels, and every problem found (one message per data set).
 
-    Shared by `benchbox run` (prepare_data) and `benchbox validate` (benchbox/suite.py), so both
+    Shared by `benchbox run` (prepare_data) and `benchbox validate` (benchbox/define/suite.py), so both
     report a data set's problem in the same words."""
     tables: dict[str, SampleSet] = {}
     problems = []
@@ -318,7 +318,7 @@ def plan_units(suite: Suite, data: dict[DataKey, PreparedData], done) -> list[Un
                         "seed": fold_seed(suite.seed, cell, fold),
                         "train_ids": ids[train_idx].tolist(),
                         "test_ids": test_ids[test_idx].tolist(),
-                        # [explain]: read by the harness only (it holds the test labels), see benchbox/explain.py
+                        # [explain]: read by the harness only (it holds the test labels), see benchbox/results/explain.py
                         "explain": {
                             **suite.explain,
                             "layer": explain_layer(suite.explain, cell.backbone),

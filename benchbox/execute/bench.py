@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from benchbox.environment import cpu_name, gpu_names, package_versions
+from benchbox.execute.environment import cpu_name, gpu_names, package_versions
 
 CSV_COLUMNS = [
     "model",

@@ -16,10 +16,10 @@ from rich.markup import escape
 from rich.table import Table
 from tabulate import tabulate
 
-from benchbox.environment import busy_start
-from benchbox.store import write_atomic
-from benchbox.summary import RunResult
-from benchbox.views.format import header, interval_note, md_escape, missing, number, value
+from benchbox.execute.environment import busy_start
+from benchbox.execute.store import write_atomic
+from benchbox.results.summary import RunResult
+from benchbox.results.views.format import header, interval_note, md_escape, missing, number, value
 
 NAME_COLUMNS = ("Dataset", "Data", "Backbone", "Positive", "")
 
@@ -306,7 +306,7 @@ def write_views(result: RunResult, registry) -> list[Path]:
     run_dir = Path(result.run_dir)
     written = []
     if importlib.util.find_spec("matplotlib") is not None:
-        from benchbox.views.plots import write_plots
+        from benchbox.results.views.plots import write_plots
 
         try:
             written += write_plots(result)

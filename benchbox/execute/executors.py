@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 
 from benchbox.contracts import Executor, FoldJob
+from benchbox.define.plan import Unit
 from benchbox.errors import BenchboxError
-from benchbox.plan import Unit
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class ExecutorChoice:
 def choose_executor(registry, settings: Mapping[str, Any] | None = None) -> ExecutorChoice:
     """The executor ``settings`` (an [executor] table with command-line overrides) names, its options
     checked by the suite's rules; a BenchboxError listing every problem."""
-    from benchbox.suite import DEFAULT_EXECUTOR, chosen_strategy
+    from benchbox.define.suite import DEFAULT_EXECUTOR, chosen_strategy
 
     problems: list[str] = []
     executor, options = chosen_strategy(problems, "executor", dict(settings or {}), registry, DEFAULT_EXECUTOR)

@@ -1,0 +1,180 @@
+"""`benchbox report`, `explain`, `compare` and `leaderboard`: views of stored runs."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from benchbox.cli.common import (
+    _output_file,
+    _registry,
+    _rich_frame,
+    app,
+    console,
+    did_you_mean,
+    err_console,
+    esc,
+)
+from benchbox.errors import BenchboxError
+
+
+def _output_format(registry, name: str, what: str):
+    """The registered output format ``--format NAME`` names (or one of its aliases, e.g. md), able to
+    render ``what`` ("run" or "leaderboard"); an error listing those that can."""
+    able = [
+        n
+        for n, e in registry.output_formats.items()
+        if (e.obj.renders_runs if what == "run" else e.obj.renders_leaderboards)
+    ]
+    canonical = registry.canonical("output format", name)
+    if canonical not in able:
+        choices = (["terminal"] if what == "run" else []) + able
+        raise BenchboxError(f"--format {name!r}: choose one of {', '.join(choices)}{did_you_mean(name, choices)}")
+    return registry.get("output format", canonical)
+
+
+@app.command()
+def report(
+    run_dir: Path = typer.Argument(..., help="A run directory written by `benchbox run`."),
+    format: str = typer.Option(
+        "terminal", "--format", "-f", help="terminal, or an output format: markdown, csv, latex, html, json..."
+    ),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
+):
+    """Re-render a run's tables from its stored fold records alone.
+
+    The run's report files (report.html, report.md, summary.csv, plots/) are rewritten too."""
+    from benchbox.execute.runner import rerender
+    from benchbox.results.views.report import print_terminal
+
+    registry = _registry()
+    chosen = _output_format(registry, "markdown" if format == "terminal" else format, "run")
+    if output is not None:
+        _output_file(output)
+    result = rerender(run_dir, registry)
+    if format == "terminal" and output is None:
+        print_terminal(result, console)
+        return
+    text = chosen.render_run(result)
+    if output:
+        output.write_text(text, encoding="utf-8")
+        console.print(f"wrote {output}", highlight=False)
+    else:
+        sys.stdout.write(text)
+
+
+@app.command()
+def explain(
+    run_dir: Path = typer.Argument(..., help="A run directory written by `benchbox run` with [explain] in its suite."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", help="Folder for the panels and heat_share.csv (default: RUN_DIR/plots)."
+    ),
+    images: int = typer.Option(4, "--images", min=1, help="Images per class in each panel (wrong predictions first)."),
+):
+    """(Re)draw a run's Grad-CAM panels and its heat-share table from the maps the run stored."""
+    from benchbox.execute.records import group_by_cell
+    from benchbox.execute.store import RunStore, write_atomic
+    from benchbox.results import explain as ex
+
+    if out is not None and out.exists() and not out.is_dir():
+        raise BenchboxError(
+            f"--out {out} is a file; --out names a folder for the panels and heat_share.csv: choose a new or "
+            f"existing folder (e.g. {out.parent / 'gradcam'}), or move the file away"
+        )
+    store = RunStore(run_dir)
+    manifest = store.manifest()
+    records, _ = store.read_records(manifest)
+    cells = group_by_cell(records)
+    damaged: list[str] = []
+    explained = ex.stored(run_dir, {c.slug: c for c in cells}, damaged)
+    for problem in damaged:
+        err_console.print(f"warning: {problem}", markup=False, highlight=False)
+    if not explained:
+        why = sorted({str(r.info["explain"].get("status")) for r in records if isinstance(r.info.get("explain"), dict)})
+        if why:
+            raise BenchboxError(f"{run_dir}: its suite has [explain], but no fold stored maps: " + "; ".join(why))
+        raise BenchboxError(ex.NO_EXPLANATIONS.format(run=run_dir))
+    settings = (manifest.get("suite_as_run") or {}).get("explain") or {}
+    centre, frame = float(settings.get("centre", 0.6)), float(settings.get("frame", 0.1))
+    target = out if out is not None else Path(run_dir) / "plots"
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BenchboxError(
+            f"--out {target}: cannot create that folder ({exc.strerror or exc}); choose another"
+        ) from None
+    paths = ex.draw_panels(explained, target, images)
+    table = ex.share_frame(explained, cells, centre, frame)
+    csv_path = target / "heat_share.csv"
+    write_atomic(csv_path, table.to_csv(index=False))
+    console.print(_rich_frame(table, "Where does it look (Grad-CAM heat share)"))
+    for line in ex.share_notes(centre, frame) + ex.coarse_notes(explained):
+        console.print(esc(line), highlight=False)
+    for path in [*paths, csv_path]:
+        console.print(f"wrote {esc(path)}", highlight=False)
+    if out is None:
+        console.print(f"`benchbox report {esc(run_dir)}` re-renders report.html with these panels", highlight=False)
+
+
+@app.command()
+def compare(
+    run_dir: Path = typer.Argument(..., help="A run directory."),
+    a: str = typer.Argument(..., help="First backbone (its name in the suite)."),
+    b: str = typer.Argument(..., help="Second backbone."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Data set, when they share several."),
+    n_boot: int = typer.Option(1000, "--n-boot", min=10, help="Bootstrap resamples (patients)."),
+):
+    """Paired comparison of two backbones on the same samples: McNemar and the AUC difference."""
+    from benchbox.results.views.compare import compare as run_compare
+
+    r = run_compare(run_dir, a, b, dataset, n_boot)
+    m = r["mcnemar"]
+    table = Table(title=esc(f"{a} vs {b} on {r['dataset']} ({r['n']} shared test images)"), show_header=False)
+    table.add_column("")
+    table.add_column("")
+    table.add_row("accuracy", f"{100 * r['accuracy_a']:.2f}% vs {100 * r['accuracy_b']:.2f}%")
+    table.add_row("right only by " + esc(a), str(m["only_a"]))
+    table.add_row("right only by " + esc(b), str(m["only_b"]))
+    table.add_row(
+        f"McNemar ({m['method']})",
+        f"p = {m['p_value']:.4g}" + (" (significant at 0.05)" if m["p_value"] < 0.05 else ""),
+    )
+    lo, hi = r["auc_difference_ci"]
+    table.add_row("AUC", f"{r['auc_a']:.4f} vs {r['auc_b']:.4f}")
+    table.add_row(
+        "AUC difference (a − b)", f"{r['auc_difference']:+.4f} [95% CI {lo:+.4f}, {hi:+.4f}], patient bootstrap"
+    )
+    console.print(table)
+
+
+@app.command()
+def leaderboard(
+    runs: list[Path] = typer.Argument(..., help="Run directories (e.g. runs/*)."),
+    metric: Optional[str] = typer.Option(
+        None, "--metric", help="Any metric the runs' evaluators declare (default: the first one declared)."
+    ),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Only this data set (name or plugin)."),
+    format: str = typer.Option("markdown", "--format", "-f", help="An output format: markdown, csv, html, json..."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file."),
+):
+    """Rank data set x backbone entries across runs, grouping entries that are not comparable."""
+    from benchbox.results.views.leaderboard import choose_metric, collect, rank
+
+    registry = _registry()
+    chosen = _output_format(registry, format, "leaderboard")
+    if output is not None:
+        _output_file(output, example=f"leaderboard{chosen.suffix}")
+    entries, problems, metrics = collect(runs, registry, dataset)
+    spec = choose_metric(metrics, metric)
+    text = chosen.render_leaderboard(rank(entries, spec), spec, output)
+    for p in problems:
+        err_console.print(f"warning: {p}", markup=False, highlight=False)
+    if output:
+        output.write_text(text, encoding="utf-8")
+        console.print(f"wrote {output}", highlight=False)
+    else:
+        sys.stdout.write(text)
