@@ -10,7 +10,7 @@ The patient id leads the file name, so ``group_pattern = '^[^/]+/(.+)__'`` gives
 to the ``folder`` data set (a sample whose patient is the sample itself is written as ``<id>.png``).
 
 It backs ``benchbox data export DATASET --to DIR [--size HxW]`` (e.g. ``benchbox data export
-synthetic --to exported-synthetic``); the CLI command is wired in benchbox/cli.py by calling
+synthetic --to exported-synthetic``); the CLI command is wired in benchbox/cli/data.py by calling
 :func:`export_dataset` with the plugin's ``samples(defaults + options, seed, data_dir)``.
 """
 
