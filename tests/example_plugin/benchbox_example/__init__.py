@@ -1,7 +1,8 @@
 """A third party's benchbox plugin: a tiny PyTorch CNN backbone, one backbone whose framework is not
 installed (listed as unavailable without breaking the others), a logistic-regression probe, a
-backbone that sleeps in predict (the harness must time it), and an evaluator that adds a metric
-(balanced accuracy) the core has never heard of."""
+backbone that sleeps in predict (the harness must time it), an evaluator that adds a metric
+(balanced accuracy) the core has never heard of, and (strategies.py) a split strategy, an output
+format and a tracker."""
 
 import time
 
@@ -9,6 +10,7 @@ import numpy as np
 
 from benchbox import hookimpl
 from benchbox.contracts import Availability, Backbone, Evaluator, MetricSpec
+from benchbox_example.strategies import JsonLines, LeaveOneSourceOut, Yaml
 
 
 class TinyCNN(Backbone):
@@ -160,3 +162,18 @@ def benchbox_backbones():
 @hookimpl
 def benchbox_evaluators():
     return [BalancedAccuracy()]
+
+
+@hookimpl
+def benchbox_split_strategies():
+    return [LeaveOneSourceOut()]
+
+
+@hookimpl
+def benchbox_output_formats():
+    return [Yaml()]
+
+
+@hookimpl
+def benchbox_trackers():
+    return [JsonLines()]
