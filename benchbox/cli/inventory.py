@@ -135,7 +135,9 @@ def backbones_describe(
 @weights_app.command("fetch")
 def weights_fetch(
     names: Optional[list[str]] = typer.Argument(None, help="Backbones (default: every available one)."),
-    alpha: float = typer.Option(1.0, "--alpha", help="MobileNet v2 width multiplier (Keras)."),
+    alpha: float = typer.Option(
+        1.0, "--alpha", help="Width multiplier of backbones that take an alpha option (Keras MobileNet v2)."
+    ),
     input_size: str = typer.Option(
         "224x224", "--input", help="HEIGHTxWIDTH (Keras MobileNet v2 picks its file by it)."
     ),
@@ -149,7 +151,7 @@ def weights_fetch(
     for name in names:
         backbone = registry.get("backbone", name)
         options = {**backbone.defaults, "weights": "imagenet", "input_size": list(parse_size(input_size))}
-        if "alpha" in options and backbone.framework == "keras":
+        if "alpha" in options:
             options["alpha"] = alpha
         try:
             backbone.prepare(options)

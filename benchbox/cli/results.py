@@ -37,11 +37,27 @@ def _output_format(registry, name: str, what: str):
     return registry.get("output format", canonical)
 
 
+def _format_for_file(registry, output: Path):
+    """``report -o FILE`` without --format: the output format whose file suffix FILE has (report.tex: latex)."""
+    able = {n: e.obj for n, e in registry.output_formats.items() if e.obj.renders_runs}
+    for fmt in able.values():
+        if fmt.suffix and output.suffix.lower() == fmt.suffix.lower():
+            return fmt
+    raise BenchboxError(
+        f"--output {output}: no output format writes {output.suffix or 'suffix-less'} files; add --format "
+        f"(one of {', '.join(able)}) or name the file by its format (report.md, report.tex...)"
+    )
+
+
 @app.command()
 def report(
     run_dir: Path = typer.Argument(..., help="A run directory written by `benchbox run`."),
     format: str = typer.Option(
-        "terminal", "--format", "-f", help="terminal, or an output format: markdown, csv, latex, html, json..."
+        "terminal",
+        "--format",
+        "-f",
+        help="terminal (default; with -o FILE: the format of FILE's suffix), or an output format: markdown, csv, latex, "
+        "html, json...",
     ),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
 ):
@@ -52,11 +68,14 @@ def report(
     from benchbox.results.views.report import print_terminal
 
     registry = _registry()
-    chosen = _output_format(registry, "markdown" if format == "terminal" else format, "run")
+    if format != "terminal":
+        chosen = _output_format(registry, format, "run")
     if output is not None:
         _output_file(output)
+    if format == "terminal":  # the report command's own screen view (rich tables), not an output format
+        chosen = None if output is None else _format_for_file(registry, output)
     result = rerender(run_dir, registry)
-    if format == "terminal" and output is None:
+    if chosen is None:
         print_terminal(result, console)
         return
     text = chosen.render_run(result)
