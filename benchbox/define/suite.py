@@ -22,6 +22,7 @@ except ModuleNotFoundError:  # Python 3.10
 from benchbox.contracts import TrainingConfig
 from benchbox.data.probes import PROBE_OPTIONS, PROBES, THRESHOLDS
 from benchbox.data.splitters import Protocol
+from benchbox.define.tables import data_problems
 from benchbox.errors import BenchboxError, SuiteError
 from benchbox.execute.records import CellKey
 from benchbox.plugins import unknown_plugin_message
@@ -362,8 +363,6 @@ def validate_suite(
 def _data(c: _Checker, raw, registry, datasets, cells, external, protocol, data_dir, backbones=None) -> None:
     """The data sets' sample tables, read as `benchbox run` reads them (benchbox/define/plan.py), their
     problems added to the suite's; data sets whose options are already reported are not read."""
-    from benchbox.define.plan import data_problems
-
     bad = {
         alias
         for alias in datasets
