@@ -142,8 +142,10 @@ def balanced_class_weights(y: np.ndarray, num_classes: int) -> np.ndarray:
         return np.where(counts > 0, len(y) / (num_classes * counts), 0.0)
 
 
-class Dataset:
-    """A Dataset plugin: a named source of labelled, grouped images."""
+class Contribution:
+    """What every contributed object has: a name the registry finds it by, a one-line description for
+    `benchbox plugins`, the options a suite may set (with their defaults: their types follow them),
+    whether it can run here, and its own check of option values."""
 
     name: str = ""
     description: str = ""
@@ -151,17 +153,23 @@ class Dataset:
     defaults: Mapping[str, Any] = {}
 
     def availability(self) -> Availability:
+        """Whether it can run here; if not, why and the install command."""
         return Availability(True)
 
     def check_options(self, options: Mapping[str, Any]) -> list[str]:
-        """Problems with option *values* that need no data (so `benchbox validate` finds them)."""
+        """Problems with option *values* that need no data (so `benchbox validate` finds them), each
+        ``"key: message"``; empty when fine."""
         return []
+
+
+class Dataset(Contribution):
+    """A Dataset plugin: a named source of labelled, grouped images."""
 
     def samples(self, options: Mapping[str, Any], seed: int, data_dir: str | None) -> SampleSet:
         raise NotImplementedError
 
 
-class Backbone:
+class Backbone(Contribution):
     """A Backbone plugin: builds a network (cutoff + head), trains it on a fold, predicts images.
 
     The harness owns the clock: it times ``fit`` (training), ``predict`` on the test fold, and
@@ -171,7 +179,6 @@ class Backbone:
 
     name: str = ""  # "framework/network", e.g. "keras/mobilenet_v2"
     framework: str = ""
-    description: str = ""
     defaults: Mapping[str, Any] = {}
     #: types of options whose default does not say them all, e.g. {"freeze": (str, float)}
     option_types: Mapping[str, Any] = {}
@@ -179,13 +186,6 @@ class Backbone:
     #: needs; (1,) grayscale (N, H, W) only; (3,) RGB (N, H, W, 3) only. The harness refuses a fold of
     #: other channels before ``fit``, naming the backbone and what to do (benchbox.execute.harness.channels_problem)
     accepted_channels: tuple[int, ...] = (1, 3)
-
-    def availability(self) -> Availability:
-        return Availability(True)
-
-    def check_options(self, options: Mapping[str, Any]) -> list[str]:
-        """Problems with option *values* (keys are checked by the suite); empty when fine."""
-        return []
 
     def prepare(self, options: Mapping[str, Any]) -> None:
         """Fail fast, before any data is loaded, when e.g. the requested weights cannot be had."""
@@ -247,16 +247,11 @@ class BackboneFamily:
         raise NotImplementedError
 
 
-class Evaluator:
+class Evaluator(Contribution):
     """An Evaluator plugin: turns the fold records of one cell into metrics it declares."""
 
-    name: str = ""
-    description: str = ""
     #: every metric ``evaluate`` returns that a view should show, rank or plot
     metrics: tuple[MetricSpec, ...] = ()
-
-    def availability(self) -> Availability:
-        return Availability(True)
 
     def evaluate(self, records: Sequence[Any], classes: Sequence[str], positive_class: str) -> dict[str, Any]:
         """Metrics of one cell from its ``benchbox.execute.records.FoldRecord`` list (pooled over folds)."""
@@ -288,19 +283,14 @@ class VerifyReport:
         return not (self.missing or self.changed)
 
 
-class DataSource:
+class DataSource(Contribution):
     """A raw data source a Dataset plugin reads: where it comes from and how to fetch/verify it.
 
     ``benchbox data fetch`` and ``benchbox data verify`` work through these objects only, so the
     core never imports a data plugin."""
 
-    name: str = ""
-    description: str = ""
     home: str = ""  # the project page a user can read
     layout: str = ""  # what the source looks like under the data root, for placing it by hand
-
-    def availability(self) -> Availability:
-        return Availability(True)
 
     def fetch(self, root: Path, progress: Callable[[int, int | None], None] | None = None) -> Path:
         """Download, check and unpack into ``root``; return the source's folder. Raise DataError."""
@@ -312,7 +302,7 @@ class DataSource:
 
 
 # --- strategies: every closed choice of a run, registered like backbones (docs/architecture.md) ------------------
-class SplitStrategy:
+class SplitStrategy(Contribution):
     """How a protocol draws its folds: one strategy per ``[protocol] kind`` (scikit-learn's splitters are
     the model: one small object behind one ``assign`` call).
 
@@ -320,19 +310,9 @@ class SplitStrategy:
     takes in ``defaults`` (their types follow the defaults) and checks their values in ``check_options``,
     so a suite is validated by its own strategy."""
 
-    name: str = ""  # the ``protocol.kind`` that selects it, e.g. "kfold"
-    description: str = ""
-    #: the [protocol] keys it takes, with their defaults (a key another strategy takes is named as such)
-    defaults: Mapping[str, Any] = {}
+    # name: the ``protocol.kind`` that selects it, e.g. "kfold"; defaults: the [protocol] keys it takes
     #: every cell's models also predict the suite's other data sets (the cross-dataset matrix)
     crosses_datasets: bool = False
-
-    def availability(self) -> Availability:
-        return Availability(True)
-
-    def check_options(self, options: Mapping[str, Any]) -> list[str]:
-        """Problems with option *values*, each ``"key: message"`` (the suite prefixes ``protocol.``)."""
-        return []
 
     def label(self, options: Mapping[str, Any]) -> str:
         """How tables and leaderboards name the protocol, e.g. "10-fold (stratified+grouped)"."""
@@ -360,22 +340,11 @@ class SplitStrategy:
         raise NotImplementedError
 
 
-class Executor:
+class Executor(Contribution):
     """Who trains a run's units of work (cell x fold): in this process, on a cluster... Selected by
     ``[executor] kind`` or ``--executor``; every executor runs each unit through the same harness
-    (``benchbox.execute.harness.run_fold``), so timings and records do not depend on it."""
-
-    name: str = ""
-    description: str = ""
-    #: the [executor] keys it takes besides ``kind``, with their defaults
-    defaults: Mapping[str, Any] = {}
-
-    def availability(self) -> Availability:
-        return Availability(True)
-
-    def check_options(self, options: Mapping[str, Any]) -> list[str]:
-        """Problems with option values, each ``"key: message"`` (the suite prefixes ``executor.``)."""
-        return []
+    (``benchbox.execute.harness.run_fold``), so timings and records do not depend on it. Its
+    ``defaults`` are the [executor] keys it takes besides ``kind``."""
 
     def label(self, options: Mapping[str, Any]) -> str:
         return self.name
@@ -386,19 +355,15 @@ class Executor:
         raise NotImplementedError
 
 
-class OutputFormat:
+class OutputFormat(Contribution):
     """A way to write results: a run's report (``benchbox report --format``, and the files every run
     directory gets) and/or a leaderboard (``benchbox leaderboard --format``)."""
 
-    name: str = ""  # what --format takes, e.g. "markdown"
+    # name: what --format takes, e.g. "markdown"
     aliases: tuple[str, ...] = ()  # other words --format accepts, e.g. ("md",)
     suffix: str = ""  # file suffix, e.g. ".md"
-    description: str = ""
     #: the file written into every run directory with this format (e.g. "report.md"); None: on request only
     run_file: str | None = None
-
-    def availability(self) -> Availability:
-        return Availability(True)
 
     @property
     def renders_runs(self) -> bool:
@@ -418,25 +383,14 @@ class OutputFormat:
         raise NotImplementedError
 
 
-class Tracker:
+class Tracker(Contribution):
     """Where a run's progress and results are mirrored (an experiment tracker): selected by a table of
     the suite's ``[tracking]`` (``[tracking.NAME]``) or a command-line option. It observes; it never
     changes what a run computes (the table is not part of the suite's digest).
 
     Called in the driver only. ``start`` may raise to stop a run before anything is trained (e.g. the
-    tracker cannot be reached); later failures should warn rather than raise."""
-
-    name: str = ""
-    description: str = ""
-    #: the keys of its [tracking.NAME] table, with their defaults
-    defaults: Mapping[str, Any] = {}
-
-    def availability(self) -> Availability:
-        return Availability(True)
-
-    def check_options(self, options: Mapping[str, Any]) -> list[str]:
-        """Problems with option values, each ``"key: message"`` (the suite prefixes ``tracking.NAME.``)."""
-        return []
+    tracker cannot be reached); later failures should warn rather than raise. Its ``defaults`` are the
+    keys of its [tracking.NAME] table."""
 
     def start(self, run_dir: Path, manifest: Mapping[str, Any], options: Mapping[str, Any]) -> None:
         """A run starts or resumes (its manifest is written)."""
@@ -446,6 +400,20 @@ class Tracker:
 
     def end(self, run_dir: Path, result: Any, options: Mapping[str, Any]) -> None:
         """The session ends, after the views are written (``benchbox.results.summary.RunResult``)."""
+
+
+@dataclass(frozen=True)
+class Chosen:
+    """A registered strategy chosen by name, with its options (defaults merged): the plain value a
+    suite's [protocol] or [executor] table becomes (benchbox/define/suite.py ``chosen_strategy``)."""
+
+    name: str
+    options: Mapping[str, Any]
+    plugin: Any = field(compare=False, repr=False)
+
+    @property
+    def label(self) -> str:
+        return self.plugin.label(self.options)
 
 
 @dataclass(frozen=True)

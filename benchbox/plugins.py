@@ -23,15 +23,16 @@ from benchbox.contracts import Availability, Backbone, BackboneFamily
 from benchbox.errors import PluginError
 
 GROUP = "benchbox"
+#: every kind of contribution: the hook that contributes it, and the Registry attribute that holds its table
 KINDS = {
-    "dataset": "benchbox_datasets",
-    "backbone": "benchbox_backbones",
-    "evaluator": "benchbox_evaluators",
-    "data source": "benchbox_data_sources",
-    "split strategy": "benchbox_split_strategies",
-    "executor": "benchbox_executors",
-    "output format": "benchbox_output_formats",
-    "tracker": "benchbox_trackers",
+    "dataset": ("benchbox_datasets", "datasets"),
+    "backbone": ("benchbox_backbones", "backbones"),
+    "evaluator": ("benchbox_evaluators", "evaluators"),
+    "data source": ("benchbox_data_sources", "data_sources"),
+    "split strategy": ("benchbox_split_strategies", "split_strategies"),
+    "executor": ("benchbox_executors", "executors"),
+    "output format": ("benchbox_output_formats", "output_formats"),
+    "tracker": ("benchbox_trackers", "trackers"),
 }
 
 
@@ -157,37 +158,7 @@ class Registry:
     tables: dict[str, dict[str, Entry]] = field(default_factory=_tables)
     broken: list[tuple[str, str]] = field(default_factory=list)  # (plugin, error)
 
-    @property
-    def datasets(self) -> dict[str, Entry]:
-        return self.tables["dataset"]
-
-    @property
-    def backbones(self) -> dict[str, Entry]:
-        return self.tables["backbone"]
-
-    @property
-    def evaluators(self) -> dict[str, Entry]:
-        return self.tables["evaluator"]
-
-    @property
-    def data_sources(self) -> dict[str, Entry]:
-        return self.tables["data source"]
-
-    @property
-    def split_strategies(self) -> dict[str, Entry]:
-        return self.tables["split strategy"]
-
-    @property
-    def executors(self) -> dict[str, Entry]:
-        return self.tables["executor"]
-
-    @property
-    def output_formats(self) -> dict[str, Entry]:
-        return self.tables["output format"]
-
-    @property
-    def trackers(self) -> dict[str, Entry]:
-        return self.tables["tracker"]
+    # one table per kind, by name: registry.datasets, .backbones, .split_strategies... (made from KINDS below)
 
     def table(self, kind: str) -> dict[str, Entry]:
         return self.tables[kind]
@@ -251,6 +222,10 @@ class Registry:
                 if candidate in modules:
                     name = modules[candidate]
         return name
+
+
+for _kind, (_, _attribute) in KINDS.items():
+    setattr(Registry, _attribute, property(lambda self, kind=_kind: self.tables[kind], doc=f"{_kind} entries by name"))
 
 
 def unknown_plugin_message(table: dict, kind: str, name: str) -> str:
@@ -328,7 +303,7 @@ def load_registry(extra_plugins=()) -> Registry:
         pm.register(plugin, name=name)
         origins[name] = getattr(plugin, "__name__", name)
     _check_pending(pm, registry)
-    for kind, hook in KINDS.items():
+    for kind, (hook, _) in KINDS.items():
         contributed, problems = registry.call_each(hook)
         registry.broken += [(p.split()[1], p) for p in problems]
         for plugin_name, obj in ((p, o) for p, objs in contributed for o in (objs or [])):

@@ -60,6 +60,11 @@ def _data_dir_option(value: Optional[Path]) -> Optional[Path]:
     return value
 
 
+def data_dir_option(help: str = "Root of the raw data sources (default: user cache).") -> Optional[Path]:
+    """--data-dir (or BENCHBOX_DATA): the same option, checked the same way, on every command that reads data."""
+    return typer.Option(None, "--data-dir", envvar="BENCHBOX_DATA", callback=_data_dir_option, help=help)
+
+
 def _threads_option(value: str) -> str:
     """--threads: auto or a whole number from 1 (a usage error otherwise, like any malformed option)."""
     text = str(value).strip().lower()

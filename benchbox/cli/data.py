@@ -10,10 +10,10 @@ from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
 from benchbox.cli.common import (
-    _data_dir_option,
     _registry,
     console,
     data_app,
+    data_dir_option,
     esc,
     parse_size,
 )
@@ -40,9 +40,7 @@ def _default_samples(registry, name: str, seed: int, data_dir):
 @data_app.command("describe")
 def data_describe(
     names: Optional[list[str]] = typer.Argument(None, help="Dataset plugins (default: all)."),
-    data_dir: Optional[Path] = typer.Option(
-        None, "--data-dir", envvar="BENCHBOX_DATA", callback=_data_dir_option, help="Root of the raw data sources."
-    ),
+    data_dir: Optional[Path] = data_dir_option("Root of the raw data sources."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the composition draw."),
 ):
     """Class counts, patients and sources of data sets (their default options)."""
@@ -101,9 +99,7 @@ def _sources(registry, names):
 @data_app.command("fetch")
 def data_fetch(
     sources: Optional[list[str]] = typer.Argument(None, help="Data sources, e.g. cohen kermany (default: all)."),
-    data_dir: Optional[Path] = typer.Option(
-        None, "--data-dir", envvar="BENCHBOX_DATA", callback=_data_dir_option, help="Root to download into."
-    ),
+    data_dir: Optional[Path] = data_dir_option("Root to download into."),
 ):
     """Download, verify and unpack raw data sources into the data root."""
     from benchbox.data.datadir import data_root
@@ -123,9 +119,7 @@ def data_fetch(
 @data_app.command("verify")
 def data_verify(
     sources: Optional[list[str]] = typer.Argument(None, help="Data sources (default: all)."),
-    data_dir: Optional[Path] = typer.Option(
-        None, "--data-dir", envvar="BENCHBOX_DATA", callback=_data_dir_option, help="Root that holds the sources."
-    ),
+    data_dir: Optional[Path] = data_dir_option("Root that holds the sources."),
 ):
     """Check a data root against the sources' shipped manifests: missing, changed and extra files."""
     from benchbox.data.datadir import data_root
@@ -159,9 +153,7 @@ def data_export(
     name: str = typer.Argument(..., help="Data set plugin, e.g. synthetic."),
     to: Path = typer.Option(..., "--to", help="Folder to create (class folders + labels.csv)."),
     input_size: str = typer.Option("256x256", "--size", help="HEIGHTxWIDTH of the written images."),
-    data_dir: Optional[Path] = typer.Option(
-        None, "--data-dir", envvar="BENCHBOX_DATA", callback=_data_dir_option, help="Root of the raw data sources."
-    ),
+    data_dir: Optional[Path] = data_dir_option("Root of the raw data sources."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the data set's draw."),
     option: Optional[list[str]] = typer.Option(
         None,

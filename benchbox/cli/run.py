@@ -13,7 +13,6 @@ from benchbox.cli.common import (
     THREADS_HELP,
     Interrupted,
     RichReporter,
-    _data_dir_option,
     _output_file,
     _registry,
     _resume_hint,
@@ -21,6 +20,7 @@ from benchbox.cli.common import (
     _threads_option,
     app,
     console,
+    data_dir_option,
     did_you_mean,
     esc,
     parse_size,
@@ -32,13 +32,7 @@ from benchbox.execute.environment import busy_note, choose_threads
 @app.command()
 def run(
     suite: Path = typer.Argument(..., help="Suite file (TOML)."),
-    data_dir: Optional[Path] = typer.Option(
-        None,
-        "--data-dir",
-        envvar="BENCHBOX_DATA",
-        callback=_data_dir_option,
-        help="Root of the raw data sources (default: user cache).",
-    ),
+    data_dir: Optional[Path] = data_dir_option(),
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Write (or resume) this run directory."),
     new: bool = typer.Option(False, "--new", help="Start a new run even if an unfinished one exists."),
     executor: Optional[str] = typer.Option(None, "--executor", help="local (default) or ray."),
@@ -121,13 +115,7 @@ def run(
 @app.command()
 def validate(
     suite: Path = typer.Argument(..., help="Suite file (TOML)."),
-    data_dir: Optional[Path] = typer.Option(
-        None,
-        "--data-dir",
-        envvar="BENCHBOX_DATA",
-        callback=_data_dir_option,
-        help="Root of the raw data sources (default: user cache).",
-    ),
+    data_dir: Optional[Path] = data_dir_option(),
     no_data: bool = typer.Option(False, "--no-data", help="Check the file only; do not read the data sets' tables."),
 ):
     """Check a suite and its data sets' tables, listing every problem at once.

@@ -9,28 +9,23 @@ predictions can be compared sample by sample.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
-
 import numpy as np
 
-from benchbox.contracts import SplitStrategy
+from benchbox.contracts import Chosen, SplitStrategy
 from benchbox.errors import BenchboxError
 
 
-@dataclass(frozen=True)
-class Protocol:
+class Protocol(Chosen):
     """How samples are split: the strategy's name (``kind``), its options (defaults merged) and the
     strategy itself, looked up in the registry when the suite was read."""
 
-    kind: str
-    options: Mapping[str, Any]
-    strategy: SplitStrategy = field(compare=False, repr=False)
+    @property
+    def kind(self) -> str:
+        return self.name
 
     @property
-    def label(self) -> str:
-        return self.strategy.label(self.options)
+    def strategy(self) -> SplitStrategy:
+        return self.plugin
 
     @property
     def within_label(self) -> str:

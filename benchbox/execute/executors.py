@@ -8,30 +8,20 @@ plugins/benchbox_executors). This module holds what they share: the chosen execu
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from benchbox.contracts import Executor, FoldJob
+from benchbox.contracts import Chosen, FoldJob
 from benchbox.define.plan import Unit
 from benchbox.errors import BenchboxError
 
 
-@dataclass(frozen=True)
-class ExecutorChoice:
+class ExecutorChoice(Chosen):
     """The executor a run uses: its name, its options (defaults merged) and the plugin object."""
 
-    name: str
-    options: Mapping[str, Any]
-    executor: Executor = field(compare=False, repr=False)
-
-    @property
-    def label(self) -> str:
-        return self.executor.label(self.options)
-
     def run(self, units, images: dict, externals: dict, on_done, on_failed, reporter, registry) -> None:
-        self.executor.run(units, images, externals, on_done, on_failed, reporter, self.options, registry)
+        self.plugin.run(units, images, externals, on_done, on_failed, reporter, self.options, registry)
 
 
 def choose_executor(registry, settings: Mapping[str, Any] | None = None) -> ExecutorChoice:

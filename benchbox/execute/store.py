@@ -446,21 +446,21 @@ def _alive(holder: dict) -> bool:
 
 def find_resumable(output_dir: Path, suite_name: str, digest: str) -> Path | None:
     """The newest unfinished run of the same suite content, if any."""
-    output_dir = Path(output_dir)
-    if not output_dir.is_dir():
-        return None
-    for cand in sorted(output_dir.glob(f"{suite_name}-*"), reverse=True):
-        try:
-            m = RunStore(cand).manifest()
-        except StoreError:
-            continue
-        if m.get("format") == FORMAT and m.get("suite_digest") == digest and m.get("status") != "complete":
-            return cand
-    return None
+    return _newest_unfinished(
+        output_dir, suite_name, lambda m: m.get("format") == FORMAT and m.get("suite_digest") == digest
+    )
 
 
 def unfinished_of_other_content(output_dir: Path, suite_name: str, digest: str) -> Path | None:
     """The newest unfinished run of the same suite *name* but other content (the suite was edited)."""
+    return _newest_unfinished(
+        output_dir, suite_name, lambda m: m.get("suite") == suite_name and m.get("suite_digest") != digest
+    )
+
+
+def _newest_unfinished(output_dir: Path, suite_name: str, matches) -> Path | None:
+    """The newest run directory ``SUITE-*`` under ``output_dir`` whose readable manifest ``matches`` and
+    whose status is not complete."""
     output_dir = Path(output_dir)
     if not output_dir.is_dir():
         return None
@@ -469,6 +469,6 @@ def unfinished_of_other_content(output_dir: Path, suite_name: str, digest: str) 
             m = RunStore(cand).manifest()
         except StoreError:
             continue
-        if m.get("suite") == suite_name and m.get("suite_digest") != digest and m.get("status") != "complete":
+        if matches(m) and m.get("status") != "complete":
             return cand
     return None

@@ -16,11 +16,18 @@ from benchbox.contracts import SplitStrategy
 from benchbox.errors import BenchboxError
 
 
-def _how(options) -> str:
-    return "+".join(x for x in ("stratified", "grouped") if options.get(x))
+class _StratifiedGrouped(SplitStrategy):
+    """A strategy with ``stratified`` and ``grouped`` options, named "WHAT (stratified+grouped)"."""
+
+    def what(self, options) -> str:
+        raise NotImplementedError
+
+    def label(self, options) -> str:
+        how = "+".join(x for x in ("stratified", "grouped") if options.get(x))
+        return self.what(options) + (f" ({how})" if how else "")
 
 
-class KFold(SplitStrategy):
+class KFold(_StratifiedGrouped):
     """k folds, stratified by class and/or grouped by patient (no patient in two folds)."""
 
     name = "kfold"
@@ -34,15 +41,14 @@ class KFold(SplitStrategy):
     def n_folds(self, options) -> int:
         return options["k"]
 
-    def label(self, options) -> str:
-        how = _how(options)
-        return f"{options['k']}-fold" + (f" ({how})" if how else "")
+    def what(self, options) -> str:
+        return f"{options['k']}-fold"
 
     def assign(self, options, labels, groups, sources, seed) -> np.ndarray:
         return kfold(options["k"], options["stratified"], options["grouped"], labels, groups, seed)
 
 
-class Holdout(SplitStrategy):
+class Holdout(_StratifiedGrouped):
     """One seeded train/test split; its one "fold" is the test part."""
 
     name = "holdout"
@@ -56,9 +62,8 @@ class Holdout(SplitStrategy):
     def n_folds(self, options) -> int:
         return 1
 
-    def label(self, options) -> str:
-        how = _how(options)
-        return f"holdout {options['test_fraction']:g}" + (f" ({how})" if how else "")
+    def what(self, options) -> str:
+        return f"holdout {options['test_fraction']:g}"
 
     def assign(self, options, labels, groups, sources, seed) -> np.ndarray:
         from sklearn.model_selection import GroupShuffleSplit, train_test_split
