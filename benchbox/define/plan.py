@@ -141,6 +141,8 @@ def prepare_data(suite: Suite, registry, data_dir=None) -> dict[DataKey, Prepare
         prepared[DataKey(alias)] = PreparedData(DataKey(alias), samples, folds)
     problems += cross_dataset_problems(suite.path, suite.protocol, suite.cells, suite.external, tables)
     problems += channel_problems(suite.path, suite.cells, suite.backbones, registry, tables)
+    folds = {key.dataset: ds.folds for key, ds in prepared.items() if ds.folds is not None}
+    problems += scheme_fold_problems(suite.path, suite.cells, suite.backbones, folds)
     if problems:
         raise BenchboxError("\n".join(problems))
     for key in trained:
@@ -178,15 +180,33 @@ def data_problems(
     trained = [a for a in trained if a in datasets]
     external_only = [a for a in external_only if a in datasets]
     tables, problems = read_tables(datasets, registry, seed, data_dir, suite_path, trained, external_only)
+    folds = {}
     if protocol is not None:
         for alias in trained:
             if alias in tables:
                 try:
-                    _folds(protocol, tables[alias], seed, alias)
+                    folds[alias] = _folds(protocol, tables[alias], seed, alias)
                 except BenchboxError as exc:
                     problems.append(str(exc))
     problems += cross_dataset_problems(suite_path, protocol, cells, external, tables)
+    problems += scheme_fold_problems(suite_path, cells, backbones or {}, folds)
     return problems + channel_problems(suite_path, cells, backbones or {}, registry, tables)
+
+
+def scheme_fold_problems(suite_path, cells, backbones: dict, folds: dict[str, np.ndarray]) -> list[str]:
+    """A knn entry whose ``k`` exceeds the smallest training fold of a data set it trains on, once per pair."""
+    from benchbox.execute.schemes import knn_fold_problem
+
+    problems: list[str] = []
+    for cell in cells:
+        entry = backbones.get(cell.backbone)
+        if entry is None or cell.dataset not in folds or cell.probe:
+            continue
+        problem = knn_fold_problem(entry.options, folds[cell.dataset], cell.dataset)
+        message = f"{suite_path}: backbones.{cell.backbone}.{problem}" if problem else None
+        if message and message not in problems:
+            problems.append(message)
+    return problems
 
 
 def channel_problems(suite_path, cells, backbones: dict, registry, tables: dict[str, SampleSet]) -> list[str]:
@@ -289,6 +309,7 @@ def plan_units(suite: Suite, data: dict[DataKey, PreparedData], done) -> list[Un
         # engines key per-image work (the prefix cache) by these ids: they name the pixels, so a probe's
         # images (and a test-only probe's test images) get ids of their own
         raw_ids = ds.samples.table["id"].astype(str).to_numpy()
+        groups = ds.samples.table["group"].astype(str).to_numpy()
         ids = np.char.add(f"{cell.data.slug}/", raw_ids)
         test_ids = np.char.add(f"{cell.data.slug}/test/", raw_ids) if ds.test_samples is not None else ids
         refit = n_folds if suite.protocol.refit else None
@@ -318,6 +339,8 @@ def plan_units(suite: Suite, data: dict[DataKey, PreparedData], done) -> list[Un
                         "seed": fold_seed(suite.seed, cell, fold),
                         "train_ids": ids[train_idx].tolist(),
                         "test_ids": test_ids[test_idx].tolist(),
+                        # patients of the training fold: a linear probe's inner CV groups by them
+                        "train_groups": groups[train_idx].tolist(),
                         # [explain]: read by the harness only (it holds the test labels), see benchbox/results/explain.py
                         "explain": {
                             **suite.explain,
