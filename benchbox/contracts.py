@@ -95,6 +95,8 @@ class FoldJob:
     #: the suite's [explain] request for this fold (settings and the test fold's labels): read by the
     #: harness, which removes it before the backbone sees the job (benchbox/results/explain.py)
     explain: Mapping[str, Any] | None = None
+    #: the training images' patients (group ids), so a scheme's inner cross-validation keeps patients apart
+    train_groups: Sequence[str] | None = None
 
     @property
     def channels(self) -> int:
@@ -212,6 +214,24 @@ class Backbone(Contribution):
 
     def describe(self, options: Mapping[str, Any], input_size: Sequence[int]) -> dict:
         return {"framework": self.framework}
+
+    def embed(
+        self, images: np.ndarray, options: Mapping[str, Any], training: TrainingConfig | None = None
+    ) -> np.ndarray:
+        """Optional: (N, D) float32 pooled features of the frozen, pretrained network (no head, no
+        training) for uint8 images (N, H, W) or (N, H, W, 3), batched on ``training.device`` where given.
+        The frozen schemes (``scheme = "linear-probe"`` or ``"knn"``, benchbox/execute/schemes.py) classify
+        them with scikit-learn; the embedding cache keys them by ``embed_identity`` and each image's pixels,
+        so the features must depend on nothing else (no seed, no fold). Not implemented: the backbone
+        can only be fine-tuned, and `benchbox validate` says so."""
+        raise NotImplementedError(f"{self.name or type(self).__name__} does not implement embed()")
+
+    def embed_identity(self, options: Mapping[str, Any]) -> dict:
+        """What decides ``embed``'s features (network, weights, pooling, preprocessing, input size): the
+        embedding cache's key. The default is every option; leave out those that only training reads
+        (head, dropout, freeze), so suites that differ in them share the cache. A ``weights`` value
+        naming a file or folder is keyed by the content hash of its files."""
+        return dict(options)
 
     def explain(self, model: Any, images: np.ndarray, target_classes: np.ndarray, layer: str = "auto") -> np.ndarray:
         """Optional: Grad-CAM heat maps (N, h, w) in [0, 1] of ``model`` for uint8 images (N, H, W)

@@ -46,3 +46,11 @@ class WeightsError(BenchboxError):
 
 class StoreError(BenchboxError):
     """A run directory is missing, foreign or damaged."""
+
+
+def did_you_mean(name, choices) -> str:
+    """' (did you mean X?)' for the closest of ``choices`` to a misspelt ``name``, else ''."""
+    import difflib
+
+    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""

@@ -4,12 +4,9 @@ a plugin, and a suite uses it through the real runner."""
 import re
 import types
 
-import pytest
-
 from benchbox.define.suite import load_suite
 from benchbox.execute.runner import run_suite
 from benchbox.plugins import load_registry
-from benchbox.testing import check_backbone
 from conftest import ROOT, write_suite
 
 BLOCKS = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "plugins.md").read_text(), re.DOTALL)

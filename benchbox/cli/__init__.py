@@ -20,7 +20,7 @@ from typing import Optional
 import typer
 
 # the command modules register their commands on the applications when imported
-from benchbox.cli import data, inventory, results  # noqa: F401
+from benchbox.cli import cache, data, inventory, results  # noqa: F401
 from benchbox.cli.common import (
     STATE,
     Interrupted,

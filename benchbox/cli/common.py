@@ -3,7 +3,6 @@ progress bars."""
 
 from __future__ import annotations
 
-import difflib
 import os
 import sys
 from pathlib import Path
@@ -158,11 +157,6 @@ def _output_file(output: Path, option: str = "--output", example: str = "report.
     if not output.parent.exists():
         raise BenchboxError(f"{option} {output}: folder {output.parent} does not exist; create it first")
     return output
-
-
-def did_you_mean(name: str, choices) -> str:
-    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def parse_size(text: str) -> tuple[int, int]:

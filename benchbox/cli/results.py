@@ -15,11 +15,10 @@ from benchbox.cli.common import (
     _rich_frame,
     app,
     console,
-    did_you_mean,
     err_console,
     esc,
 )
-from benchbox.errors import BenchboxError
+from benchbox.errors import BenchboxError, did_you_mean
 
 
 def _output_format(registry, name: str, what: str):

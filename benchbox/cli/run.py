@@ -21,11 +21,10 @@ from benchbox.cli.common import (
     app,
     console,
     data_dir_option,
-    did_you_mean,
     esc,
     parse_size,
 )
-from benchbox.errors import BenchboxError, PluginError
+from benchbox.errors import BenchboxError, PluginError, did_you_mean
 from benchbox.execute.environment import busy_note, choose_threads
 
 

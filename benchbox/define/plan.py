@@ -16,7 +16,14 @@ from benchbox.data.images import to_channels
 from benchbox.data.probes import IMAGE_PROBES, transform
 from benchbox.data.splitters import fold_count, train_test_indices
 from benchbox.define.suite import Suite
-from benchbox.define.tables import channel_problems, cross_dataset_problems, folds_of, needed, read_tables
+from benchbox.define.tables import (
+    channel_problems,
+    cross_dataset_problems,
+    folds_of,
+    needed,
+    read_tables,
+    scheme_fold_problems,
+)
 from benchbox.errors import BenchboxError
 from benchbox.execute.records import CellKey, DataKey
 from benchbox.results.explain import explain_layer
@@ -83,6 +90,8 @@ def prepare_data(suite: Suite, registry, data_dir=None) -> dict[DataKey, Prepare
         prepared[DataKey(alias)] = PreparedData(DataKey(alias), samples, folds)
     problems += cross_dataset_problems(suite.path, suite.protocol, suite.cells, suite.external, tables)
     problems += channel_problems(suite.path, suite.cells, suite.backbones, registry, tables)
+    folds = {key.dataset: ds.folds for key, ds in prepared.items() if ds.folds is not None}
+    problems += scheme_fold_problems(suite.path, suite.cells, suite.backbones, folds)
     if problems:
         raise BenchboxError("\n".join(problems))
     for key in trained:
@@ -140,6 +149,7 @@ def plan_units(suite: Suite, data: dict[DataKey, PreparedData], done) -> list[Un
         # engines key per-image work (the prefix cache) by these ids: they name the pixels, so a probe's
         # images (and a test-only probe's test images) get ids of their own
         raw_ids = ds.samples.table["id"].astype(str).to_numpy()
+        groups = ds.samples.table["group"].astype(str).to_numpy()
         ids = np.char.add(f"{cell.data.slug}/", raw_ids)
         test_ids = np.char.add(f"{cell.data.slug}/test/", raw_ids) if ds.test_samples is not None else ids
         refit = n_folds if suite.protocol.refit else None
@@ -169,6 +179,8 @@ def plan_units(suite: Suite, data: dict[DataKey, PreparedData], done) -> list[Un
                         "seed": fold_seed(suite.seed, cell, fold),
                         "train_ids": ids[train_idx].tolist(),
                         "test_ids": test_ids[test_idx].tolist(),
+                        # patients of the training fold: a linear probe's inner CV groups by them
+                        "train_groups": groups[train_idx].tolist(),
                         # [explain]: read by the harness only (it holds the test labels), see benchbox/results/explain.py
                         "explain": {
                             **suite.explain,

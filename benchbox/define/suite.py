@@ -7,7 +7,6 @@ is documented in docs/suites.md.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import re
@@ -23,8 +22,10 @@ from benchbox.contracts import TrainingConfig
 from benchbox.data.probes import PROBE_OPTIONS, PROBES, THRESHOLDS
 from benchbox.data.splitters import Protocol
 from benchbox.define.tables import data_problems
-from benchbox.errors import BenchboxError, SuiteError
+from benchbox.errors import BenchboxError, SuiteError, did_you_mean
 from benchbox.execute.records import CellKey
+from benchbox.execute.schemes import DEFAULT_K, FINE_TUNE, SCHEME_KEYS, SCHEMES
+from benchbox.execute.schemes import option_problems as scheme_problems
 from benchbox.plugins import unknown_plugin_message
 
 TOP_KEYS = {
@@ -43,6 +44,7 @@ TOP_KEYS = {
     "probes",
     "tracking",
     "explain",
+    "scheme",
 }
 TRAINING_KEYS = {
     "epochs": int,
@@ -62,7 +64,7 @@ DEFAULT_EXECUTOR = "local"
 DEFAULT_EVALUATORS = ("paper", "clinical")
 ALIAS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # keys every backbone understands, handled by the runner rather than the plugin
-COMMON_BACKBONE_KEYS = {"plugin": str, "input_size": list, "weights": str}
+COMMON_BACKBONE_KEYS = {"plugin": str, "input_size": list, "weights": str, **SCHEME_KEYS}
 COMMON_DATASET_KEYS = {"plugin": str, "positive_class": str}
 #: dataset options that name a file or folder: relative ones are resolved like weights files
 PATH_OPTIONS = ("root", "file")
@@ -87,6 +89,11 @@ class BackboneEntry:
     def input_size(self) -> tuple[int, int]:
         h, w = self.options["input_size"]
         return int(h), int(w)
+
+    @property
+    def scheme(self) -> str:
+        """ "fine-tune" (the default), "linear-probe" or "knn" (benchbox/execute/schemes.py)."""
+        return str(self.options.get("scheme", FINE_TUNE))
 
 
 @dataclass
@@ -147,12 +154,6 @@ def _type_name(expected) -> str:
         list: "a list",
         dict: "a table",
     }.get(expected, expected.__name__)
-
-
-def did_you_mean(name, choices) -> str:
-    """' (did you mean X?)' for the closest of ``choices`` to a misspelt ``name``, else ''."""
-    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
-    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def unknown_key_message(key, allowed) -> str:
@@ -239,8 +240,14 @@ def validate_suite(
             "backbones": dict,
             "experiments": list,
             "tracking": dict,
+            "scheme": str,
         },
     )
+    default_scheme = raw.get("scheme")
+    if isinstance(default_scheme, str) and default_scheme not in SCHEMES:
+        c.add("scheme", f"unknown scheme {default_scheme!r}{did_you_mean(default_scheme, SCHEMES)}; allowed: "
+              f"{', '.join(SCHEMES)} (the default of every [backbones.*] entry)")  # fmt: skip
+        default_scheme = None
     name = raw.get("name")
     if not isinstance(name, str) or not ALIAS.match(name):
         c.add("name", "required: a name of letters, digits, '-', '_' or '.' (it names the run directory)")
@@ -277,6 +284,7 @@ def validate_suite(
     explain = _explain(c, raw)
     datasets = _entries(c, raw, "datasets", registry, "dataset", COMMON_DATASET_KEYS, check_availability)
     backbones = _entries(c, raw, "backbones", registry, "backbone", COMMON_BACKBONE_KEYS, check_availability)
+    backbones = _schemes(c, backbones, registry, default_scheme if isinstance(default_scheme, str) else None)
     layers = explain.get("layer")
     if isinstance(layers, dict):  # per backbone: its aliases, each a layer name
         for alias, layer_name in layers.items():
@@ -541,6 +549,29 @@ def _entries(c: _Checker, raw, section, registry, kind, common, check_availabili
             c.add(where, problem)
         entries[alias] = (DatasetEntry if kind == "dataset" else BackboneEntry)(alias, plugin, options)
     return entries
+
+
+def _schemes(c: _Checker, backbones: dict, registry, default: str | None) -> dict:
+    """Each backbone entry's scheme (its own, else the suite's ``scheme``, else fine-tune) and ``k`` for
+    knn (default 11), checked: a scheme misspelt, k on another scheme, a backbone that cannot embed."""
+    out = {}
+    for alias, entry in backbones.items():
+        options = dict(entry.options)
+        if "scheme" not in options and default is not None:
+            options["scheme"] = default
+        if options.get("scheme") == "knn" and "k" not in options:
+            options["k"] = DEFAULT_K
+        if any(p.startswith(f"backbones.{alias}.scheme:") or p.startswith(f"backbones.{alias}.k:") for p in c.problems):
+            out[alias] = entry  # its type is reported already
+            continue
+        try:
+            backbone = registry.get("backbone", entry.plugin)
+        except BenchboxError:
+            backbone = None  # unavailable: reported where availability is checked
+        for problem in scheme_problems(options, backbone, entry.plugin):
+            c.add(f"backbones.{alias}.{problem.split(':', 1)[0]}", problem.split(": ", 1)[1])
+        out[alias] = BackboneEntry(alias, entry.plugin, options)
+    return out
 
 
 def dataset_options(registry, plugin: str, table: dict, path="") -> tuple[dict, list[str]]:

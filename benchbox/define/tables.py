@@ -10,6 +10,7 @@ from benchbox.contracts import SampleSet
 from benchbox.errors import BenchboxError, DataError
 from benchbox.execute.harness import call_plugin, channels_problem
 from benchbox.execute.records import DataKey
+from benchbox.execute.schemes import knn_fold_problem
 
 
 def needed(cells, external: dict) -> tuple[list[DataKey], list[str]]:
@@ -97,15 +98,31 @@ def data_problems(
     trained = [a for a in trained if a in datasets]
     external_only = [a for a in external_only if a in datasets]
     tables, problems = read_tables(datasets, registry, seed, data_dir, suite_path, trained, external_only)
+    folds = {}
     if protocol is not None:
         for alias in trained:
             if alias in tables:
                 try:
-                    folds_of(protocol, tables[alias], seed, alias)
+                    folds[alias] = folds_of(protocol, tables[alias], seed, alias)
                 except BenchboxError as exc:
                     problems.append(str(exc))
     problems += cross_dataset_problems(suite_path, protocol, cells, external, tables)
+    problems += scheme_fold_problems(suite_path, cells, backbones or {}, folds)
     return problems + channel_problems(suite_path, cells, backbones or {}, registry, tables)
+
+
+def scheme_fold_problems(suite_path, cells, backbones: dict, folds: dict[str, np.ndarray]) -> list[str]:
+    """A knn entry whose ``k`` exceeds the smallest training fold of a data set it trains on, once per pair."""
+    problems: list[str] = []
+    for cell in cells:
+        entry = backbones.get(cell.backbone)
+        if entry is None or cell.dataset not in folds or cell.probe:
+            continue
+        problem = knn_fold_problem(entry.options, folds[cell.dataset], cell.dataset)
+        message = f"{suite_path}: backbones.{cell.backbone}.{problem}" if problem else None
+        if message and message not in problems:
+            problems.append(message)
+    return problems
 
 
 def channel_problems(suite_path, cells, backbones: dict, registry, tables: dict[str, SampleSet]) -> list[str]:

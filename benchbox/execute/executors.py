@@ -50,4 +50,5 @@ def build_job(unit: Unit, images: np.ndarray, test_images: np.ndarray, progress=
         train_ids=f["train_ids"],
         test_ids=f["test_ids"],
         explain=f.get("explain"),
+        train_groups=f.get("train_groups"),
     )

@@ -136,6 +136,10 @@ def run_fold(
     clock: Callable[[], float] = time.perf_counter,
 ) -> FoldOutcome:
     """Train on the job, predict its test fold (and any external images), time it all the same way."""
+    from benchbox.execute.schemes import for_scheme
+
+    # a frozen scheme (linear-probe, knn) wraps the entry's backbone: features through the cache, scikit-learn
+    backbone = call_plugin(plugin, "embed", where, for_scheme, backbone, plugin, job.options)
     problem = channels_problem(backbone, plugin, job.channels, f"the data set of {where}")
     if problem:  # before fit: no training time is spent on a fold the backbone cannot take
         raise PluginError(problem)
@@ -176,11 +180,13 @@ def run_fold(
 
     rate = float("nan")
     batch = job.x_test[: max(1, min(n_test, job.training.batch_size))]
+    # the whole network: a frozen scheme's encoder runs here (its predict may read cached features)
+    whole = getattr(backbone, "predict_network", backbone.predict)
     if n_test:
-        call_plugin(plugin, "predict", where, backbone.predict, model, batch, None)  # warm-up: tracing, allocation
+        call_plugin(plugin, "predict", where, whole, model, batch, None)  # warm-up: tracing, allocation
         call_plugin(plugin, "synchronize", where, backbone.synchronize, model)
         t0 = clock()
-        call_plugin(plugin, "predict", where, backbone.predict, model, batch, None)
+        call_plugin(plugin, "predict", where, whole, model, batch, None)
         call_plugin(plugin, "synchronize", where, backbone.synchronize, model)
         elapsed = clock() - t0
         rate = len(batch) / elapsed if elapsed > 0 else float("nan")

@@ -20,6 +20,7 @@ from benchbox.errors import BenchboxError, PluginError
 from benchbox.execute.executors import ExecutorChoice, choose_executor
 from benchbox.execute.harness import call_plugin
 from benchbox.execute.records import DataKey, FoldRecord
+from benchbox.execute.schemes import scheme_of
 from benchbox.execute.session import Session, open_session
 from benchbox.execute.trackers import ActiveTrackers
 from benchbox.results.summary import RunResult, summarise
@@ -136,6 +137,9 @@ def execute(
         explained = record.info.get("explain") if isinstance(record.info, dict) else None
         if isinstance(explained, dict) and explained.get("status", "ok") != "ok":
             reporter.message(f"warning: {unit.where}: no Grad-CAM maps: {explained['status']}")
+        cache = record.info.get("embedding_cache") if isinstance(record.info, dict) else None
+        if isinstance(cache, dict) and cache.get("warning"):  # a frozen scheme's cache could not be written
+            reporter.message(f"warning: {unit.where}: {cache['warning']}")
         registry.call_lifecycle("benchbox_fold_end", run_dir=run_dir, record=record)
         trackers.fold_end(run_dir, record)
 
@@ -206,7 +210,11 @@ def make_record(unit: Unit, outcome, data: dict[DataKey, PreparedData], digest: 
         train_seconds=outcome.train_seconds,
         predict_seconds=outcome.predict_seconds,
         infer_images_per_sec=outcome.infer_images_per_sec,
-        info={**outcome.info, "refit": True} if unit.refit else outcome.info,
+        info={
+            **outcome.info,
+            "scheme": scheme_of(unit.job_fields["options"]),
+            **({"refit": True} if unit.refit else {}),
+        },
         external=external,
         suite_digest=digest,
     )

@@ -177,6 +177,7 @@ def build_manifest(suite: Suite, registry, data: dict[DataKey, PreparedData]) ->
                 "data": cell.data.slug,
                 "plugin": entry.plugin,
                 "framework": backbone.framework,
+                "scheme": entry.scheme,
                 "options": entry.options,
                 "folds": fold_count(data[cell.data].folds) if cell.data in data else None,
                 "external": suite.external.get(cell, []),

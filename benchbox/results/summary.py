@@ -107,6 +107,8 @@ def summarise(store: RunStore, registry, with_sections: bool = True) -> RunResul
             "backbone": cell.backbone,
             "plugin": meta.get("plugin", ""),
             "framework": meta.get("framework", ""),
+            # fine-tune, linear-probe or knn (benchbox/execute/schemes.py); runs before schemes fine-tuned
+            "scheme": meta.get("scheme") or (meta.get("options") or {}).get("scheme") or "fine-tune",
             "folds": len(recs),
             "folds_expected": expected,
             "classes": list(classes),

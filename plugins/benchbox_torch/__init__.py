@@ -98,6 +98,16 @@ class TorchBackbone(NetworkBackbone):
 
         return gradcam.explain(model.net, images, target_classes, layer, model.batch_size)
 
+    def embed(self, images, options, training=None):
+        from benchbox_torch import embed, engine
+
+        return embed.embed(engine.as_spec(self.network, options), options, images, training)
+
+    def embed_identity(self, options):
+        from benchbox_torch import embed
+
+        return embed.identity(f"torch/{self.network}", options)
+
     def bench_steps(self, options, batch_size, device, amp, channels_last, train):
         from benchbox_torch import engine
 

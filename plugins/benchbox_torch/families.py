@@ -138,6 +138,16 @@ class FamilyBackbone(Backbone):
     def info(self, model):
         return dict(model.info)
 
+    def embed(self, images, options, training=None):
+        from benchbox_torch import embed
+
+        return embed.embed(self.spec(options), options, images, training)
+
+    def embed_identity(self, options):
+        from benchbox_torch import embed
+
+        return embed.identity(self.name, options)
+
     def bench_steps(self, options, batch_size, device, amp, channels_last, train):
         from benchbox_torch import engine
 

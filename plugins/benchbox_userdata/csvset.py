@@ -9,8 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchbox.contracts import Dataset, SampleSet
-from benchbox.define.suite import did_you_mean
-from benchbox.errors import DataError
+from benchbox.errors import DataError, did_you_mean
 from benchbox_userdata.common import (
     channels_of,
     check_options,

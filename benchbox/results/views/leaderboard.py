@@ -82,7 +82,8 @@ def collect(run_dirs, registry, dataset: str | None = None) -> tuple[pd.DataFram
                     "date": manifest.get("started_at", ""),
                     "benchbox": env.get("benchbox", ""),
                     "notes": " | ".join(_completeness(r) + notes.get(cell, []) + _busy_start(env)),
-                    "group": f"{composition} | {within_label(manifest, registry)} | input {size}",
+                    "group": f"{composition} | {within_label(manifest, registry)} | input {size}"
+                    + scheme_suffix(r.get("scheme")),
                     **pairing(store, cell, dmeta, by_cell.get(cell, []), splits, problems),
                 }
             )
@@ -195,10 +196,22 @@ def _cross_entries(result, run_dir, dataset: str | None) -> list[dict]:
                 # named by the suite's aliases; the compositions (plugin, class counts) keep apart runs
                 # whose aliases name different data, as a detail at the end
                 "group": f"cross-dataset: trained on {a} → tested on {b} | {manifest.get('protocol_label')} | "
-                f"input {size} | {a}: {comp[a]}; {b}: {comp[b]}",
+                f"input {size} | {a}: {comp[a]}; {b}: {comp[b]}"
+                + scheme_suffix(own.get("scheme") if own is not None else None),
+                "scheme": (own.get("scheme") if own is not None else None) or "fine-tune",
             }
         )
     return out
+
+
+def scheme_suffix(scheme) -> str:
+    """Entries of a frozen scheme rank in groups of their own: a probe never ranks against a fine-tune.
+    Fine-tuned entries keep the group name they always had (runs from before schemes included)."""
+    return f" | scheme {scheme}" if isinstance(scheme, str) and scheme not in ("", "fine-tune") else ""
+
+
+def scheme_note(scheme) -> str:
+    return f", {scheme}" if isinstance(scheme, str) and scheme not in ("", "fine-tune") else ""
 
 
 def _busy_start(env: dict) -> list[str]:
@@ -407,7 +420,7 @@ def table_rows(ranked: pd.DataFrame, spec: MetricSpec):
             [
                 {
                     "rank": r.get("paired_rank") or ("" if pd.isna(r["rank"]) else int(r["rank"])),
-                    "backbone": f"{r['backbone']} ({r['plugin']})",
+                    "backbone": f"{r['backbone']} ({r['plugin']}{scheme_note(r.get('scheme'))})",
                     "framework": r["framework"],
                     "value": value(r.to_dict(), spec, spread=False),
                     "p vs best": paired_p_text(r),

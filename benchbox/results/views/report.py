@@ -21,7 +21,7 @@ from benchbox.execute.store import write_atomic
 from benchbox.results.summary import RunResult
 from benchbox.results.views.format import header, interval_note, md_escape, missing, number, value
 
-NAME_COLUMNS = ("Dataset", "Data", "Backbone", "Positive", "")
+NAME_COLUMNS = ("Dataset", "Data", "Backbone", "Scheme", "Positive", "")
 
 
 def note(result: RunResult) -> str:
@@ -44,11 +44,14 @@ def note(result: RunResult) -> str:
 
 def comparison_frame(result: RunResult) -> pd.DataFrame:
     rows = []
+    # a run with a frozen scheme (linear-probe, knn) says each entry's scheme beside its backbone
+    schemes = "scheme" in result.summary and (result.summary["scheme"].fillna("fine-tune") != "fine-tune").any()
     for _, r in result.summary.iterrows():
         r = r.to_dict()
         expected = r.get("folds_expected")
         folds = f"{r['folds']}" if missing(expected) else f"{r['folds']}/{int(expected)}"
-        row = {"Data": r["data"], "Backbone": r["backbone"], "Folds": folds}
+        row = {"Data": r["data"], "Backbone": r["backbone"], **({"Scheme": r["scheme"]} if schemes else {})}
+        row["Folds"] = folds
         for spec in result.metrics:
             if spec.table:
                 row[header(spec)] = value(r, spec)

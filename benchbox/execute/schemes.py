@@ -1,0 +1,302 @@
+"""Schemes: how a backbone entry learns from a fold.
+
+- ``fine-tune`` (the default): the backbone's own ``fit``/``predict`` (train the network, as ever);
+- ``linear-probe``: the frozen, pretrained encoder's pooled features (``Backbone.embed``), standardised,
+  into an L2-regularised logistic regression whose C is chosen by an inner cross-validation on the
+  training fold only (patient-grouped and stratified where the fold's groups allow; log-loss);
+- ``knn``: the same features, k nearest training images by cosine distance (``k``, default 11), the
+  class shares of the k as probabilities.
+
+The probe and the kNN are scikit-learn; the features come through the embedding cache
+(benchbox/execute/embeddings.py), so each image goes through each encoder once, across folds, runs
+and suites. Everything else — folds, metrics, intervals, probes, external sets, the cross-dataset
+matrix, the harness's clock — is the same as for fine-tuning: a frozen scheme is a Backbone wrapping
+the entry's backbone, handed to the harness (benchbox/execute/harness.py). Framework-free.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from benchbox.contracts import Backbone, FoldJob
+from benchbox.errors import BenchboxError
+
+FINE_TUNE = "fine-tune"
+SCHEMES = {
+    FINE_TUNE: "train the network on each fold (the backbone's own fit)",
+    "linear-probe": "frozen encoder; L2 logistic regression on pooled features, C by inner CV on the training fold",
+    "knn": "frozen encoder; k nearest training images by cosine distance on pooled features",
+}
+FROZEN = ("linear-probe", "knn")
+DEFAULT_K = 11
+#: the inverse regularisation strengths the inner cross-validation chooses from
+C_GRID = tuple(float(c) for c in np.logspace(-4, 2, 7))
+INNER_FOLDS = 5
+#: keys of a [backbones.NAME] table that belong to the scheme, not to the backbone plugin
+SCHEME_KEYS = {"scheme": str, "k": int}
+
+
+def scheme_of(options: Mapping[str, Any]) -> str:
+    return str(options.get("scheme", FINE_TUNE))
+
+
+def can_embed(backbone: Backbone) -> bool:
+    """Whether the backbone implements ``embed`` (frozen features), which the frozen schemes need."""
+    return type(backbone).embed is not Backbone.embed
+
+
+def option_problems(options: Mapping[str, Any], backbone: Backbone | None, plugin: str) -> list[str]:
+    """Problems with an entry's scheme keys, each ``"key: message"`` (the suite prefixes backbones.NAME.)."""
+    from benchbox.errors import did_you_mean
+
+    scheme = options.get("scheme", FINE_TUNE)
+    if not isinstance(scheme, str):
+        return []  # its type is reported by the suite's type check
+    if scheme not in SCHEMES:
+        return [f"scheme: unknown scheme {scheme!r}{did_you_mean(scheme, SCHEMES)}; allowed: {', '.join(SCHEMES)}"]
+    problems = []
+    k = options.get("k")
+    if k is not None and scheme != "knn":
+        problems.append(f'k: applies to scheme = "knn" only (this entry\'s scheme is {scheme!r}); remove it')
+    elif isinstance(k, int) and not isinstance(k, bool) and k < 1:
+        problems.append(f"k: must be at least 1, got {k}")
+    if scheme in FROZEN and backbone is not None and not can_embed(backbone):
+        problems.append(
+            f"scheme: {scheme!r} needs frozen features, but backbone plugin {plugin} cannot embed (it has no "
+            'embed()); use scheme = "fine-tune", or a backbone that embeds (torch/, timm/, txv/)'
+        )
+    return problems
+
+
+def smallest_training_fold(folds: np.ndarray) -> int:
+    """Images in the smallest training fold (samples of every other fold, and the train-only ones)."""
+    folds = np.asarray(folds)
+    ks = sorted(set(folds[folds >= 0].tolist()))
+    return min((int((folds != f).sum()) for f in ks), default=int(len(folds)))
+
+
+def knn_fold_problem(options: Mapping[str, Any], folds: np.ndarray, dataset: str) -> str | None:
+    """``k`` larger than the smallest training fold of ``dataset``: "k: message"; None when it fits."""
+    if scheme_of(options) != "knn":
+        return None
+    k = int(options.get("k", DEFAULT_K))
+    smallest = smallest_training_fold(folds)
+    if k > smallest:
+        return (
+            f"k: k = {k} is larger than the smallest training fold of data set {dataset!r} ({smallest} images); "
+            f"choose k <= {smallest}"
+        )
+    return None
+
+
+def embed_identity(backbone: Backbone, options: Mapping[str, Any]) -> dict:
+    """What decides the backbone's features: its ``embed_identity`` where it has one, else every option but
+    the scheme's."""
+    own = getattr(backbone, "embed_identity", None)
+    identity = dict(own(options)) if callable(own) else dict(options)
+    return {k: v for k, v in identity.items() if k not in SCHEME_KEYS}
+
+
+_CACHE = None
+
+
+def default_cache():
+    """One embedding cache per process, at the current cache root (tests move it with BENCHBOX_CACHE)."""
+    global _CACHE
+    from benchbox.execute.embeddings import EmbeddingCache, embeddings_dir
+
+    if _CACHE is None or _CACHE.root != embeddings_dir():
+        _CACHE = EmbeddingCache()
+    return _CACHE
+
+
+@dataclass
+class SchemeModel:
+    classifier: Any
+    classes: np.ndarray  # the class indices the classifier knows (a fold may lack one)
+    num_classes: int
+    training: Any
+    info: dict = field(default_factory=dict)
+
+
+class FrozenScheme(Backbone):
+    """A backbone entry under a frozen scheme: features through the cache, then scikit-learn."""
+
+    def __init__(self, backbone: Backbone, plugin: str, options: Mapping[str, Any], cache=None):
+        self.backbone, self.plugin, self.options = backbone, plugin, dict(options)
+        self.scheme = scheme_of(options)
+        self.name = f"{plugin} [{self.scheme}]"
+        self.framework = backbone.framework
+        self.accepted_channels = tuple(getattr(backbone, "accepted_channels", (1, 3)))
+        self.cache = cache if cache is not None else default_cache()
+        self.key, self.what = None, None
+
+    def _key(self):
+        if self.key is None:
+            from benchbox.execute.embeddings import encoder_key
+
+            self.key, self.what = encoder_key(self.plugin, embed_identity(self.backbone, self.options))
+        return self.key, self.what
+
+    def features(self, images: np.ndarray, training, stats) -> np.ndarray:
+        key, what = self._key()
+
+        def compute(batch):
+            return self.backbone.embed(batch, self.options, training)
+
+        feats = self.cache.features(key, what, images, compute, stats)
+        if not np.isfinite(feats).all():
+            raise BenchboxError(
+                f"{self.plugin}: embed() returned non-finite features (NaN or inf); check the weights and the input"
+            )
+        return feats
+
+    def fit(self, job: FoldJob) -> SchemeModel:
+        from benchbox.execute.embeddings import CacheStats
+
+        stats = CacheStats()
+        x = self.features(job.x_train, job.training, stats)
+        y = np.asarray(job.y_train, dtype=np.int64)
+        t0 = time.perf_counter()
+        info: dict = {}
+        if self.scheme == "knn":
+            classifier = fit_knn(x, y, int(self.options.get("k", DEFAULT_K)))
+            info["k"] = int(self.options.get("k", DEFAULT_K))
+            info["distance"] = "cosine"
+        else:
+            classifier, probe_info = fit_linear_probe(x, y, job.train_groups, job.training.class_weight, job.seed)
+            info.update(probe_info)
+        info["probe_fit_seconds"] = round(time.perf_counter() - t0, 4)
+        info = {
+            "scheme": self.scheme,
+            "encoder": self.plugin,
+            "encoder_key": self._key()[0],
+            "feature_dim": int(x.shape[1]),
+            **info,
+            "embedding_cache": stats.as_dict(),
+            "params_trainable": trainable_parameters(classifier),
+        }
+        if self.cache.disabled_reason:
+            info["embedding_cache"]["off"] = self.cache.disabled_reason
+        return SchemeModel(classifier, np.unique(y), job.num_classes, job.training, info)
+
+    def _probabilities(self, model: SchemeModel, x: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(x), model.num_classes))
+        if len(x):
+            p = model.classifier.predict_proba(x)
+            out[:, model.classifier.classes_.astype(np.int64)] = p
+        return out
+
+    def predict(self, model: SchemeModel, images: np.ndarray, ids: Sequence[str] | None = None) -> np.ndarray:
+        """Features through the cache (the same features the encoder gives: keyed by the pixels)."""
+        from benchbox.execute.embeddings import CacheStats
+
+        stats = CacheStats()
+        x = self.features(images, model.training, stats)
+        if ids is not None:
+            model.info["embedding_cache_test"] = stats.as_dict()
+        return self._probabilities(model, x)
+
+    def predict_network(self, model: SchemeModel, images: np.ndarray, ids: Sequence[str] | None = None) -> np.ndarray:
+        """The whole model as deployed: the encoder runs on the images (no cache), then the classifier.
+        The harness times inference throughput with this."""
+        x = np.asarray(self.backbone.embed(images, self.options, model.training), dtype=np.float32)
+        return self._probabilities(model, x)
+
+    def synchronize(self, model) -> None:
+        self.backbone.synchronize(None)
+
+    def info(self, model: SchemeModel) -> dict:
+        return dict(model.info)
+
+    def explain(self, model, images, target_classes, layer="auto"):
+        raise NotImplementedError(
+            f"scheme {self.scheme!r} classifies frozen features with scikit-learn; Grad-CAM needs a network "
+            'trained end to end (scheme = "fine-tune")'
+        )
+
+
+def for_scheme(backbone: Backbone, plugin: str, options: Mapping[str, Any]) -> Backbone:
+    """The backbone the harness runs for an entry: itself for fine-tuning, a FrozenScheme otherwise."""
+    scheme = scheme_of(options)
+    if scheme == FINE_TUNE:
+        return backbone
+    problems = option_problems(options, backbone, plugin)
+    if problems:
+        raise BenchboxError(f"{plugin}: " + "; ".join(problems))
+    return FrozenScheme(backbone, plugin, options)
+
+
+# --- scikit-learn -----------------------------------------------------------------------------------
+def trainable_parameters(classifier) -> int:
+    est = getattr(classifier, "steps", [[None, classifier]])[-1][1]
+    coef = getattr(est, "coef_", None)
+    if coef is None:
+        return 0
+    return int(np.size(coef) + np.size(getattr(est, "intercept_", 0)))
+
+
+def fit_knn(x: np.ndarray, y: np.ndarray, k: int):
+    from sklearn.neighbors import KNeighborsClassifier
+
+    if k > len(x):
+        raise BenchboxError(f"k: k = {k} is larger than the training fold ({len(x)} images); choose k <= {len(x)}")
+    return KNeighborsClassifier(n_neighbors=k, metric="cosine", algorithm="brute").fit(x, y)
+
+
+def inner_splits(y: np.ndarray, groups: Sequence[str] | None, seed: int) -> tuple[list, str]:
+    """The inner cross-validation's splits of a training fold: patient-grouped and stratified when
+    the groups allow, else stratified; [] when a class has fewer than 2 images (no choice of C)."""
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+    counts = np.bincount(y)
+    counts = counts[counts > 0]
+    n = int(min(INNER_FOLDS, counts.min())) if len(counts) > 1 else 0
+    if groups is not None:
+        n_groups = len(set(groups))
+        ng = min(INNER_FOLDS, n_groups, int(counts.min()) if len(counts) > 1 else 0)
+        if ng >= 2:
+            splitter = StratifiedGroupKFold(n_splits=ng, shuffle=True, random_state=seed % (2**31))
+            splits = list(splitter.split(np.zeros(len(y)), y, np.asarray(groups)))
+            if all(len(np.unique(y[tr])) == len(counts) for tr, _ in splits):
+                return splits, f"{ng}-fold stratified, patient-grouped"
+    if n < 2:
+        return [], "none (a class has fewer than 2 training images): C = 1"
+    splitter = StratifiedKFold(n_splits=n, shuffle=True, random_state=seed % (2**31))
+    return list(splitter.split(np.zeros(len(y)), y)), f"{n}-fold stratified"
+
+
+def fit_linear_probe(x: np.ndarray, y: np.ndarray, groups, class_weight: str, seed: int):
+    """StandardScaler + L2 logistic regression; C by inner CV (log-loss) on this training fold only."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss, make_scorer
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    weight = "balanced" if class_weight == "balanced" else None
+    pipe = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=500, class_weight=weight))
+    splits, how = inner_splits(y, groups, seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        if len(np.unique(y)) < 2:
+            raise BenchboxError("linear-probe: the training fold holds one class only; nothing to learn")
+        # log-loss over the fold's classes, also where an inner validation split lacks one of them
+        scorer = make_scorer(log_loss, greater_is_better=False, response_method="predict_proba", labels=np.unique(y))
+        if splits:
+            search = GridSearchCV(
+                pipe, {"logisticregression__C": list(C_GRID)}, cv=splits, scoring=scorer, n_jobs=1, refit=True
+            )
+            search.fit(x, y)
+            model, c = search.best_estimator_, float(search.best_params_["logisticregression__C"])
+        else:
+            model, c = pipe.fit(x, y), 1.0
+    return model, {"probe_C": c, "probe_C_grid": [float(v) for v in C_GRID], "inner_cv": how}
