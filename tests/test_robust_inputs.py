@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchbox import hookimpl
 from benchbox.cli import main
+from benchbox.contracts import Backbone
 from benchbox.errors import DataError
 from benchbox.execute.records import CellKey, FoldRecord
 from benchbox.execute.store import RunStore
@@ -226,3 +228,39 @@ def test_a_missing_fold_is_not_taken_for_a_missing_evaluator(stored, registry): 
 def test_threads_takes_auto_or_a_number(capsys, tmp_path, value):
     code, text = cli(capsys, "run", tmp_path / "s.toml", "--threads", value)
     assert code == 2 and "Invalid value for '--threads'" in text and "give auto" in text
+
+
+class _Majority(Backbone):
+    name, framework = "test/majority", "none"
+    defaults = {"input_size": [32, 32]}
+
+    def fit(self, job):
+        return np.bincount(job.y_train, minlength=job.num_classes) / len(job.y_train)
+
+    def predict(self, model, images, ids=None):
+        return np.tile(model, (len(images), 1))
+
+
+class _MajorityPlugin:
+    @hookimpl
+    def benchbox_backbones(self):
+        return [_Majority()]
+
+
+def test_an_edited_suite_toml_in_a_run_directory_is_named_and_ignored(tmp_path):
+    from benchbox.define.suite import load_suite
+    from benchbox.execute.runner import rerender, run_suite
+    from benchbox.plugins import load_registry
+    from conftest import TINY_SUITE, write_suite
+
+    registry = load_registry([_MajorityPlugin()])
+    body = TINY_SUITE.format(name="ed", out=tmp_path / "runs", backbones='[backbones.m]\nplugin = "test/majority"\n')
+    suite = write_suite(tmp_path / "s.toml", body)
+    result = run_suite(load_suite(suite, registry), registry)
+    store = RunStore(result.run_dir)
+    assert store.suite_edited(store.manifest()) is None
+    (result.run_dir / "suite.toml").write_text(body.replace("epochs = 1", "epochs = 50"))
+    again = rerender(result.run_dir, registry)
+    said = [p for p in again.problems if "was edited after the run started" in p]
+    assert said and "ignores the edit" in said[0]
+    assert again.summary.iloc[0]["folds"] == 3  # the run's records, as they were

@@ -100,6 +100,9 @@ def open_session(
                 )
             if manifest.get("suite_digest") != suite.digest:
                 raise StoreError(f"{path} holds a run of a different suite (or an edited one); {fresh}")
+            if not any(n.startswith("resuming") for n in notes):  # with --run-dir: say it too
+                notes = [*notes, f"resuming the run in {path} (its finished folds are kept)"]
+            notes += [n for n in [store.suite_edited(manifest)] if n]
         elif store.has_records():
             raise StoreError(
                 f"{path} holds fold records but no manifest.json, so nothing says which suite made them; "

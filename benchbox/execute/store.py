@@ -141,6 +141,29 @@ class RunStore:
         write_atomic(self.path / "suite.toml", suite_text)
         write_json(self.manifest_path, {"format": FORMAT, **manifest})
 
+    def suite_edited(self, manifest: dict) -> str | None:
+        """A note when suite.toml in the run directory no longer says what the run ran (edited by hand
+        after the run started): the run uses the suite the manifest stored, never the edited file."""
+        path = self.path / "suite.toml"
+        stored = manifest.get("suite_as_run")
+        if not isinstance(stored, dict) or not path.exists():
+            return None
+        try:
+            import tomllib
+        except ModuleNotFoundError:  # Python 3.10
+            import tomli as tomllib
+        try:
+            now = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            now = None
+        if now == json.loads(json.dumps(stored)):
+            return None
+        return (
+            f"{path} was edited after the run started (it no longer matches the suite in manifest.json): "
+            "this run uses the suite it started with and ignores the edit; to run the edited suite, pass "
+            "it to `benchbox run` as a new suite file"
+        )
+
     def manifest(self) -> dict:
         if not self.path.is_dir():
             raise StoreError(f"{self.path}: no such run directory")

@@ -74,6 +74,7 @@ def summarise(store: RunStore, registry, with_sections: bool = True) -> RunResul
     """Metrics per cell from the stored records, the problems found on the way, and sections."""
     manifest = store.manifest()
     records, problems = store.read_records(manifest)
+    problems += [note for note in [store.suite_edited(manifest)] if note]
     refit_records = [r for r in records if r.refit]
     records = [r for r in records if not r.refit]
     if not records:
