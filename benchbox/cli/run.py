@@ -136,6 +136,13 @@ def validate(
             markup=False,
             highlight=False,
         )
+    for alias, counts in s.data_counts.items():  # what the data hold, to check before spending the training time
+        per_class = ", ".join(f"{c} {n} ({p} patients)" for c, (n, p) in counts["classes"].items())
+        console.print(
+            f"  data set {alias}: {counts['images']} images, {counts['patients']} patients — {per_class}",
+            markup=False,
+            highlight=False,
+        )
 
 
 @app.command()

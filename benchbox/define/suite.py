@@ -116,6 +116,8 @@ class Suite:
     probes: dict = field(default_factory=dict)  # probe name -> options (see benchbox/data/probes.py)
     thresholds: dict = field(default_factory=dict)  # verdict thresholds of the shortcut report
     explain: dict = field(default_factory=dict)  # [explain] with defaults merged; {} when the suite has none
+    #: with check_data: alias -> images, patients and {class: (images, patients)} (`benchbox validate` prints them)
+    data_counts: dict = field(default_factory=dict)
     raw: dict = field(repr=False, default_factory=dict)
     text: str = field(repr=False, default="")
 
@@ -330,8 +332,9 @@ def validate_suite(
 
     # a protocol with a problem is not used to check the data (its folds cannot be drawn)
     protocol = Protocol(strategy.name, protocol_options, strategy) if protocol_ok and strategy else None
+    data_counts: dict = {}
     if check_data:
-        _data(c, raw, registry, datasets, cells, external, protocol, data_dir, backbones)
+        _data(c, raw, registry, datasets, cells, external, protocol, data_dir, backbones, data_counts)
 
     if c.problems:
         raise SuiteError(path, c.problems)
@@ -356,6 +359,7 @@ def validate_suite(
         executor=dict(executor_raw),
         tracking=tracking,
         explain=explain,
+        data_counts=data_counts,
         probes=probes,
         thresholds=thresholds,
         datasets=datasets,
@@ -368,7 +372,7 @@ def validate_suite(
     )
 
 
-def _data(c: _Checker, raw, registry, datasets, cells, external, protocol, data_dir, backbones=None) -> None:
+def _data(c: _Checker, raw, registry, datasets, cells, external, protocol, data_dir, backbones, counts) -> None:
     """The data sets' sample tables, read as `benchbox run` reads them (benchbox/define/plan.py), their
     problems added to the suite's; data sets whose options are already reported are not read."""
     bad = {
@@ -380,7 +384,7 @@ def _data(c: _Checker, raw, registry, datasets, cells, external, protocol, data_
     root = data_dir or (raw.get("data_dir") if isinstance(raw.get("data_dir"), str) else None)
     seed = raw.get("seed", 0)
     seed = seed if _type_ok(seed, int) and 0 <= seed <= MAX_SEED else 0
-    for problem in data_problems(ok, registry, seed, root, c.path, cells, external, protocol, backbones):
+    for problem in data_problems(ok, registry, seed, root, c.path, cells, external, protocol, backbones, counts):
         c.problems.append(problem)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from benchbox.contracts import SampleSet
-from benchbox.errors import BenchboxError, DataError
+from benchbox.errors import BenchboxError, DataError, did_you_mean
 from benchbox.execute.harness import call_plugin, channels_problem
 from benchbox.execute.records import DataKey
 from benchbox.execute.schemes import knn_fold_problem
@@ -69,12 +69,41 @@ def read_tables(
     return tables, problems
 
 
+def class_counts(samples: SampleSet) -> dict:
+    """Images and patients in all, and of each class in the data set's class order: (images, patients)."""
+    t = samples.table
+    per_class = {
+        c: (int((t["label"] == c).sum()), int(t.loc[t["label"] == c, "group"].nunique())) for c in samples.classes
+    }
+    return {"images": len(t), "patients": int(t["group"].nunique()), "classes": per_class}
+
+
+def tiny_classes(samples: SampleSet, alias: str, below: int) -> list[str]:
+    """Each class with fewer than ``below`` images, named with its files and the closest other class:
+    a rare class is most often a misspelt label ("covid-19" among "covid") that ``label_map`` merges."""
+    out = []
+    counts = samples.table["label"].value_counts()
+    for label, n in counts.items():
+        if n >= below:
+            continue
+        ids = samples.table.loc[samples.table["label"] == label, "id"].astype(str).tolist()
+        others = [str(c) for c in counts.index if c != label]
+        shown = ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
+        out.append(
+            f"class {label!r} has {n} image(s) ({shown}) against {int(counts.max())} for the largest"
+            f"{did_you_mean(label, others)}; a misspelt label is merged with datasets.{alias}.label_map "
+            f'(label_map = {{ "{label}" = "<the class it means>" }}), else lower protocol.k'
+        )
+    return out
+
+
 def folds_of(protocol, samples: SampleSet, seed: int, alias: str) -> np.ndarray:
     table = samples.table
     try:
         return protocol.assign(samples.labels, table["group"].to_numpy(), table["source"].to_numpy(), seed)
     except BenchboxError as exc:
-        raise BenchboxError(f"data set {alias}: {exc}") from None
+        named = tiny_classes(samples, alias, below=protocol.n_folds or 2)
+        raise BenchboxError(f"data set {alias}: {exc}" + "".join(f"; {t}" for t in named)) from None
 
 
 def data_problems(
@@ -87,12 +116,14 @@ def data_problems(
     external: dict,
     protocol,
     backbones: dict | None = None,
+    counts: dict | None = None,
 ) -> list[str]:
     """What `benchbox run` would find wrong with the suite's data before training, found the way
     prepare_data finds it (sample tables, classes, folds, the cross-dataset positive class) but
     without keeping anything: `benchbox validate` adds these to the suite's other problems.
     Pixels are not decoded, so a file that lists but does not decode is found by `run` only.
-    ``datasets``: the entries that passed the option checks (others are not read)."""
+    ``datasets``: the entries that passed the option checks (others are not read). ``counts``, when
+    given, receives each read data set's class counts (:func:`class_counts`), for `validate` to print."""
     trained_keys, external_only = needed(cells, external)
     trained = [a for a in dict.fromkeys(k.dataset for k in trained_keys) if a not in external_only]
     trained = [a for a in trained if a in datasets]
@@ -107,7 +138,10 @@ def data_problems(
                 except BenchboxError as exc:
                     problems.append(str(exc))
     problems += cross_dataset_problems(suite_path, protocol, cells, external, tables)
+    problems += same_data_problems(suite_path, cells, external, tables)
     problems += scheme_fold_problems(suite_path, cells, backbones or {}, folds)
+    if counts is not None:
+        counts.update({alias: class_counts(samples) for alias, samples in tables.items()})
     return problems + channel_problems(suite_path, cells, backbones or {}, registry, tables)
 
 
@@ -122,6 +156,26 @@ def scheme_fold_problems(suite_path, cells, backbones: dict, folds: dict[str, np
         message = f"{suite_path}: backbones.{cell.backbone}.{problem}" if problem else None
         if message and message not in problems:
             problems.append(message)
+    return problems
+
+
+def same_data_problems(suite_path, cells, external: dict, tables: dict[str, SampleSet]) -> list[str]:
+    """A data set tested on itself under another alias (the same images: equal fingerprints) in a
+    cross-dataset or external protocol: train = test, a figure that looks external and is not."""
+    problems: list[str] = []
+    for cell in cells:
+        a = tables.get(cell.dataset)
+        for b_alias in external.get(cell, []):
+            b = tables.get(b_alias)
+            if a is None or b is None or not a.fingerprint or a.fingerprint != b.fingerprint or cell.probe:
+                continue
+            message = (
+                f"{suite_path}: datasets.{cell.dataset} and datasets.{b_alias} are the same images (fingerprint "
+                f"{a.fingerprint[:12]}): testing the models of one on the other is not an external test; point "
+                f"one of them at other data, or remove {b_alias!r} from the experiment"
+            )
+            if message not in problems:
+                problems.append(message)
     return problems
 
 
