@@ -188,6 +188,9 @@ class Backbone(Contribution):
     #: needs; (1,) grayscale (N, H, W) only; (3,) RGB (N, H, W, 3) only. The harness refuses a fold of
     #: other channels before ``fit``, naming the backbone and what to do (benchbox.execute.harness.channels_problem)
     accepted_channels: tuple[int, ...] = (1, 3)
+    #: the smallest height and width the network takes (its strides and pooling shrink a smaller image to
+    #: nothing): `benchbox validate` refuses a smaller ``input_size`` naming it, instead of a failed fold
+    min_input_size: int = 32
 
     def prepare(self, options: Mapping[str, Any]) -> None:
         """Fail fast, before any data is loaded, when e.g. the requested weights cannot be had."""

@@ -34,6 +34,8 @@ import sys
 import time
 from pathlib import Path
 
+from benchbox_engine_common.networks import MIN_INPUT_SIZE
+
 NETWORKS = {  # Table 1 of the study: cutoff and dense head
     "vgg19": (18, [1024]),
     "mobilenet_v2": (10, [1000, 750]),
@@ -110,7 +112,8 @@ def suite_text(framework: str, cfg: dict, device: str, precision: str, networks)
             f"[backbones.{net}]",
             f'plugin = "{framework}/{net}"',
             'weights = "none"',
-            f"input_size = [{h}, {w}]",
+            # a rehearsal's small inputs stay at or above what each network takes (Inception v3: 75x75)
+            f"input_size = [{max(h, MIN_INPUT_SIZE[net])}, {max(w, MIN_INPUT_SIZE[net])}]",
             f"cutoff = {cutoff}",
             f"head = {head}",
         ]

@@ -82,3 +82,15 @@ input_size = [32, 32]
         raise AssertionError("a one-image class was accepted for 3-fold stratified CV")
     assert "class 'covid-19' has 1 image(s) (4.png) against 8 for the largest (did you mean covid?)" in text
     assert 'datasets.d.label_map (label_map = { "covid-19" = "<the class it means>" })' in text
+
+
+def test_an_input_below_a_networks_minimum_is_refused_at_validate(tmp_path, registry):
+    body = CROSS.format(out=tmp_path / "runs", b_images=36).replace("torch/mobilenet_v2", "torch/inception_v3")
+    suite = write_suite(tmp_path / "s.toml", body.replace("input_size = [32, 32]", "input_size = [32, 38]"))
+    try:
+        load_suite(suite, registry)
+    except SuiteError as exc:
+        text = " ".join(str(exc).split())
+    else:
+        raise AssertionError("torch/inception_v3 at 32x38 was accepted")
+    assert "backbones.m.input_size: 32x38 is below what torch/inception_v3 takes (75x75 at least" in text

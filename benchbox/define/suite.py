@@ -301,6 +301,12 @@ def validate_suite(
             pass  # its type is already reported: one line per mistake
         elif not (isinstance(size, list) and len(size) == 2 and all(_type_ok(v, int) and v >= 32 for v in size)):
             c.add(f"backbones.{alias}.input_size", f"must be [height, width], integers >= 32, got {size!r}")
+        elif min(size) < (least := _min_input_size(registry, entry.plugin)):
+            c.add(
+                f"backbones.{alias}.input_size",
+                f"{size[0]}x{size[1]} is below what {entry.plugin} takes ({least}x{least} at least: its strides and "
+                "pooling shrink a smaller image to nothing); use a larger input_size",
+            )
         elif max(size) > MAX_SIDE:
             batch = training_raw.get("batch_size", 64) if _type_ok(training_raw.get("batch_size", 64), int) else 64
             gib = batch * size[0] * size[1] * 3 * 4 * 64 / 2**30  # float32 RGB, ~64 activation maps per pixel
@@ -370,6 +376,13 @@ def validate_suite(
         raw=raw,
         text=text,
     )
+
+
+def _min_input_size(registry, plugin: str) -> int:
+    """The smallest side a backbone takes (``Backbone.min_input_size``); 32 when it does not say."""
+    entry = registry.backbones.get(plugin)
+    least = getattr(entry.obj, "min_input_size", 32) if entry is not None else 32
+    return least if isinstance(least, int) and not isinstance(least, bool) else 32
 
 
 def _data(c: _Checker, raw, registry, datasets, cells, external, protocol, data_dir, backbones, counts) -> None:

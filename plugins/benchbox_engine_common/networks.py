@@ -24,6 +24,9 @@ STUDY = {
     "inception_resnet_v2": {"cutoff": 730, "head": []},
 }
 
+#: the smallest side each network takes (keras.applications' own minimum; torchvision/timm's are alike)
+MIN_INPUT_SIZE = {"vgg19": 32, "mobilenet_v2": 32, "inception_v3": 75, "xception": 71, "inception_resnet_v2": 75}
+
 #: what the paper leaves open, set to the Keras defaults (documented in docs/backbones.md)
 COMMON_DEFAULTS = {
     "dropout": 0.5,
@@ -71,6 +74,7 @@ class NetworkBackbone(Backbone):
     def __init__(self):
         self.defaults = study_defaults(self.network)
         self.name = f"{self.framework}/{self.network}"
+        self.min_input_size = MIN_INPUT_SIZE[self.network]
 
     def check_options(self, options: Mapping[str, Any]) -> list[str]:
         problems = []
