@@ -94,3 +94,11 @@ def test_an_input_below_a_networks_minimum_is_refused_at_validate(tmp_path, regi
     else:
         raise AssertionError("torch/inception_v3 at 32x38 was accepted")
     assert "backbones.m.input_size: 32x38 is below what torch/inception_v3 takes (75x75 at least" in text
+
+
+def test_data_describe_reads_a_suites_data_set_with_the_suites_options():
+    res = run_cli("data", "describe", "--suite", "suites/quickstart.toml")
+    assert res.returncode == 0, res.stderr
+    assert "synthetic: 96 images, 36 patients" in res.stdout  # the suite's images = 96, not the default
+    wrong = run_cli("data", "describe", "--suite", "suites/quickstart.toml", "syntetic")
+    assert wrong.returncode == 1 and "has no data set 'syntetic' (did you mean synthetic?)" in wrong.stderr

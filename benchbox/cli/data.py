@@ -17,7 +17,8 @@ from benchbox.cli.common import (
     esc,
     parse_size,
 )
-from benchbox.errors import BenchboxError, PluginError
+from benchbox.contracts import SampleSet
+from benchbox.errors import BenchboxError, PluginError, did_you_mean
 
 
 def _default_samples(registry, name: str, seed: int, data_dir):
@@ -39,18 +40,21 @@ def _default_samples(registry, name: str, seed: int, data_dir):
 
 @data_app.command("describe")
 def data_describe(
-    names: Optional[list[str]] = typer.Argument(None, help="Dataset plugins (default: all)."),
+    names: Optional[list[str]] = typer.Argument(
+        None, help="Dataset plugins (default: all), or with --suite the suite's data set aliases (default: all)."
+    ),
     data_dir: Optional[Path] = data_dir_option("Root of the raw data sources."),
-    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the composition draw."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the composition draw (with --suite: the suite's)."),
+    suite: Optional[Path] = typer.Option(
+        None, "--suite", help="Describe this suite's data sets, with the options and seed the suite gives them."
+    ),
 ):
-    """Class counts, patients and sources of data sets (their default options)."""
-    from benchbox.contracts import SampleSet
-
+    """Class counts, patients and sources of data sets (their default options, or a suite's)."""
     registry = _registry()
     failed = []
-    for name in names or sorted(registry.datasets):
+    for name, read in _describable(registry, names, seed, data_dir, suite):
         try:
-            samples = _default_samples(registry, name, seed, data_dir)
+            samples = read()
             if not isinstance(samples, SampleSet):
                 raise PluginError(
                     f"dataset plugin {name} returned {type(samples).__name__} from samples(); it must "
@@ -60,29 +64,55 @@ def data_describe(
             failed.append(name)
             console.print(f"[yellow]{esc(name)}: unavailable here[/] — {esc(exc)}", highlight=False)
             continue
-        t = samples.table
-        table = Table(
-            title=esc(
-                f"{name}: {len(t)} images, {t['group'].nunique()} patients (positive class: {samples.positive_class})"
-            )
-        )
-        for col in ("class", "images", "patients", "sources"):
-            table.add_column(col, justify="left" if col in ("class", "sources") else "right")
-        for cls in samples.classes:
-            sub = t[t["label"] == cls]
-            table.add_row(
-                esc(cls),
-                str(len(sub)),
-                str(sub["group"].nunique()),
-                esc(", ".join(f"{k} {v}" for k, v in sub["source"].value_counts().items())),
-            )
-        console.print(table)
-        for warning in samples.warnings:
-            console.print(f"  [yellow]warning:[/] {esc(warning)}", highlight=False)
-        for note in samples.notes:
-            console.print(f"  {note}", markup=False, highlight=False)
-    if names and failed:
+        _print_description(name, samples)
+    if (names or suite) and failed:
         raise BenchboxError(f"could not describe {', '.join(failed)} (reasons above)")
+
+
+def _describable(registry, names, seed: int, data_dir, suite_path):
+    """(name, a function reading its samples) for each data set to describe: dataset plugins with their
+    default options, or a suite's aliases with the suite's options, seed and data root."""
+    if suite_path is None:
+        for name in names or sorted(registry.datasets):
+            yield name, lambda name=name: _default_samples(registry, name, seed, data_dir)
+        return
+    from benchbox.define.suite import load_suite
+    from benchbox.define.tables import read_samples
+
+    s = load_suite(suite_path, registry)
+    unknown = [n for n in names or [] if n not in s.datasets]
+    if unknown:
+        raise BenchboxError(
+            f"{suite_path} has no data set {unknown[0]!r}{did_you_mean(unknown[0], s.datasets)}; its data sets: "
+            f"{', '.join(s.datasets)}"
+        )
+    root = str(data_dir) if data_dir else s.data_dir
+    for alias in names or list(s.datasets):
+        yield alias, lambda alias=alias: read_samples(s.datasets[alias], registry, alias, s.seed, root, s.path)
+
+
+def _print_description(name: str, samples: SampleSet) -> None:
+    t = samples.table
+    table = Table(
+        title=esc(
+            f"{name}: {len(t)} images, {t['group'].nunique()} patients (positive class: {samples.positive_class})"
+        )
+    )
+    for col in ("class", "images", "patients", "sources"):
+        table.add_column(col, justify="left" if col in ("class", "sources") else "right")
+    for cls in samples.classes:
+        sub = t[t["label"] == cls]
+        table.add_row(
+            esc(cls),
+            str(len(sub)),
+            str(sub["group"].nunique()),
+            esc(", ".join(f"{k} {v}" for k, v in sub["source"].value_counts().items())),
+        )
+    console.print(table)
+    for warning in samples.warnings:
+        console.print(f"  [yellow]warning:[/] {esc(warning)}", highlight=False)
+    for note in samples.notes:
+        console.print(f"  {note}", markup=False, highlight=False)
 
 
 def _sources(registry, names):

@@ -19,7 +19,9 @@ def needed(cells, external: dict) -> tuple[list[DataKey], list[str]]:
     return trained, sorted({a for aliases in external.values() for a in aliases} - plain)
 
 
-def _samples(entry, registry, alias: str, seed: int, data_dir, suite_path, external_only: bool = False) -> SampleSet:
+def read_samples(
+    entry, registry, alias: str, seed: int, data_dir, suite_path, external_only: bool = False
+) -> SampleSet:
     plugin = registry.get("dataset", entry.plugin)
     options = dict(entry.options)
     samples = call_plugin(entry.plugin, "samples", f"data set {alias}", plugin.samples, options, seed, data_dir)
@@ -55,7 +57,7 @@ def read_tables(
     problems = []
     for alias in dict.fromkeys([*trained, *external]):
         try:
-            samples = _samples(datasets[alias], registry, alias, seed, data_dir, suite_path, alias not in trained)
+            samples = read_samples(datasets[alias], registry, alias, seed, data_dir, suite_path, alias not in trained)
         except BenchboxError as exc:
             problems.append(str(exc))
             continue
