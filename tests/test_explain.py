@@ -9,6 +9,7 @@ import pytest
 
 from benchbox import hookimpl
 from benchbox.contracts import Backbone, FoldJob, TrainingConfig
+from benchbox.errors import SuiteError
 from benchbox.execute.harness import run_fold
 from benchbox.results import explain as ex
 from tests.conftest import HAS_TORCH, needs_keras, needs_torch, run_cli, write_suite
@@ -433,7 +434,7 @@ def test_keras_grad_cam_smoke(registry):
         backbone.explain(trained, images, np.zeros(5, dtype=int), layer="conv_z")
 
 
-def test_a_run_says_at_once_when_a_backbone_cannot_explain(tmp_path):
+def test_a_backbone_that_cannot_explain_is_refused_before_training(tmp_path):
     from benchbox import hookimpl
     from benchbox.define.suite import load_suite
     from benchbox.execute.runner import Reporter, run_suite
@@ -470,6 +471,7 @@ def test_a_run_says_at_once_when_a_backbone_cannot_explain(tmp_path):
         images_per_class = 1
         """,
     )
-    run_suite(load_suite(suite, registry), registry, reporter=Collect())
-    warned = [m for m in Collect.messages if "no Grad-CAM maps" in m]
-    assert len(warned) == 2 and "cannot explain" in warned[0] and "syn" in warned[0]
+    # issue 24: said by `validate` (and before `run` trains anything), not warned once per fold afterwards
+    with pytest.raises(SuiteError, match=r"backbones\.c: test/centroid cannot draw Grad-CAM maps"):
+        run_suite(load_suite(suite, registry), registry, reporter=Collect())
+    assert not (tmp_path / "runs").exists()

@@ -18,7 +18,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-from benchbox.contracts import TrainingConfig
+from benchbox.contracts import Backbone, TrainingConfig
 from benchbox.data.probes import PROBE_OPTIONS, PROBES, THRESHOLDS
 from benchbox.data.splitters import Protocol
 from benchbox.define.tables import data_problems
@@ -295,6 +295,15 @@ def validate_suite(
                       f"{', '.join(backbones) or 'none'}")  # fmt: skip
             elif not isinstance(layer_name, str) or not layer_name.strip():
                 c.add(f"explain.layer.{alias}", 'must be "auto" or a layer/module name of that backbone')
+    if explain:  # a backbone that cannot draw maps is named now, not warned about once per fold after training
+        for alias, entry in backbones.items():
+            obj = registry.backbones[entry.plugin].obj if entry.plugin in registry.backbones else None
+            if obj is not None and type(obj).explain is Backbone.explain:
+                c.add(
+                    f"backbones.{alias}",
+                    f"{entry.plugin} cannot draw Grad-CAM maps (its plugin has no explain()), which [explain] asks "
+                    "for; remove [explain] or this backbone, or run them in two suites",
+                )
     for alias, entry in backbones.items():
         size = entry.options.get("input_size")
         if any(p.startswith(f"backbones.{alias}.input_size:") for p in c.problems):
