@@ -108,28 +108,22 @@ def run_cli(*args, cwd=None, env=None, timeout=600):
     )
 
 
+def pip_install_into(package: Path, target: Path) -> Path:
+    """A plugin package pip-installed into a folder of its own (no dependencies, no build isolation), as a
+    third party's would be; a subprocess with the folder on PYTHONPATH sees its entry points."""
+    res = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target",
+         str(target), str(package)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    return target
+
+
 @pytest.fixture(scope="session")
 def example_site(tmp_path_factory):
     """tests/example_plugin, a third party's plugin package, pip-installed into a folder of its own."""
-    target = tmp_path_factory.mktemp("example-site")
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--target",
-            str(target),
-            str(ROOT / "tests" / "example_plugin"),
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert res.returncode == 0, res.stderr
-    return target
+    return pip_install_into(ROOT / "tests" / "example_plugin", tmp_path_factory.mktemp("example-site"))
 
 
 @pytest.fixture(scope="session")

@@ -2,12 +2,10 @@
 `benchbox` entry-point group, runs in a suite and passes the conformance kit."""
 
 import os
-import subprocess
-import sys
 
 import pytest
 
-from conftest import needs_torch, run_cli, tiny_suite
+from conftest import needs_torch, pip_install_into, run_cli, tiny_suite
 
 pytestmark = pytest.mark.slow  # pip-installs a package and trains
 
@@ -59,24 +57,7 @@ def test_scaffolded_plugin_installs_and_is_discovered(tmp_path):
     assert res.returncode == 0, res.stderr
     pkg = tmp_path / "benchbox-resnet"
     assert (pkg / "tests" / "test_conformance.py").exists()
-    site = tmp_path / "site"
-    pip = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--target",
-            str(site),
-            str(pkg),
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert pip.returncode == 0, pip.stderr
+    site = pip_install_into(pkg, tmp_path / "site")
     res = run_cli("plugins", env=env_with(site))
     assert "resnet/resnet50" in res.stdout and "benchbox-resnet 0.1.0" in res.stdout
     again = run_cli("plugin", "new", "resnet", "--dir", tmp_path)
