@@ -217,8 +217,8 @@ def test_mixed_precision_trains_in_bfloat16_on_the_cpu_and_restores_the_policy()
     model = engine.fit("mobilenet_v2", job)
     assert keras.config.dtype_policy().name == "float32"  # restored after the build
     assert model.info["precision"] == "mixed" and model.info["dtype_policy"] == "mixed_bfloat16"
-    assert model.model.get_layer("head_dense_1").compute_dtype == "bfloat16"
-    assert model.model.get_layer("predictions").compute_dtype == "float32"  # softmax in float32
+    assert model.net.get_layer("head_dense_1").compute_dtype == "bfloat16"
+    assert model.net.get_layer("predictions").compute_dtype == "float32"  # softmax in float32
     p = engine.predict_images(model, job.x_test, job.test_ids)
     assert p.shape == (6, 3) and np.all(np.isfinite(p)) and np.allclose(p.sum(axis=1), 1.0, atol=1e-5)
     engine.MODELS.clear()
