@@ -51,11 +51,11 @@ PROBE = textwrap.dedent(
     tm = b.fit(job)
     cached = b.predict(tm, xt, ids)
     whole = b.predict(tm, xt, None)
-    base = tm.model.get_layer(next(l.name for l in tm.model.layers if isinstance(l, keras.Model)))
+    base = tm.net.get_layer(next(l.name for l in tm.net.layers if isinstance(l, keras.Model)))
     frozen_bn = [l for l in base.layers[:10] if isinstance(l, keras.layers.BatchNormalization)]
     trained_bn = [l for l in base.layers[10:] if isinstance(l, keras.layers.BatchNormalization)]
     mm = lambda l: keras.ops.convert_to_numpy(l.moving_mean)
-    engine.save_weights(tm.model, out_path)
+    engine.save_weights(tm.net, out_path)
     reloaded, _ = engine.build_model("mobilenet_v2", {**opts, "weights": out_path}, 3, seed=99)
     ref, _ = engine.build_model("mobilenet_v2", {**opts, "weights": ref_path or out_path}, 3, seed=99)
     predict = lambda m: np.asarray(keras.ops.convert_to_numpy(m.predict(engine.as_input(xt), verbose=0)))
