@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from benchbox.errors import BenchboxError
+
 SAMPLE_COLUMNS = ("id", "label", "group", "source")
 
 
@@ -137,6 +139,15 @@ class Section:
     in_report: bool = True  # False: only the CSV file (e.g. a long-form table)
 
 
+@dataclass
+class Steps:
+    """What a backbone's ``bench_steps`` hands to the timer (benchbox.execute.bench.measure) for one
+    model, batch size and mode: ``step`` runs one step, ``sync`` waits for the device's queued work."""
+
+    step: Callable[[], None]
+    sync: Callable[[], None] = lambda: None
+
+
 def balanced_class_weights(y: np.ndarray, num_classes: int) -> np.ndarray:
     """n / (k * count_c) per class (scikit-learn's "balanced"); 0 for a class absent from y."""
     counts = np.bincount(np.asarray(y, dtype=np.int64), minlength=num_classes).astype(float)
@@ -235,6 +246,18 @@ class Backbone(Contribution):
         (head, dropout, freeze), so suites that differ in them share the cache. A ``weights`` value
         naming a file or folder is keyed by the content hash of its files."""
         return dict(options)
+
+    def bench_steps(
+        self, options: Mapping[str, Any], batch_size: int, device: str, amp: bool, channels_last: bool, train: bool
+    ) -> dict:
+        """Optional, for `benchbox bench`: a training step (``train``) or an inference step of a
+        freshly built network on random inputs of ``batch_size``, on ``device`` ("cpu" or "cuda"),
+        with ``amp`` mixed precision and the ``channels_last`` layout where the framework has one.
+        Returns ``{"steps": Steps, "params": parameter count, "gmacs": GMACs per image or None}``;
+        the default says this backbone cannot be benchmarked."""
+        raise BenchboxError(
+            f"{self.name or type(self).__name__}: this plugin does not implement bench_steps(); it cannot be benchmarked"
+        )
 
     def explain(self, model: Any, images: np.ndarray, target_classes: np.ndarray, layer: str = "auto") -> np.ndarray:
         """Optional: Grad-CAM heat maps (N, h, w) in [0, 1] of ``model`` for uint8 images (N, H, W)

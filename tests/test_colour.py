@@ -295,7 +295,7 @@ def test_keras_colour_preprocessing_is_the_networks_own(network, registry):
     """On colour, the model's input layers apply keras.applications' own preprocess_input to RGB
     (Caffe mode: RGB -> BGR, then the BGR means), not the gray-pixel shortcut."""
     from benchbox_keras import engine
-    from benchbox_keras.families import application
+    from benchbox_keras.applications import application
 
     keras = engine.import_keras()
     options = {**registry.get("backbone", f"keras/{network}").defaults, "weights": "none", "input_size": [32, 32]}

@@ -51,11 +51,11 @@ PROBE = textwrap.dedent(
     tm = b.fit(job)
     cached = b.predict(tm, xt, ids)
     whole = b.predict(tm, xt, None)
-    base = tm.model.get_layer(next(l.name for l in tm.model.layers if isinstance(l, keras.Model)))
+    base = tm.net.get_layer(next(l.name for l in tm.net.layers if isinstance(l, keras.Model)))
     frozen_bn = [l for l in base.layers[:10] if isinstance(l, keras.layers.BatchNormalization)]
     trained_bn = [l for l in base.layers[10:] if isinstance(l, keras.layers.BatchNormalization)]
     mm = lambda l: keras.ops.convert_to_numpy(l.moving_mean)
-    engine.save_weights(tm.model, out_path)
+    engine.save_weights(tm.net, out_path)
     reloaded, _ = engine.build_model("mobilenet_v2", {**opts, "weights": out_path}, 3, seed=99)
     ref, _ = engine.build_model("mobilenet_v2", {**opts, "weights": ref_path or out_path}, 3, seed=99)
     predict = lambda m: np.asarray(keras.ops.convert_to_numpy(m.predict(engine.as_input(xt), verbose=0)))
@@ -217,8 +217,8 @@ def test_mixed_precision_trains_in_bfloat16_on_the_cpu_and_restores_the_policy()
     model = engine.fit("mobilenet_v2", job)
     assert keras.config.dtype_policy().name == "float32"  # restored after the build
     assert model.info["precision"] == "mixed" and model.info["dtype_policy"] == "mixed_bfloat16"
-    assert model.model.get_layer("head_dense_1").compute_dtype == "bfloat16"
-    assert model.model.get_layer("predictions").compute_dtype == "float32"  # softmax in float32
+    assert model.net.get_layer("head_dense_1").compute_dtype == "bfloat16"
+    assert model.net.get_layer("predictions").compute_dtype == "float32"  # softmax in float32
     p = engine.predict_images(model, job.x_test, job.test_ids)
     assert p.shape == (6, 3) and np.all(np.isfinite(p)) and np.allclose(p.sum(axis=1), 1.0, atol=1e-5)
     engine.MODELS.clear()

@@ -37,7 +37,7 @@ def registry():
     ],
 )
 def test_names_are_written_as_a_user_types_them(cls, module, name):
-    from benchbox_keras.families import model_name
+    from benchbox_keras.applications import model_name
 
     assert model_name(cls, module) == name
 

@@ -9,6 +9,8 @@
 - On a machine with CUDA (skipped elsewhere): channels-last, float16 autocast, GPU name recorded.
 """
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -195,11 +197,20 @@ def test_the_model_cache_holds_at_most_two_models(models):
 
     options = {**TINY, "cache_prefix": True}
     spec, rt = tiny_spec(options), engine.CPU_FP32
+
+    def fetch(classes, seed):
+        j = dataclasses.replace(job(options, seed=seed), num_classes=classes)
+        return models.fetch(
+            engine.ENGINE.cache_key(spec, j, rt),
+            lambda: engine.ENGINE.build(spec, j, rt),
+            lambda built: engine.ENGINE.reset(built, spec, j, rt),
+        )
+
     for classes in (2, 3, 4):  # three cells' models
-        models.fetch(spec, options, classes, 1, rt)
+        fetch(classes, 1)
     assert len(models._models) == 2 and models.builds == 3
-    models.fetch(spec, options, 4, 2, rt)  # the current cell: reused
-    models.fetch(spec, options, 2, 2, rt)  # the first one was dropped: built again
+    fetch(4, 2)  # the current cell: reused
+    fetch(2, 2)  # the first one was dropped: built again
     assert (models.builds, models.reuses) == (4, 1)
 
 

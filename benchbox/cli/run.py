@@ -182,8 +182,6 @@ def bench(
     rows = []
     for name in backbones:
         backbone = registry.get("backbone", name)
-        if not hasattr(backbone, "bench_steps"):
-            raise BenchboxError(f"{name}: this plugin does not implement bench_steps(); it cannot be benchmarked")
         options = {**backbone.defaults, "input_size": list(size)}
         console.print(f"benchmarking {esc(name)} on {device} ...", highlight=False)
         rows += bench_backbone(

@@ -7,10 +7,10 @@ from __future__ import annotations
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 
+from benchbox.contracts import Steps
 from benchbox.execute.environment import cpu_name, gpu_names, package_versions
 
 CSV_COLUMNS = [
@@ -35,14 +35,6 @@ CSV_COLUMNS = [
     "hardware",
     "versions",
 ]
-
-
-@dataclass
-class Steps:
-    """What an engine hands to the timer for one model, batch size and mode."""
-
-    step: Callable[[], None]
-    sync: Callable[[], None] = lambda: None
 
 
 def measure(

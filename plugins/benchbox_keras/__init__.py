@@ -122,7 +122,7 @@ class KerasBackbone(NetworkBackbone):
 
         engine.check_current(model)
         with model.scope():
-            return gradcam.explain(model.model, images, target_classes, layer, model.batch_size)
+            return gradcam.explain(model.net, images, target_classes, layer, model.batch_size)
 
     def bench_steps(self, options, batch_size, device, amp, channels_last, train):
         backends.select_backend(options, self.name)

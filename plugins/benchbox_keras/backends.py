@@ -7,12 +7,16 @@ before anything imports Keras) and a Keras backbone's ``backend`` option ("auto"
 process would pick). The first Keras backbone prepared or trained in a process pins the backend
 (``KERAS_BACKEND`` is set to it, so Ray workers started from this process inherit it); a later one
 that asks for another gets a BenchboxError saying so, since one process cannot run two.
+
+``import_keras`` imports Keras itself, once the backend is chosen, for the engine and the families.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
+import logging
 import os
 import sys
 
@@ -127,3 +131,38 @@ def choose_backend(name: str, overrides: dict | None = None) -> None:
     if loaded is not None and hasattr(loaded, "backend") and loaded.backend.backend() != name:
         raise BenchboxError(f"--keras-backend {name}: Keras is already running on {loaded.backend.backend()}")
     os.environ["KERAS_BACKEND"] = name
+
+
+def import_keras():
+    """Import Keras, working around a crash: torchvision segfaults when its C extension loads
+    after TensorFlow's, so when torchvision is installed it is imported first."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if "tensorflow" not in sys.modules and importlib.util.find_spec("torchvision") is not None:
+        import torchvision  # noqa: F401
+    quiet = os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0") != "0"
+    with _native_logs_silenced(quiet):
+        import keras
+    if quiet:  # TensorFlow's Python warnings ("... triggered tf.function retracing") only with --verbose
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    return keras
+
+
+@contextlib.contextmanager
+def _native_logs_silenced(silence: bool):
+    """TensorFlow 2.21 logs through absl before it reads ``TF_CPP_MIN_LOG_LEVEL`` ("All log messages
+    before absl::InitializeLog()", "oneDNN custom operations are on"), from C++ straight to file
+    descriptor 2; only closing that descriptor for the import keeps them above the user's table.
+    ``--verbose`` (which leaves the level unset) shows them."""
+    if not silence:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)

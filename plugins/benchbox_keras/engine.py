@@ -36,8 +36,6 @@ step; the compiled train and predict functions are kept, so Keras does not trace
 from __future__ import annotations
 
 import contextlib
-import importlib.util
-import json
 import os
 import statistics
 import time
@@ -49,53 +47,14 @@ import numpy as np
 from benchbox.contracts import FoldJob, balanced_class_weights
 from benchbox.data.images import to_channels
 from benchbox.errors import BenchboxError, WeightsError
+from benchbox_engine_common.fold_engine import FoldEngine, FoldInputs, ModelCache, TrainedModel, options_fingerprint
 from benchbox_engine_common.networks import BN_MOMENTUM, check_weights_file, weights_kind
 from benchbox_engine_common.prefix_cache import CACHE, cache_key, fallback_reason, host_round_trip_reason, job_ids
 from benchbox_keras import APPS, backends, imagenet_file
-from benchbox_keras.families import application, frozen_cutoff, imagenet_download, preprocess_affine
+from benchbox_keras.applications import application, frozen_cutoff, imagenet_download, preprocess_affine
+from benchbox_keras.backends import import_keras
 
 CAFFE_MEAN = [103.939, 116.779, 123.68]
-
-
-def import_keras():
-    """Import Keras, working around a crash: torchvision segfaults when its C extension loads
-    after TensorFlow's, so when torchvision is installed it is imported first."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import sys
-
-    if "tensorflow" not in sys.modules and importlib.util.find_spec("torchvision") is not None:
-        import torchvision  # noqa: F401
-    quiet = os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0") != "0"
-    with _native_logs_silenced(quiet):
-        import keras
-    if quiet:  # TensorFlow's Python warnings ("... triggered tf.function retracing") only with --verbose
-        import logging
-
-        logging.getLogger("tensorflow").setLevel(logging.ERROR)
-    return keras
-
-
-@contextlib.contextmanager
-def _native_logs_silenced(silence: bool):
-    """TensorFlow 2.21 logs through absl before it reads ``TF_CPP_MIN_LOG_LEVEL`` ("All log messages
-    before absl::InitializeLog()", "oneDNN custom operations are on"), from C++ straight to file
-    descriptor 2; only closing that descriptor for the import keeps them above the user's table.
-    ``--verbose`` (which leaves the level unset) shows them."""
-    if not silence:
-        yield
-        return
-    import sys
-
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 def seed_everything(keras, seed: int) -> None:
@@ -448,11 +407,6 @@ def runtime(keras, training, who: str) -> Runtime:
 
 
 # --- one build per cell -------------------------------------------------------------------
-def rebuild_each_fold() -> bool:
-    """BENCHBOX_REBUILD_EACH_FOLD=1: build and compile every fold's model afresh (for benchmarks)."""
-    return os.environ.get("BENCHBOX_REBUILD_EACH_FOLD", "").strip().lower() in ("1", "true", "yes")
-
-
 @dataclass
 class _Built:
     """A cell's model, built and compiled once, and what training it needs."""
@@ -510,117 +464,14 @@ def _reset(keras, built: _Built, network: str, job: FoldJob, rt: Runtime) -> boo
     return True
 
 
-class ModelCache:
-    """At most one built model per process (a new cell's model replaces the one before), keyed by
-    everything that decides the built and compiled network: its name, the backbone's options (a
-    weights file by its modification time and size), the class count, the backend, device and
-    dtype policy, the learning rate and augmentation. The fold's seed is not in the key: each fold
-    resets the model to the state a fresh build with its seed would have."""
-
-    def __init__(self):
-        self._key = None
-        self._built: _Built | None = None
-        self.builds = 0
-        self.reuses = 0
-
-    @staticmethod
-    def key(network: str, job: FoldJob, rt: Runtime) -> tuple:
-        options = job.options
-        weights = options.get("weights")
-        stamp = None
-        if isinstance(weights, str) and weights_kind(weights) == "file":
-            path = os.path.expanduser(weights)
-            stamp = (os.path.getmtime(path), os.path.getsize(path)) if os.path.exists(path) else None
-        text = json.dumps(dict(options), sort_keys=True, default=repr)
-        training = (float(job.training.learning_rate), bool(job.training.augment), job.training.optimizer)
-        return (network, text, stamp, int(job.num_classes), rt, training, job.channels)
-
-    def fetch(self, keras, network: str, job: FoldJob, rt: Runtime) -> tuple[_Built, bool]:
-        key = self.key(network, job, rt)
-        if self._built is not None and self._key == key and _reset(keras, self._built, network, job, rt):
-            self.reuses += 1
-            return self._built, True
-        self.clear()
-        built = _build(keras, network, job, rt)
-        self._key, self._built = key, built
-        self.builds += 1
-        return built, False
-
-    def clear(self) -> None:
-        self._key, self._built = None, None
-
-
-#: one per process, like the prefix cache
-MODELS = ModelCache()
-
-
-@dataclass
-class TrainedModel:
-    """A fold's trained model, and the cached prefix activations of its test fold (if any)."""
-
-    model: Any
-    trainer: Any  # the suffix that trained on cached activations, or None
-    test_ids: list[str]
-    x_test: Any
-    batch_size: int
-    info: dict = field(default_factory=dict)
-    rt: Runtime | None = None
-    built: _Built | None = None  # the reused model this fold trained, None when built for the fold alone
-    generation: int = 0
-
-    def scope(self):
-        return self.rt.scope() if self.rt is not None else contextlib.nullcontext()
-
-
-def check_current(model: TrainedModel) -> None:
-    """A fold's model is reset when the next fold of its cell trains: using it after that is an error."""
-    if model.built is not None and model.built.generation != model.generation:
-        raise BenchboxError(
-            "keras: this fold's model was reset for a later fold of the same cell (one model per cell, "
-            "reset per fold); use a fold's model before the next fold trains, or set "
-            "BENCHBOX_REBUILD_EACH_FOLD=1 to keep each fold's model"
-        )
+#: one per process, like the prefix cache; one model (a new cell's replaces the one before)
+MODELS = ModelCache(size=1)
 
 
 def resolved_options(network: str, options, base) -> dict:
     """The options with ``cutoff`` the number of leading base layers actually frozen (for a family
     member, what its ``freeze`` option names), which the prefix cache keys on."""
     return {**options, "cutoff": frozen_cutoff(network, options, base)}
-
-
-def fit(network: str, job: FoldJob) -> TrainedModel:
-    backends.select_backend(job.options, f"keras/{network}")
-    keras = import_keras()
-    rt = runtime(keras, job.training, f"keras/{network}")
-    t0 = time.perf_counter()
-    with rt.scope():
-        if rebuild_each_fold():
-            built, reused = _build(keras, network, job, rt), False
-            kept = None
-        else:
-            built, reused = MODELS.fetch(keras, network, job, rt)
-            built.generation += 1
-            kept = built
-        info = {**built.info, **rt.info(), "model": "reused" if reused else "built"}
-        info["build_seconds"] = time.perf_counter() - t0
-        if built.reason is None:
-            x_train, x_test, cache_info = cached_prefix(keras, network, built, job, rt)
-            info.update(cache_info)
-        else:
-            x_train, x_test = as_input(job.x_train, job.channels), None
-            info["prefix_cache"] = f"off: {built.reason}"
-        seed_everything(keras, job.seed)
-        class_weight = None
-        if job.training.class_weight == "balanced":
-            class_weight = dict(enumerate(balanced_class_weights(job.y_train, job.num_classes).tolist()))
-        steps = _StepClock(keras)
-        train_epochs(built.trainer, x_train, job, class_weight, steps)
-    info["train_loop_seconds"], info["train_warmup_seconds"] = steps.seconds()
-    trainer = built.trainer if built.reason is None else None
-    generation = kept.generation if kept is not None else 0
-    return TrainedModel(
-        built.model, trainer, job_ids(job)[1], x_test, job.training.batch_size, info, rt, kept, generation
-    )
 
 
 def train_epochs(trainer, x_train, job: FoldJob, class_weight, steps: _StepClock) -> None:
@@ -673,28 +524,6 @@ def train_epochs(trainer, x_train, job: FoldJob, class_weight, steps: _StepClock
         )
         if job.progress:
             job.progress(epoch + 1, epochs)
-
-
-def predict_images(model: TrainedModel, images: np.ndarray, ids=None) -> np.ndarray:
-    """The test fold from its cached prefix activations (see tests/test_speed.py); anything else
-    through the whole network, as deployed."""
-    check_current(model)
-    keras = import_keras()
-    steps = _StepClock(keras)
-    test_fold = ids is not None and list(ids) == model.test_ids
-    with model.scope():
-        if test_fold and model.trainer is not None:
-            net, x = model.trainer, model.x_test
-        else:
-            net, x = model.model, as_input(images, input_channels(model.model))
-        n = len(x[0]) if isinstance(x, list) else len(x)
-        probs = net.predict(
-            whole_batches(x, model.batch_size), batch_size=model.batch_size, verbose=0, callbacks=[steps.callback]
-        )
-    if test_fold:
-        model.info["predict_loop_seconds"], model.info["predict_warmup_seconds"] = steps.seconds()
-    probs = keras.ops.convert_to_numpy(probs) if not isinstance(probs, np.ndarray) else probs
-    return np.asarray(probs[:n], np.float64)
 
 
 def whole_batches(x, batch_size: int):
@@ -860,89 +689,145 @@ def _leaf_layers(model):
             yield layer
 
 
-def describe(network: str, options) -> dict:
-    keras = import_keras()
-    model, base = build_model(network, {**options, "weights": "none"}, num_classes=3, seed=0)
-    cutoff = frozen_cutoff(network, options, base)
-    counts = parameter_counts(model)
-    if network in APPS:
-        cls = APPS[network].cls
-        preprocessing = (
-            "grayscale x3 (RGB as is), BGR mean subtraction (Caffe)"
-            if APPS[network].preprocessing == "caffe"
-            else "grayscale x3 (RGB as is), x/127.5 - 1"
-        )
-    else:
-        cls = application(network)[0]
-        preprocessing = "grayscale x3 (RGB as is), " + preprocess_affine(keras, network)[2]
-    facts = {
-        "framework": "keras",
-        "model": f"keras.applications.{cls}",
-        "depth": f"{len(base.layers)} Keras layers",
-    }
-    if "freeze" in options:
-        units = [layer for layer in base.layers if layer.weights]
-        frozen_units = sum(1 for layer in base.layers[:cutoff] if layer.weights)
-        facts["freeze"] = options["freeze"] if options.get("cutoff", 0) == 0 else f"cutoff {options['cutoff']}"
-        facts["frozen_layers"] = (
-            f"{frozen_units} of {len(units)} weight-carrying layers ({cutoff} of {len(base.layers)} Keras layers)"
-        )
-    facts.update(
-        {
-            "cutoff": cutoff,
-            "last_frozen_layer": base.layers[cutoff - 1].name if cutoff else "(none)",
-            "first_trained_layer": next((layer.name for layer in base.layers[cutoff:] if layer.weights), "(none)"),
-            **counts,
-            "input_size": list(options["input_size"]),
-            "preprocessing": preprocessing,
-            "gmacs": round(count_macs(model) / 1e9, 3),
-            "head": list(options["head"]),
-            "pooling": options["pooling"],
-            "weights": options["weights"],
-        }
-    )
-    if network in APPS:
-        del facts["first_trained_layer"]  # the study's describe stays as it was
-    return facts
+# --- the fold lifecycle's Keras steps (the lifecycle itself: benchbox_engine_common.fold_engine) --------
+class KerasEngine(FoldEngine):
+    """A fold through Keras: the target is the network's name (``keras/<name>``)."""
 
+    name = "keras"
 
-def bench_steps(network, options, batch_size, device, amp, channels_last, train):
-    """Compiled inference (predict_on_batch) or training (train_on_batch) steps on random inputs,
-    on whichever Keras backend runs (``keras.device``). ``channels_last`` is Keras's native layout;
-    ``amp`` uses the mixed_bfloat16 (CPU) or mixed_float16 (GPU) policy."""
-    keras = import_keras()
-    backend = keras.backend.backend()
-    if device == "cuda" and not gpu_available(keras):
-        raise BenchboxError(
-            f"keras: --device cuda, but Keras's {backend} backend sees no GPU (tensorflow-cpu installed? a CPU "
-            f'build of PyTorch or JAX?); docs/backbones.md, "Keras backends", says how to put Keras on a GPU'
+    def models(self) -> ModelCache:
+        return MODELS
+
+    def runtime(self, network: str, job: FoldJob) -> Runtime:
+        backends.select_backend(job.options, f"keras/{network}")
+        return runtime(import_keras(), job.training, f"keras/{network}")
+
+    def cache_key(self, network: str, job: FoldJob, rt: Runtime) -> tuple:
+        """The name, options, class count, backend, device and dtype policy, learning rate and augmentation."""
+        text, stamp = options_fingerprint(job.options, weights_kind)
+        training = (float(job.training.learning_rate), bool(job.training.augment), job.training.optimizer)
+        return (network, text, stamp, int(job.num_classes), rt, training, job.channels)
+
+    def build(self, network: str, job: FoldJob, rt: Runtime) -> _Built:
+        return _build(import_keras(), network, job, rt)
+
+    def reset(self, built: _Built, network: str, job: FoldJob, rt: Runtime) -> bool:
+        return _reset(import_keras(), built, network, job, rt)
+
+    def cached_inputs(self, network: str, built: _Built, job: FoldJob, rt: Runtime) -> FoldInputs | str:
+        if built.reason is not None:
+            return built.reason
+        x_train, x_test, info = cached_prefix(import_keras(), network, built, job, rt)
+        return FoldInputs(built.trainer, x_train, x_test, info)
+
+    def whole_inputs(self, built: _Built, job: FoldJob) -> FoldInputs:
+        return FoldInputs(built.trainer, as_input(job.x_train, job.channels))
+
+    def train(self, trainer, x_train, job: FoldJob, rt: Runtime) -> dict:
+        keras = import_keras()
+        seed_everything(keras, job.seed)
+        class_weight = None
+        if job.training.class_weight == "balanced":
+            class_weight = dict(enumerate(balanced_class_weights(job.y_train, job.num_classes).tolist()))
+        steps = _StepClock(keras)
+        train_epochs(trainer, x_train, job, class_weight, steps)
+        loop, warmup = steps.seconds()
+        return {"train_loop_seconds": loop, "train_warmup_seconds": warmup}
+
+    def whole_net(self, built: _Built):
+        return built.model
+
+    def predict(self, model: TrainedModel, images: np.ndarray, cached: bool) -> tuple[np.ndarray, dict]:
+        """Cached activations: not bit-identical to the whole network on TensorFlow (``cached_prefix``)."""
+        keras = import_keras()
+        steps = _StepClock(keras)
+        if cached:
+            net, x = model.trainer, model.test_inputs
+        else:
+            net, x = model.net, as_input(images, input_channels(model.net))
+        n = len(x[0]) if isinstance(x, list) else len(x)
+        probs = net.predict(
+            whole_batches(x, model.batch_size), batch_size=model.batch_size, verbose=0, callbacks=[steps.callback]
         )
-    gpu = device == "cuda"
-    rt = Runtime(backend, "gpu:0" if gpu else "cpu:0", bool(amp), pinned=gpu != gpu_available(keras))
-    with rt.scope():
-        with rt.building():
-            model, _ = build_model(network, {**options, "weights": "none"}, 3, seed=0)
-            if train:
-                model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
-                # the optimizer's variables made inside the first compiled step make TensorFlow trace it
-                # twice (measured: 17.1 s -> 8.7 s for MobileNet v2's first step on one CPU thread)
-                model.optimizer.build(model.trainable_variables)
-        h, w = (int(v) for v in options["input_size"])
-        x = np.random.default_rng(0).uniform(0, 255, (batch_size, h, w, 1)).astype("float32")
-        y = np.arange(batch_size) % 3
+        loop, warmup = steps.seconds()
+        probs = keras.ops.convert_to_numpy(probs) if not isinstance(probs, np.ndarray) else probs
+        return np.asarray(probs[:n], np.float64), {"predict_loop_seconds": loop, "predict_warmup_seconds": warmup}
 
-    def step():  # returns numpy: synchronised
+    def network_facts(self, network: str, options) -> dict:
+        keras = import_keras()
+        model, base = build_model(network, {**options, "weights": "none"}, num_classes=3, seed=0)
+        cutoff = frozen_cutoff(network, options, base)
+        if network in APPS:
+            cls = APPS[network].cls
+            preprocessing = (
+                "grayscale x3 (RGB as is), BGR mean subtraction (Caffe)"
+                if APPS[network].preprocessing == "caffe"
+                else "grayscale x3 (RGB as is), x/127.5 - 1"
+            )
+        else:
+            cls = application(network)[0]
+            preprocessing = "grayscale x3 (RGB as is), " + preprocess_affine(keras, network)[2]
+        facts = {"model": f"keras.applications.{cls}", "depth": f"{len(base.layers)} Keras layers"}
+        if "freeze" in options:
+            units = [layer for layer in base.layers if layer.weights]
+            frozen_units = sum(1 for layer in base.layers[:cutoff] if layer.weights)
+            facts["freeze"] = options["freeze"] if options.get("cutoff", 0) == 0 else f"cutoff {options['cutoff']}"
+            facts["frozen_layers"] = (
+                f"{frozen_units} of {len(units)} weight-carrying layers ({cutoff} of {len(base.layers)} Keras layers)"
+            )
+        facts.update(
+            {
+                "cutoff": cutoff,
+                "last_frozen_layer": base.layers[cutoff - 1].name if cutoff else "(none)",
+                "first_trained_layer": next((layer.name for layer in base.layers[cutoff:] if layer.weights), "(none)"),
+                **parameter_counts(model),
+                "input_size": list(options["input_size"]),
+                "preprocessing": preprocessing,
+                "gmacs": round(count_macs(model) / 1e9, 3),
+            }
+        )
+        if network in APPS:
+            del facts["first_trained_layer"]  # the study's describe stays as it was
+        return facts
+
+    def gpu_problem(self) -> str | None:
+        keras = import_keras()
+        if gpu_available(keras):
+            return None
+        return (
+            f"keras: --device cuda, but Keras's {keras.backend.backend()} backend sees no GPU (tensorflow-cpu "
+            f'installed? a CPU build of PyTorch or JAX?); docs/backbones.md, "Keras backends", says how to put '
+            f"Keras on a GPU"
+        )
+
+    def bench_model(self, network: str, options, batch_size, device, amp, channels_last, train):
+        """Compiled inference (predict_on_batch) or training (train_on_batch) steps, on whichever Keras
+        backend runs (``keras.device``). ``channels_last`` is Keras's native layout; ``amp`` uses the
+        mixed_bfloat16 (CPU) or mixed_float16 (GPU) policy. The step returns numpy: synchronised."""
+        keras = import_keras()
+        gpu = device == "cuda"
+        rt = Runtime(
+            keras.backend.backend(), "gpu:0" if gpu else "cpu:0", bool(amp), pinned=gpu != gpu_available(keras)
+        )
         with rt.scope():
-            return model.train_on_batch(x, y) if train else model.predict_on_batch(x)
+            with rt.building():
+                model, _ = build_model(network, options, 3, seed=0)
+                if train:
+                    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+                    # the optimizer's variables made inside the first compiled step make TensorFlow trace it
+                    # twice (measured: 17.1 s -> 8.7 s for MobileNet v2's first step on one CPU thread)
+                    model.optimizer.build(model.trainable_variables)
+            h, w = (int(v) for v in options["input_size"])
+            x = np.random.default_rng(0).uniform(0, 255, (batch_size, h, w, 1)).astype("float32")
+            y = np.arange(batch_size) % 3
 
-    return {
-        "steps": _steps(step),
-        "params": parameter_counts(model)["params_total"],
-        "gmacs": round(count_macs(model) / 1e9, 3),
-    }
+        def step():
+            with rt.scope():
+                return model.train_on_batch(x, y) if train else model.predict_on_batch(x)
+
+        return step, lambda: None, parameter_counts(model)["params_total"], round(count_macs(model) / 1e9, 3)
 
 
-def _steps(step):
-    from benchbox.execute.bench import Steps
-
-    return Steps(step=step)
+ENGINE = KerasEngine()
+fit, predict_images, check_current = ENGINE.fit, ENGINE.predict_images, ENGINE.check_current
+describe, bench_steps = ENGINE.describe, ENGINE.bench_steps

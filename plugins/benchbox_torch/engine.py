@@ -22,13 +22,11 @@ each fold, reset to exactly the state a fresh build with that fold's seed would 
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -36,6 +34,7 @@ from torch import nn
 
 from benchbox.contracts import FoldJob, balanced_class_weights
 from benchbox.errors import BenchboxError, WeightsError
+from benchbox_engine_common.fold_engine import FoldEngine, FoldInputs, ModelCache, TrainedModel, options_fingerprint
 from benchbox_engine_common.networks import BN_MOMENTUM, check_weights_file, weights_kind
 from benchbox_engine_common.prefix_cache import CACHE, cache_key, fallback_reason, job_ids
 from benchbox_torch import NETS, keras_layers, keras_weighted_layers
@@ -99,6 +98,10 @@ class Runtime:
         if not self.cuda:
             return net
         return net.to(self.device, memory_format=torch.channels_last)
+
+    def scope(self):
+        """Nothing to enter: tensors and modules are placed explicitly (``put``, ``prepare_net``)."""
+        return nullcontext()
 
     def info(self) -> dict:
         return {
@@ -540,8 +543,8 @@ def prefix_activations(
 
 
 def cached_inputs(spec: NetSpec, net, job, n_frozen: int, split=None, rt: Runtime = CPU_FP32):
-    """(trainable model, (train inputs, test inputs), info) using cached prefix activations, or the
-    reason why not (a string). ``split``: the model's (prefix, suffix), when already made."""
+    """The trainable suffix and the cached prefix activations of the fold's train and test images, or
+    the reason why not (a string). ``split``: the model's (prefix, suffix), when already made."""
     if split is None:
         split = make_split(net)
     if isinstance(split, str):
@@ -568,7 +571,7 @@ def cached_inputs(spec: NetSpec, net, job, n_frozen: int, split=None, rt: Runtim
         "prefix_seconds": time.perf_counter() - t0,
         "prefix_boundary": [list(a.shape[1:]) for a in cached],
     }
-    return SuffixNet(suffix, net), (train_inputs, test_inputs), info
+    return FoldInputs(SuffixNet(suffix, net), train_inputs, test_inputs, info)
 
 
 def make_split(net: BenchboxNet):
@@ -691,27 +694,7 @@ def predict(net: BenchboxNet, x: np.ndarray, batch_size: int, rt: Runtime = CPU_
     return torch.cat(out).cpu().numpy() if out else np.zeros((0, net.head[-1].out_features))
 
 
-@dataclass
-class TrainedModel:
-    """A fold's trained network, and the cached prefix activations of its test fold (if any)."""
-
-    net: BenchboxNet
-    trainer: nn.Module | None  # the suffix that trained on cached activations, or None
-    test_ids: list[str]
-    test_inputs: list | None
-    batch_size: int
-    info: dict = field(default_factory=dict)
-    rt: Runtime = CPU_FP32
-    built: _Built | None = None  # the reused model this fold trained, None when built for the fold alone
-    generation: int = 0  # which fold's training of ``built`` this is
-
-
-# --- one build per cell -------------------------------------------------------------------
-def rebuild_each_fold() -> bool:
-    """BENCHBOX_REBUILD_EACH_FOLD=1: build every fold's model afresh (the old way; for benchmarks)."""
-    return os.environ.get("BENCHBOX_REBUILD_EACH_FOLD", "").strip().lower() in ("1", "true", "yes")
-
-
+# --- the fold lifecycle's PyTorch steps (the lifecycle itself: benchbox_engine_common.fold_engine) ------
 @dataclass
 class _Built:
     """A cell's model, built once: the network on its device, its fx split, what a build reports."""
@@ -723,125 +706,12 @@ class _Built:
     generation: int = 0  # folds trained so far; a TrainedModel of an earlier fold is stale
 
 
-class ModelCache:
-    """At most ``size`` built models, least recently used dropped first (a new cell's model
-    replaces the one before last). Keyed by everything that decides the built network: its name,
-    the backbone's options (a weights file by its modification time and size), the class count and
-    the device; the fold's seed is not in the key: each fold resets the model to the state a fresh
-    build with its seed would have."""
-
-    def __init__(self, size: int = 2):
-        self.size = size
-        self._models: OrderedDict[tuple, _Built] = OrderedDict()
-        self.builds = 0
-        self.reuses = 0
-
-    @staticmethod
-    def key(spec: NetSpec, options, num_classes: int, rt: Runtime) -> tuple:
-        weights = options.get("weights")
-        stamp = None
-        if isinstance(weights, str) and spec.weights_kind(weights) == "file":
-            path = os.path.expanduser(weights)
-            stamp = (os.path.getmtime(path), os.path.getsize(path)) if os.path.exists(path) else None
-        text = json.dumps(dict(options), sort_keys=True, default=repr)
-        return (spec.name, text, stamp, int(num_classes), str(rt.device), rt.channels_last)
-
-    def fetch(self, spec: NetSpec, options, num_classes: int, seed: int, rt: Runtime) -> tuple[_Built, bool]:
-        """(the model in the state of a fresh build with ``seed``, whether an earlier build was reused)."""
-        key = self.key(spec, options, num_classes, rt)
-        built = self._models.get(key)
-        if built is None:
-            net, info = build_model(spec, options, num_classes, seed)
-            built = _Built(rt.prepare_net(net), info, _num_features(net))
-            self._models[key] = built
-            while len(self._models) > self.size:
-                self._models.popitem(last=False)
-            self.builds += 1
-            return built, False
-        self._models.move_to_end(key)
-        # the same seeded construction as a build, without its probe forward; its state replaces the model's
-        fresh, _, _, _ = _construct(spec, options, num_classes, seed, channels=built.channels)
-        built.net.load_state_dict(fresh.state_dict())
-        for p in built.net.parameters():
-            p.grad = None
-        self.reuses += 1
-        return built, True
-
-    def clear(self) -> None:
-        self._models.clear()
-
-
 def _num_features(net: BenchboxNet) -> int:
     return [m for m in net.head.modules() if isinstance(m, nn.Linear)][0].in_features
 
 
-#: one per process, like the prefix cache
-MODELS = ModelCache()
-
-
-def fit(network: str | NetSpec, job: FoldJob) -> TrainedModel:
-    spec = as_spec(network, job.options)
-    rt = runtime(job.training, spec.name)
-    t0 = time.perf_counter()
-    if rebuild_each_fold():
-        net, info = build_model(spec, job.options, job.num_classes, job.seed)
-        net, built, reused, split = rt.prepare_net(net), None, False, None
-    else:
-        built, reused = MODELS.fetch(spec, job.options, job.num_classes, job.seed, rt)
-        built.generation += 1
-        net, info = built.net, dict(built.info)
-        split = built.split
-    info.update(rt.info())
-    info["model"] = "reused" if reused else "built"
-    info["build_seconds"] = time.perf_counter() - t0
-    reason = spec.fallback(info["frozen_units"], job.training)
-    cached = None
-    if reason is None:
-        if split is None:
-            split = make_split(net)
-            if built is not None:
-                built.split = split
-        cached = cached_inputs(spec, net, job, info["frozen_units"], split, rt)
-    if isinstance(cached, str):
-        reason, cached = cached, None
-    if cached is not None:
-        trainer, inputs, cache_info = cached
-        info.update(cache_info)
-        info["train_loop_seconds"] = train(trainer, inputs[0], job.y_train, job.training, job.seed, job.progress, rt)
-        test_inputs = inputs[1]
-    else:
-        info["prefix_cache"] = f"off: {reason}"
-        trainer, test_inputs = None, None
-        info["train_loop_seconds"] = train(net, job.x_train, job.y_train, job.training, job.seed, job.progress, rt)
-    generation = built.generation if built is not None else 0
-    return TrainedModel(
-        net, trainer, job_ids(job)[1], test_inputs, job.training.batch_size, info, rt, built, generation
-    )
-
-
-def check_current(model: TrainedModel) -> None:
-    if model.built is not None and model.built.generation != model.generation:
-        raise BenchboxError(
-            "torch: this fold's model was reset for a later fold (the engine reuses one model per cell); "
-            "predict a fold before fitting the next, or set BENCHBOX_REBUILD_EACH_FOLD=1 to keep every "
-            "fold's model"
-        )
-
-
-def predict_images(model: TrainedModel, images: np.ndarray, ids=None) -> np.ndarray:
-    """The test fold from its cached prefix activations (the same numbers as the whole network, see
-    tests/test_speed.py); anything else through the whole network, as deployed. The seconds of the
-    last test-fold prediction's steps go in ``info["predict_loop_seconds"]``."""
-    check_current(model)
-    t0 = time.perf_counter()
-    test_fold = ids is not None and list(ids) == model.test_ids
-    if test_fold and model.trainer is not None:
-        out = predict_from(model.trainer, model.test_inputs, model.batch_size, model.rt)
-    else:
-        out = predict(model.net, images, model.batch_size, model.rt)
-    if test_fold:
-        model.info["predict_loop_seconds"] = time.perf_counter() - t0
-    return out
+#: one per process, like the prefix cache; two models (a new cell's model replaces the one before last)
+MODELS = ModelCache(size=2)
 
 
 def count_gmacs(net: BenchboxNet, h: int, w: int) -> float | None:
@@ -855,63 +725,127 @@ def count_gmacs(net: BenchboxNet, h: int, w: int) -> float | None:
     return round(counter.get_total_flops() / 2 / 1e9, 3)
 
 
+class TorchEngine(FoldEngine):
+    """A fold through PyTorch: the target is a ``NetSpec`` (a study network's name becomes one)."""
+
+    name = "torch"
+
+    def models(self) -> ModelCache:
+        return MODELS
+
+    def runtime(self, spec: NetSpec, job: FoldJob) -> Runtime:
+        return runtime(job.training, spec.name)
+
+    def cache_key(self, spec: NetSpec, job: FoldJob, rt: Runtime) -> tuple:
+        """The name, options, class count and device (augmentation and learning rate live in ``train``)."""
+        text, stamp = options_fingerprint(job.options, spec.weights_kind)
+        return (spec.name, text, stamp, int(job.num_classes), str(rt.device), rt.channels_last)
+
+    def build(self, spec: NetSpec, job: FoldJob, rt: Runtime) -> _Built:
+        net, info = build_model(spec, job.options, job.num_classes, job.seed)
+        return _Built(rt.prepare_net(net), info, _num_features(net))
+
+    def reset(self, built: _Built, spec: NetSpec, job: FoldJob, rt: Runtime) -> bool:
+        """The same seeded construction as a build, without its probe forward; its state replaces the model's."""
+        fresh, _, _, _ = _construct(spec, job.options, job.num_classes, job.seed, channels=built.channels)
+        built.net.load_state_dict(fresh.state_dict())
+        for p in built.net.parameters():
+            p.grad = None
+        return True
+
+    def cached_inputs(self, spec: NetSpec, built: _Built, job: FoldJob, rt: Runtime) -> FoldInputs | str:
+        n_frozen = built.info["frozen_units"]
+        reason = spec.fallback(n_frozen, job.training)
+        if reason is not None:
+            return reason
+        if built.split is None:
+            built.split = make_split(built.net)
+        return cached_inputs(spec, built.net, job, n_frozen, built.split, rt)
+
+    def whole_inputs(self, built: _Built, job: FoldJob) -> FoldInputs:
+        return FoldInputs(built.net, job.x_train)
+
+    def train(self, trainer, inputs, job: FoldJob, rt: Runtime) -> dict:
+        return {"train_loop_seconds": train(trainer, inputs, job.y_train, job.training, job.seed, job.progress, rt)}
+
+    def whole_net(self, built: _Built) -> BenchboxNet:
+        return built.net
+
+    def predict(self, model: TrainedModel, images: np.ndarray, cached: bool) -> tuple[np.ndarray, dict]:
+        """Cached activations give the same numbers as the whole network (tests/test_speed.py)."""
+        t0 = time.perf_counter()
+        if cached:
+            out = predict_from(model.trainer, model.test_inputs, model.batch_size, model.rt)
+        else:
+            out = predict(model.net, images, model.batch_size, model.rt)
+        return out, {"predict_loop_seconds": time.perf_counter() - t0}
+
+    def network_facts(self, network: str, options) -> dict:
+        net, info = build_model(network, {**options, "weights": "none"}, num_classes=3, seed=0)
+        h, w = (int(v) for v in options["input_size"])
+        lib = NETS[network]
+        return {
+            "model": f"{lib.library} {lib.model}",
+            "depth": f"{info['units']} weight-carrying modules ({len(keras_layers(network))} Keras layers)",
+            "cutoff": int(options["cutoff"]),
+            "last_frozen_layer": info["last_frozen_layer"],
+            "frozen_modules": f"{info['frozen_units']} of {info['units']}",
+            **parameter_counts(net),
+            "input_size": [h, w],
+            "preprocessing": "grayscale x3 (RGB as is), /255, "
+            f"mean {tuple(round(float(v), 3) for v in net.mean.flatten())}, "
+            f"std {tuple(round(float(v), 3) for v in net.std.flatten())}",
+            "gmacs": count_gmacs(net, h, w),
+        }
+
+    def gpu_problem(self) -> str | None:
+        return None if torch.cuda.is_available() else "torch: --device cuda, but no CUDA device is visible"
+
+    def bench_model(self, network, options, batch_size, device, amp, channels_last, train):
+        """Inference (inference_mode) or training (forward, backward, Adam step); CUDA synchronised
+        before every clock read; AMP autocasts to float16 (CUDA) or bfloat16."""
+        net, info = build_model(network, options, 3, seed=0)
+        h, w = (int(v) for v in options["input_size"])
+        gmacs = count_gmacs(net, h, w)
+        net = net.to(device)
+        x = torch.randint(0, 255, (batch_size, 1, h, w), dtype=torch.uint8, device=device)
+        if channels_last:
+            net = net.to(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = torch.arange(batch_size, device=device) % 3
+        dtype = torch.float16 if device == "cuda" else torch.bfloat16
+        sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+        if train:
+            optimizer = adam([p for p in net.parameters() if p.requires_grad], 1e-3)
+            scaler = torch.amp.GradScaler(device, enabled=amp and device == "cuda")
+            net.train()
+
+            def step():
+                optimizer.zero_grad(set_to_none=True)
+                with torch.autocast(device, dtype=dtype, enabled=amp):
+                    loss = nn.functional.cross_entropy(net(x), y)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+        else:
+            net.eval()
+
+            def step():
+                with torch.inference_mode(), torch.autocast(device, dtype=dtype, enabled=amp):
+                    net(x)
+
+        return step, sync, info["params_total"], gmacs
+
+
+ENGINE = TorchEngine()
+check_current, predict_images, bench_steps = ENGINE.check_current, ENGINE.predict_images, ENGINE.bench_steps
+
+
+def fit(network: str | NetSpec, job: FoldJob) -> TrainedModel:
+    """A fold of a study network (by name) or of any network a NetSpec describes."""
+    return ENGINE.fit(as_spec(network, job.options), job)
+
+
 def describe(network: str, options) -> dict:
-    net, info = build_model(network, {**options, "weights": "none"}, num_classes=3, seed=0)
-    h, w = (int(v) for v in options["input_size"])
-    lib = NETS[network]
-    return {
-        "framework": "torch",
-        "model": f"{lib.library} {lib.model}",
-        "depth": f"{info['units']} weight-carrying modules ({len(keras_layers(network))} Keras layers)",
-        "cutoff": int(options["cutoff"]),
-        "last_frozen_layer": info["last_frozen_layer"],
-        "frozen_modules": f"{info['frozen_units']} of {info['units']}",
-        **parameter_counts(net),
-        "input_size": [h, w],
-        "preprocessing": f"grayscale x3 (RGB as is), /255, mean {tuple(round(float(v), 3) for v in net.mean.flatten())}, "
-        f"std {tuple(round(float(v), 3) for v in net.std.flatten())}",
-        "gmacs": count_gmacs(net, h, w),
-        "head": list(options["head"]),
-        "pooling": options["pooling"],
-        "weights": options["weights"],
-    }
-
-
-def bench_steps(network, options, batch_size, device, amp, channels_last, train):
-    """Inference (inference_mode) or training (forward, backward, Adam step) on random inputs;
-    CUDA is synchronised before every clock read; AMP autocasts to float16 (CUDA) or bfloat16."""
-    from benchbox.execute.bench import Steps
-
-    if device == "cuda" and not torch.cuda.is_available():
-        raise BenchboxError("torch: --device cuda, but no CUDA device is visible")
-    net, info = build_model(network, {**options, "weights": "none"}, 3, seed=0)
-    h, w = (int(v) for v in options["input_size"])
-    gmacs = count_gmacs(net, h, w)
-    net = net.to(device)
-    x = torch.randint(0, 255, (batch_size, 1, h, w), dtype=torch.uint8, device=device)
-    if channels_last:
-        net = net.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
-    y = torch.arange(batch_size, device=device) % 3
-    dtype = torch.float16 if device == "cuda" else torch.bfloat16
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    if train:
-        optimizer = adam([p for p in net.parameters() if p.requires_grad], 1e-3)
-        scaler = torch.amp.GradScaler(device, enabled=amp and device == "cuda")
-        net.train()
-
-        def step():
-            optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device, dtype=dtype, enabled=amp):
-                loss = nn.functional.cross_entropy(net(x), y)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-    else:
-        net.eval()
-
-        def step():
-            with torch.inference_mode(), torch.autocast(device, dtype=dtype, enabled=amp):
-                net(x)
-
-    return {"steps": Steps(step=step, sync=sync), "params": info["params_total"], "gmacs": gmacs}
+    """What `benchbox backbones describe` shows for a study network."""
+    return ENGINE.describe(network, options)

@@ -23,32 +23,13 @@ from benchbox.contracts import Availability, Backbone, BackboneFamily
 from benchbox.errors import BenchboxError
 from benchbox_engine_common.freeze import freeze_problem
 from benchbox_engine_common.networks import POOLINGS
+from benchbox_torch.family_options import freeze_value, weights_kind
 
 TIMM_INSTALL = "pip install 'benchbox[torch]'  (torch, torchvision, timm)"
 TXV_INSTALL = "pip install 'benchbox[torch,txv]'  (torchxrayvision, with torch and torchvision)"
 
 #: what every family member starts from (input_size and weights are per family and model)
 FAMILY_DEFAULTS = {"freeze": "none", "head": [], "dropout": 0.5, "pooling": "avg", "cache_prefix": True}
-
-
-def freeze_value(value):
-    """A freeze setting as the suite gave it; a number written as text ("0.5") is a fraction."""
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
-
-
-def weights_kind(family: str, weights: str) -> str:
-    """'none', 'file', or the family's downloadable weights ('imagenet' for timm, 'pretrained' for txv)."""
-    word = weights.lower()
-    if word == "none":
-        return "none"
-    if word == ("imagenet" if family == "timm" else "pretrained"):
-        return word
-    return "file"
 
 
 class FamilyBackbone(Backbone):

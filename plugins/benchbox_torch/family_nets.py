@@ -30,7 +30,7 @@ from benchbox.errors import BenchboxError, WeightsError
 from benchbox_engine_common.freeze import frozen_count, module_names, parse_freeze
 from benchbox_engine_common.networks import check_weights_file
 from benchbox_torch import engine
-from benchbox_torch.families import freeze_value, weights_kind
+from benchbox_torch.family_options import freeze_value, weights_kind
 
 WHAT_TO_DO = (
     'in the suite\'s [backbones.*] table set weights = "none" (random initialisation) or '
