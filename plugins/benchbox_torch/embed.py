@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from benchbox.contracts import TrainingConfig
+from benchbox_engine_common.fold_engine import options_fingerprint
 from benchbox_torch import engine
 
 #: images embedded in this process (every encoder forward pass, for tests and benchmarks)
@@ -31,7 +32,8 @@ _KEEP = 2
 
 def encoder(spec: engine.NetSpec, options, rt: engine.Runtime):
     """(the frozen network on its device, its pooling layers); built once per process and options."""
-    key = engine.ModelCache.key(spec, options, 2, rt)
+    text, stamp = options_fingerprint(options, spec.weights_kind)  # the fold engine's model key, less the fold
+    key = (spec.name, text, stamp, str(rt.device), rt.channels_last)
     if key not in _ENCODERS:
         net, _ = engine.build_model(spec, options, num_classes=2, seed=EMBED_SEED)
         net = rt.prepare_net(net).eval()
