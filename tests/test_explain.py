@@ -475,3 +475,25 @@ def test_a_backbone_that_cannot_explain_is_refused_before_training(tmp_path):
     with pytest.raises(SuiteError, match=r"backbones\.c: test/centroid cannot draw Grad-CAM maps"):
         run_suite(load_suite(suite, registry), registry, reporter=Collect())
     assert not (tmp_path / "runs").exists()
+
+
+@needs_torch
+def test_timm_backbones_explain_at_a_map_of_at_least_seven_by_seven():
+    """issue 24: Grad-CAM for timm/ backbones; "auto" takes the deepest stage map of 7x7 or more where the
+    last one is coarser (resnet18 at 64x80: layer4 is 2x3, layer2 8x10)."""
+    pytest.importorskip("pytorch_grad_cam")
+    from benchbox.plugins import load_registry
+    from benchbox_torch import engine, gradcam
+
+    backbone = load_registry().get("backbone", "timm/resnet18")
+    options = {**backbone.defaults, "weights": "none", "input_size": [64, 80]}
+    net, _ = engine.build_model(backbone.spec(options), options, num_classes=3, seed=0)
+    assert gradcam.auto_layer(net, (64, 80))[0] == "base.model.layer2"
+    assert gradcam.auto_layer(net, (320, 320))[0] == "base"  # layer4 is 10x10: the head's own map
+    images = np.random.default_rng(0).integers(0, 255, (3, 64, 80), dtype=np.uint8)
+    maps = backbone.explain(type("Trained", (), {"net": net, "batch_size": 2})(), images, np.array([0, 1, 2]))
+    assert maps.shape == (3, 8, 10) and maps.min() >= 0 and np.allclose(maps.max(axis=(1, 2)), 1)
+    described = backbone.describe(options, (64, 80))
+    assert (
+        "base.model.layer2 (8x10)" in described["explain_layers"] and described["explain_auto"] == "base.model.layer2"
+    )

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from benchbox import hookimpl
 from benchbox.contracts import Availability
 from benchbox_engine_common.networks import NetworkBackbone, keras_layers
+from benchbox_torch.backbone import EngineBackbone
 
 INSTALL = "pip install 'benchbox[torch]'  (torch, torchvision, timm)"
 
@@ -43,7 +44,7 @@ def keras_weighted_layers(network: str, cutoff: int) -> int:
     return sum(flag for _, _, flag in keras_layers(network)[:cutoff])
 
 
-class TorchBackbone(NetworkBackbone):
+class TorchBackbone(EngineBackbone, NetworkBackbone):
     framework = "torch"
 
     def __init__(self, network: str):
@@ -74,34 +75,10 @@ class TorchBackbone(NetworkBackbone):
 
         engine.ensure_weights(self.network, options)
 
-    def fit(self, job):
+    def spec(self, options):
         from benchbox_torch import engine
 
-        return engine.fit(self.network, job)
-
-    def predict(self, model, images, ids=None):
-        from benchbox_torch import engine
-
-        return engine.predict_images(model, images, ids)
-
-    def synchronize(self, model):
-        import torch
-
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            torch.cuda.synchronize()
-
-    def info(self, model):
-        return dict(model.info)
-
-    def explain(self, model, images, target_classes, layer="auto"):
-        from benchbox_torch import gradcam  # the whole net, even when a suffix trained on cached activations
-
-        return gradcam.explain(model.net, images, target_classes, layer, model.batch_size)
-
-    def embed(self, images, options, training=None):
-        from benchbox_torch import embed, engine
-
-        return embed.embed(engine.as_spec(self.network, options), options, images, training)
+        return engine.as_spec(self.network, options)
 
     def embed_identity(self, options):
         from benchbox_torch import embed

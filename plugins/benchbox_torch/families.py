@@ -19,10 +19,11 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from benchbox.contracts import Availability, Backbone, BackboneFamily
+from benchbox.contracts import Availability, BackboneFamily
 from benchbox.errors import BenchboxError
 from benchbox_engine_common.freeze import freeze_problem
 from benchbox_engine_common.networks import POOLINGS
+from benchbox_torch.backbone import EngineBackbone
 from benchbox_torch.family_options import freeze_value, weights_kind
 
 TIMM_INSTALL = "pip install 'benchbox[torch]'  (torch, torchvision, timm)"
@@ -32,7 +33,7 @@ TXV_INSTALL = "pip install 'benchbox[torch,txv]'  (torchxrayvision, with torch a
 FAMILY_DEFAULTS = {"freeze": "none", "head": [], "dropout": 0.5, "pooling": "avg", "cache_prefix": True}
 
 
-class FamilyBackbone(Backbone):
+class FamilyBackbone(EngineBackbone):
     """One member of a family, e.g. timm/resnet18; the PyTorch work is in ``family_nets``."""
 
     framework = "torch"
@@ -99,30 +100,6 @@ class FamilyBackbone(Backbone):
         from benchbox_torch import family_nets
 
         family_nets.ensure_weights(self.family, self.model, options)
-
-    def fit(self, job):
-        from benchbox_torch import engine
-
-        return engine.fit(self.spec(job.options), job)
-
-    def predict(self, model, images, ids=None):
-        from benchbox_torch import engine
-
-        return engine.predict_images(model, images, ids)
-
-    def synchronize(self, model):
-        import torch
-
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            torch.cuda.synchronize()
-
-    def info(self, model):
-        return dict(model.info)
-
-    def embed(self, images, options, training=None):
-        from benchbox_torch import embed
-
-        return embed.embed(self.spec(options), options, images, training)
 
     def embed_identity(self, options):
         from benchbox_torch import embed

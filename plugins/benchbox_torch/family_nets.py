@@ -29,7 +29,7 @@ from torch import nn
 from benchbox.errors import BenchboxError, WeightsError
 from benchbox_engine_common.freeze import frozen_count, module_names, parse_freeze
 from benchbox_engine_common.networks import check_weights_file
-from benchbox_torch import engine
+from benchbox_torch import engine, gradcam
 from benchbox_torch.family_options import freeze_value, weights_kind
 
 WHAT_TO_DO = (
@@ -312,4 +312,7 @@ def describe(family: str, model: str, options) -> dict:
         "pooling": pooling,
         "weights": options["weights"],
         "freeze_names": ", ".join(choices),
+        # what [explain] layer may name ("auto": the deepest map of 7x7 or more, benchbox_torch/gradcam.py)
+        "explain_layers": ", ".join(gradcam.stage_maps(net, (h, w))) or "base (the last feature map)",
+        "explain_auto": gradcam.auto_layer(net, (h, w))[0],
     }

@@ -3,7 +3,8 @@
 The whole network (``TrainedModel.net``: the trained weights, whether the engine trained the
 suffix on cached prefix activations or not — the suffix shares its modules with ``net.base``) is
 explained for the given classes. The target layer is ``net.base`` by default ("auto"): its
-output is the backbone's last feature map, the one the head pools. Maps are returned at that
+output is the backbone's last feature map, the one the head pools; for a timm network whose last map
+is under 7x7 at the input size, "auto" takes the deepest stage that is 7x7 or more (``auto_layer``). Maps are returned at that
 feature map's resolution, ReLU'd and divided by their maximum (no min subtraction, unlike the
 package's display scaling, so the share of heat in a region is not skewed); benchbox upsamples
 them only to draw.
@@ -43,9 +44,39 @@ def _gradcam_class():
     return FeatureMapGradCAM
 
 
-def target_layer(net: torch.nn.Module, layer: str) -> torch.nn.Module:
+#: the smallest map side "auto" looks for: a 2x3 map says little about where the heat falls
+MIN_MAP_SIDE = 7
+
+
+def auto_layer(net: torch.nn.Module, size: tuple[int, int]) -> tuple[str, torch.nn.Module]:
+    """The layer "auto" explains: the backbone's last feature map (``net.base``), unless it is smaller than
+    7x7 at this input size and the network lists stages (timm's ``feature_info``: module and stride), then
+    the deepest stage whose map is 7x7 or more. (name, module)."""
+    model = getattr(net.base, "model", None)
+    stages = [s for s in getattr(model, "feature_info", None) or [] if isinstance(s, dict) and "reduction" in s]
+    side = min(size)
+    if not stages or -(-side // stages[-1]["reduction"]) >= MIN_MAP_SIDE:
+        return "base", net.base
+    fine = [s for s in stages if -(-side // s["reduction"]) >= MIN_MAP_SIDE]
+    if not fine:
+        return "base", net.base
+    return f"base.model.{fine[-1]['module']}", model.get_submodule(fine[-1]["module"])
+
+
+def stage_maps(net: torch.nn.Module, size: tuple[int, int]) -> list[str]:
+    """ "module (h x w)" for each stage a timm network lists, at this input size: what [explain] layer may name."""
+    model = getattr(net.base, "model", None)
+    h, w = size
+    return [
+        f"base.model.{s['module']} ({-(-h // s['reduction'])}x{-(-w // s['reduction'])})"
+        for s in getattr(model, "feature_info", None) or []
+        if isinstance(s, dict) and "reduction" in s and "module" in s
+    ]
+
+
+def target_layer(net: torch.nn.Module, layer: str, size: tuple[int, int] = (224, 224)) -> torch.nn.Module:
     if layer == "auto":
-        return net.base
+        return auto_layer(net, size)[1]
     try:
         return net.get_submodule(layer)
     except AttributeError:
@@ -66,7 +97,7 @@ def explain(net: torch.nn.Module, images: np.ndarray, target_classes, layer: str
     cls = _gradcam_class()
     was_training = net.training
     out = []
-    cam = cls(model=net, target_layers=[target_layer(net, layer)])
+    cam = cls(model=net, target_layers=[target_layer(net, layer, tuple(images.shape[1:3]))])
     # the gradient must reach the feature map even when the whole base is frozen
     cam.compute_input_gradient = True
     try:  # not `with cam`: the package's __exit__ prints and swallows an IndexError
