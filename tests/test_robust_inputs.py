@@ -211,6 +211,33 @@ def test_a_model_predicting_one_class_is_marked_in_the_table_and_report(stored, 
     assert notes[("syn", "centroid")] == "degenerate: predicts 'pneumonia' for all 24 test images"
     assert sum(bool(n) for n in notes.values()) == 1  # the others are not marked
     assert "degenerate model" in render_markdown(result)
+    from benchbox.results.views.leaderboard import collect
+
+    entries, _, _ = collect([stored.run_dir], registry)
+    said = dict(zip(entries["backbone"], entries["notes"]))
+    assert "degenerate model: it predicts 'pneumonia' for all 24 test images" in said["centroid"]
+
+
+def test_nearly_constant_scores_are_marked_too(stored, registry):  # noqa: F811
+    from benchbox.results.summary import summarise
+
+    store = RunStore(stored.run_dir)
+    originals = {p: p.read_text() for p in (store.path / "folds").glob("*.json")}
+
+    def rescore(spread_of_class_1):
+        rng = np.random.default_rng(0)
+        for p, text in originals.items():
+            data = json.loads(text)
+            if data["backbone"] == "centroid" and not data["probe"]:
+                n = len(data["y_true"])
+                probs = np.array([0.335, 0.335, 0.33]) + rng.normal(0, 1e-5, (n, 3))  # argmax flips: not one class
+                probs[:, 1] += np.where(np.arange(n) % 2, spread_of_class_1, -spread_of_class_1)
+                p.write_text(json.dumps({**data, "probabilities": (probs / probs.sum(1, keepdims=True)).tolist()}))
+        result = summarise(store, registry)
+        return str(result.summary[result.summary["backbone"] == "centroid"].iloc[0].get("degenerate"))
+
+    assert "gives nearly the same scores to all 24 test images" in rescore(0.0)
+    assert "nearly the same scores" not in rescore(0.02)  # a spread of 0.02 carries information
 
 
 def test_a_missing_fold_is_not_taken_for_a_missing_evaluator(stored, registry):  # noqa: F811

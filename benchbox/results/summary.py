@@ -183,17 +183,27 @@ def collect_sections(result: RunResult, registry) -> list[Section]:
     return out
 
 
+#: a class probability whose standard deviation across the test images is below this says nothing of them
+NEARLY_CONSTANT = 1e-3
+
+
 def one_class_only(records, classes) -> str:
     """What is wrong with a cell whose model predicted one class for every test image of a data set
     that has several ("" when it did not): such a model is ranked by its class's share alone."""
     predicted = np.concatenate([r.predicted for r in records]) if records else np.zeros(0, int)
     truth = np.concatenate([r.y_true for r in records]) if records else np.zeros(0, int)
     kinds = np.unique(predicted)
-    if len(kinds) != 1 or len(np.unique(truth)) < 2:
+    if len(np.unique(truth)) < 2:
         return ""
-    k = int(kinds[0])
-    name = classes[k] if 0 <= k < len(classes) else str(k)
-    return f"predicts {name!r} for all {len(predicted)} test images"
+    if len(kinds) == 1:
+        k = int(kinds[0])
+        name = classes[k] if 0 <= k < len(classes) else str(k)
+        return f"predicts {name!r} for all {len(predicted)} test images"
+    probabilities = np.concatenate([r.probabilities for r in records])
+    spread = float(probabilities.std(axis=0).max()) if len(probabilities) > 1 else 1.0
+    if spread < NEARLY_CONSTANT:
+        return f"gives nearly the same scores to all {len(predicted)} test images (largest spread {spread:.1e})"
+    return ""
 
 
 def correct_by_id(records) -> dict[str, bool]:

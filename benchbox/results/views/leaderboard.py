@@ -81,7 +81,7 @@ def collect(run_dirs, registry, dataset: str | None = None) -> tuple[pd.DataFram
                     "hardware": ", ".join(env.get("gpus") or []) or env.get("cpu", ""),
                     "date": manifest.get("started_at", ""),
                     "benchbox": env.get("benchbox", ""),
-                    "notes": " | ".join(_completeness(r) + notes.get(cell, []) + _busy_start(env)),
+                    "notes": " | ".join(_completeness(r) + _degenerate(r) + notes.get(cell, []) + _busy_start(env)),
                     "group": f"{composition} | {within_label(manifest, registry)} | input {size}"
                     + scheme_suffix(r.get("scheme")),
                     **pairing(store, cell, dmeta, by_cell.get(cell, []), splits, problems),
@@ -221,6 +221,13 @@ def _busy_start(env: dict) -> list[str]:
     if not busy(load, cores, threads_set):
         return []
     return [f"started on a busy machine (load {load:g}, {cores} cores): its timings are not comparable"]
+
+
+def _degenerate(row) -> list[str]:
+    """A model that predicts one class for every test image is ranked, but its figures measure that
+    class's share, not skill: the entry says so."""
+    said = row.get("degenerate")
+    return [f"degenerate model: it {said}"] if isinstance(said, str) and said else []
 
 
 def _completeness(row) -> list[str]:
