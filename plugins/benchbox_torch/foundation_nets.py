@@ -208,7 +208,7 @@ FEATURE_WORDS = {
 
 
 # --- open_clip ------------------------------------------------------------------------------------
-def open_clip_create(name: str, model: str, options, pretrained: bool) -> nn.Module:
+def open_clip_create(name: str, model: str, options, pretrained: bool, meta: bool = False) -> nn.Module:
     import open_clip
 
     weights = options["weights"]
@@ -220,6 +220,8 @@ def open_clip_create(name: str, model: str, options, pretrained: bool) -> nn.Mod
     tag = weights if pretrained and kind == "tag" and not hub else None
     if hub:
         extra["load_weights"] = pretrained
+    if meta:  # shapes only (validate): create_model would move the meta tensors to the CPU
+        extra["device"] = "meta"
     try:
         with _quiet():
             full = open_clip.create_model(model, pretrained=tag, **extra)
@@ -316,7 +318,8 @@ def _unit_names(family: str, model: str, weights: str, h: int, w: int) -> tuple[
         if family == "hf":
             base = Encoder(_hf_build(s.name, model, {"weights": weights}, False), "cls")
         else:
-            base = Encoder(open_clip_create(s.name, model, {"weights": "none", "input_size": [h, w]}, False), "output")
+            visual = open_clip_create(s.name, model, {"weights": "none", "input_size": [h, w]}, False, meta=True)
+            base = Encoder(visual, "output")
     return tuple(s.unit_names(engine.weight_units(base)))
 
 
