@@ -42,9 +42,9 @@ def vit_dir(tmp_path_factory):
         hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8
     )
     ViTModel(config).save_pretrained(path)
-    ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.4, 0.5, 0.6], image_std=[0.2, 0.25, 0.3]).save_pretrained(
-        path
-    )
+    ViTImageProcessor(
+        size={"height": 32, "width": 32}, image_mean=[0.4, 0.5, 0.6], image_std=[0.2, 0.25, 0.3]
+    ).save_pretrained(path)
     return path
 
 
@@ -84,10 +84,12 @@ def test_hf_features_are_the_models_pooled_output_with_the_processors_normalisat
     import torch
     from transformers import ViTModel
 
+    from benchbox_torch.foundation_nets import _hf_kwargs
+
     b = reg.get("backbone", f"hf/{vit_dir}")
     x = images(3)
     ours = b.embed(x, dict(b.defaults))
-    model = ViTModel.from_pretrained(vit_dir).eval()
+    model = ViTModel.from_pretrained(vit_dir, **_hf_kwargs()).eval()  # no hub kernels
     t = torch.from_numpy(x).float()[:, None].expand(-1, 3, -1, -1) / 255
     mean, std = torch.tensor([0.4, 0.5, 0.6]).view(1, 3, 1, 1), torch.tensor([0.2, 0.25, 0.3]).view(1, 3, 1, 1)
     with torch.no_grad():
@@ -164,9 +166,9 @@ def test_hf_weights_may_point_a_hub_name_at_a_local_snapshot(reg, vit_dir, no_ne
 def test_a_text_only_model_fails_validate(reg, tmp_path):
     from transformers import BertConfig, BertModel
 
-    BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)).save_pretrained(
-        tmp_path / "bert"
-    )
+    BertModel(
+        BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    ).save_pretrained(tmp_path / "bert")
     suite = tiny_suite(tmp_path, f'[backbones.bert]\nplugin = "hf/{tmp_path / "bert"}"\ninput_size = [32, 32]\n')
     from benchbox.define.suite import load_suite
 
@@ -185,13 +187,18 @@ def test_a_suite_runs_an_hf_snapshot_by_knn_and_linear_probe(reg, vit_dir, tmp_p
     monkeypatch.setenv("BENCHBOX_CACHE", str(tmp_path / "cache"))
     body = ""
     for alias, scheme in (("kn", "knn"), ("lp", "linear-probe")):
-        body += f'[backbones.{alias}]\nplugin = "hf/{vit_dir}"\nscheme = "{scheme}"\n' + ("k = 3\n" if scheme == "knn" else "")
+        body += f'[backbones.{alias}]\nplugin = "hf/{vit_dir}"\nscheme = "{scheme}"\n' + (
+            "k = 3\n" if scheme == "knn" else ""
+        )
     result = run_suite(load_suite(tiny_suite(tmp_path, body), reg), reg)
     assert dict(zip(result.summary["backbone"], result.summary["scheme"])) == {"kn": "knn", "lp": "linear-probe"}
     records = RunStore(result.run_dir).read_records()[0]
     assert len(records) == 6
-    text = json.dumps([r.info for r in records], default=str)
-    assert "pooler_output" in text and "mean (0.4, 0.5, 0.6)" in text
+    key = records[0].info["encoder_key"]
+    assert all(r.info["encoder_key"] == key for r in records)  # one encoder for both schemes and every fold
+    what = json.loads((tmp_path / "cache" / "embeddings" / key / "encoder.json").read_text())
+    assert what["feature"] == "pooler_output" and "mean (0.4, 0.5, 0.6)" in what["preprocessing_applied"]
+    assert what["weights"].startswith("dir-sha256:")  # the snapshot by content
 
 
 # --- open_clip/ -------------------------------------------------------------------------------------
@@ -226,7 +233,7 @@ def test_open_clip_visual_tower_features_freeze_and_mean_std(reg, tiny_clip):
     assert b.check_options(opts) == []
     f1, f2 = b.embed(images(), opts), b.embed(images(), opts)
     assert f1.shape == (6, 16) and np.array_equal(f1, f2)
-    net, _ = engine.build_model(b.spec(opts), opts, 2, 0)
+    net, _ = engine.build_model(b.spec(opts), opts, 2, 5)  # random weights: the fold's seed
     assert torch.allclose(net.mean.flatten(), torch.tensor([0.48145466, 0.4578275, 0.40821073]))
     identity = b.embed_identity(opts)
     assert identity["feature"] == "output" and "open_clip" in identity["versions"]
@@ -237,7 +244,9 @@ def test_open_clip_visual_tower_features_freeze_and_mean_std(reg, tiny_clip):
 
 
 @needs_oc
-def test_open_clip_pretrained_tag_offline_names_the_model_and_a_local_checkpoint(reg, tmp_path, monkeypatch, no_network):
+def test_open_clip_pretrained_tag_offline_names_the_model_and_a_local_checkpoint(
+    reg, tmp_path, monkeypatch, no_network
+):
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))

@@ -263,4 +263,3 @@ class OpenClipFamily(BackboneFamily):
             {"weights": weights, "input_size": size},
             f"open_clip {model} visual tower: grayscale x3, the model config's mean/std; its image embedding",
         )
-

@@ -41,11 +41,10 @@ class Encoder(nn.Module):
     """An image tower as a benchbox base: (N, 3, H, W) -> its feature vector as an (N, D, 1, 1) map.
     ``feature``: "pooler_output", "cls" (first token), "map" (a CNN's (N, C, H, W), averaged) or "output"."""
 
-    fx_leaf = True  # torch.fx keeps a wholly frozen encoder as one module (engine._Tracer)
-
     def __init__(self, model: nn.Module, feature: str, kwargs: dict | None = None):
         super().__init__()
         self.model, self.feature, self.kwargs = model, feature, dict(kwargs or {})
+        model.fx_leaf = True  # torch.fx keeps the tower as one module (engine._Tracer): frozen whole, it is cached
 
     def forward(self, x):
         if self.feature == "output":
@@ -215,7 +214,7 @@ def open_clip_create(name: str, model: str, options, pretrained: bool, meta: boo
     kind = foundation_weights_kind("open_clip", weights)
     h, w = (int(v) for v in options["input_size"])
     native = open_clip_native_size(model)
-    extra = {} if native == [h, w] else {"force_image_size": (h, w)}
+    extra = {} if native == [h, w] else {"force_image_size": h if h == w else (h, w)}
     hub = model.startswith("hf-hub:")  # its config and weights come from the hub together
     tag = weights if pretrained and kind == "tag" and not hub else None
     if hub:
@@ -374,7 +373,9 @@ def ensure_weights(family: str, model: str, options) -> None:
     if kind == "file":
         from benchbox_engine_common.networks import check_weights_file
 
-        check_weights_file(name, options["weights"], lambda: engine.build_model(spec(family, model, options), options, 2, 0))
+        check_weights_file(
+            name, options["weights"], lambda: engine.build_model(spec(family, model, options), options, 2, 0)
+        )
         return
     if kind == "tag" or model.startswith("hf-hub:"):
         open_clip_create(name, model, options, pretrained=True)
@@ -410,7 +411,9 @@ def _r(values) -> tuple:
 
 def describe(family: str, model: str, options) -> dict:
     s = spec(family, model, options)
-    net, info = engine.build_model(s, {**options, "weights": _random(family, options["weights"])}, num_classes=3, seed=0)
+    net, info = engine.build_model(
+        s, {**options, "weights": _random(family, options["weights"])}, num_classes=3, seed=0
+    )
     h, w = (int(v) for v in options["input_size"])
     names = list(_unit_names(family, model, options["weights"], h, w))
     choices = module_names(names, depth=2)
