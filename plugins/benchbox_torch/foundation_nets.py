@@ -24,6 +24,8 @@ import inspect
 import io
 import logging
 import os
+import socket
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
@@ -60,6 +62,27 @@ class Encoder(nn.Module):
         return f.reshape(f.shape[0], -1)[:, :, None, None]
 
 
+@contextlib.contextmanager
+def hub_or_cache():
+    """Downloads where the hub answers; where it does not (no network), the Hugging Face cache only, at
+    once, instead of the hub client's ~30 s of retries before the same failure."""
+    from huggingface_hub import constants
+
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    offline = constants.HF_HUB_OFFLINE
+    if not offline:
+        try:
+            socket.create_connection((host, 443), timeout=5).close()
+        except OSError:
+            offline = True
+    saved = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = offline
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = saved
+
+
 # --- transformers ---------------------------------------------------------------------------------
 def _quiet():
     """transformers and open_clip log progress and warnings; benchbox's stdout is its own."""
@@ -68,7 +91,7 @@ def _quiet():
     for name in ("transformers", "open_clip", "root"):
         logger = logging.getLogger(None if name == "root" else name)
         level = logger.level
-        logger.setLevel(logging.ERROR)
+        logger.setLevel(logging.CRITICAL)  # a failure is raised as benchbox's own one-line error
         stack.callback(logger.setLevel, level)
     try:
         from transformers.utils import logging as tlog
@@ -363,7 +386,7 @@ def ensure_weights(family: str, model: str, options) -> None:
         from transformers import AutoImageProcessor, AutoModel
 
         try:
-            with _quiet():
+            with _quiet(), hub_or_cache():
                 AutoModel.from_pretrained(source, **_hf_kwargs())
                 with contextlib.suppress(Exception):
                     AutoImageProcessor.from_pretrained(source)
@@ -378,7 +401,8 @@ def ensure_weights(family: str, model: str, options) -> None:
         )
         return
     if kind == "tag" or model.startswith("hf-hub:"):
-        open_clip_create(name, model, options, pretrained=True)
+        with hub_or_cache():
+            open_clip_create(name, model, options, pretrained=True)
 
 
 def preprocessing(family: str, model: str, options) -> dict:
