@@ -103,7 +103,9 @@ def benchbox_backbones():
 
 @hookimpl
 def benchbox_backbone_families():
-    """timm/<model> for every model timm lists, txv/<weights> for TorchXRayVision's (families.py)."""
+    """timm/<model> for every model timm lists, txv/<weights> for TorchXRayVision's (families.py);
+    hf/<repo-or-dir> and open_clip/<name>, the foundation encoders (foundation.py)."""
     from benchbox_torch.families import TimmFamily, TxvFamily
+    from benchbox_torch.foundation import HfFamily, OpenClipFamily
 
-    return [TimmFamily(), TxvFamily()]
+    return [TimmFamily(), TxvFamily(), HfFamily(), OpenClipFamily()]

@@ -463,6 +463,7 @@ class _Tracer(torch.fx.Tracer):
             super().is_leaf_module(m, qualname)
             or isinstance(m, _BN)
             or type(m).__name__ == "SeparableConv2d"
+            or getattr(m, "fx_leaf", False)  # a foundation encoder (foundation_nets.Encoder): one module
             or any(True for _ in m.parameters(recurse=False))
         )
 

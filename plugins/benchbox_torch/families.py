@@ -49,19 +49,7 @@ class FamilyBackbone(EngineBackbone):
         return torch_family_availability(self.family)
 
     def check_options(self, options: Mapping[str, Any]) -> list[str]:
-        problems = []
-        head = options.get("head")
-        if not isinstance(head, list) or not all(
-            isinstance(u, int) and not isinstance(u, bool) and u > 0 for u in head
-        ):
-            problems.append(
-                f"head: must be a list of positive integers (hidden dense sizes, [] for none), got {head!r}"
-            )
-        dropout = options.get("dropout")
-        if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) or not 0 <= dropout < 1:
-            problems.append(f"dropout: must be a number in [0, 1), got {dropout!r}")
-        if options.get("pooling") not in POOLINGS:
-            problems.append(f"pooling: must be one of {', '.join(POOLINGS)}, got {options.get('pooling')!r}")
+        problems = self.head_problems(options)
         weights = options.get("weights")
         word = "imagenet" if self.family == "timm" else "pretrained"
         if not isinstance(weights, str):
@@ -77,9 +65,7 @@ class FamilyBackbone(EngineBackbone):
         problem = freeze_problem(freeze)
         if problem:
             problems.append(problem)
-        size = options.get("input_size")
-        size_ok = isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)
-        if problems or not size_ok or not self.availability().ok:
+        if problems or not input_size_ok(options) or not self.availability().ok:
             return problems
         # the network's structure, built on PyTorch's meta device (no memory, no weights): a freeze
         # module that does not exist and an input size the network cannot take are found here, in validate
@@ -89,6 +75,24 @@ class FamilyBackbone(EngineBackbone):
             family_nets.check(self.family, self.model, options)
         except BenchboxError as exc:  # the suite and the CLI name the backbone themselves
             problems.append(str(exc).removeprefix(f"{self.name}: "))
+        return problems
+
+    @staticmethod
+    def head_problems(options: Mapping[str, Any]) -> list[str]:
+        """What is wrong with head, dropout and pooling (every PyTorch family has them)."""
+        problems = []
+        head = options.get("head")
+        if not isinstance(head, list) or not all(
+            isinstance(u, int) and not isinstance(u, bool) and u > 0 for u in head
+        ):
+            problems.append(
+                f"head: must be a list of positive integers (hidden dense sizes, [] for none), got {head!r}"
+            )
+        dropout = options.get("dropout")
+        if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) or not 0 <= dropout < 1:
+            problems.append(f"dropout: must be a number in [0, 1), got {dropout!r}")
+        if options.get("pooling") not in POOLINGS:
+            problems.append(f"pooling: must be one of {', '.join(POOLINGS)}, got {options.get('pooling')!r}")
         return problems
 
     def spec(self, options):
@@ -115,6 +119,11 @@ class FamilyBackbone(EngineBackbone):
         from benchbox_torch import family_nets
 
         return family_nets.describe(self.family, self.model, {**options, "input_size": list(input_size)})
+
+
+def input_size_ok(options: Mapping[str, Any]) -> bool:
+    size = options.get("input_size")
+    return isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)
 
 
 def torch_family_availability(family: str) -> Availability:
