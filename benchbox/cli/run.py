@@ -72,6 +72,13 @@ def run(
     if executor is not None and executor not in registry.executors:
         names = sorted(registry.executors)
         raise BenchboxError(f"--executor {executor!r}: choose {' or '.join(names)}{did_you_mean(executor, names)}")
+    for flag, value in (
+        ("--cpus-per-fold", cpus_per_fold),
+        ("--gpus-per-fold", gpus_per_fold),
+        ("--max-retries", max_retries),
+    ):
+        if value is not None and value < 0:
+            raise BenchboxError(f"{flag} must not be negative")
     chosen_executor = choose_executor(registry, settings)
     note = busy_note(chosen)
     if note:

@@ -257,7 +257,11 @@ def validate_suite(
     if _type_ok(seed, int) and not 0 <= seed <= MAX_SEED:
         c.add("seed", f"must be between 0 and {MAX_SEED} (2**32 - 1), got {seed}")
     output_dir = raw.get("output_dir", "runs")
-    blocker = file_in_the_way(Path(output_dir)) if isinstance(output_dir, str) else None
+    try:
+        blocker = file_in_the_way(Path(output_dir)) if isinstance(output_dir, str) else None
+    except BenchboxError as exc:
+        blocker = None
+        c.add("output_dir", str(exc))
     if blocker is not None:
         what = "is a file" if blocker == Path(output_dir) else f"lies under {str(blocker)!r}, which is a file"
         c.add("output_dir", f"{output_dir!r} {what}; runs are written into a folder — name another path")
@@ -624,7 +628,13 @@ def file_in_the_way(path: Path) -> Path | None:
     """The path itself, or the nearest existing folder above it, when that is a file (so no
     folder can be created there); None when the path can be a folder."""
     for candidate in (path, *path.parents):
-        if candidate.exists():
+        try:
+            exists = candidate.exists()
+        except OSError as exc:  # e.g. a name longer than the file system takes
+            raise BenchboxError(
+                f"{str(path)[:80]!r}: not a usable folder path ({exc.strerror}); name another path"
+            ) from None
+        if exists:
             return None if candidate.is_dir() else candidate
     return None
 
