@@ -27,45 +27,11 @@ from benchbox.contracts import Availability, BackboneFamily
 from benchbox.errors import BenchboxError
 from benchbox_engine_common.freeze import freeze_problem
 from benchbox_torch.families import FamilyBackbone, input_size_ok
-from benchbox_torch.family_options import freeze_value
+from benchbox_torch.family_options import foundation_weights_kind, freeze_value, hf_local_dir
 
 INSTALL = "pip install 'benchbox[torch,foundation]'  (transformers, open_clip_torch)"
 LIBRARY = {"hf": "transformers", "open_clip": "open_clip"}
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-
-
-def foundation_weights_kind(family: str, weights: str) -> str:
-    """hf: 'pretrained' | 'none' | 'snapshot' (a directory); open_clip: 'tag' | 'none' | 'file'."""
-    word = str(weights).lower()
-    if word == "none":
-        return "none"
-    if family == "hf":
-        return "pretrained" if word == "pretrained" else "snapshot"
-    path = os.path.expanduser(str(weights))
-    return "file" if os.sep in str(weights) or os.path.isfile(path) or path.endswith(_CHECKPOINTS) else "tag"
-
-
-_CHECKPOINTS = (".bin", ".pt", ".pth", ".safetensors")
-
-
-def hf_local_dir(model: str) -> str | None:
-    path = os.path.expanduser(model)
-    return os.path.abspath(path) if os.path.isdir(path) else None
-
-
-def offline_hint(family: str, model: str) -> str:
-    """How to run without a network: one line, for every error that could be a missing download."""
-    if family == "hf":
-        return (
-            f"without a network, download the snapshot elsewhere (`huggingface-cli download {model} "
-            '--local-dir DIR`), copy DIR over and set weights = "DIR" in the suite\'s [backbones.*] table '
-            '(or plugin = "hf/DIR"); docs/backbones.md, "Foundation encoders"'
-        )
-    return (
-        f"without a network, download the checkpoint of {model} elsewhere and set weights = "
-        '"/path/to/open_clip_model.safetensors" (or .bin) in the suite\'s [backbones.*] table, or weights = "none"; '
-        'docs/backbones.md, "Foundation encoders"'
-    )
 
 
 def _processor_size(source: str) -> list[int] | None:

@@ -33,8 +33,7 @@ from torch import nn
 from benchbox.errors import BenchboxError, WeightsError
 from benchbox_engine_common.freeze import frozen_count, module_names, parse_freeze
 from benchbox_torch import engine
-from benchbox_torch.family_options import freeze_value
-from benchbox_torch.foundation import foundation_weights_kind, hf_local_dir, offline_hint
+from benchbox_torch.family_options import foundation_weights_kind, freeze_value, hf_local_dir, offline_hint
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
