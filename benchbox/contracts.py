@@ -347,6 +347,11 @@ class SplitStrategy:
         """The folds it draws when the options alone say (``k``); None when the data decide."""
         return None
 
+    def repeats(self, options: Mapping[str, Any]) -> int:
+        """Repeats of a repeated cross-validation: ``assign`` then returns one row of folds per repeat
+        (shape ``(r, n)``, repeat ``j``'s folds numbered after repeat ``j-1``'s); 1 for a plain split."""
+        return 1
+
     def refit(self, options: Mapping[str, Any]) -> bool:
         """Whether each cell trains one more model on its whole data set (stored as fold ``n_folds``),
         whose predictions of the other data sets count; its own data are not scored."""
@@ -355,7 +360,8 @@ class SplitStrategy:
     def assign(
         self, options: Mapping[str, Any], labels: np.ndarray, groups: np.ndarray, sources: np.ndarray, seed: int
     ) -> np.ndarray:
-        """The test fold of each sample (int64, 0..n_folds-1; -1: train only), seeded; raise
+        """The test fold of each sample (int64, 0..n_folds-1; -1: train only), one row per repeat when
+        ``repeats`` says more than 1, seeded; raise
         :class:`benchbox.errors.BenchboxError` naming the option to change when the data cannot be split."""
         raise NotImplementedError
 

@@ -35,10 +35,19 @@ from benchbox.execute.records import CellKey, FoldRecord, data_index, legacy_ali
 
 def split_fingerprint(ids, folds, protocol: str) -> str:
     """``sha256:`` + a digest of a split: the protocol label, then one ``id<TAB>fold`` line per sample,
-    sorted by id. The same samples in the same folds give the same digest whatever their order, machine
+    sorted by id (repeated CV: ``id<TAB>fold,fold,...``, one fold per repeat; ``folds`` then has one row
+    per repeat). The same samples in the same folds give the same digest whatever their order, machine
     or framework; the short form (first 12 hex digits) is what tables show."""
     ids = [str(i) for i in ids]
-    folds = [int(f) for f in folds]
+    folds = np.asarray(folds)
+    if folds.ndim == 2:  # repeated CV: one row per repeat -> one "f0,f1,..." per sample
+        if folds.shape[1] != len(ids):
+            raise ValueError(f"a split of {len(ids)} ids has rows of {folds.shape[1]} fold numbers; each id needs one")
+        folds = [",".join(str(int(f)) for f in col) for col in folds.T]
+    elif folds.ndim == 1:
+        folds = [str(int(f)) for f in folds]
+    else:
+        raise ValueError(f"a split's folds must be a list of fold numbers (or one list per repeat), got {folds.shape}")
     if len(ids) != len(folds):
         raise ValueError(f"a split of {len(ids)} ids has {len(folds)} fold numbers; each id needs one fold")
     h = hashlib.sha256(f"benchbox-split/1\n{protocol}\n".encode())
@@ -232,7 +241,7 @@ class RunStore:
         return self.path / "splits" / f"{name}.json"
 
     def write_split(self, name: str, ids, folds, protocol: str) -> None:
-        ids, folds = [str(i) for i in ids], [int(f) for f in folds]
+        ids, folds = [str(i) for i in ids], np.asarray(folds, dtype=np.int64).tolist()  # (r, n): a row per repeat
         write_json(
             self.split_path(name),
             {
