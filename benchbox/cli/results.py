@@ -39,7 +39,7 @@ def _output_format(registry, name: str, what: str):
 
 @app.command()
 def report(
-    run_dir: Path = typer.Argument(..., help="A run directory written by `benchbox run`."),
+    run_dir: Path = typer.Argument(..., help="A run directory written by `benchbox run`, or a bundle."),
     format: str = typer.Option(
         "terminal", "--format", "-f", help="terminal, or an output format: markdown, csv, latex, html, json..."
     ),
@@ -49,17 +49,19 @@ def report(
 
     The run's report files (report.html, report.md, summary.csv, plots/) are rewritten too."""
     from benchbox.execute.runner import rerender
+    from benchbox.results.bundle import opened
     from benchbox.results.views.report import print_terminal
 
     registry = _registry()
     chosen = _output_format(registry, "markdown" if format == "terminal" else format, "run")
     if output is not None:
         _output_file(output)
-    result = rerender(run_dir, registry)
-    if format == "terminal" and output is None:
-        print_terminal(result, console)
-        return
-    text = chosen.render_run(result)
+    with opened(run_dir) as readable:  # a bundle: extracted into a temporary folder, its views written there
+        result = rerender(readable, registry)
+        if format == "terminal" and output is None:
+            print_terminal(result, console)
+            return
+        text = chosen.render_run(result)
     if output:
         output.write_text(text, encoding="utf-8")
         console.print(f"wrote {output}", highlight=False)
@@ -153,7 +155,7 @@ def compare(
 
 @app.command()
 def leaderboard(
-    runs: list[Path] = typer.Argument(..., help="Run directories (e.g. runs/*)."),
+    runs: list[Path] = typer.Argument(..., help="Run directories (e.g. runs/*) and/or bundles (benchbox bundle)."),
     metric: Optional[str] = typer.Option(
         None, "--metric", help="Any metric the runs' evaluators declare (default: the first one declared)."
     ),
@@ -162,15 +164,19 @@ def leaderboard(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file."),
 ):
     """Rank data set x backbone entries across runs, grouping entries that are not comparable."""
+    from benchbox.results.bundle import opened_many
     from benchbox.results.views.leaderboard import choose_metric, collect, rank
 
     registry = _registry()
     chosen = _output_format(registry, format, "leaderboard")
     if output is not None:
         _output_file(output, example=f"leaderboard{chosen.suffix}")
-    entries, problems, metrics = collect(runs, registry, dataset)
-    spec = choose_metric(metrics, metric)
-    text = chosen.render_leaderboard(rank(entries, spec), spec, output)
+    with opened_many(runs) as (pairs, unreadable):
+        entries, problems, metrics = collect(
+            [d for _, d in pairs], registry, dataset, sources=[s for s, _ in pairs], problems=unreadable
+        )
+        spec = choose_metric(metrics, metric)
+        text = chosen.render_leaderboard(rank(entries, spec), spec, output)
     for p in problems:
         err_console.print(f"warning: {p}", markup=False, highlight=False)
     if output:

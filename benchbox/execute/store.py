@@ -4,7 +4,8 @@
         manifest.json          suite as run, versions, hardware, seed, data fingerprints, status
         suite.toml             the suite file, verbatim
         splits/<data>.json     fold assignment per sample id
-        folds/<data>__<backbone>__fold<NN>.json   one FoldRecord per finished fold
+        folds/<data>__<backbone>__fold<NN>.json   one FoldRecord per finished fold; the manifest's
+                               record_digests lists each one's sha256, written as the fold finished
         failed/...             folds that failed, with the error (retried by the next run)
         benchbox.log           tracebacks of plugin failures
         report.md, summary.csv, ...                views, re-rendered by `benchbox report`
@@ -107,8 +108,29 @@ def read_json_object(path: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
+def json_text(obj: Any) -> str:
+    """The text ``write_json`` writes."""
+    return json.dumps(_clean(obj), indent=1, default=_jsonable, allow_nan=False)
+
+
 def write_json(path: Path, obj: Any) -> None:
-    write_atomic(path, json.dumps(_clean(obj), indent=1, default=_jsonable, allow_nan=False))
+    write_atomic(path, json_text(obj))
+
+
+#: the manifest key listing ``{"folds/<file>.json": "sha256:<hex>"}``, one entry per fold record
+DIGESTS = "record_digests"
+
+
+def sha256_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return "sha256:" + h.hexdigest()
 
 
 def _clean(obj):
@@ -299,10 +321,26 @@ class RunStore:
         return out
 
     def write_record(self, record: FoldRecord) -> Path:
+        """Write a finished fold's record and list its sha256 in the manifest (``record_digests``).
+
+        The digest goes into the manifest first, then the record appears (both atomic writes, by the one
+        process that holds the run's lock): a process killed between the two leaves a digest without its
+        record, and the next run redoes that fold and lists the new digest; never a record without one."""
         self._write_explanations(record)
         p = self.record_path(record.cell, record.fold)
-        write_json(p, record.to_json())
+        text = json_text(record.to_json()).encode("utf-8")
+        if self.manifest_path.exists():
+            manifest = self.manifest()
+            digests = dict(manifest.get(DIGESTS) or {})
+            digests[self.member_name(p)] = sha256_digest(text)
+            manifest[DIGESTS] = digests
+            write_json(self.manifest_path, manifest)
+        write_atomic(p, text)
         return p
+
+    def member_name(self, path: Path) -> str:
+        """A file's name relative to the run directory, with forward slashes (as manifests and bundles list it)."""
+        return Path(path).relative_to(self.path).as_posix()
 
     def explanations_path(self, cell: CellKey, fold: int) -> Path:
         return self.path / "explanations" / f"{cell.slug}__fold{fold:02d}.npz"

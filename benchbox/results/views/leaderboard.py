@@ -28,9 +28,15 @@ from benchbox.results.summary import CROSS_METRICS, summarise
 from benchbox.results.views.format import md_escape, value
 
 
-def collect(run_dirs, registry, dataset: str | None = None) -> tuple[pd.DataFrame, list[str], dict[str, MetricSpec]]:
-    """One row per entry of every run, the problems met, and every metric the runs declare."""
-    rows, problems, metrics = [], [], {}
+def collect(
+    run_dirs, registry, dataset: str | None = None, sources=None, problems: list[str] | None = None
+) -> tuple[pd.DataFrame, list[str], dict[str, MetricSpec]]:
+    """One row per entry of every run, the problems met, and every metric the runs declare.
+
+    ``sources``: what each run directory came from (a bundle extracted into ``run_dirs[i]``): entries and
+    messages name it; ``problems``: those met before (bundles that could not be opened)."""
+    rows, metrics = [], {}
+    problems = list(problems or [])
     seen_datasets: set[str] = set()
     for run_dir in run_dirs:
         store = RunStore(run_dir)
@@ -91,6 +97,8 @@ def collect(run_dirs, registry, dataset: str | None = None) -> tuple[pd.DataFram
             for spec in CROSS_SPECS:  # declared by the matrix itself, whatever evaluators the run used
                 metrics.setdefault(spec.name, spec)
         rows += crossed
+    if sources is not None:
+        _name_sources(rows, problems, dict(zip(map(str, run_dirs), map(str, sources))))
     if not rows:
         if dataset and seen_datasets:
             raise BenchboxError(
@@ -99,6 +107,16 @@ def collect(run_dirs, registry, dataset: str | None = None) -> tuple[pd.DataFram
             )
         raise BenchboxError("no leaderboard entries: " + ("; ".join(problems) if problems else "no runs given"))
     return pd.DataFrame(rows), problems, metrics
+
+
+def _name_sources(rows: list[dict], problems: list[str], sources: dict[str, str]) -> None:
+    """Entries and problems of runs extracted from bundles name the bundle (``sources``: run dir -> source)."""
+    for row in rows:
+        row["run_dir"] = sources.get(row["run_dir"], row["run_dir"])
+    for run_dir, source in sources.items():
+        if run_dir != source:
+            for i, p in enumerate(problems):
+                problems[i] = p.replace(run_dir, source)
 
 
 def pairing(store: RunStore, cell, dmeta: dict, records, splits: dict, problems: list[str]) -> dict:
