@@ -120,6 +120,10 @@ class MetricSpec:
     digits: int = 2
     table: bool = True  # a column of the comparison table
     plot: bool = False  # a panel of the per-fold plot
+    #: the paired test on pooled out-of-fold predictions that fits this metric (leaderboards, boards):
+    #: "auc" (DeLong, on the positive class's probability), "accuracy" (exact McNemar, on top-1
+    #: correctness), or "" (none: only the corrected resampled t-test over per-fold values)
+    paired_test: str = ""
 
 
 @dataclass

@@ -63,3 +63,62 @@ def bundle(
     console.print(f"wrote {esc(output)}: {records} fold record(s), {output.stat().st_size} bytes", highlight=False)
     for change in index["changes"]:
         console.print(f"  {esc(change)}", highlight=False)
+
+
+board_app = typer.Typer(
+    help="Boards: verified bundles that build into a static leaderboard site.", no_args_is_help=True
+)
+app.add_typer(board_app, name="board")
+
+
+@board_app.command("add")
+def board_add(
+    board: Path = typer.Argument(..., help="The board folder (created if missing)."),
+    bundles: list[Path] = typer.Argument(..., help="Bundles to add (benchbox bundle RUN_DIR -o FILE)."),
+    data_dir: Optional[Path] = typer.Option(
+        None,
+        "--data-dir",
+        envvar="BENCHBOX_DATA",
+        callback=_data_dir_option,
+        help="Root of the raw data sources, to re-derive each bundle's folds while verifying it.",
+    ),
+):
+    """Verify each bundle and add it to the board (one file per entry; nothing is overwritten).
+
+    A bundle that fails verification, cannot be read, or claims an entry's run with other predictions
+    is refused with the reason; the others are added. Exit status 1 when any was refused."""
+    from benchbox.results import board as boards
+
+    result = boards.add(board, bundles, _registry(), str(data_dir) if data_dir else None)
+    for bundle, entry in result.added:
+        console.print(f"added {esc(bundle)} as {esc(entry)}", highlight=False)
+    for bundle, entry in result.present:
+        console.print(f"{esc(bundle)} is already on the board as {esc(entry)}; unchanged", highlight=False)
+    for bundle, reason in result.refused:
+        err_console.print(f"refused {bundle}: {reason}", markup=False, highlight=False)
+    if result.refused:
+        raise BenchboxError(f"{len(result.refused)} of {len(bundles)} bundle(s) refused; the board keeps the others")
+
+
+@board_app.command("build")
+def board_build(
+    board: Path = typer.Argument(..., help="The board folder (benchbox board add)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Folder for the static site (index.html inside)."),
+    metric: Optional[str] = typer.Option(
+        None, "--metric", help="Any metric the entries' evaluators declare (default: the first one declared)."
+    ),
+):
+    """Write the board's static site: groups, ranks with ties, paired tests, significance matrices,
+    a critical-difference diagram across data sets, one page per entry."""
+    from benchbox.results import board as boards
+
+    if not board.is_dir():
+        raise BenchboxError(f"{board}: no such board folder (create one with `benchbox board add {board} BUNDLE...`)")
+    built = boards.build(board, output, _registry(), metric)
+    for p in built["problems"]:
+        err_console.print(f"warning: {p}", markup=False, highlight=False)
+    console.print(
+        f"wrote {esc(output / 'index.html')}: {built['entries']} entries, {built['groups']} group(s), "
+        f"{built['pages']} pages",
+        highlight=False,
+    )

@@ -313,8 +313,10 @@ def opened(source):
     if not is_bundle(source):
         yield source
         return
+    index = read_index(source)
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", str(index.get("run") or "")).strip(".-") or _run_name(source)
     with tempfile.TemporaryDirectory(prefix="benchbox-bundle-") as tmp:
-        run_dir = Path(tmp) / _run_name(source)
+        run_dir = Path(tmp) / name[:100]  # the run's own name: tables name the run, not the bundle file
         extract_bundle(source, run_dir)
         yield run_dir
 

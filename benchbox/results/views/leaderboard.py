@@ -137,7 +137,51 @@ def pairing(store: RunStore, cell, dmeta: dict, records, splits: dict, problems:
         "fold_numbers": [int(r.fold) for r in records],
         "fold_n_train": float(np.mean([r.n_train for r in records])) if records else float("nan"),
         "fold_n_test": float(np.mean([r.n_test for r in records])) if records else float("nan"),
+        "pooled": pooled_out_of_fold(records, dmeta.get("positive_class")),
     }
+
+
+def pooled_out_of_fold(records, positive_class) -> dict:
+    """Each test image's out-of-fold prediction, sorted by id: ``ids``, ``positive`` (is of the positive
+    class), ``score`` (the positive class's probability) and ``correct`` (top-1). Under repeated CV an
+    image is tested once per repeat: the lowest-numbered fold's prediction (the first repeat) counts, so
+    every image counts once, as DeLong's and McNemar's tests assume."""
+    first: dict = {}
+    for r in sorted(records, key=lambda r: r.fold):
+        classes = list(r.classes)
+        pos = classes.index(positive_class) if positive_class in classes else 0
+        probs = np.asarray(r.probabilities, dtype=float)
+        predicted = probs.argmax(axis=1) if probs.ndim == 2 and len(probs) else np.zeros(0, int)
+        for j, i in enumerate(r.test_ids):
+            if i not in first:
+                y = int(r.y_true[j])
+                first[i] = (y == pos, float(probs[j, pos]), bool(predicted[j] == y))
+    ids = sorted(first)
+    return {
+        "ids": ids,
+        "positive": [first[i][0] for i in ids],
+        "score": [first[i][1] for i in ids],
+        "correct": [first[i][2] for i in ids],
+    }
+
+
+def pooled_test(best: dict, other: dict, kind: str) -> tuple[float, str]:
+    """The paired test a metric declares (``MetricSpec.paired_test``) on two entries' pooled out-of-fold
+    predictions of the same images: (two-sided p, what was done) or (nan, why not)."""
+    from benchbox.results.pairstats import delong_test, mcnemar_exact
+
+    a, b = best.get("pooled"), other.get("pooled")
+    if not kind or not isinstance(a, dict) or not isinstance(b, dict):
+        return float("nan"), ""
+    if a["ids"] != b["ids"] or not a["ids"]:
+        return float("nan"), "the entries tested other images: no pooled test"
+    if kind == "auc":
+        if len(set(a["positive"])) < 2:
+            return float("nan"), "one class only among the images: no DeLong test"
+        return delong_test(a["positive"], a["score"], b["score"])["p_value"], f"DeLong over {len(a['ids'])} images"
+    if kind == "accuracy":
+        return mcnemar_exact(a["correct"], b["correct"])["p_value"], f"exact McNemar over {len(a['ids'])} images"
+    return float("nan"), f"unknown paired test {kind!r}"
 
 
 CROSS_SPECS = (
@@ -316,16 +360,21 @@ def fold_ttest(best, other, spec: MetricSpec) -> tuple[float, str]:
 def paired_tests(sub: pd.DataFrame, spec: MetricSpec, alpha: float = ALPHA) -> pd.DataFrame:
     """Within one comparable group (sorted best first, ranked): entries with equal data and split
     fingerprints form a paired group; each is compared with the group's best by the corrected resampled
-    t-test over their per-fold values, Holm-adjusted across the group's comparisons. Adds
-    ``paired_group``, ``paired_p`` (Holm-adjusted), ``paired_p_raw``, ``paired_test`` and ``paired_rank``
-    (e.g. "1 (tied with 2, 3)": the best and the entries no test distinguishes from it)."""
+    t-test over their per-fold values and, where the metric declares one (``MetricSpec.paired_test``), by
+    DeLong's test (AUC) or exact McNemar (accuracy) on their pooled out-of-fold predictions; each test's
+    p-values are Holm-adjusted across the group's comparisons. The t-test decides ties where it could
+    be made (it accounts for the training sets' variation), the pooled test otherwise. Adds
+    ``paired_group``, ``paired_p`` (Holm-adjusted), ``paired_p_raw``, ``paired_test``, ``pooled_p``
+    (Holm-adjusted), ``pooled_test`` and ``paired_rank`` (e.g. "1 (tied with 2, 3)": the best and the
+    entries no test distinguishes from it)."""
     from benchbox.results.pairstats import holm
 
     sub = sub.reset_index(drop=True)
     rows = [r.to_dict() for _, r in sub.iterrows()]
     keys = [paired_key(r) for r in rows]
     p_adj, p_raw = [float("nan")] * len(rows), [float("nan")] * len(rows)
-    tests = [""] * len(rows)
+    q_adj = [float("nan")] * len(rows)
+    tests, pooled = [""] * len(rows), [""] * len(rows)
     shown = ["" if pd.isna(r.get("rank")) else str(int(r["rank"])) for r in rows]
     for key in dict.fromkeys(k for k in keys if k):
         members = [i for i, k in enumerate(keys) if k == key and shown[i]]  # ranked: a value to compare
@@ -333,18 +382,30 @@ def paired_tests(sub: pd.DataFrame, spec: MetricSpec, alpha: float = ALPHA) -> p
             continue
         best, others = members[0], members[1:]
         tests[best] = "best of its paired group"
+        q_raw = {}
         for i in others:
             p_raw[i], tests[i] = fold_ttest(rows[best], rows[i], spec)
+            q_raw[i], pooled[i] = pooled_test(rows[best], rows[i], getattr(spec, "paired_test", ""))
         adjusted = holm([p_raw[i] for i in others])
+        adjusted_q = holm([q_raw[i] for i in others])
         tied = []
-        for i, p in zip(others, adjusted):
-            p_adj[i] = float(p)
-            if not np.isnan(p) and p >= alpha:
+        for i, p, q in zip(others, adjusted, adjusted_q):
+            p_adj[i], q_adj[i] = float(p), float(q)
+            deciding = p if not np.isnan(p) else q
+            if not np.isnan(deciding) and deciding >= alpha:
                 tied.append(i)
                 shown[i] = f"{shown[i]} (tied with {shown[best]})"
         if tied:
             shown[best] = f"{shown[best]} (tied with {', '.join(shown[i].split(' ')[0] for i in tied)})"
-    return sub.assign(paired_group=keys, paired_p=p_adj, paired_p_raw=p_raw, paired_test=tests, paired_rank=shown)
+    return sub.assign(
+        paired_group=keys,
+        paired_p=p_adj,
+        paired_p_raw=p_raw,
+        paired_test=tests,
+        pooled_p=q_adj,
+        pooled_test=pooled,
+        paired_rank=shown,
+    )
 
 
 def displayed(v, spec: MetricSpec) -> float:
@@ -395,6 +456,7 @@ COLUMNS = [
     "framework",
     "value",
     "p vs best",
+    "p pooled",
     "paired",
     "weights",
     "suite",
@@ -418,6 +480,17 @@ def paired_p_text(row) -> str:
     return format_p(p) if p is not None and not pd.isna(p) else f"n/a ({test.split(':')[0]})"
 
 
+def pooled_p_text(row) -> str:
+    """The "p pooled" cell: the Holm-adjusted p of DeLong's or McNemar's test against the best, and which."""
+    test = row.get("pooled_test")
+    if not isinstance(test, str) or not test:
+        return ""
+    p = row.get("pooled_p")
+    if p is None or pd.isna(p):
+        return f"n/a ({test.split(':')[0]})"
+    return f"{format_p(p)} ({test.split(' over ')[0]})"
+
+
 def table_rows(ranked: pd.DataFrame, spec: MetricSpec):
     for group, sub in ranked.groupby("group", sort=False):
         yield (
@@ -429,6 +502,7 @@ def table_rows(ranked: pd.DataFrame, spec: MetricSpec):
                     "framework": r["framework"],
                     "value": value(r.to_dict(), spec, spread=False),
                     "p vs best": paired_p_text(r),
+                    "p pooled": pooled_p_text(r),
                     "paired": r.get("paired_group") or "",
                     "weights": r["weights"],
                     "suite": r["suite"],
