@@ -164,19 +164,17 @@ def leaderboard(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file."),
 ):
     """Rank data set x backbone entries across runs, grouping entries that are not comparable."""
-    from benchbox.results.bundle import opened_many
+    from benchbox.results.bundle import each_opened
     from benchbox.results.views.leaderboard import choose_metric, collect, rank
 
     registry = _registry()
     chosen = _output_format(registry, format, "leaderboard")
     if output is not None:
         _output_file(output, example=f"leaderboard{chosen.suffix}")
-    with opened_many(runs) as (pairs, unreadable):
-        entries, problems, metrics = collect(
-            [d for _, d in pairs], registry, dataset, sources=[s for s, _ in pairs], problems=unreadable
-        )
-        spec = choose_metric(metrics, metric)
-        text = chosen.render_leaderboard(rank(entries, spec), spec, output)
+    problems: list[str] = []
+    entries, problems, metrics = collect(None, registry, dataset, problems=problems, pairs=each_opened(runs, problems))
+    spec = choose_metric(metrics, metric)
+    text = chosen.render_leaderboard(rank(entries, spec), spec, output)
     for p in problems:
         err_console.print(f"warning: {p}", markup=False, highlight=False)
     if output:

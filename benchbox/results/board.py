@@ -30,7 +30,7 @@ import pandas as pd
 
 from benchbox.errors import BenchboxError
 from benchbox.execute.store import RunStore, json_text, write_atomic
-from benchbox.results.bundle import SUFFIX, BundleError, opened, opened_many
+from benchbox.results.bundle import SUFFIX, BundleError, each_opened, opened
 
 BOARD_FORMAT = "benchbox-board/1"
 BOARD_INDEX = "board.json"
@@ -198,13 +198,11 @@ def build(board, site, registry, metric: str | None = None) -> dict:
     if not files:
         raise BenchboxError(f"{board}: no entries (add bundles with `benchbox board add {board} BUNDLE...`)")
     _prepare_site(site)
-    with opened_many(files) as (pairs, problems):
-        frame, more, metrics = collect(
-            [d for _, d in pairs], registry, sources=[s for s, _ in pairs], problems=problems
-        )
-        spec = choose_metric(metrics, metric)
-        ranked = rank(frame, spec)
-        pages = _write_site(site, ranked, spec, metrics, more)
+    problems: list[str] = []
+    frame, more, metrics = collect(None, registry, problems=problems, pairs=each_opened(files, problems))
+    spec = choose_metric(metrics, metric)
+    ranked = rank(frame, spec)
+    pages = _write_site(site, ranked, spec, metrics, more)
     return {"entries": len(files), "groups": int(ranked["group"].nunique()), "pages": pages, "problems": more}
 
 
@@ -302,18 +300,24 @@ def _write_site(site: Path, ranked: pd.DataFrame, spec, metrics: dict, problems:
     return pages + 1
 
 
+#: a significance matrix shows at most this many entries of a paired group (its best ones)
+MATRIX_MAX = 30
+
+
 def _significance_matrix(sub: pd.DataFrame, spec, site: Path, gid: str, format_p) -> list[str]:
     """Every pair of each paired group: the corrected resampled t-test p (Holm across the group's pairs)
-    as a heat map and a table."""
+    as a heat map (an HTML table shaded by p: dark where the two differ)."""
     from benchbox.results.pairstats import holm
     from benchbox.results.views.leaderboard import fold_ttest
 
+    e = html.escape
     out = []
     for key, members in sub[sub["paired_group"] != ""].groupby("paired_group", sort=False):
         if len(members) < 2:
             continue
-        rows = [r.to_dict() for _, r in members.iterrows()]
-        names = [f"{r['backbone']} ({r['run'][:20]})" for r in rows]
+        left_out = max(0, len(members) - MATRIX_MAX)
+        rows = [r.to_dict() for _, r in members.head(MATRIX_MAX).iterrows()]
+        names = [f"{r['backbone']} ({str(r['run'])[:24]})" for r in rows]
         n = len(rows)
         pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
         raw = [fold_ttest(rows[i], rows[j], spec)[0] for i, j in pairs]
@@ -321,41 +325,35 @@ def _significance_matrix(sub: pd.DataFrame, spec, site: Path, gid: str, format_p
         matrix = np.full((n, n), np.nan)
         for (i, j), p in zip(pairs, adjusted):
             matrix[i, j] = matrix[j, i] = p
-        image = f"sig-{gid}-{_slug(key)[:30]}.png"
-        drawn = _heatmap(matrix, names, site / "img" / image, f"{spec.label}: corrected t-test p (Holm)")
-        out.append(f"<h2>Significance matrix: paired group {html.escape(key)}</h2>")
-        if drawn:
-            out.append(f"<img src='../img/{image}' alt='significance matrix of {html.escape(key)}'>")
-        table = [[names[i]] + ["—" if i == j else format_p(matrix[i, j]) for j in range(n)] for i in range(n)]
-        out.append(_table([""] + [str(k + 1) for k in range(n)], table))
+        out.append(f"<h2>Significance matrix: paired group {e(key)}</h2>")
+        out.append(
+            f"<p class='note'>{e(spec.label)}: corrected resampled t-test p of every pair, Holm-adjusted across "
+            f"the {len(pairs)} pairs; dark cells: the two differ (p &lt; 0.05), light: no test told them apart."
+            + (f" The {left_out} entries ranked below the first {MATRIX_MAX} are left out." if left_out else "")
+            + "</p>"
+        )
+        head = "".join(f"<th>{k + 1}</th>" for k in range(n))
+        body = []
+        for i in range(n):
+            cells = []
+            for j in range(n):
+                if i == j:
+                    cells.append("<td class='num'>—</td>")
+                    continue
+                p = matrix[i, j]
+                shade = "#eee" if np.isnan(p) else _shade(p)
+                ink = "#fff" if not np.isnan(p) and p < 0.01 else "#000"
+                cells.append(f"<td class='num' style='background:{shade};color:{ink}'>{e(format_p(p))}</td>")
+            body.append(f"<tr><th>{i + 1}. {e(names[i])}</th>{''.join(cells)}</tr>")
+        out.append(f"<table class='heat'><thead><tr><th></th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
     return out
 
 
-def _heatmap(matrix: np.ndarray, names: list[str], path: Path, title: str) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    n = len(names)
-    fig, ax = plt.subplots(figsize=(2 + 0.6 * n + 2, 1.5 + 0.5 * n))
-    shown = np.where(np.isnan(matrix), 1.0, matrix)
-    im = ax.imshow(shown, cmap="Reds_r", vmin=0, vmax=0.1)  # dark: a small p; white: p >= 0.1 (and the diagonal)
-    for i in range(n):
-        for j in range(n):
-            if i != j and not np.isnan(matrix[i, j]):
-                ax.text(j, i, "<.001" if matrix[i, j] < 0.001 else f"{matrix[i, j]:.3f}", ha="center", va="center",
-                        fontsize=8)  # fmt: skip
-    ax.set_xticks(range(n), [str(k + 1) for k in range(n)])
-    ax.set_yticks(range(n), [f"{k + 1}. {nm[:40]}" for k, nm in enumerate(names)], fontsize=8)
-    ax.set_title(title, fontsize=9)
-    fig.colorbar(im, ax=ax, label="p (dark: they differ)", shrink=0.8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return True
+def _shade(p: float) -> str:
+    """A red that darkens as p falls below 0.1 (white from 0.1 up)."""
+    t = float(np.clip(1 - p / 0.1, 0, 1))
+    r, g, b = 255 - 75 * t, 255 - 235 * t, 255 - 225 * t
+    return f"rgb({r:.0f},{g:.0f},{b:.0f})"
 
 
 def _critical_difference(ranked: pd.DataFrame, spec, site: Path) -> list[str]:
@@ -491,9 +489,7 @@ def _entry_body(r, spec, metrics: dict, site: Path, group_ids: dict) -> list[str
         body.append("<h2>Calibration</h2>")
         facts = [f"{k}: {row[k]:.3f}" for k in ("brier", "ece") if not _missing(row.get(k))]
         body.append(f"<p>{e('; '.join(facts))} (Brier: multi-class; ECE: top-label, {len(bins)} bins)</p>")
-        image = f"reliability-{r['entry_id']}.png"
-        if _reliability(bins, site / "img" / image):
-            body.append(f"<img src='../img/{image}' alt='reliability diagram'>")
+        body.append(_reliability(bins))
         body.append(
             _table(
                 ["confidence", "images", "mean confidence", "accuracy"],
@@ -512,28 +508,38 @@ def _entry_body(r, spec, metrics: dict, site: Path, group_ids: dict) -> list[str
     return body
 
 
-def _reliability(bins, path: Path) -> bool:
-    try:
-        import matplotlib
+def _reliability(bins) -> str:
+    """A reliability diagram as inline SVG: accuracy per confidence bin against the diagonal."""
+    size, pad = 240, 30
+    inner = size - 2 * pad
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    used = [b for b in bins if b.get("count")]
-    fig, ax = plt.subplots(figsize=(3.6, 3.4))
-    ax.plot([0, 1], [0, 1], ls="--", color="gray", lw=1)
-    ax.bar([(b["lower"] + b["upper"]) / 2 for b in used], [b["accuracy"] for b in used],
-           width=[b["upper"] - b["lower"] for b in used], edgecolor="black", alpha=0.7)  # fmt: skip
-    ax.set_xlabel("confidence")
-    ax.set_ylabel("accuracy")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_title("reliability diagram", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return True
+    def xy(x, y):
+        return pad + x * inner, size - pad - y * inner
+
+    parts = [
+        f"<svg xmlns='http://www.w3.org/2000/svg' width='{size}' height='{size}' role='img' "
+        "aria-label='reliability diagram'><title>reliability diagram</title>",
+        f"<rect x='{pad}' y='{pad}' width='{inner}' height='{inner}' fill='none' stroke='#999'/>",
+    ]
+    for b in bins:
+        if not b.get("count") or _missing(b.get("accuracy")):
+            continue
+        x0, y0 = xy(b["lower"], b["accuracy"])
+        x1, _ = xy(b["upper"], 0)
+        parts.append(
+            f"<rect x='{x0:.1f}' y='{y0:.1f}' width='{x1 - x0:.1f}' height='{size - pad - y0:.1f}' "
+            "fill='#4a78b5' fill-opacity='0.75' stroke='#234'/>"
+        )
+    (ax, ay), (bx, by) = xy(0, 0), xy(1, 1)
+    parts.append(f"<line x1='{ax}' y1='{ay}' x2='{bx}' y2='{by}' stroke='#888' stroke-dasharray='4 3'/>")
+    parts.append(f"<text x='{size / 2}' y='{size - 6}' font-size='11' text-anchor='middle'>confidence</text>")
+    parts.append(
+        f"<text x='10' y='{size / 2}' font-size='11' text-anchor='middle' transform='rotate(-90 10 {size / 2})'>"
+        "accuracy</text>"
+    )
+    parts.append(f"<text x='{pad}' y='{size - pad + 12}' font-size='9'>0</text>")
+    parts.append(f"<text x='{size - pad - 4}' y='{size - pad + 12}' font-size='9'>1</text></svg>")
+    return "".join(parts)
 
 
 def _missing(v) -> bool:

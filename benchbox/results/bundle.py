@@ -315,10 +315,31 @@ def opened(source):
         return
     index = read_index(source)
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", str(index.get("run") or "")).strip(".-") or _run_name(source)
-    with tempfile.TemporaryDirectory(prefix="benchbox-bundle-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="benchbox-bundle-", dir=_scratch()) as tmp:
         run_dir = Path(tmp) / name[:100]  # the run's own name: tables name the run, not the bundle file
         extract_bundle(source, run_dir)
         yield run_dir
+
+
+def _scratch() -> str | None:
+    """Where bundles are extracted: memory-backed /dev/shm where there is one (creating a file there costs
+    a twentieth of a disk's), else the temporary folder. BENCHBOX_SCRATCH names another folder."""
+    chosen = os.environ.get("BENCHBOX_SCRATCH")
+    if chosen:
+        return chosen
+    shm = Path("/dev/shm")
+    return str(shm) if shm.is_dir() and os.access(shm, os.W_OK | os.X_OK) else None
+
+
+def each_opened(sources, problems: list[str]):
+    """(source, run directory) of each source in turn, a bundle extracted only while it is being read (so a
+    board of any size needs the space of one bundle); one that cannot be read is added to ``problems``."""
+    for source in sources:
+        try:
+            with opened(source) as run_dir:
+                yield Path(source), run_dir
+        except BundleError as exc:
+            problems.append(f"{exc}; skipped")
 
 
 def _run_name(source: Path) -> str:

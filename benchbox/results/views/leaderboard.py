@@ -29,76 +29,29 @@ from benchbox.results.views.format import md_escape, value
 
 
 def collect(
-    run_dirs, registry, dataset: str | None = None, sources=None, problems: list[str] | None = None
+    run_dirs, registry, dataset: str | None = None, sources=None, problems: list[str] | None = None, pairs=None
 ) -> tuple[pd.DataFrame, list[str], dict[str, MetricSpec]]:
     """One row per entry of every run, the problems met, and every metric the runs declare.
 
     ``sources``: what each run directory came from (a bundle extracted into ``run_dirs[i]``): entries and
-    messages name it; ``problems``: those met before (bundles that could not be opened)."""
+    messages name it; ``pairs``: (source, run directory) pairs instead of both, read in turn (a generator
+    that extracts each bundle only while it is read, ``benchbox.results.bundle.each_opened``);
+    ``problems``: the list to add problems to (it may already hold some)."""
     rows, metrics = [], {}
-    problems = list(problems or [])
+    problems = problems if problems is not None else []
     seen_datasets: set[str] = set()
-    for run_dir in run_dirs:
-        store = RunStore(run_dir)
+    if pairs is None:
+        pairs = zip(sources, run_dirs) if sources is not None else ((d, d) for d in run_dirs)
+    for source, run_dir in pairs:
+        first_row, first_problem = len(rows), len(problems)
         try:
-            result = summarise(store, registry)
-        except BenchboxError as exc:
-            problems.append(str(exc))
-            continue
-        except Exception as exc:  # one unreadable run must not hide the others
-            problems.append(f"{run_dir}: cannot be read ({type(exc).__name__}: {exc}); skipped")
-            continue
-        manifest = result.manifest
-        problems += [f"{run_dir}: {p}" for p in result.problems]
-        for spec in result.metrics:
-            metrics.setdefault(spec.name, spec)
-        env = manifest.get("environment", {})
-        cells = cell_index(manifest)
-        notes: dict = {}
-        for section in result.sections:
-            for cell, line in (section.annotations or {}).items():
-                notes.setdefault(cell, []).append(line)
-        by_cell = result.cells
-        splits: dict = {}
-        for _, r in result.summary.iterrows():
-            cell = r["cell"]
-            if cell.probe:  # a probe's cell qualifies its entry; it is not an entry itself
-                continue
-            dmeta = result.data_meta(cell)
-            seen_datasets.add(cell.dataset)
-            if dataset and cell.dataset != dataset and dmeta.get("plugin") != dataset:
-                continue
-            opts = cells.get(cell, {}).get("options", {})
-            composition = f"{dmeta.get('plugin', cell.dataset)} " + ", ".join(
-                f"{k} {v}" for k, v in sorted(dmeta.get("class_counts", {}).items())
-            )
-            size = "x".join(str(v) for v in opts.get("input_size", []))
-            rows.append(
-                {
-                    **{k: v for k, v in r.to_dict().items() if k != "cell"},
-                    "run": Path(run_dir).name,
-                    "run_dir": str(run_dir),
-                    "suite": manifest.get("suite"),
-                    "protocol": within_label(manifest, registry),
-                    "grouped": bool(manifest.get("protocol", {}).get("grouped")),
-                    "weights": opts.get("weights", ""),
-                    "input_size": size,
-                    "composition": composition,
-                    "hardware": ", ".join(env.get("gpus") or []) or env.get("cpu", ""),
-                    "date": manifest.get("started_at", ""),
-                    "benchbox": env.get("benchbox", ""),
-                    "notes": " | ".join(_completeness(r) + notes.get(cell, []) + _busy_start(env)),
-                    "group": f"{composition} | {within_label(manifest, registry)} | input {size}",
-                    **pairing(store, cell, dmeta, by_cell.get(cell, []), splits, problems),
-                }
-            )
-        crossed = _cross_entries(result, run_dir, dataset)
-        if crossed:
-            for spec in CROSS_SPECS:  # declared by the matrix itself, whatever evaluators the run used
-                metrics.setdefault(spec.name, spec)
-        rows += crossed
-    if sources is not None:
-        _name_sources(rows, problems, dict(zip(map(str, run_dirs), map(str, sources))))
+            _entries_of(run_dir, registry, dataset, rows, problems, metrics, seen_datasets)
+        finally:
+            if str(source) != str(run_dir):
+                for row in rows[first_row:]:
+                    row["run_dir"] = str(source)
+                for i in range(first_problem, len(problems)):
+                    problems[i] = problems[i].replace(str(run_dir), str(source))
     if not rows:
         if dataset and seen_datasets:
             raise BenchboxError(
@@ -109,14 +62,66 @@ def collect(
     return pd.DataFrame(rows), problems, metrics
 
 
-def _name_sources(rows: list[dict], problems: list[str], sources: dict[str, str]) -> None:
-    """Entries and problems of runs extracted from bundles name the bundle (``sources``: run dir -> source)."""
-    for row in rows:
-        row["run_dir"] = sources.get(row["run_dir"], row["run_dir"])
-    for run_dir, source in sources.items():
-        if run_dir != source:
-            for i, p in enumerate(problems):
-                problems[i] = p.replace(run_dir, source)
+def _entries_of(run_dir, registry, dataset, rows: list, problems: list, metrics: dict, seen_datasets: set) -> None:
+    """Append the entries of one run directory to ``rows`` (and what went wrong to ``problems``)."""
+    store = RunStore(run_dir)
+    try:
+        result = summarise(store, registry)
+    except BenchboxError as exc:
+        problems.append(str(exc))
+        return
+    except Exception as exc:  # one unreadable run must not hide the others
+        problems.append(f"{run_dir}: cannot be read ({type(exc).__name__}: {exc}); skipped")
+        return
+    manifest = result.manifest
+    problems += [f"{run_dir}: {p}" for p in result.problems]
+    for spec in result.metrics:
+        metrics.setdefault(spec.name, spec)
+    env = manifest.get("environment", {})
+    cells = cell_index(manifest)
+    notes: dict = {}
+    for section in result.sections:
+        for cell, line in (section.annotations or {}).items():
+            notes.setdefault(cell, []).append(line)
+    by_cell = result.cells
+    splits: dict = {}
+    for _, r in result.summary.iterrows():
+        cell = r["cell"]
+        if cell.probe:  # a probe's cell qualifies its entry; it is not an entry itself
+            continue
+        dmeta = result.data_meta(cell)
+        seen_datasets.add(cell.dataset)
+        if dataset and cell.dataset != dataset and dmeta.get("plugin") != dataset:
+            continue
+        opts = cells.get(cell, {}).get("options", {})
+        composition = f"{dmeta.get('plugin', cell.dataset)} " + ", ".join(
+            f"{k} {v}" for k, v in sorted(dmeta.get("class_counts", {}).items())
+        )
+        size = "x".join(str(v) for v in opts.get("input_size", []))
+        rows.append(
+            {
+                **{k: v for k, v in r.to_dict().items() if k != "cell"},
+                "run": Path(run_dir).name,
+                "run_dir": str(run_dir),
+                "suite": manifest.get("suite"),
+                "protocol": within_label(manifest, registry),
+                "grouped": bool(manifest.get("protocol", {}).get("grouped")),
+                "weights": opts.get("weights", ""),
+                "input_size": size,
+                "composition": composition,
+                "hardware": ", ".join(env.get("gpus") or []) or env.get("cpu", ""),
+                "date": manifest.get("started_at", ""),
+                "benchbox": env.get("benchbox", ""),
+                "notes": " | ".join(_completeness(r) + notes.get(cell, []) + _busy_start(env)),
+                "group": f"{composition} | {within_label(manifest, registry)} | input {size}",
+                **pairing(store, cell, dmeta, by_cell.get(cell, []), splits, problems),
+            }
+        )
+    crossed = _cross_entries(result, run_dir, dataset)
+    if crossed:
+        for spec in CROSS_SPECS:  # declared by the matrix itself, whatever evaluators the run used
+            metrics.setdefault(spec.name, spec)
+    rows += crossed
 
 
 def pairing(store: RunStore, cell, dmeta: dict, records, splits: dict, problems: list[str]) -> dict:
