@@ -315,3 +315,19 @@ def test_hash_id_is_stable():
     assert hash_id("person1_bacteria_1.jpeg") == hash_id("person1_bacteria_1.jpeg") != hash_id("x")
     assert hash_id("a").startswith("h:") and len(hash_id("a")) == 22
     assert np.all([hash_id(str(i)) != hash_id(str(i + 1)) for i in range(50)])
+
+
+def test_absolute_paths_anywhere_in_the_manifest_are_cut(made, tmp_path):
+    run_dir, registry = made
+    copy = copy_run(run_dir, tmp_path / "run")
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["datasets"]["syn"]["notes"] = ["read 40 images from /work/shared/data/chest_xray/train"]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    out = tmp_path / "cut.bbx.zip"
+    bb.write_bundle(copy, out, registry)
+    bundled = json.loads(zipfile.ZipFile(out).read("manifest.json"))
+    assert bundled["datasets"]["syn"]["notes"] == ["read 40 images from …/train"]
+    assert (
+        bb.scrub("see https://github.com/ieee8023/x and rel/dir/y.png")
+        == "see https://github.com/ieee8023/x and rel/dir/y.png"
+    )

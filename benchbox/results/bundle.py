@@ -86,6 +86,11 @@ def write_bundle(run_dir, output, registry, hash_ids: bool = False) -> dict:
     if removed:
         changes.append(f"removed the suite's absolute {', '.join(removed)} (suite.toml and the manifest)")
         manifest["suite_paths_removed"] = removed
+    if scrub(suite_text) != suite_text:
+        suite_text = scrub(suite_text)
+        removed.append("absolute paths in its tables' options")
+        manifest["suite_paths_removed"] = removed
+        changes.append("cut absolute paths in the suite's options to their last part")
     members["suite.toml"] = suite_text.encode("utf-8")
 
     split_names = sorted(p.name for p in (store.path / "splits").glob("*.json"))
@@ -97,12 +102,15 @@ def write_bundle(run_dir, output, registry, hash_ids: bool = False) -> dict:
 
             data["fingerprint"] = split_fingerprint(data["ids"], data["fold"], str(data.get("protocol") or ""))
         members[f"splits/{name}"] = json_text(data).encode("utf-8")
-    digests = {}
+    digests, scrubbed_records = {}, []
     for p in sorted((store.path / "folds").glob("*.json")):
         name = store.member_name(p)
         content = p.read_bytes()
         if hash_ids:
             content = json_text(_hashed_record(json.loads(content), hash_id)).encode("utf-8")
+        if ABSOLUTE.search(content.decode("utf-8")):
+            content = json_text(_scrubbed(json.loads(content))).encode("utf-8")
+            scrubbed_records.append(name)
         members[name] = content
         digests[name] = sha256_digest(content)
     if hash_ids:
@@ -116,6 +124,12 @@ def write_bundle(run_dir, output, registry, hash_ids: bool = False) -> dict:
             "hashed every sample and patient id (splits, records; fingerprints of the splits recomputed; "
             "record digests are of the hashed records)"
         )
+    if scrubbed_records:
+        changes.append(
+            f"cut absolute paths to their last part in {len(scrubbed_records)} fold record(s) (e.g. "
+            f"{scrubbed_records[0]}; their digests are of the bundled records)"
+        )
+    manifest = {k: (v if k == DIGESTS else _scrubbed(v)) for k, v in manifest.items()}
     manifest[DIGESTS] = digests
     members[MANIFEST] = json_text(manifest).encode("utf-8")
     summary = store.path / "summary.csv"
@@ -166,6 +180,25 @@ def _hashed_record(data: dict, hash_id) -> dict:
                 if isinstance(ext.get(key), list):
                     ext[key] = [hash_id(v) for v in ext[key]]
     return data
+
+
+#: an absolute POSIX path inside a string (not the slashes of a URL or of "a/b" relative paths)
+ABSOLUTE = re.compile(r"(?<![\w:/.~-])(/(?:[\w.@+-]+/)+[\w.@+-]*)")
+
+
+def scrub(text: str) -> str:
+    """``text`` with every absolute path cut to ``…/`` and its last part ("/work/data/x.png" -> "…/x.png")."""
+    return ABSOLUTE.sub(lambda m: "…/" + (m.group(1).rstrip("/").rsplit("/", 1)[-1]), text)
+
+
+def _scrubbed(obj):
+    if isinstance(obj, str):
+        return scrub(obj)
+    if isinstance(obj, dict):
+        return {k: _scrubbed(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_scrubbed(v) for v in obj]
+    return obj
 
 
 def _without_absolute_paths(text: str) -> tuple[str, list[str]]:
