@@ -23,6 +23,7 @@ separately for a few entries (--clinical-sample).
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -163,23 +164,21 @@ def time_records_alone(bundles) -> float:
     return time.perf_counter() - t
 
 
-def time_leaderboard(bundles, registry) -> float:
-    from benchbox.results.bundle import each_opened
-    from benchbox.results.views.leaderboard import choose_metric, collect, rank, render_markdown
+def time_leaderboard(bundles, registry, jobs=None) -> float:
+    from benchbox.results.views.leaderboard import choose_metric, collect_sources, rank, render_markdown
 
     t = time.perf_counter()
-    problems: list[str] = []
-    entries, _, metrics = collect(None, registry, problems=problems, pairs=each_opened(bundles, problems))
+    entries, _, metrics = collect_sources(bundles, registry, jobs=jobs)
     spec = choose_metric(metrics, None)
     render_markdown(rank(entries, spec), spec)
     return time.perf_counter() - t
 
 
-def time_board(board: Path, site: Path, registry) -> float:
+def time_board(board: Path, site: Path, registry, jobs=None) -> float:
     from benchbox.results.board import build
 
     t = time.perf_counter()
-    build(board, site, registry)
+    build(board, site, registry, jobs=jobs)
     return time.perf_counter() - t
 
 
@@ -187,6 +186,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 250, 500])
     parser.add_argument("--keep", type=Path, help="build the board and site here and keep them")
+    parser.add_argument("--jobs", type=int, help="worker processes (default: the cores this process may use)")
+    parser.add_argument("--serial", action="store_true", help="also time the leaderboard with 1 process")
     parser.add_argument("--clinical-sample", type=int, default=5, help="entries to time the clinical evaluator on")
     args = parser.parse_args()
     from benchbox.plugins import load_registry
@@ -199,7 +200,13 @@ def main() -> None:
     size = sum(b.stat().st_size for b in bundles) / len(bundles)
     print(f"generated {len(bundles)} bundles x {K * REPEATS} folds ({size / 1024:.0f} KiB each) in "
           f"{time.perf_counter() - t:.1f} s", flush=True)  # fmt: skip
-    print(f"{'entries':>8} {'records alone':>14} {'leaderboard':>12} {'board build':>12}  (seconds)", flush=True)
+    from benchbox.execute.environment import affinity_cores
+
+    jobs = args.jobs or affinity_cores()
+    serial = f" {'leaderboard, 1 process':>12}" if args.serial else ""
+    print(f"seconds; leaderboard and board build re-score with {jobs} worker process(es); load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")  # fmt: skip
+    print(f"{'entries':>8} {'records alone':>14} {'leaderboard':>12} {'board build':>12}{serial}", flush=True)
     for n in args.sizes:
         board = where / f"board{n}"
         (board / "entries").mkdir(parents=True, exist_ok=True)
@@ -207,9 +214,10 @@ def main() -> None:
         for b in bundles[:n]:  # `board add` verifies each; here the timed part is the build
             shutil.copy(b, board / "entries" / b.name)
         alone = time_records_alone(bundles[:n])
-        lb = time_leaderboard(bundles[:n], registry)
-        built = time_board(board, where / f"site{n}", registry)
-        print(f"{n:>8} {alone:>14.1f} {lb:>12.1f} {built:>12.1f}", flush=True)
+        lb = time_leaderboard(bundles[:n], registry, jobs=args.jobs)
+        built = time_board(board, where / f"site{n}", registry, jobs=args.jobs)
+        one = f"{time_leaderboard(bundles[:n], registry, jobs=1):>12.1f}" if args.serial else ""
+        print(f"{n:>8} {alone:>14.1f} {lb:>12.1f} {built:>12.1f} {one}", flush=True)
     if args.clinical_sample:
         few = generate(args.clinical_sample, where / "clinical", ["paper", "calibration", "clinical"], registry)
         t_with = time_leaderboard(few, registry)

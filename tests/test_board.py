@@ -277,3 +277,58 @@ def test_board_site_opens_in_chromium(made, tmp_path):
     check_in_browser(site / "index.html", tmp_path, tables=1)
     check_in_browser(next((site / "groups").glob("*.html")), tmp_path, tables=2)
     check_in_browser(next((site / "entries").glob("*.html")), tmp_path, tables=3)
+
+
+@pytest.mark.slow
+def test_keras_and_torch_runs_bundled_boarded_and_built_through_the_cli(tmp_path):
+    """The issue's "done when" at tiny size on the synthetic set: one Keras and one PyTorch run of one
+    suite's data and folds, bundled, added to a board and built; both entries in one paired group with a
+    p-value and paired ranks; one number edited in one record of a bundle makes verify and board add
+    refuse it, naming the record."""
+    from conftest import HAS_KERAS, HAS_TORCH, KERAS_MNV2, TINY_SUITE, TORCH_MNV2, run_cli
+
+    if not (HAS_KERAS and HAS_TORCH):
+        pytest.skip("needs Keras and PyTorch")
+    bundles = []
+    for name, backbone in (("keras", KERAS_MNV2), ("torch", TORCH_MNV2)):
+        text = TINY_SUITE.format(name=f"tiny-{name}", out=tmp_path / "runs", backbones=backbone)
+        suite = write_suite(tmp_path / f"{name}.toml", text.replace("k = 3", "k = 3\nrepeats = 2"))
+        res = run_cli("run", suite, "--run-dir", tmp_path / "runs" / name)
+        assert res.returncode == 0, res.stderr[-2000:]
+        out = tmp_path / f"{name}.bbx.zip"
+        res = run_cli("bundle", tmp_path / "runs" / name, "-o", out)
+        assert res.returncode == 0, res.stderr[-2000:]
+        bundles.append(out)
+    res = run_cli("board", "add", tmp_path / "board", *bundles)
+    assert res.returncode == 0 and res.stdout.count("added") == 2, res.stdout + res.stderr
+    res = run_cli("board", "build", tmp_path / "board", "-o", tmp_path / "site")
+    assert res.returncode == 0, res.stderr[-2000:]
+    group = next((tmp_path / "site" / "groups").glob("*.html")).read_text()
+    assert "k-mnv2" in group and "t-mnv2" in group and "Significance matrix" in group
+    assert "best" in group and ("tied with" in group or "0." in group or "&lt; 0.001" in group)
+    edited = rezip(bundles[0], tmp_path / "edited.bbx.zip", lambda m: forge(m, fix_manifest=False, drop_summary=False))
+    res = run_cli("verify", edited)
+    assert res.returncode == 1 and "fold01" in res.stderr, res.stderr[-2000:]
+    res = run_cli("board", "add", tmp_path / "board", edited)
+    assert res.returncode == 1 and "refused" in res.stderr and "fold01" in res.stderr
+    assert len(boards.entries(tmp_path / "board")) == 2
+
+
+def test_worker_processes_give_the_rows_one_process_gives(made, tmp_path):
+    import shutil
+
+    import pandas as pd
+
+    from benchbox.results.views.leaderboard import collect_sources
+
+    runs, registry, _ = made
+    sources = []
+    for i in range(16):
+        src = runs["centroid2" if i % 2 else "centroid8"][1]
+        sources.append(tmp_path / f"b{i:02d}.bbx.zip")
+        shutil.copy(src, sources[-1])
+    one, p1, m1 = collect_sources(sources, registry, jobs=1)
+    two, p2, m2 = collect_sources(sources, registry, jobs=2)
+    assert list(one["run_dir"]) == [str(s) for s in sources] == list(two["run_dir"])
+    pd.testing.assert_frame_equal(one, two)
+    assert p1 == p2 and list(m1) == list(m2)

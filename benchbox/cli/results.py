@@ -164,15 +164,13 @@ def leaderboard(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file."),
 ):
     """Rank data set x backbone entries across runs, grouping entries that are not comparable."""
-    from benchbox.results.bundle import each_opened
-    from benchbox.results.views.leaderboard import choose_metric, collect, rank
+    from benchbox.results.views.leaderboard import choose_metric, collect_sources, rank
 
     registry = _registry()
     chosen = _output_format(registry, format, "leaderboard")
     if output is not None:
         _output_file(output, example=f"leaderboard{chosen.suffix}")
-    problems: list[str] = []
-    entries, problems, metrics = collect(None, registry, dataset, problems=problems, pairs=each_opened(runs, problems))
+    entries, problems, metrics = collect_sources(runs, registry, dataset)
     spec = choose_metric(metrics, metric)
     text = chosen.render_leaderboard(rank(entries, spec), spec, output)
     for p in problems:

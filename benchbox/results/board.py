@@ -30,7 +30,7 @@ import pandas as pd
 
 from benchbox.errors import BenchboxError
 from benchbox.execute.store import RunStore, json_text, write_atomic
-from benchbox.results.bundle import SUFFIX, BundleError, each_opened, opened
+from benchbox.results.bundle import SUFFIX, BundleError, opened
 
 BOARD_FORMAT = "benchbox-board/1"
 BOARD_INDEX = "board.json"
@@ -189,17 +189,17 @@ def _table(header: list[str], rows: list[list[str]], raw_cols: tuple[int, ...] =
     return "".join(out)
 
 
-def build(board, site, registry, metric: str | None = None) -> dict:
-    """Write the static site of a board; returns counts (entries, groups, pages) and the problems met."""
-    from benchbox.results.views.leaderboard import choose_metric, collect, rank
+def build(board, site, registry, metric: str | None = None, jobs: int | None = None) -> dict:
+    """Write the static site of a board; returns counts (entries, groups, pages) and the problems met.
+    ``jobs``: processes that re-score the entries (default: the cores this process may use)."""
+    from benchbox.results.views.leaderboard import choose_metric, collect_sources, rank
 
     board, site = Path(board), Path(site)
     files = entries(board)
     if not files:
         raise BenchboxError(f"{board}: no entries (add bundles with `benchbox board add {board} BUNDLE...`)")
     _prepare_site(site)
-    problems: list[str] = []
-    frame, more, metrics = collect(None, registry, problems=problems, pairs=each_opened(files, problems))
+    frame, more, metrics = collect_sources(files, registry, jobs=jobs)
     spec = choose_metric(metrics, metric)
     ranked = rank(frame, spec)
     pages = _write_site(site, ranked, spec, metrics, more)

@@ -235,17 +235,21 @@ def read_index(path) -> dict:
     path = Path(path)
     try:
         with zipfile.ZipFile(path) as z:
-            infos = z.infolist()
-            _check_members(path, infos)
-            if INDEX not in z.namelist():
-                raise BundleError(f"{path}: not a benchbox bundle (no {INDEX}); write one with `benchbox bundle`")
-            index = json.loads(z.read(INDEX))
+            return _index_of(z, path)
     except zipfile.BadZipFile as exc:
         raise BundleError(f"{path}: not a readable bundle (truncated or damaged zip: {exc})") from None
-    except (ValueError, RecursionError) as exc:
-        raise BundleError(f"{path}: its {INDEX} is damaged ({exc})") from None
     except OSError as exc:
         raise BundleError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+
+
+def _index_of(z: zipfile.ZipFile, path: Path) -> dict:
+    _check_members(path, z.infolist())
+    if INDEX not in z.namelist():
+        raise BundleError(f"{path}: not a benchbox bundle (no {INDEX}); write one with `benchbox bundle`")
+    try:
+        index = json.loads(z.read(INDEX))
+    except (ValueError, RecursionError) as exc:
+        raise BundleError(f"{path}: its {INDEX} is damaged ({exc})") from None
     if not isinstance(index, dict) or index.get("format") not in READABLE_BUNDLES:
         fmt = index.get("format") if isinstance(index, dict) else None
         raise BundleError(
@@ -290,19 +294,25 @@ def _check_members(path: Path, infos) -> None:
         raise BundleError(f"{path}: refused: its members would expand to {total} bytes (limit {MAX_TOTAL_BYTES})")
 
 
-def extract_bundle(path, target) -> dict:
-    """Extract a bundle into the folder ``target`` (which it creates) after every check; return its index.
-    Nothing is written outside ``target``; a member that fails its digest stops the extraction."""
-    path, target = Path(path), Path(target)
-    index = read_index(path)
-    listed = index["members"]
-    target.mkdir(parents=True, exist_ok=True)
-    root = target.resolve()
+def extract_bundle(path, target, name_from_index: bool = False) -> tuple[dict, Path]:
+    """Extract a bundle into the folder ``target`` (or, with ``name_from_index``, into a folder of
+    ``target`` named after the bundled run) after every check; return its index and the folder. Nothing
+    is written outside it; a member that fails its digest stops the extraction."""
+    path = Path(path)
     try:
-        with zipfile.ZipFile(path) as z:
+        with zipfile.ZipFile(path) as z:  # opened once: the member list, the index, the members
+            index = _index_of(z, path)
+            if name_from_index:
+                name = re.sub(r"[^A-Za-z0-9._-]+", "-", str(index.get("run") or "")).strip(".-")
+                target = Path(target) / (name[:100] or _run_name(path))
+            target = Path(target)
+            target.mkdir(parents=True, exist_ok=True)
+            root = os.path.abspath(target)
+            listed = index["members"]
             names = [n for n in z.namelist() if n != INDEX]
             for name in sorted(set(listed) - set(names)):
                 raise BundleError(f"{path}: member {name} listed in {INDEX} is missing (a truncated or edited bundle)")
+            made = set()
             for name in names:
                 if name not in listed:
                     raise BundleError(f"{path}: member {name} is not listed in {INDEX} (added after bundling)")
@@ -311,21 +321,22 @@ def extract_bundle(path, target) -> dict:
                     raise BundleError(
                         f"{path}: member {name} does not match the digest {INDEX} lists for it (edited after bundling)"
                     )
-                dest = (root / name).resolve()
-                if root not in dest.parents:
+                dest = os.path.normpath(os.path.join(root, name))  # names were checked; this is a second guard
+                if not dest.startswith(root + os.sep):
                     raise BundleError(f"{path}: refused: member {name!r} would be written outside {target}")
-                dest.parent.mkdir(parents=True, exist_ok=True)
+                parent = os.path.dirname(dest)
+                if parent not in made:
+                    os.makedirs(parent, exist_ok=True)
+                    made.add(parent)
                 with open(dest, "xb") as f:
                     f.write(data)
     except zipfile.BadZipFile as exc:
         raise BundleError(f"{path}: not a readable bundle (truncated or damaged zip: {exc})") from None
     except (OSError, EOFError) as exc:
-        if isinstance(exc, BenchboxError):
-            raise
         raise BundleError(f"{path}: cannot be extracted ({exc})") from None
     if not (target / MANIFEST).is_file():
         raise BundleError(f"{path}: holds no {MANIFEST}; not a bundle of a run")
-    return index
+    return index, target
 
 
 def _read_member(z: zipfile.ZipFile, name: str, path: Path) -> bytes:
@@ -346,11 +357,9 @@ def opened(source):
     if not is_bundle(source):
         yield source
         return
-    index = read_index(source)
-    name = re.sub(r"[^A-Za-z0-9._-]+", "-", str(index.get("run") or "")).strip(".-") or _run_name(source)
     with tempfile.TemporaryDirectory(prefix="benchbox-bundle-", dir=_scratch()) as tmp:
-        run_dir = Path(tmp) / name[:100]  # the run's own name: tables name the run, not the bundle file
-        extract_bundle(source, run_dir)
+        # in a folder named after the run: tables name the run, not the bundle file
+        _, run_dir = extract_bundle(source, tmp, name_from_index=True)
         yield run_dir
 
 

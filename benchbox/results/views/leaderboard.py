@@ -42,6 +42,26 @@ def collect(
     seen_datasets: set[str] = set()
     if pairs is None:
         pairs = zip(sources, run_dirs) if sources is not None else ((d, d) for d in run_dirs)
+    collect_into(pairs, registry, dataset, rows, problems, metrics, seen_datasets)
+    return _finish(rows, problems, metrics, dataset, seen_datasets)
+
+
+#: the registry the worker processes of ``collect_sources`` use (inherited through fork)
+_WORKER: dict = {}
+
+
+def _collect_one(source) -> tuple[list, list, dict, set]:
+    """The entries of one source (run directory or bundle), in a worker process."""
+    from benchbox.results.bundle import each_opened
+
+    rows, problems, metrics, seen = [], [], {}, set()
+    collect_into(
+        each_opened([source], problems), _WORKER["registry"], _WORKER["dataset"], rows, problems, metrics, seen
+    )
+    return rows, problems, metrics, seen
+
+
+def collect_into(pairs, registry, dataset, rows, problems, metrics, seen_datasets) -> None:
     for source, run_dir in pairs:
         first_row, first_problem = len(rows), len(problems)
         try:
@@ -52,6 +72,42 @@ def collect(
                     row["run_dir"] = str(source)
                 for i in range(first_problem, len(problems)):
                     problems[i] = problems[i].replace(str(run_dir), str(source))
+
+
+def collect_sources(
+    sources, registry, dataset: str | None = None, jobs: int | None = None
+) -> tuple[pd.DataFrame, list[str], dict[str, MetricSpec]]:
+    """``collect`` over run directories and/or bundles, each read (extracted, re-scored) in turn, by ``jobs``
+    worker processes when there are many (default: the cores this process may use); the same rows in the
+    same order as one process gives."""
+    import os
+
+    from benchbox.execute.environment import affinity_cores
+    from benchbox.results.bundle import each_opened
+
+    sources = list(sources)
+    jobs = max(1, min(jobs or affinity_cores(), len(sources) // 8 or 1))
+    if jobs == 1 or not hasattr(os, "fork"):
+        problems: list[str] = []
+        return collect(None, registry, dataset, problems=problems, pairs=each_opened(sources, problems))
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    _WORKER.update(registry=registry, dataset=dataset)
+    rows, problems, metrics, seen = [], [], {}, set()
+    context = multiprocessing.get_context("fork")  # the workers inherit the registry (plugins loaded once)
+    with ProcessPoolExecutor(jobs, mp_context=context) as pool:
+        for r, p, m, s in pool.map(_collect_one, sources, chunksize=max(1, len(sources) // (jobs * 4))):
+            rows += r
+            problems += p
+            for name, spec in m.items():
+                metrics.setdefault(name, spec)
+            seen |= s
+    _WORKER.clear()
+    return _finish(rows, problems, metrics, dataset, seen)
+
+
+def _finish(rows, problems, metrics, dataset, seen_datasets):
     if not rows:
         if dataset and seen_datasets:
             raise BenchboxError(
