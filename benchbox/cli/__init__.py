@@ -63,6 +63,7 @@ GROUPS = {
     "data": data_app,
     "weights": weights_app,
     "export": export_app,
+    "board": share.board_app,
 }
 _ADDED: dict = {}  # plugin name -> (its CliOptions); a plugin's commands are added once per process
 

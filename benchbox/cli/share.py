@@ -52,8 +52,9 @@ def bundle(
         False, "--hash-ids", help="Store sample and patient ids as sha256 digests (splits and pairing survive)."
     ),
 ):
-    """Write a run as one portable file: manifest, suite, splits, fold records, summary; no images or
-    absolute paths. Every command that reads a run reads the bundle."""
+    """Write a run as one portable file (no images, no absolute paths) that every command reads.
+
+    The bundle holds the manifest, suite, splits, fold records and summary, with the digest of each."""
     from benchbox.results.bundle import write_bundle
 
     if not run_dir.is_dir():
