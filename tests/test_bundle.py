@@ -331,3 +331,17 @@ def test_absolute_paths_anywhere_in_the_manifest_are_cut(made, tmp_path):
         bb.scrub("see https://github.com/ieee8023/x and rel/dir/y.png")
         == "see https://github.com/ieee8023/x and rel/dir/y.png"
     )
+
+
+def test_a_bundle_with_hashed_ids_pairs_with_the_run_that_kept_them(made, tmp_path):
+    from benchbox.results.views import leaderboard as lb
+
+    run_dir, registry = made
+    hashed = tmp_path / "hashed.bbx.zip"
+    bb.write_bundle(run_dir, hashed, registry, hash_ids=True)
+    entries, problems, metrics = lb.collect_sources([run_dir, hashed], registry, jobs=1)
+    ranked = lb.rank(entries, metrics["accuracy_3class"])
+    assert ranked["paired_group"].nunique() == 1 and ranked["paired_group"].iloc[0]
+    assert ranked["split_fingerprint"].nunique() == 2  # each shows its own split fingerprint
+    other = ranked.iloc[1]
+    assert "McNemar over 40 images" in other["pooled_test"]  # the same images matched through their hashes

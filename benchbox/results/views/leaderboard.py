@@ -170,7 +170,7 @@ def _entries_of(run_dir, registry, dataset, rows: list, problems: list, metrics:
                 "benchbox": env.get("benchbox", ""),
                 "notes": " | ".join(_completeness(r) + notes.get(cell, []) + _busy_start(env)),
                 "group": f"{composition} | {within_label(manifest, registry)} | input {size}",
-                **pairing(store, cell, dmeta, by_cell.get(cell, []), splits, problems),
+                **pairing(store, cell, dmeta, by_cell.get(cell, []), splits, problems, bool(manifest.get("id_hash"))),
             }
         )
     crossed = _cross_entries(result, run_dir, dataset)
@@ -180,7 +180,7 @@ def _entries_of(run_dir, registry, dataset, rows: list, problems: list, metrics:
     rows += crossed
 
 
-def pairing(store: RunStore, cell, dmeta: dict, records, splits: dict, problems: list[str]) -> dict:
+def pairing(store: RunStore, cell, dmeta: dict, records, splits: dict, problems: list[str], hashed=False) -> dict:
     """What pairs an entry with another: its data and split fingerprints, and its folds' numbers and
     mean training and test set sizes (for the corrected resampled t-test). The split fingerprint is
     computed from the run's stored split (splits/<data>.json), so runs written before fingerprints
@@ -188,32 +188,49 @@ def pairing(store: RunStore, cell, dmeta: dict, records, splits: dict, problems:
     slug = cell.data.slug
     if slug not in splits:
         try:
-            splits[slug] = store.split_fingerprint(slug) or dmeta.get("split_fingerprint") or ""
+            own = store.split_fingerprint(slug) or dmeta.get("split_fingerprint") or ""
+            splits[slug] = (own, own if hashed else hashed_split_fingerprint(store, slug) or own)
         except (BenchboxError, ValueError, TypeError) as exc:
             problems.append(f"{store.path}: the split of {cell.label} cannot be fingerprinted ({exc}); not paired")
-            splits[slug] = ""
+            splits[slug] = ("", "")
     return {
         "data_fingerprint": str(dmeta.get("fingerprint") or ""),
-        "split_fingerprint": splits[slug],
+        "split_fingerprint": splits[slug][0],
+        "split_key": splits[slug][1],
         "fold_numbers": [int(r.fold) for r in records],
         "fold_n_train": float(np.mean([r.n_train for r in records])) if records else float("nan"),
         "fold_n_test": float(np.mean([r.n_test for r in records])) if records else float("nan"),
-        "pooled": pooled_out_of_fold(records, dmeta.get("positive_class")),
+        "pooled": pooled_out_of_fold(records, dmeta.get("positive_class"), hashed),
     }
 
 
-def pooled_out_of_fold(records, positive_class) -> dict:
+def hashed_split_fingerprint(store: RunStore, slug: str) -> str:
+    """The split fingerprint the run's split would have in a bundle made with --hash-ids: entries pair on
+    it, so a bundle with hashed ids pairs with a run (or bundle) of the same images and folds that kept them."""
+    from benchbox.execute.store import split_fingerprint
+    from benchbox.results.verify import hash_id
+
+    data = store.read_split(slug)
+    if not data:
+        return ""
+    return split_fingerprint([hash_id(i) for i in data["ids"]], data["fold"], str(data.get("protocol") or ""))
+
+
+def pooled_out_of_fold(records, positive_class, hashed: bool = True) -> dict:
     """Each test image's out-of-fold prediction, sorted by id: ``ids``, ``positive`` (is of the positive
     class), ``score`` (the positive class's probability) and ``correct`` (top-1). Under repeated CV an
     image is tested once per repeat: the lowest-numbered fold's prediction (the first repeat) counts, so
-    every image counts once, as DeLong's and McNemar's tests assume."""
+    every image counts once, as DeLong's and McNemar's tests assume. Ids are in their hashed form
+    (``hashed``: they are already), so that entries of bundles with and without --hash-ids match."""
+    from benchbox.results.verify import hash_id
+
     first: dict = {}
     for r in sorted(records, key=lambda r: r.fold):
         classes = list(r.classes)
         pos = classes.index(positive_class) if positive_class in classes else 0
         probs = np.asarray(r.probabilities, dtype=float)
         predicted = probs.argmax(axis=1) if probs.ndim == 2 and len(probs) else np.zeros(0, int)
-        for j, i in enumerate(r.test_ids):
+        for j, i in enumerate(r.test_ids if hashed else map(hash_id, r.test_ids)):
             if i not in first:
                 y = int(r.y_true[j])
                 first[i] = (y == pos, float(probs[j, pos]), bool(predicted[j] == y))
@@ -380,8 +397,9 @@ def short_fingerprint(fingerprint: str, digits: int = 12) -> str:
 
 
 def paired_key(row) -> str:
-    """The paired group of an entry: its data and split fingerprints (short form); "" when it lacks one."""
-    data, split = row.get("data_fingerprint"), row.get("split_fingerprint")
+    """The paired group of an entry: its data and split fingerprints (short form; the split's with its ids
+    hashed, so bundles with and without --hash-ids pair); "" when it lacks one."""
+    data, split = row.get("data_fingerprint"), row.get("split_key") or row.get("split_fingerprint")
     if not isinstance(data, str) or not data or not isinstance(split, str) or not split:
         return ""
     return f"data {short_fingerprint(data, 8)} · split {short_fingerprint(split, 8)}"
