@@ -17,6 +17,7 @@ Scores are computed, never trusted (docs/leaderboard.md). Each check names what 
 from __future__ import annotations
 
 import math
+import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -65,6 +66,12 @@ def verify_run(run_dir, registry, data_dir=None, source: str | None = None) -> V
     check_records_against_splits(store, manifest, verdict)
     rederive_folds(store, manifest, suite, registry, data_dir, verdict)
     rescore(store, registry, verdict)
+    if source is not None and str(source) != str(run_dir):  # a bundle: name its members, not the temporary folder
+        for lines in (verdict.ok, verdict.failures, verdict.skipped):
+            lines[:] = [
+                line.replace(f"{store.path}{os.sep}", f"{source} member ").replace(str(store.path), str(source))
+                for line in lines
+            ]
     return verdict
 
 
@@ -279,6 +286,7 @@ def rescore(store: RunStore, registry, verdict: Verdict) -> None:
         if mine is None:
             mismatches.append(f"{stored_path}: row {' / '.join(key)} has no fold records to re-score it from")
             continue
+        differ = []
         for col in stored.columns:
             if col in keys or col not in fresh.columns:
                 continue
@@ -289,9 +297,12 @@ def rescore(store: RunStore, registry, verdict: Verdict) -> None:
             if math.isnan(a) and math.isnan(b):
                 continue
             if not math.isclose(a, b, rel_tol=SUMMARY_RTOL, abs_tol=1e-9):
-                mismatches.append(
-                    f"{stored_path}: {' / '.join(key)}: {col} is {a:g} there, {b:g} re-scored from the predictions"
-                )
+                differ.append(f"{col} is {a:g} there, {b:g} re-scored")
+        if differ:
+            mismatches.append(
+                f"{stored_path}: {' / '.join(key)}: {len(differ)} figure(s) differ from those re-scored from the "
+                f"predictions: {'; '.join(differ[:3])}" + ("; ..." if len(differ) > 3 else "")
+            )
     if mismatches:
         verdict.failures += mismatches
     else:
