@@ -225,12 +225,15 @@ def pooled_out_of_fold(records, positive_class, hashed: bool = True) -> dict:
     from benchbox.results.verify import hash_id
 
     first: dict = {}
+    named: dict = {}  # id -> its hash (an image is tested once per repeat)
     for r in sorted(records, key=lambda r: r.fold):
         classes = list(r.classes)
         pos = classes.index(positive_class) if positive_class in classes else 0
         probs = np.asarray(r.probabilities, dtype=float)
         predicted = probs.argmax(axis=1) if probs.ndim == 2 and len(probs) else np.zeros(0, int)
-        for j, i in enumerate(r.test_ids if hashed else map(hash_id, r.test_ids)):
+        for j, i in enumerate(
+            r.test_ids if hashed else (named.get(i) or named.setdefault(i, hash_id(i)) for i in r.test_ids)
+        ):
             if i not in first:
                 y = int(r.y_true[j])
                 first[i] = (y == pos, float(probs[j, pos]), bool(predicted[j] == y))
