@@ -124,16 +124,18 @@ def explain(
 
 @app.command()
 def compare(
-    run_dir: Path = typer.Argument(..., help="A run directory."),
+    run_dir: Path = typer.Argument(..., help="A run directory, or a bundle."),
     a: str = typer.Argument(..., help="First backbone (its name in the suite)."),
     b: str = typer.Argument(..., help="Second backbone."),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Data set, when they share several."),
     n_boot: int = typer.Option(1000, "--n-boot", min=10, help="Bootstrap resamples (patients)."),
 ):
     """Paired comparison of two backbones on the same samples: McNemar and the AUC difference."""
+    from benchbox.results.bundle import opened
     from benchbox.results.views.compare import compare as run_compare
 
-    r = run_compare(run_dir, a, b, dataset, n_boot)
+    with opened(run_dir) as readable:
+        r = run_compare(readable, a, b, dataset, n_boot)
     m = r["mcnemar"]
     table = Table(title=esc(f"{a} vs {b} on {r['dataset']} ({r['n']} shared test images)"), show_header=False)
     table.add_column("")
