@@ -186,7 +186,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 250, 500])
     parser.add_argument("--keep", type=Path, help="build the board and site here and keep them")
-    parser.add_argument("--jobs", type=int, help="worker processes (default: the cores this process may use)")
+    parser.add_argument("--jobs", type=int, help="worker processes (default: the cores free at the start)")
     parser.add_argument("--serial", action="store_true", help="also time the leaderboard with 1 process")
     parser.add_argument("--clinical-sample", type=int, default=5, help="entries to time the clinical evaluator on")
     args = parser.parse_args()
@@ -200,9 +200,9 @@ def main() -> None:
     size = sum(b.stat().st_size for b in bundles) / len(bundles)
     print(f"generated {len(bundles)} bundles x {K * REPEATS} folds ({size / 1024:.0f} KiB each) in "
           f"{time.perf_counter() - t:.1f} s", flush=True)  # fmt: skip
-    from benchbox.execute.environment import affinity_cores
+    from benchbox.execute.environment import auto_threads
 
-    jobs = args.jobs or affinity_cores()
+    jobs = args.jobs or auto_threads()["threads"]
     serial = f" {'leaderboard, 1 process':>12}" if args.serial else ""
     print(f"seconds; leaderboard and board build re-score with {jobs} worker process(es); load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")  # fmt: skip
@@ -214,8 +214,8 @@ def main() -> None:
         for b in bundles[:n]:  # `board add` verifies each; here the timed part is the build
             shutil.copy(b, board / "entries" / b.name)
         alone = time_records_alone(bundles[:n])
-        lb = time_leaderboard(bundles[:n], registry, jobs=args.jobs)
-        built = time_board(board, where / f"site{n}", registry, jobs=args.jobs)
+        lb = time_leaderboard(bundles[:n], registry, jobs=jobs)
+        built = time_board(board, where / f"site{n}", registry, jobs=jobs)
         one = f"{time_leaderboard(bundles[:n], registry, jobs=1):>12.1f}" if args.serial else ""
         print(f"{n:>8} {alone:>14.1f} {lb:>12.1f} {built:>12.1f} {one}", flush=True)
     if args.clinical_sample:

@@ -191,7 +191,7 @@ def _table(header: list[str], rows: list[list[str]], raw_cols: tuple[int, ...] =
 
 def build(board, site, registry, metric: str | None = None, jobs: int | None = None) -> dict:
     """Write the static site of a board; returns counts (entries, groups, pages) and the problems met.
-    ``jobs``: processes that re-score the entries (default: the cores this process may use)."""
+    ``jobs``: processes that re-score the entries (default: the cores free now)."""
     from benchbox.results.views.leaderboard import choose_metric, collect_sources, rank
 
     board, site = Path(board), Path(site)

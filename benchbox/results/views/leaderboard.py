@@ -78,15 +78,16 @@ def collect_sources(
     sources, registry, dataset: str | None = None, jobs: int | None = None
 ) -> tuple[pd.DataFrame, list[str], dict[str, MetricSpec]]:
     """``collect`` over run directories and/or bundles, each read (extracted, re-scored) in turn, by ``jobs``
-    worker processes when there are many (default: the cores this process may use); the same rows in the
+    worker processes when there are many (default: the cores free now, as ``--threads auto`` counts them:
+    on a busy machine extra processes only compete, measured in docs/performance.md); the same rows in the
     same order as one process gives."""
     import os
 
-    from benchbox.execute.environment import affinity_cores
+    from benchbox.execute.environment import auto_threads
     from benchbox.results.bundle import each_opened
 
     sources = list(sources)
-    jobs = max(1, min(jobs or affinity_cores(), len(sources) // 8 or 1))
+    jobs = max(1, min(jobs or auto_threads()["threads"], len(sources) // 8 or 1))
     if jobs == 1 or not hasattr(os, "fork"):
         problems: list[str] = []
         return collect(None, registry, dataset, problems=problems, pairs=each_opened(sources, problems))
