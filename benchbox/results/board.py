@@ -180,7 +180,8 @@ def _slug(text: str) -> str:
 
 def _table(header: list[str], rows: list[list[str]], raw_cols: tuple[int, ...] = ()) -> str:
     e = html.escape
-    out = ["<table><thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr></thead><tbody>"]
+    head = "<thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr></thead>" if any(header) else ""
+    out = [f"<table>{head}<tbody>"]
     for row in rows:
         out.append(
             "<tr>" + "".join(f"<td>{c if i in raw_cols else e(str(c))}</td>" for i, c in enumerate(row)) + "</tr>"
