@@ -124,6 +124,10 @@ class MetricSpec:
     digits: int = 2
     table: bool = True  # a column of the comparison table
     plot: bool = False  # a panel of the per-fold plot
+    #: the paired test on pooled out-of-fold predictions that fits this metric (leaderboards, boards):
+    #: "auc" (DeLong, on the positive class's probability), "accuracy" (exact McNemar, on top-1
+    #: correctness), or "" (none: only the corrected resampled t-test over per-fold values)
+    paired_test: str = ""
 
 
 @dataclass
@@ -373,6 +377,11 @@ class SplitStrategy(Contribution):
         """The folds it draws when the options alone say (``k``); None when the data decide."""
         return None
 
+    def repeats(self, options: Mapping[str, Any]) -> int:
+        """Repeats of a repeated cross-validation: ``assign`` then returns one row of folds per repeat
+        (shape ``(r, n)``, repeat ``j``'s folds numbered after repeat ``j-1``'s); 1 for a plain split."""
+        return 1
+
     def refit(self, options: Mapping[str, Any]) -> bool:
         """Whether each cell trains one more model on its whole data set (stored as fold ``n_folds``),
         whose predictions of the other data sets count; its own data are not scored."""
@@ -381,7 +390,8 @@ class SplitStrategy(Contribution):
     def assign(
         self, options: Mapping[str, Any], labels: np.ndarray, groups: np.ndarray, sources: np.ndarray, seed: int
     ) -> np.ndarray:
-        """The test fold of each sample (int64, 0..n_folds-1; -1: train only), seeded; raise
+        """The test fold of each sample (int64, 0..n_folds-1; -1: train only), one row per repeat when
+        ``repeats`` says more than 1, seeded; raise
         :class:`benchbox.errors.BenchboxError` naming the option to change when the data cannot be split."""
         raise NotImplementedError
 

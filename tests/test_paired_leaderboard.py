@@ -258,3 +258,29 @@ def test_a_run_records_the_split_fingerprint_in_the_manifest_and_the_split(tmp_p
     recorded = store.manifest()["datasets"]["syn"]["split_fingerprint"]
     assert recorded == split["fingerprint"] == split_fingerprint(split["ids"], split["fold"], split["protocol"])
     assert recorded == store.split_fingerprint("syn")
+
+
+def test_a_repeated_run_stores_r_times_k_folds_and_the_leaderboard_pairs_them(tmp_path):
+    from benchbox.define.suite import load_suite
+    from benchbox.execute.runner import run_suite
+    from benchbox.plugins import load_registry
+    from conftest import write_suite
+    from test_runner import SUITE, Events
+
+    registry = load_registry(extra_plugins=[Events()])
+    text = SUITE.format(out=tmp_path / "runs").replace("k = 4", "k = 3\nrepeats = 2")
+    suite = load_suite(write_suite(tmp_path / "s.toml", text), registry)
+    assert suite.protocol.label == "2x3-fold (stratified+grouped)"
+    store = RunStore(run_suite(suite, registry).run_dir)
+    split = store.read_split("syn")
+    assert np.asarray(split["fold"]).shape == (2, len(split["ids"]))
+    assert store.manifest()["datasets"]["syn"]["split_fingerprint"] == store.split_fingerprint("syn")
+    records, problems = store.read_records()
+    assert sorted(r.fold for r in records) == [0, 1, 2, 3, 4, 5] and not problems
+    folds = np.asarray(split["fold"])
+    for r in records:  # fold repeat*k + j tests exactly repeat's fold j, patient-grouped
+        row = folds[r.fold // 3]
+        assert sorted(r.test_ids) == sorted(np.asarray(split["ids"])[row == r.fold].tolist())
+    entries, problems, _ = lb.collect([store.path], registry)
+    assert sorted(entries.iloc[0]["fold_numbers"]) == [0, 1, 2, 3, 4, 5]
+    assert any("repeated cross-validation tests each image 2 times" in p for p in problems)

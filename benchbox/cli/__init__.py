@@ -20,7 +20,7 @@ from typing import Optional
 import typer
 
 # the command modules register their commands on the applications when imported
-from benchbox.cli import cache, data, inventory, results  # noqa: F401
+from benchbox.cli import cache, data, inventory, results, share  # noqa: F401
 from benchbox.cli.common import (
     STATE,
     Interrupted,
@@ -37,7 +37,7 @@ from benchbox.cli.run import bench, run
 from benchbox.errors import BenchboxError
 
 #: the order `benchbox --help` lists the commands in: the main job first, as a user meets them
-ORDER = ("run", "validate", "report", "explain", "compare", "leaderboard", "bench", "plugins")
+ORDER = ("run", "validate", "report", "explain", "compare", "leaderboard", "verify", "bundle", "bench", "plugins")
 app.registered_commands.sort(key=lambda c: ORDER.index(c.callback.__name__) if c.callback.__name__ in ORDER else 99)
 
 
@@ -63,6 +63,7 @@ GROUPS = {
     "data": data_app,
     "weights": weights_app,
     "export": export_app,
+    "board": share.board_app,
 }
 _ADDED: dict = {}  # plugin name -> (its CliOptions); a plugin's commands are added once per process
 

@@ -50,7 +50,7 @@ def _format_for_file(registry, output: Path):
 
 @app.command()
 def report(
-    run_dir: Path = typer.Argument(..., help="A run directory written by `benchbox run`."),
+    run_dir: Path = typer.Argument(..., help="A run directory written by `benchbox run`, or a bundle."),
     format: str = typer.Option(
         "terminal",
         "--format",
@@ -64,6 +64,7 @@ def report(
 
     The run's report files (report.html, report.md, summary.csv, plots/) are rewritten too."""
     from benchbox.execute.runner import rerender
+    from benchbox.results.bundle import opened
     from benchbox.results.views.report import print_terminal
 
     registry = _registry()
@@ -73,11 +74,12 @@ def report(
         _output_file(output)
     if format == "terminal":  # the report command's own screen view (rich tables), not an output format
         chosen = None if output is None else _format_for_file(registry, output)
-    result = rerender(run_dir, registry)
-    if chosen is None:
-        print_terminal(result, console)
-        return
-    text = chosen.render_run(result)
+    with opened(run_dir) as readable:  # a bundle: extracted into a temporary folder, its views written there
+        result = rerender(readable, registry)
+        if chosen is None:
+            print_terminal(result, console)
+            return
+        text = chosen.render_run(result)
     if output:
         output.write_text(text, encoding="utf-8")
         console.print(f"wrote {output}", highlight=False)
@@ -140,16 +142,18 @@ def explain(
 
 @app.command()
 def compare(
-    run_dir: Path = typer.Argument(..., help="A run directory."),
+    run_dir: Path = typer.Argument(..., help="A run directory, or a bundle."),
     a: str = typer.Argument(..., help="First backbone (its name in the suite)."),
     b: str = typer.Argument(..., help="Second backbone."),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Data set, when they share several."),
     n_boot: int = typer.Option(1000, "--n-boot", min=10, help="Bootstrap resamples (patients)."),
 ):
     """Paired comparison of two backbones on the same samples: McNemar and the AUC difference."""
+    from benchbox.results.bundle import opened
     from benchbox.results.views.compare import compare as run_compare
 
-    r = run_compare(run_dir, a, b, dataset, n_boot)
+    with opened(run_dir) as readable:
+        r = run_compare(readable, a, b, dataset, n_boot)
     m = r["mcnemar"]
     table = Table(title=esc(f"{a} vs {b} on {r['dataset']} ({r['n']} shared test images)"), show_header=False)
     table.add_column("")
@@ -171,7 +175,7 @@ def compare(
 
 @app.command()
 def leaderboard(
-    runs: list[Path] = typer.Argument(..., help="Run directories (e.g. runs/*)."),
+    runs: list[Path] = typer.Argument(..., help="Run directories (e.g. runs/*) and/or bundles (benchbox bundle)."),
     metric: Optional[str] = typer.Option(
         None, "--metric", help="Any metric the runs' evaluators declare (default: the first one declared)."
     ),
@@ -180,13 +184,13 @@ def leaderboard(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file."),
 ):
     """Rank data set x backbone entries across runs, grouping entries that are not comparable."""
-    from benchbox.results.views.leaderboard import choose_metric, collect, rank
+    from benchbox.results.views.leaderboard import choose_metric, collect_sources, rank
 
     registry = _registry()
     chosen = _output_format(registry, format, "leaderboard")
     if output is not None:
         _output_file(output, example=f"leaderboard{chosen.suffix}")
-    entries, problems, metrics = collect(runs, registry, dataset)
+    entries, problems, metrics = collect_sources(runs, registry, dataset)
     spec = choose_metric(metrics, metric)
     text = chosen.render_leaderboard(rank(entries, spec), spec, output)
     for p in problems:

@@ -37,6 +37,11 @@ class Protocol(Chosen):
         return self.strategy.n_folds(self.options)
 
     @property
+    def repeats(self) -> int:
+        """Repeats of a repeated cross-validation (1: a plain split)."""
+        return int(self.strategy.repeats(self.options))
+
+    @property
     def crosses_datasets(self) -> bool:
         return bool(self.strategy.crosses_datasets)
 
@@ -57,27 +62,44 @@ class Protocol(Chosen):
 
 
 def checked_folds(fold, n: int, kind: str) -> np.ndarray:
-    """A strategy's output as int64, or a BenchboxError naming the strategy (a plugin's bug, not the user's)."""
+    """A strategy's output as int64, or a BenchboxError naming the strategy (a plugin's bug, not the user's).
+
+    One integer per sample (shape ``(n,)``), or for repeated cross-validation one row per repeat
+    (shape ``(r, n)``), each row its own split whose fold numbers no other row uses."""
     fold = np.asarray(fold)
-    if fold.shape != (n,) or not np.issubdtype(fold.dtype, np.integer):
+    if fold.ndim not in (1, 2) or fold.shape[-1] != n or not np.issubdtype(fold.dtype, np.integer) or not fold.size:
         raise BenchboxError(
-            f"split strategy {kind!r} returned {fold.dtype} {fold.shape}; expected one integer per sample ({n})"
+            f"split strategy {kind!r} returned {fold.dtype} {fold.shape}; expected one integer per sample ({n}), "
+            f"or one row of them per repeat (r, {n})"
         )
     fold = fold.astype(np.int64)
     used = np.unique(fold[fold >= 0])
-    if fold.min(initial=0) < -1 or not len(used) or not np.array_equal(used, np.arange(len(used))):
+    rows = fold.reshape(-1, n)
+    shared = len(rows) > 1 and sum(len(np.unique(r[r >= 0])) for r in rows) != len(used)
+    if fold.min(initial=0) < -1 or not len(used) or not np.array_equal(used, np.arange(len(used))) or shared:
         raise BenchboxError(
-            f"split strategy {kind!r} returned folds {sorted(set(fold.tolist()))[:10]}; expected test folds "
+            f"split strategy {kind!r} returned folds {sorted(set(fold.ravel().tolist()))[:10]}; expected test folds "
             "0, 1, ... each with samples (and -1 for train-only samples)"
+            + ("; each repeat's row its own fold numbers" if len(rows) > 1 else "")
         )
     return fold
 
 
 def fold_count(fold_of: np.ndarray) -> int:
-    """Cross-validation folds of a split (a refit model is not one)."""
-    return int(np.max(fold_of)) + 1 if len(fold_of) else 0
+    """Cross-validation folds of a split, every repeat's (a refit model is not one)."""
+    fold_of = np.asarray(fold_of)
+    return int(np.max(fold_of)) + 1 if fold_of.size else 0
+
+
+def repeat_rows(fold_of: np.ndarray) -> np.ndarray:
+    """A split as one row per repeat: ``(1, n)`` for a plain split, ``(r, n)`` for repeated CV."""
+    fold_of = np.asarray(fold_of)
+    return fold_of.reshape(-1, fold_of.shape[-1]) if fold_of.size else fold_of.reshape(1, 0)
 
 
 def train_test_indices(fold_of: np.ndarray, fold: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of the training and test samples of one fold."""
-    return np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)
+    """Indices of the training and test samples of one fold (of the repeat that holds it)."""
+    rows = repeat_rows(fold_of)
+    holding = np.flatnonzero((rows == fold).any(axis=1))
+    row = rows[holding[0]] if len(holding) else rows[0]
+    return np.flatnonzero(row != fold), np.flatnonzero(row == fold)

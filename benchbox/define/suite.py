@@ -127,8 +127,13 @@ class Suite:
 
         ``executor`` and ``tracking`` say how a run is executed and where its results are mirrored,
         not what it computes: changing them keeps the digest, so a run can be resumed with them."""
-        what = {k: v for k, v in self.raw.items() if k not in ("executor", "tracking")}
-        return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        return raw_digest(self.raw)
+
+
+def raw_digest(raw: dict) -> str:
+    """The digest of a suite's parsed TOML (``Suite.digest``), computable without its plugins."""
+    what = {k: v for k, v in raw.items() if k not in ("executor", "tracking")}
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _type_ok(value, expected) -> bool:

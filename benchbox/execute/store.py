@@ -4,7 +4,8 @@
         manifest.json          suite as run, versions, hardware, seed, data fingerprints, status
         suite.toml             the suite file, verbatim
         splits/<data>.json     fold assignment per sample id
-        folds/<data>__<backbone>__fold<NN>.json   one FoldRecord per finished fold
+        folds/<data>__<backbone>__fold<NN>.json   one FoldRecord per finished fold; the manifest's
+                               record_digests lists each one's sha256, written as the fold finished
         failed/...             folds that failed, with the error (retried by the next run)
         benchbox.log           tracebacks of plugin failures
         report.md, summary.csv, ...                views, re-rendered by `benchbox report`
@@ -35,10 +36,19 @@ from benchbox.execute.records import CellKey, FoldRecord, data_index, legacy_ali
 
 def split_fingerprint(ids, folds, protocol: str) -> str:
     """``sha256:`` + a digest of a split: the protocol label, then one ``id<TAB>fold`` line per sample,
-    sorted by id. The same samples in the same folds give the same digest whatever their order, machine
+    sorted by id (repeated CV: ``id<TAB>fold,fold,...``, one fold per repeat; ``folds`` then has one row
+    per repeat). The same samples in the same folds give the same digest whatever their order, machine
     or framework; the short form (first 12 hex digits) is what tables show."""
     ids = [str(i) for i in ids]
-    folds = [int(f) for f in folds]
+    folds = np.asarray(folds)
+    if folds.ndim == 2:  # repeated CV: one row per repeat -> one "f0,f1,..." per sample
+        if folds.shape[1] != len(ids):
+            raise ValueError(f"a split of {len(ids)} ids has rows of {folds.shape[1]} fold numbers; each id needs one")
+        folds = [",".join(str(int(f)) for f in col) for col in folds.T]
+    elif folds.ndim == 1:
+        folds = [str(int(f)) for f in folds]
+    else:
+        raise ValueError(f"a split's folds must be a list of fold numbers (or one list per repeat), got {folds.shape}")
     if len(ids) != len(folds):
         raise ValueError(f"a split of {len(ids)} ids has {len(folds)} fold numbers; each id needs one fold")
     h = hashlib.sha256(f"benchbox-split/1\n{protocol}\n".encode())
@@ -98,8 +108,29 @@ def read_json_object(path: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
+def json_text(obj: Any) -> str:
+    """The text ``write_json`` writes."""
+    return json.dumps(_clean(obj), indent=1, default=_jsonable, allow_nan=False)
+
+
 def write_json(path: Path, obj: Any) -> None:
-    write_atomic(path, json.dumps(_clean(obj), indent=1, default=_jsonable, allow_nan=False))
+    write_atomic(path, json_text(obj))
+
+
+#: the manifest key listing ``{"folds/<file>.json": "sha256:<hex>"}``, one entry per fold record
+DIGESTS = "record_digests"
+
+
+def sha256_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return "sha256:" + h.hexdigest()
 
 
 def _clean(obj):
@@ -255,7 +286,7 @@ class RunStore:
         return self.path / "splits" / f"{name}.json"
 
     def write_split(self, name: str, ids, folds, protocol: str) -> None:
-        ids, folds = [str(i) for i in ids], [int(f) for f in folds]
+        ids, folds = [str(i) for i in ids], np.asarray(folds, dtype=np.int64).tolist()  # (r, n): a row per repeat
         write_json(
             self.split_path(name),
             {
@@ -313,10 +344,26 @@ class RunStore:
         return out
 
     def write_record(self, record: FoldRecord) -> Path:
+        """Write a finished fold's record and list its sha256 in the manifest (``record_digests``).
+
+        The digest goes into the manifest first, then the record appears (both atomic writes, by the one
+        process that holds the run's lock): a process killed between the two leaves a digest without its
+        record, and the next run redoes that fold and lists the new digest; never a record without one."""
         self._write_explanations(record)
         p = self.record_path(record.cell, record.fold)
-        write_json(p, record.to_json())
+        text = json_text(record.to_json()).encode("utf-8")
+        if self.manifest_path.exists():
+            manifest = self.manifest()
+            digests = dict(manifest.get(DIGESTS) or {})
+            digests[self.member_name(p)] = sha256_digest(text)
+            manifest[DIGESTS] = digests
+            write_json(self.manifest_path, manifest)
+        write_atomic(p, text)
         return p
+
+    def member_name(self, path: Path) -> str:
+        """A file's name relative to the run directory, with forward slashes (as manifests and bundles list it)."""
+        return Path(path).relative_to(self.path).as_posix()
 
     def explanations_path(self, cell: CellKey, fold: int) -> Path:
         return self.path / "explanations" / f"{cell.slug}__fold{fold:02d}.npz"

@@ -393,17 +393,20 @@ def reliability_bins(y_true, probabilities, n_bins: int = ECE_BINS) -> list[dict
     conf = p.max(axis=1) if y.size else np.zeros(0)
     right = (p.argmax(axis=1) == y) if y.size else np.zeros(0, dtype=bool)
     index = np.clip(np.ceil(conf * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
+    # one pass over the images (np.bincount), not one mask per bin: boards re-score thousands of folds
+    counts = np.bincount(index, minlength=n_bins)
+    conf_sum = np.bincount(index, weights=conf, minlength=n_bins)
+    right_sum = np.bincount(index, weights=right.astype(float), minlength=n_bins)
     bins = []
     for b in range(n_bins):
-        inside = index == b
-        count = int(inside.sum())
+        count = int(counts[b])
         bins.append(
             {
                 "lower": b / n_bins,
                 "upper": (b + 1) / n_bins,
                 "count": count,
-                "confidence": float(conf[inside].mean()) if count else float("nan"),
-                "accuracy": float(right[inside].mean()) if count else float("nan"),
+                "confidence": float(conf_sum[b] / count) if count else float("nan"),
+                "accuracy": float(right_sum[b] / count) if count else float("nan"),
             }
         )
     return bins

@@ -74,9 +74,13 @@ def macro_f1(y_true, y_pred, num_classes: int) -> float:
 def bootstrap_ci(
     statistic: Callable[[np.ndarray], float], groups, n_boot: int = 1000, seed: int = 0, level: float = 0.95
 ) -> tuple[float, float]:
-    """Percentile interval of ``statistic(indices)`` over resamples of whole groups (patients)."""
+    """Percentile interval of ``statistic(indices)`` over resamples of whole groups (patients).
+
+    Groups are numbered in the order they first appear, not by name, so the interval does not depend on
+    what the patients are called (a bundle with hashed ids re-scores to the same interval)."""
     groups = np.asarray(groups)
-    uniq, inverse = np.unique(groups, return_inverse=True)
+    uniq, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
+    inverse = np.argsort(np.argsort(first))[inverse.ravel()]  # name order -> order of first appearance
     members = [np.flatnonzero(inverse == g) for g in range(len(uniq))]
     rng = np.random.default_rng(seed)
     values = []

@@ -123,6 +123,13 @@ def summarise(store: RunStore, registry, with_sections: bool = True) -> RunResul
                 row.update(entry.obj.evaluate(recs, classes, positive))
             except Exception as exc:  # one evaluator's bug must not hide the other metrics
                 problems.append(f"evaluator {name!r} ({entry.origin}) failed on {cell}: {type(exc).__name__}: {exc}")
+        retested = repeated_tests(recs)
+        if retested > 1:
+            problems.append(
+                f"{cell}: repeated cross-validation tests each image {retested} times; the pooled figures average "
+                f"the repeats, but their 95% intervals count every image {retested} times (too narrow by about "
+                f"sqrt({retested})); judge differences by the fold spread and the leaderboard's paired tests"
+            )
         degenerate = one_class_only(recs, classes)
         if degenerate:
             row["degenerate"] = degenerate
@@ -206,6 +213,14 @@ def one_class_only(records, classes) -> str:
     return ""
 
 
+def repeated_tests(records) -> int:
+    """How many times the cell's most-tested image was tested (repeated CV: the repeats; else 1)."""
+    from collections import Counter
+
+    counts = Counter(i for r in records for i in r.test_ids)
+    return max(counts.values()) if counts else 1
+
+
 def correct_by_id(records) -> dict[str, bool]:
     """Sample id -> whether the cell's pooled prediction was right."""
     out = {}
@@ -265,6 +280,8 @@ def cross_dataset_matrix(
     problems = problems if problems is not None else []
     datasets = data_index(manifest)
     k = (manifest.get("protocol") or {}).get("k")
+    repeats = (manifest.get("protocol") or {}).get("repeats") or 1
+    k = f"{repeats}x{k}" if isinstance(repeats, int) and repeats > 1 else k
     refit = bool((manifest.get("protocol") or {}).get("refit"))
     cells = {c: recs for c, recs in group_by_cell(records).items() if not c.probe}
     refits = {r.cell: r for r in refit_records if not r.cell.probe}

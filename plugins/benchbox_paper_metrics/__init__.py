@@ -38,8 +38,8 @@ def pooled_groups(records) -> np.ndarray:
     return np.concatenate([np.asarray(r.test_groups) for r in records])
 
 
-def _pct(name, label, interval="wilson", plot=False) -> MetricSpec:
-    return MetricSpec(name, label, scale=100, unit="%", interval=interval, plot=plot)
+def _pct(name, label, interval="wilson", plot=False, paired_test="") -> MetricSpec:
+    return MetricSpec(name, label, scale=100, unit="%", interval=interval, plot=plot, paired_test=paired_test)
 
 
 class PaperMetrics(Evaluator):
@@ -48,7 +48,7 @@ class PaperMetrics(Evaluator):
         "the study's metrics: 3-/2-class accuracy, sensitivity, specificity, TP/FP/TN/FN; Wilson 95% CIs, fold spread"
     )
     metrics = (
-        _pct("accuracy_3class", "Acc 3-class", plot=True),
+        _pct("accuracy_3class", "Acc 3-class", plot=True, paired_test="accuracy"),
         _pct("accuracy_2class", "Acc 2-class", plot=True),
         _pct("sensitivity", "Sensitivity", plot=True),
         _pct("specificity", "Specificity", plot=True),
@@ -146,7 +146,7 @@ class ClinicalMetrics(Evaluator):
     name = "clinical"
     description = "ROC AUC and macro F1 with patient-bootstrap 95% CIs, balanced accuracy, per-class P/R/F1"
     metrics = (
-        MetricSpec("auc", "AUC", digits=3, interval="bootstrap"),
+        MetricSpec("auc", "AUC", digits=3, interval="bootstrap", paired_test="auc"),
         MetricSpec("macro_f1", "Macro F1", digits=3, interval="bootstrap", table=False),
         MetricSpec("balanced_accuracy", "Balanced acc.", scale=100, unit="%", table=False),
     )

@@ -3,8 +3,9 @@
 Each is one small object behind one ``assign`` call, in the spirit of scikit-learn's model_selection
 splitters (whose classes do the drawing): a suite's ``[protocol] kind`` picks one by name, and the
 strategy checks its own options. A split is a plain integer array: ``fold[i]`` is the test fold of
-sample ``i`` (holdout: 0 for test, -1 for train-only). Every backbone of a data set sees the same
-folds, so their predictions can be compared sample by sample.
+sample ``i`` (holdout: 0 for test, -1 for train-only). Repeated cross-validation (``repeats = r``)
+returns one such row per repeat, an ``(r, n)`` array whose repeat ``j`` holds folds ``j*k .. j*k+k-1``.
+Every backbone of a data set sees the same folds, so their predictions can be compared sample by sample.
 """
 
 from __future__ import annotations
@@ -28,24 +29,41 @@ class _StratifiedGrouped(SplitStrategy):
 
 
 class KFold(_StratifiedGrouped):
-    """k folds, stratified by class and/or grouped by patient (no patient in two folds)."""
+    """k folds, stratified by class and/or grouped by patient (no patient in two folds); with
+    ``repeats = r``, r such splits, each drawn with its own seed (``repeat_seed``), numbered
+    ``repeat * k + fold``."""
 
     name = "kfold"
-    description = "k-fold cross-validation, stratified by class and/or grouped by patient"
-    defaults = {"k": 10, "stratified": True, "grouped": False}
+    description = "k-fold cross-validation (repeated r times), stratified by class and/or grouped by patient"
+    defaults = {"k": 10, "stratified": True, "grouped": False, "repeats": 1}
 
     def check_options(self, options) -> list[str]:
-        k = options.get("k", 10)
-        return [f"k: must be at least 2, got {k}"] if isinstance(k, int) and k < 2 else []
+        k, repeats = options.get("k", 10), options.get("repeats", 1)
+        problems = [f"k: must be at least 2, got {k}"] if isinstance(k, int) and k < 2 else []
+        if isinstance(repeats, int) and not 1 <= repeats <= MAX_REPEATS:
+            problems.append(
+                f"repeats: must be between 1 and {MAX_REPEATS} (each repeat is k more models per cell), got {repeats}"
+            )
+        return problems
 
     def n_folds(self, options) -> int:
-        return options["k"]
+        return options["k"] * options.get("repeats", 1)
+
+    def repeats(self, options) -> int:
+        return int(options.get("repeats", 1))
 
     def what(self, options) -> str:
-        return f"{options['k']}-fold"
+        r = options.get("repeats", 1)
+        # one repeat keeps the label (and so the split fingerprints) runs made before repeats existed have
+        return (f"{r}x" if r > 1 else "") + f"{options['k']}-fold"
 
     def assign(self, options, labels, groups, sources, seed) -> np.ndarray:
-        return kfold(options["k"], options["stratified"], options["grouped"], labels, groups, seed)
+        k, r = options["k"], options.get("repeats", 1)
+        rows = [
+            kfold(k, options["stratified"], options["grouped"], labels, groups, repeat_seed(seed, j)) + j * k
+            for j in range(r)
+        ]
+        return rows[0] if r == 1 else np.stack(rows)
 
 
 class Holdout(_StratifiedGrouped):
@@ -100,6 +118,18 @@ class CrossDataset(KFold):
 
     def refit(self, options) -> bool:
         return bool(options.get("refit"))
+
+
+#: repeated cross-validation: at most this many repeats (10 x 10 folds is the usual ceiling in the literature)
+MAX_REPEATS = 100
+
+
+def repeat_seed(seed: int, repeat: int) -> int:
+    """The seed of repeat ``repeat`` of a repeated k-fold split: the suite's seed for the first (so one
+    repeat draws exactly the folds a plain k-fold does), then one derived from (seed, repeat)."""
+    if repeat == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, repeat]).generate_state(1)[0] % (2**31 - 1))
 
 
 def kfold(k: int, stratified: bool, grouped: bool, labels, groups, seed: int) -> np.ndarray:

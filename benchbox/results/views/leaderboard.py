@@ -28,70 +28,87 @@ from benchbox.results.summary import CROSS_METRICS, summarise
 from benchbox.results.views.format import md_escape, value
 
 
-def collect(run_dirs, registry, dataset: str | None = None) -> tuple[pd.DataFrame, list[str], dict[str, MetricSpec]]:
-    """One row per entry of every run, the problems met, and every metric the runs declare."""
-    rows, problems, metrics = [], [], {}
+def collect(
+    run_dirs, registry, dataset: str | None = None, sources=None, problems: list[str] | None = None, pairs=None
+) -> tuple[pd.DataFrame, list[str], dict[str, MetricSpec]]:
+    """One row per entry of every run, the problems met, and every metric the runs declare.
+
+    ``sources``: what each run directory came from (a bundle extracted into ``run_dirs[i]``): entries and
+    messages name it; ``pairs``: (source, run directory) pairs instead of both, read in turn (a generator
+    that extracts each bundle only while it is read, ``benchbox.results.bundle.each_opened``);
+    ``problems``: the list to add problems to (it may already hold some)."""
+    rows, metrics = [], {}
+    problems = problems if problems is not None else []
     seen_datasets: set[str] = set()
-    for run_dir in run_dirs:
-        store = RunStore(run_dir)
+    if pairs is None:
+        pairs = zip(sources, run_dirs) if sources is not None else ((d, d) for d in run_dirs)
+    collect_into(pairs, registry, dataset, rows, problems, metrics, seen_datasets)
+    return _finish(rows, problems, metrics, dataset, seen_datasets)
+
+
+#: the registry the worker processes of ``collect_sources`` use (inherited through fork)
+_WORKER: dict = {}
+
+
+def _collect_one(source) -> tuple[list, list, dict, set]:
+    """The entries of one source (run directory or bundle), in a worker process."""
+    from benchbox.results.bundle import each_opened
+
+    rows, problems, metrics, seen = [], [], {}, set()
+    collect_into(
+        each_opened([source], problems), _WORKER["registry"], _WORKER["dataset"], rows, problems, metrics, seen
+    )
+    return rows, problems, metrics, seen
+
+
+def collect_into(pairs, registry, dataset, rows, problems, metrics, seen_datasets) -> None:
+    for source, run_dir in pairs:
+        first_row, first_problem = len(rows), len(problems)
         try:
-            result = summarise(store, registry)
-        except BenchboxError as exc:
-            problems.append(str(exc))
-            continue
-        except Exception as exc:  # one unreadable run must not hide the others
-            problems.append(f"{run_dir}: cannot be read ({type(exc).__name__}: {exc}); skipped")
-            continue
-        manifest = result.manifest
-        problems += [f"{run_dir}: {p}" for p in result.problems]
-        for spec in result.metrics:
-            metrics.setdefault(spec.name, spec)
-        env = manifest.get("environment", {})
-        cells = cell_index(manifest)
-        notes: dict = {}
-        for section in result.sections:
-            for cell, line in (section.annotations or {}).items():
-                notes.setdefault(cell, []).append(line)
-        by_cell = result.cells
-        splits: dict = {}
-        for _, r in result.summary.iterrows():
-            cell = r["cell"]
-            if cell.probe:  # a probe's cell qualifies its entry; it is not an entry itself
-                continue
-            dmeta = result.data_meta(cell)
-            seen_datasets.add(cell.dataset)
-            if dataset and cell.dataset != dataset and dmeta.get("plugin") != dataset:
-                continue
-            opts = cells.get(cell, {}).get("options", {})
-            composition = f"{dmeta.get('plugin', cell.dataset)} " + ", ".join(
-                f"{k} {v}" for k, v in sorted(dmeta.get("class_counts", {}).items())
-            )
-            size = "x".join(str(v) for v in opts.get("input_size", []))
-            rows.append(
-                {
-                    **{k: v for k, v in r.to_dict().items() if k != "cell"},
-                    "run": Path(run_dir).name,
-                    "run_dir": str(run_dir),
-                    "suite": manifest.get("suite"),
-                    "protocol": within_label(manifest, registry),
-                    "grouped": bool(manifest.get("protocol", {}).get("grouped")),
-                    "weights": opts.get("weights", ""),
-                    "input_size": size,
-                    "composition": composition,
-                    "hardware": ", ".join(env.get("gpus") or []) or env.get("cpu", ""),
-                    "date": manifest.get("started_at", ""),
-                    "benchbox": env.get("benchbox", ""),
-                    "notes": " | ".join(_completeness(r) + _degenerate(r) + notes.get(cell, []) + _busy_start(env)),
-                    "group": f"{composition} | {within_label(manifest, registry)} | input {size}"
-                    + scheme_suffix(r.get("scheme")),
-                    **pairing(store, cell, dmeta, by_cell.get(cell, []), splits, problems),
-                }
-            )
-        crossed = _cross_entries(result, run_dir, dataset)
-        if crossed:
-            for spec in CROSS_SPECS:  # declared by the matrix itself, whatever evaluators the run used
-                metrics.setdefault(spec.name, spec)
-        rows += crossed
+            _entries_of(run_dir, registry, dataset, rows, problems, metrics, seen_datasets)
+        finally:
+            if str(source) != str(run_dir):
+                for row in rows[first_row:]:
+                    row["run_dir"] = str(source)
+                for i in range(first_problem, len(problems)):
+                    problems[i] = problems[i].replace(str(run_dir), str(source))
+
+
+def collect_sources(
+    sources, registry, dataset: str | None = None, jobs: int | None = None
+) -> tuple[pd.DataFrame, list[str], dict[str, MetricSpec]]:
+    """``collect`` over run directories and/or bundles, each read (extracted, re-scored) in turn, by ``jobs``
+    worker processes when there are many (default: the cores free now, as ``--threads auto`` counts them:
+    on a busy machine extra processes only compete, measured in docs/performance.md); the same rows in the
+    same order as one process gives."""
+    import os
+
+    from benchbox.execute.environment import auto_threads
+    from benchbox.results.bundle import each_opened
+
+    sources = list(sources)
+    jobs = max(1, min(jobs or auto_threads()["threads"], len(sources) // 8 or 1))
+    if jobs == 1 or not hasattr(os, "fork"):
+        problems: list[str] = []
+        return collect(None, registry, dataset, problems=problems, pairs=each_opened(sources, problems))
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    _WORKER.update(registry=registry, dataset=dataset)
+    rows, problems, metrics, seen = [], [], {}, set()
+    context = multiprocessing.get_context("fork")  # the workers inherit the registry (plugins loaded once)
+    with ProcessPoolExecutor(jobs, mp_context=context) as pool:
+        for r, p, m, s in pool.map(_collect_one, sources, chunksize=max(1, len(sources) // (jobs * 4))):
+            rows += r
+            problems += p
+            for name, spec in m.items():
+                metrics.setdefault(name, spec)
+            seen |= s
+    _WORKER.clear()
+    return _finish(rows, problems, metrics, dataset, seen)
+
+
+def _finish(rows, problems, metrics, dataset, seen_datasets):
     if not rows:
         if dataset and seen_datasets:
             raise BenchboxError(
@@ -102,7 +119,70 @@ def collect(run_dirs, registry, dataset: str | None = None) -> tuple[pd.DataFram
     return pd.DataFrame(rows), problems, metrics
 
 
-def pairing(store: RunStore, cell, dmeta: dict, records, splits: dict, problems: list[str]) -> dict:
+def _entries_of(run_dir, registry, dataset, rows: list, problems: list, metrics: dict, seen_datasets: set) -> None:
+    """Append the entries of one run directory to ``rows`` (and what went wrong to ``problems``)."""
+    store = RunStore(run_dir)
+    try:
+        result = summarise(store, registry)
+    except BenchboxError as exc:
+        problems.append(str(exc))
+        return
+    except Exception as exc:  # one unreadable run must not hide the others
+        problems.append(f"{run_dir}: cannot be read ({type(exc).__name__}: {exc}); skipped")
+        return
+    manifest = result.manifest
+    problems += [f"{run_dir}: {p}" for p in result.problems]
+    for spec in result.metrics:
+        metrics.setdefault(spec.name, spec)
+    env = manifest.get("environment", {})
+    cells = cell_index(manifest)
+    notes: dict = {}
+    for section in result.sections:
+        for cell, line in (section.annotations or {}).items():
+            notes.setdefault(cell, []).append(line)
+    by_cell = result.cells
+    splits: dict = {}
+    for _, r in result.summary.iterrows():
+        cell = r["cell"]
+        if cell.probe:  # a probe's cell qualifies its entry; it is not an entry itself
+            continue
+        dmeta = result.data_meta(cell)
+        seen_datasets.add(cell.dataset)
+        if dataset and cell.dataset != dataset and dmeta.get("plugin") != dataset:
+            continue
+        opts = cells.get(cell, {}).get("options", {})
+        composition = f"{dmeta.get('plugin', cell.dataset)} " + ", ".join(
+            f"{k} {v}" for k, v in sorted(dmeta.get("class_counts", {}).items())
+        )
+        size = "x".join(str(v) for v in opts.get("input_size", []))
+        rows.append(
+            {
+                **{k: v for k, v in r.to_dict().items() if k != "cell"},
+                "run": Path(run_dir).name,
+                "run_dir": str(run_dir),
+                "suite": manifest.get("suite"),
+                "protocol": within_label(manifest, registry),
+                "grouped": bool(manifest.get("protocol", {}).get("grouped")),
+                "weights": opts.get("weights", ""),
+                "input_size": size,
+                "composition": composition,
+                "hardware": ", ".join(env.get("gpus") or []) or env.get("cpu", ""),
+                "date": manifest.get("started_at", ""),
+                "benchbox": env.get("benchbox", ""),
+                "notes": " | ".join(_completeness(r) + _degenerate(r) + notes.get(cell, []) + _busy_start(env)),
+                "group": f"{composition} | {within_label(manifest, registry)} | input {size}"
+                + scheme_suffix(r.get("scheme")),
+                **pairing(store, cell, dmeta, by_cell.get(cell, []), splits, problems, bool(manifest.get("id_hash"))),
+            }
+        )
+    crossed = _cross_entries(result, run_dir, dataset)
+    if crossed:
+        for spec in CROSS_SPECS:  # declared by the matrix itself, whatever evaluators the run used
+            metrics.setdefault(spec.name, spec)
+    rows += crossed
+
+
+def pairing(store: RunStore, cell, dmeta: dict, records, splits: dict, problems: list[str], hashed=False) -> dict:
     """What pairs an entry with another: its data and split fingerprints, and its folds' numbers and
     mean training and test set sizes (for the corrected resampled t-test). The split fingerprint is
     computed from the run's stored split (splits/<data>.json), so runs written before fingerprints
@@ -110,17 +190,81 @@ def pairing(store: RunStore, cell, dmeta: dict, records, splits: dict, problems:
     slug = cell.data.slug
     if slug not in splits:
         try:
-            splits[slug] = store.split_fingerprint(slug) or dmeta.get("split_fingerprint") or ""
+            own = store.split_fingerprint(slug) or dmeta.get("split_fingerprint") or ""
+            splits[slug] = (own, own if hashed else hashed_split_fingerprint(store, slug) or own)
         except (BenchboxError, ValueError, TypeError) as exc:
             problems.append(f"{store.path}: the split of {cell.label} cannot be fingerprinted ({exc}); not paired")
-            splits[slug] = ""
+            splits[slug] = ("", "")
     return {
         "data_fingerprint": str(dmeta.get("fingerprint") or ""),
-        "split_fingerprint": splits[slug],
+        "split_fingerprint": splits[slug][0],
+        "split_key": splits[slug][1],
         "fold_numbers": [int(r.fold) for r in records],
         "fold_n_train": float(np.mean([r.n_train for r in records])) if records else float("nan"),
         "fold_n_test": float(np.mean([r.n_test for r in records])) if records else float("nan"),
+        "pooled": pooled_out_of_fold(records, dmeta.get("positive_class"), hashed),
     }
+
+
+def hashed_split_fingerprint(store: RunStore, slug: str) -> str:
+    """The split fingerprint the run's split would have in a bundle made with --hash-ids: entries pair on
+    it, so a bundle with hashed ids pairs with a run (or bundle) of the same images and folds that kept them."""
+    from benchbox.execute.store import split_fingerprint
+    from benchbox.results.verify import hash_id
+
+    data = store.read_split(slug)
+    if not data:
+        return ""
+    return split_fingerprint([hash_id(i) for i in data["ids"]], data["fold"], str(data.get("protocol") or ""))
+
+
+def pooled_out_of_fold(records, positive_class, hashed: bool = True) -> dict:
+    """Each test image's out-of-fold prediction, sorted by id: ``ids``, ``positive`` (is of the positive
+    class), ``score`` (the positive class's probability) and ``correct`` (top-1). Under repeated CV an
+    image is tested once per repeat: the lowest-numbered fold's prediction (the first repeat) counts, so
+    every image counts once, as DeLong's and McNemar's tests assume. Ids are in their hashed form
+    (``hashed``: they are already), so that entries of bundles with and without --hash-ids match."""
+    from benchbox.results.verify import hash_id
+
+    first: dict = {}
+    named: dict = {}  # id -> its hash (an image is tested once per repeat)
+    for r in sorted(records, key=lambda r: r.fold):
+        classes = list(r.classes)
+        pos = classes.index(positive_class) if positive_class in classes else 0
+        probs = np.asarray(r.probabilities, dtype=float)
+        predicted = probs.argmax(axis=1) if probs.ndim == 2 and len(probs) else np.zeros(0, int)
+        for j, i in enumerate(
+            r.test_ids if hashed else (named.get(i) or named.setdefault(i, hash_id(i)) for i in r.test_ids)
+        ):
+            if i not in first:
+                y = int(r.y_true[j])
+                first[i] = (y == pos, float(probs[j, pos]), bool(predicted[j] == y))
+    ids = sorted(first)
+    return {
+        "ids": ids,
+        "positive": [first[i][0] for i in ids],
+        "score": [first[i][1] for i in ids],
+        "correct": [first[i][2] for i in ids],
+    }
+
+
+def pooled_test(best: dict, other: dict, kind: str) -> tuple[float, str]:
+    """The paired test a metric declares (``MetricSpec.paired_test``) on two entries' pooled out-of-fold
+    predictions of the same images: (two-sided p, what was done) or (nan, why not)."""
+    from benchbox.results.pairstats import delong_test, mcnemar_exact
+
+    a, b = best.get("pooled"), other.get("pooled")
+    if not kind or not isinstance(a, dict) or not isinstance(b, dict):
+        return float("nan"), ""
+    if a["ids"] != b["ids"] or not a["ids"]:
+        return float("nan"), "the entries tested other images: no pooled test"
+    if kind == "auc":
+        if len(set(a["positive"])) < 2:
+            return float("nan"), "one class only among the images: no DeLong test"
+        return delong_test(a["positive"], a["score"], b["score"])["p_value"], f"DeLong over {len(a['ids'])} images"
+    if kind == "accuracy":
+        return mcnemar_exact(a["correct"], b["correct"])["p_value"], f"exact McNemar over {len(a['ids'])} images"
+    return float("nan"), f"unknown paired test {kind!r}"
 
 
 CROSS_SPECS = (
@@ -277,8 +421,9 @@ def short_fingerprint(fingerprint: str, digits: int = 12) -> str:
 
 
 def paired_key(row) -> str:
-    """The paired group of an entry: its data and split fingerprints (short form); "" when it lacks one."""
-    data, split = row.get("data_fingerprint"), row.get("split_fingerprint")
+    """The paired group of an entry: its data and split fingerprints (short form; the split's with its ids
+    hashed, so bundles with and without --hash-ids pair); "" when it lacks one."""
+    data, split = row.get("data_fingerprint"), row.get("split_key") or row.get("split_fingerprint")
     if not isinstance(data, str) or not data or not isinstance(split, str) or not split:
         return ""
     return f"data {short_fingerprint(data, 8)} · split {short_fingerprint(split, 8)}"
@@ -318,16 +463,21 @@ def fold_ttest(best, other, spec: MetricSpec) -> tuple[float, str]:
 def paired_tests(sub: pd.DataFrame, spec: MetricSpec, alpha: float = ALPHA) -> pd.DataFrame:
     """Within one comparable group (sorted best first, ranked): entries with equal data and split
     fingerprints form a paired group; each is compared with the group's best by the corrected resampled
-    t-test over their per-fold values, Holm-adjusted across the group's comparisons. Adds
-    ``paired_group``, ``paired_p`` (Holm-adjusted), ``paired_p_raw``, ``paired_test`` and ``paired_rank``
-    (e.g. "1 (tied with 2, 3)": the best and the entries no test distinguishes from it)."""
+    t-test over their per-fold values and, where the metric declares one (``MetricSpec.paired_test``), by
+    DeLong's test (AUC) or exact McNemar (accuracy) on their pooled out-of-fold predictions; each test's
+    p-values are Holm-adjusted across the group's comparisons. The t-test decides ties where it could
+    be made (it accounts for the training sets' variation), the pooled test otherwise. Adds
+    ``paired_group``, ``paired_p`` (Holm-adjusted), ``paired_p_raw``, ``paired_test``, ``pooled_p``
+    (Holm-adjusted), ``pooled_test`` and ``paired_rank`` (e.g. "1 (tied with 2, 3)": the best and the
+    entries no test distinguishes from it)."""
     from benchbox.results.pairstats import holm
 
     sub = sub.reset_index(drop=True)
     rows = [r.to_dict() for _, r in sub.iterrows()]
     keys = [paired_key(r) for r in rows]
     p_adj, p_raw = [float("nan")] * len(rows), [float("nan")] * len(rows)
-    tests = [""] * len(rows)
+    q_adj = [float("nan")] * len(rows)
+    tests, pooled = [""] * len(rows), [""] * len(rows)
     shown = ["" if pd.isna(r.get("rank")) else str(int(r["rank"])) for r in rows]
     for key in dict.fromkeys(k for k in keys if k):
         members = [i for i, k in enumerate(keys) if k == key and shown[i]]  # ranked: a value to compare
@@ -335,18 +485,30 @@ def paired_tests(sub: pd.DataFrame, spec: MetricSpec, alpha: float = ALPHA) -> p
             continue
         best, others = members[0], members[1:]
         tests[best] = "best of its paired group"
+        q_raw = {}
         for i in others:
             p_raw[i], tests[i] = fold_ttest(rows[best], rows[i], spec)
+            q_raw[i], pooled[i] = pooled_test(rows[best], rows[i], getattr(spec, "paired_test", ""))
         adjusted = holm([p_raw[i] for i in others])
+        adjusted_q = holm([q_raw[i] for i in others])
         tied = []
-        for i, p in zip(others, adjusted):
-            p_adj[i] = float(p)
-            if not np.isnan(p) and p >= alpha:
+        for i, p, q in zip(others, adjusted, adjusted_q):
+            p_adj[i], q_adj[i] = float(p), float(q)
+            deciding = p if not np.isnan(p) else q
+            if not np.isnan(deciding) and deciding >= alpha:
                 tied.append(i)
                 shown[i] = f"{shown[i]} (tied with {shown[best]})"
         if tied:
             shown[best] = f"{shown[best]} (tied with {', '.join(shown[i].split(' ')[0] for i in tied)})"
-    return sub.assign(paired_group=keys, paired_p=p_adj, paired_p_raw=p_raw, paired_test=tests, paired_rank=shown)
+    return sub.assign(
+        paired_group=keys,
+        paired_p=p_adj,
+        paired_p_raw=p_raw,
+        paired_test=tests,
+        pooled_p=q_adj,
+        pooled_test=pooled,
+        paired_rank=shown,
+    )
 
 
 def displayed(v, spec: MetricSpec) -> float:
@@ -397,6 +559,7 @@ COLUMNS = [
     "framework",
     "value",
     "p vs best",
+    "p pooled",
     "paired",
     "weights",
     "suite",
@@ -420,6 +583,17 @@ def paired_p_text(row) -> str:
     return format_p(p) if p is not None and not pd.isna(p) else f"n/a ({test.split(':')[0]})"
 
 
+def pooled_p_text(row) -> str:
+    """The "p pooled" cell: the Holm-adjusted p of DeLong's or McNemar's test against the best, and which."""
+    test = row.get("pooled_test")
+    if not isinstance(test, str) or not test:
+        return ""
+    p = row.get("pooled_p")
+    if p is None or pd.isna(p):
+        return f"n/a ({test.split(':')[0]})"
+    return f"{format_p(p)} ({test.split(' over ')[0]})"
+
+
 def table_rows(ranked: pd.DataFrame, spec: MetricSpec):
     for group, sub in ranked.groupby("group", sort=False):
         yield (
@@ -431,6 +605,7 @@ def table_rows(ranked: pd.DataFrame, spec: MetricSpec):
                     "framework": r["framework"],
                     "value": value(r.to_dict(), spec, spread=False),
                     "p vs best": paired_p_text(r),
+                    "p pooled": pooled_p_text(r),
                     "paired": r.get("paired_group") or "",
                     "weights": r["weights"],
                     "suite": r["suite"],
