@@ -139,4 +139,4 @@ def test_a_protocol_option_of_another_strategy_is_named_as_such(tmp_path, regist
         load_suite(write_suite(tmp_path / "s.toml", body), registry)
     text = str(exc.value)
     assert 'protocol.test_fraction: applies to kind = "holdout" only' in text
-    assert "protocol.bogus: unknown key; allowed: grouped, k, kind, stratified" in text
+    assert "protocol.bogus: unknown key; allowed: grouped, k, kind, repeats, stratified" in text

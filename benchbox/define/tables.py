@@ -82,7 +82,7 @@ def class_counts(samples: SampleSet) -> dict:
 
 def tiny_classes(samples: SampleSet, alias: str, below: int) -> list[str]:
     """Each class with fewer than ``below`` images, named with its files and the closest other class:
-    a rare class is most often a misspelt label ("covid-19" among "covid") that ``label_map`` merges."""
+    a rare class is most often a misspelt label ("tumour" among "tumor") that ``label_map`` merges."""
     out = []
     counts = samples.table["label"].value_counts()
     for label, n in counts.items():
