@@ -66,6 +66,20 @@ def weights_kind(weights: str) -> str:
     return "file"
 
 
+def head_problems(options: Mapping[str, Any]) -> list[str]:
+    """What is wrong with head, dropout and pooling (every backbone with a dense head has them)."""
+    problems = []
+    head = options.get("head")
+    if not isinstance(head, list) or not all(isinstance(u, int) and not isinstance(u, bool) and u > 0 for u in head):
+        problems.append(f"head: must be a list of positive integers (hidden dense sizes, [] for none), got {head!r}")
+    dropout = options.get("dropout")
+    if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) or not 0 <= dropout < 1:
+        problems.append(f"dropout: must be a number in [0, 1), got {dropout!r}")
+    if options.get("pooling") not in POOLINGS:
+        problems.append(f"pooling: must be one of {', '.join(POOLINGS)}, got {options.get('pooling')!r}")
+    return problems
+
+
 class NetworkBackbone(Backbone):
     """A study network in one framework; subclasses implement building and training."""
 
@@ -81,18 +95,7 @@ class NetworkBackbone(Backbone):
         cutoff = options.get("cutoff")
         if not isinstance(cutoff, int) or isinstance(cutoff, bool) or cutoff < 0:
             problems.append(f"cutoff: must be an integer >= 0, got {cutoff!r}")
-        head = options.get("head")
-        if not isinstance(head, list) or not all(
-            isinstance(u, int) and not isinstance(u, bool) and u > 0 for u in head
-        ):
-            problems.append(
-                f"head: must be a list of positive integers (hidden dense sizes, [] for none), got {head!r}"
-            )
-        dropout = options.get("dropout")
-        if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-            problems.append(f"dropout: must be a number in [0, 1), got {dropout!r}")
-        if options.get("pooling") not in POOLINGS:
-            problems.append(f"pooling: must be one of {', '.join(POOLINGS)}, got {options.get('pooling')!r}")
+        problems += head_problems(options)
         weights = options.get("weights")
         if (
             isinstance(weights, str)

@@ -850,3 +850,16 @@ def fit(network: str | NetSpec, job: FoldJob) -> TrainedModel:
 def describe(network: str, options) -> dict:
     """What `benchbox backbones describe` shows for a study network."""
     return ENGINE.describe(network, options)
+
+
+def prefix_cache_fallback(options):
+    """Why a family network's frozen prefix is not cached (None: it is), for ``NetSpec.fallback``."""
+
+    def fallback(n_frozen, training):
+        if not options.get("cache_prefix", True):
+            return "cache_prefix = false in the suite"
+        if getattr(training, "augment", False):
+            return "augmentation changes the prefix's input every epoch"
+        return None if n_frozen else 'freeze = "none": nothing is frozen'
+
+    return fallback

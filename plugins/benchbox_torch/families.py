@@ -22,7 +22,7 @@ from typing import Any
 from benchbox.contracts import Availability, BackboneFamily
 from benchbox.errors import BenchboxError
 from benchbox_engine_common.freeze import freeze_problem
-from benchbox_engine_common.networks import POOLINGS
+from benchbox_engine_common.networks import head_problems
 from benchbox_torch.backbone import EngineBackbone
 from benchbox_torch.family_options import freeze_value, weights_kind
 
@@ -77,23 +77,7 @@ class FamilyBackbone(EngineBackbone):
             problems.append(str(exc).removeprefix(f"{self.name}: "))
         return problems
 
-    @staticmethod
-    def head_problems(options: Mapping[str, Any]) -> list[str]:
-        """What is wrong with head, dropout and pooling (every PyTorch family has them)."""
-        problems = []
-        head = options.get("head")
-        if not isinstance(head, list) or not all(
-            isinstance(u, int) and not isinstance(u, bool) and u > 0 for u in head
-        ):
-            problems.append(
-                f"head: must be a list of positive integers (hidden dense sizes, [] for none), got {head!r}"
-            )
-        dropout = options.get("dropout")
-        if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) or not 0 <= dropout < 1:
-            problems.append(f"dropout: must be a number in [0, 1), got {dropout!r}")
-        if options.get("pooling") not in POOLINGS:
-            problems.append(f"pooling: must be one of {', '.join(POOLINGS)}, got {options.get('pooling')!r}")
-        return problems
+    head_problems = staticmethod(head_problems)  # head, dropout, pooling: as the study's backbones check them
 
     def spec(self, options):
         from benchbox_torch import family_nets

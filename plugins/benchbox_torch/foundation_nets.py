@@ -300,19 +300,12 @@ def spec(family: str, model: str, options) -> engine.NetSpec:
         key = ("torch", name, f"freeze={freeze}", n_frozen, weights_identity(options["weights"]), (h, w))
         return key + (seed,) if kind_of(options["weights"]) == "none" else key
 
-    def fallback(n_frozen, training):
-        if not options.get("cache_prefix", True):
-            return "cache_prefix = false in the suite"
-        if getattr(training, "augment", False):
-            return "augmentation changes the prefix's input every epoch"
-        return None if n_frozen else 'freeze = "none": nothing is frozen'
-
     return engine.NetSpec(
         name=name,
         make_base=make_base,
         frozen_count=lambda units: frozen_count(freeze, units, name),
         cache_key=cache_key,
-        fallback=fallback,
+        fallback=engine.prefix_cache_fallback(options),
         weights_kind=kind_of,
         strip="model.",
         key_prefixes=("model.",),
