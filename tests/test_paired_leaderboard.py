@@ -284,3 +284,23 @@ def test_a_repeated_run_stores_r_times_k_folds_and_the_leaderboard_pairs_them(tm
     entries, problems, _ = lb.collect([store.path], registry)
     assert sorted(entries.iloc[0]["fold_numbers"]) == [0, 1, 2, 3, 4, 5]
     assert any("repeated cross-validation tests each image 2 times" in p for p in problems)
+
+
+def test_the_report_shows_each_data_sets_fingerprints_in_short_form(tmp_path):
+    from benchbox.results.views.report import fingerprints_frame
+
+    manifest = {
+        "datasets": {
+            "syn": {
+                "images": 40,
+                "fingerprint": "sha256:0123456789abcdef0123",
+                "split_fingerprint": "sha256:fedcba98765432100",
+            },
+            "ext": {"images": 12, "fingerprint": "abcdef012345678", "split_fingerprint": None},
+        }
+    }
+    frame = fingerprints_frame(manifest)
+    assert frame.to_dict("records") == [
+        {"Data": "syn", "Images": 40, "Data fingerprint": "0123456789ab", "Split fingerprint": "fedcba987654"},
+        {"Data": "ext", "Images": 12, "Data fingerprint": "abcdef012345", "Split fingerprint": "(test only)"},
+    ]

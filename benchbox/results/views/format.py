@@ -65,3 +65,17 @@ def md_escape(text) -> str:
     if _MARKUP.search(text):
         text = html.escape(text, quote=False)
     return text.replace("|", "\\|")
+
+
+def short_fingerprint(fingerprint, digits: int = 12) -> str:
+    """``sha256:0123abcd...`` -> ``0123abcd...`` (the first ``digits`` characters of the digest); a
+    fingerprint that is not a digest (a plugin's own description of its content) by its sha256; "" for none."""
+    if not fingerprint:
+        return ""
+    text = str(fingerprint)
+    digest = text.split(":", 1)[-1]
+    if not all(c in "0123456789abcdef" for c in digest.lower()) or len(digest) < digits:
+        import hashlib
+
+        digest = hashlib.sha256(text.encode()).hexdigest()
+    return digest[:digits]

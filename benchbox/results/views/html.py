@@ -255,6 +255,7 @@ def data_frame(manifest: dict) -> pd.DataFrame:
                 "Classes": ", ".join(f"{k} {v}" for k, v in (meta.get("class_counts") or {}).items()),
                 "Positive": meta.get("positive_class", ""),
                 "Fingerprint": meta.get("fingerprint", ""),
+                "Split fingerprint": meta.get("split_fingerprint") or "",
                 "Notes": " ".join(list(meta.get("notes") or []) + list(meta.get("warnings") or [])),
             }
         )

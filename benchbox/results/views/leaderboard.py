@@ -25,7 +25,7 @@ from benchbox.execute.environment import THREAD_VARIABLES, busy
 from benchbox.execute.records import cell_index, data_index
 from benchbox.execute.store import RunStore
 from benchbox.results.summary import CROSS_METRICS, summarise
-from benchbox.results.views.format import md_escape, value
+from benchbox.results.views.format import md_escape, short_fingerprint, value
 
 
 def collect(
@@ -413,11 +413,6 @@ def rank(entries: pd.DataFrame, spec: MetricSpec) -> pd.DataFrame:
 #: significance level of the paired tests: an entry whose Holm-adjusted p against the best is at least
 #: this is "tied with" the best
 ALPHA = 0.05
-
-
-def short_fingerprint(fingerprint: str, digits: int = 12) -> str:
-    """``sha256:0123abcd...`` -> ``0123abcd...`` (the first ``digits`` characters of the digest)."""
-    return str(fingerprint).split(":", 1)[-1][:digits]
 
 
 def paired_key(row) -> str:

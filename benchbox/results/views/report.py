@@ -19,7 +19,7 @@ from tabulate import tabulate
 from benchbox.execute.environment import busy_start
 from benchbox.execute.store import write_atomic
 from benchbox.results.summary import RunResult
-from benchbox.results.views.format import header, interval_note, md_escape, missing, number, value
+from benchbox.results.views.format import header, interval_note, md_escape, missing, number, short_fingerprint, value
 
 NAME_COLUMNS = ("Dataset", "Data", "Backbone", "Scheme", "Positive", "")
 
@@ -65,6 +65,38 @@ def comparison_frame(result: RunResult) -> pd.DataFrame:
     return frame.fillna({"Note": ""}) if "Note" in frame else frame
 
 
+def _stored_split(result: RunResult):
+    """A data set's split fingerprint computed from the run's stored split, "" where it cannot be read."""
+    from benchbox.errors import BenchboxError
+    from benchbox.execute.store import RunStore
+
+    def split_of(slug: str) -> str:
+        try:
+            return RunStore(result.run_dir).split_fingerprint(slug)
+        except (BenchboxError, OSError, ValueError):
+            return ""
+
+    return split_of
+
+
+def fingerprints_frame(manifest: dict, split_of=lambda slug: "") -> pd.DataFrame:
+    """Which images and which folds each data set had, in short form: two runs whose fingerprints agree saw
+    the same images (data) in the same folds (split), so the leaderboard compares them paired. ``split_of``
+    computes a data set's split fingerprint from the stored split (runs older than the manifest's field)."""
+    rows = []
+    for slug, meta in (manifest.get("datasets") or {}).items():
+        split = meta.get("split_fingerprint") or (None if meta.get("external_only") else split_of(slug))
+        rows.append(
+            {
+                "Data": slug,
+                "Images": meta.get("images", ""),
+                "Data fingerprint": short_fingerprint(meta.get("fingerprint")),
+                "Split fingerprint": short_fingerprint(split) or "(test only)",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 def numeric_frame(result: RunResult) -> pd.DataFrame:
     """Every scalar of the summary (for CSV): one row per cell."""
     s = result.summary.drop(columns=["cell"])
@@ -104,6 +136,8 @@ def _render_tables(result: RunResult, md: bool) -> str:
         heading("Comparison"),
         table(comparison_frame(result)),
         (md_escape(note(result)) if md else f"% {note(result)}") + "\n",
+        heading("Data and folds"),
+        table(fingerprints_frame(result.manifest, _stored_split(result))),
     ]
     for section in result.sections:
         if not getattr(section, "in_report", True):
