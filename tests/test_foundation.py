@@ -262,3 +262,49 @@ def test_open_clip_pretrained_tag_offline_names_the_model_and_a_local_checkpoint
     msg = str(exc.value)
     assert "\n" not in msg and "open_clip/RN50" in msg and "'openai'" in msg and 'weights = "none"' in msg
     assert "not an open_clip pretrained tag" in " ".join(b.check_options({**opts, "weights": "laion-typo"}))
+
+
+@pytest.mark.slow
+def test_the_schemes_suite_on_the_real_xrays_then_a_rerun_hits_the_cache(reg, vit_dir, tmp_path, monkeypatch):
+    """issue 26's whole comparison: suites/example-schemes.toml (a study CNN fine-tuned and as a linear
+    probe, a timm ViT by kNN, an hf/ encoder) on the real Dataset_2, at a tiny size, with the tiny local
+    snapshot for the hf/ entry and random weights (no hub here); a second run embeds nothing, and the
+    leaderboard keeps the schemes apart."""
+    from benchbox.define.suite import load_suite
+    from benchbox.execute.runner import run_suite
+    from benchbox.results.views.leaderboard import choose_metric, collect, rank
+    from conftest import DATA, ROOT
+
+    if not (DATA / "chest_xray").is_dir():
+        pytest.skip(f"the real X-rays are not in {DATA}")
+    monkeypatch.setenv("BENCHBOX_CACHE", str(tmp_path / "cache"))
+    text = (ROOT / "suites" / "example-schemes.toml").read_text()
+    text = text.replace('plugin = "hf/microsoft/rad-dino"', f'plugin = "hf/{vit_dir}"')
+    text = text.replace('weights = "imagenet"', 'weights = "none"').replace(
+        "input_size = [224, 224]", "input_size = [32, 32]"
+    )
+    text = (
+        text.replace("covid = 40", "covid = 8")
+        .replace("bacterial = 20", "bacterial = 4")
+        .replace("viral = 20", "viral = 4")
+    )
+    text = text.replace("normal = 40", "normal = 8").replace("k = 5", "k = 3").replace("epochs = 3", "epochs = 1")
+    text = text.replace('plugin = "timm/vit_tiny_patch16_224"', 'plugin = "timm/vit_tiny_patch16_224"\nk = 3')
+    suite = tmp_path / "schemes.toml"
+    suite.write_text(f'output_dir = "{tmp_path / "runs"}"\ndata_dir = "{DATA}"\n' + text)  # top-level keys first
+    first = run_suite(load_suite(suite, reg), reg)
+    schemes = dict(zip(first.summary["backbone"], first.summary["scheme"]))
+    assert schemes == {
+        "mnv2-finetune": "fine-tune",
+        "mnv2-probe": "linear-probe",
+        "vit-knn": "knn",
+        "rad-dino-probe": "linear-probe",
+    }
+    again = run_suite(load_suite(suite, reg), reg, new=True)
+    frozen = [r for r in again.records if r.info.get("scheme") in ("linear-probe", "knn")]
+    assert len(frozen) == 9 and all(r.info["embedding_cache"]["computed"] == 0 for r in frozen)
+    entries, _, metrics = collect([first.run_dir], reg)
+    ranked = rank(entries, choose_metric(metrics, None))
+    groups = dict(zip(ranked["backbone"], ranked["group"]))
+    assert groups["mnv2-finetune"] != groups["mnv2-probe"]  # a probe never ranks against a fine-tune
+    assert groups["mnv2-probe"] == groups["rad-dino-probe"] != groups["vit-knn"]
