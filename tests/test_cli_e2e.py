@@ -102,3 +102,10 @@ def test_help_on_every_command():
     ):
         res = run_cli(*args)
         assert res.returncode == 0 and "Usage" in res.stdout, args
+
+
+def test_help_keeps_words_in_square_brackets_and_shows_flags_plainly():
+    res = run_cli("validate", "--help")
+    assert res.returncode == 0 and "<bool>" not in res.stdout
+    res = run_cli("explain", "--help")
+    assert "[explain]" in res.stdout  # "A run directory written by `benchbox run` with [explain] in its suite."

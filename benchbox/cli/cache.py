@@ -11,6 +11,7 @@ from rich.table import Table
 from benchbox.cli.common import app, console, esc
 
 cache_app = typer.Typer(
+    rich_markup_mode=None,
     help="The embedding cache: frozen encoders' features of each image (linear-probe and knn schemes).",
     no_args_is_help=True,
 )

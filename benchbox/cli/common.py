@@ -16,21 +16,27 @@ from rich.table import Table
 
 from benchbox.errors import BenchboxError
 
+# plain help text: rich markup would eat every [explain] and [tracking] and show each flag as <bool>
 app = typer.Typer(
+    rich_markup_mode=None,
     help="Honest, reproducible comparisons of CNN backbones on small medical imaging data sets.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-backbones_app = typer.Typer(help="Inspect backbone plugins.", no_args_is_help=True)
+backbones_app = typer.Typer(rich_markup_mode=None, help="Inspect backbone plugins.", no_args_is_help=True)
 app.add_typer(backbones_app, name="backbones")
-plugin_app = typer.Typer(help="Create plugins.", no_args_is_help=True)
+plugin_app = typer.Typer(rich_markup_mode=None, help="Create plugins.", no_args_is_help=True)
 app.add_typer(plugin_app, name="plugin")
-data_app = typer.Typer(help="Data sets: describe, fetch, verify and export them.", no_args_is_help=True)
+data_app = typer.Typer(
+    rich_markup_mode=None, help="Data sets: describe, fetch, verify and export them.", no_args_is_help=True
+)
 app.add_typer(data_app, name="data")
-weights_app = typer.Typer(help="ImageNet weights in the frameworks' caches.", no_args_is_help=True)
+weights_app = typer.Typer(
+    rich_markup_mode=None, help="ImageNet weights in the frameworks' caches.", no_args_is_help=True
+)
 app.add_typer(weights_app, name="weights")
-export_app = typer.Typer(help="Send stored runs to an experiment tracker.", no_args_is_help=True)
+export_app = typer.Typer(rich_markup_mode=None, help="Send stored runs to an experiment tracker.", no_args_is_help=True)
 app.add_typer(export_app, name="export")
 # a terminal's own width; piped or to a file: COLUMNS when set (rich reads it), else 200
 _COLUMNS_SET = os.environ.get("COLUMNS", "").isdigit()

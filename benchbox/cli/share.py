@@ -67,7 +67,9 @@ def bundle(
 
 
 board_app = typer.Typer(
-    help="Boards: verified bundles that build into a static leaderboard site.", no_args_is_help=True
+    rich_markup_mode=None,
+    help="Boards: verified bundles that build into a static leaderboard site.",
+    no_args_is_help=True,
 )
 app.add_typer(board_app, name="board")
 
