@@ -7,19 +7,15 @@ from typing import Optional
 
 import typer
 
-from benchbox.cli.common import _data_dir_option, _registry, app, console, err_console, esc
+from benchbox.cli.common import _registry, app, console, data_dir_option, err_console, esc
 from benchbox.errors import BenchboxError
 
 
 @app.command()
 def verify(
     sources: list[Path] = typer.Argument(..., help="Run directories or bundles (benchbox bundle) to check."),
-    data_dir: Optional[Path] = typer.Option(
-        None,
-        "--data-dir",
-        envvar="BENCHBOX_DATA",
-        callback=_data_dir_option,
-        help="Root of the raw data sources, to re-derive the folds (default: the suite's).",
+    data_dir: Optional[Path] = data_dir_option(
+        "Root of the raw data sources, to re-derive the folds (default: the suite's)."
     ),
 ):
     """Check that a run (or bundle) is what it says: record digests, suite, folds, re-scored metrics.
@@ -78,12 +74,8 @@ app.add_typer(board_app, name="board")
 def board_add(
     board: Path = typer.Argument(..., help="The board folder (created if missing)."),
     bundles: list[Path] = typer.Argument(..., help="Bundles to add (benchbox bundle RUN_DIR -o FILE)."),
-    data_dir: Optional[Path] = typer.Option(
-        None,
-        "--data-dir",
-        envvar="BENCHBOX_DATA",
-        callback=_data_dir_option,
-        help="Root of the raw data sources, to re-derive each bundle's folds while verifying it.",
+    data_dir: Optional[Path] = data_dir_option(
+        "Root of the raw data sources, to re-derive each bundle's folds while verifying it."
     ),
 ):
     """Verify each bundle and add it to the board (one file per entry; nothing is overwritten).
