@@ -49,7 +49,8 @@ def test_keras_cutoff_freezes_exactly_cutoff_layers_and_their_batchnorm(network)
 
     frozen = {w.path: np.array(w.numpy()) for layer in base.layers[:cutoff] for w in layer.weights}
     trainable = {w.path: np.array(w.numpy()) for w in model.trainable_weights}
-    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy")
+    # one eager step: what is frozen does not depend on tracing, which costs ~20 s per network here
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy", run_eagerly=True)
     x, y = batch(options["input_size"])
     model.fit(engine.as_input(x), y, epochs=1, batch_size=4, verbose=0)
     after = {w.path: np.array(w.numpy()) for w in model.weights}

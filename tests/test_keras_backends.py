@@ -2,7 +2,7 @@
 reset per fold, and mixed precision (issue 15, Keras side).
 
 Keras picks its backend when first imported, so each backend runs in its own child process
-(``PROBE`` below): it builds keras/mobilenet_v2 (alpha 0.35) at 32x32 with the study's cutoff,
+(``PROBE`` below): it builds keras/mobilenet_v2 (alpha 0.35) at 32x32 frozen up to a deep cutoff,
 trains one epoch on 12 tiny images through the engine with the prefix cache on, predicts, saves
 the weights and loads them back, and loads one shared weights file (the TensorFlow child's) to
 predict the same images: the three backends' predictions from that one file must agree.
@@ -25,6 +25,9 @@ from benchbox.errors import BenchboxError
 from conftest import ROOT, needs_keras
 
 BACKENDS = ("tensorflow", "jax", "torch")
+#: the Keras layers frozen here: deep in MobileNet v2 (154 layers; the study's 10 is tested in test_backbones.py),
+#: so the traced training step is short (one child: 30 -> 19 s of CPU); BatchNorm layers on both sides of it
+DEEP_CUTOFF = 140
 #: float32 convolutions of three libraries on one weights file: probabilities agree to this (abs)
 ACROSS_BACKENDS = 1e-4
 
@@ -35,9 +38,9 @@ PROBE = textwrap.dedent(
     from benchbox.contracts import FoldJob, TrainingConfig
     from benchbox.plugins import load_registry
 
-    out_path, ref_path = sys.argv[1], sys.argv[2]
+    out_path, ref_path, CUTOFF = sys.argv[1], sys.argv[2], int(sys.argv[3])
     b = load_registry().get("backbone", "keras/mobilenet_v2")
-    opts = {**b.defaults, "weights": "none", "input_size": [32, 32], "alpha": 0.35, "head": [8]}
+    opts = {**b.defaults, "weights": "none", "input_size": [32, 32], "alpha": 0.35, "head": [8], "cutoff": CUTOFF}
     b.prepare(opts)  # pins the backend, before Keras is imported
     from benchbox_keras import engine
     keras = engine.import_keras()
@@ -52,12 +55,15 @@ PROBE = textwrap.dedent(
     cached = b.predict(tm, xt, ids)
     whole = b.predict(tm, xt, None)
     base = tm.net.get_layer(next(l.name for l in tm.net.layers if isinstance(l, keras.Model)))
-    frozen_bn = [l for l in base.layers[:10] if isinstance(l, keras.layers.BatchNormalization)]
-    trained_bn = [l for l in base.layers[10:] if isinstance(l, keras.layers.BatchNormalization)]
+    frozen_bn = [l for l in base.layers[:CUTOFF] if isinstance(l, keras.layers.BatchNormalization)]
+    trained_bn = [l for l in base.layers[CUTOFF:] if isinstance(l, keras.layers.BatchNormalization)]
     mm = lambda l: keras.ops.convert_to_numpy(l.moving_mean)
     engine.save_weights(tm.net, out_path)
     reloaded, _ = engine.build_model("mobilenet_v2", {**opts, "weights": out_path}, 3, seed=99)
-    ref, _ = engine.build_model("mobilenet_v2", {**opts, "weights": ref_path or out_path}, 3, seed=99)
+    if ref_path:
+        ref, _ = engine.build_model("mobilenet_v2", {**opts, "weights": ref_path}, 3, seed=99)
+    else:  # the TensorFlow child: its own file is the shared one
+        ref = reloaded
     predict = lambda m: np.asarray(keras.ops.convert_to_numpy(m.predict(engine.as_input(xt), verbose=0)))
     from benchbox_keras import gradcam
     layer = "auto" if keras.backend.backend() == "jax" else "block_1_expand_relu"
@@ -82,7 +88,7 @@ def _probe(backend: str, out_path, ref_path="") -> dict:
     env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "plugins"), env.get("PYTHONPATH", "")])
     out = subprocess.run(
-        [sys.executable, "-c", PROBE, str(out_path), str(ref_path)],
+        [sys.executable, "-c", PROBE, str(out_path), str(ref_path), str(DEEP_CUTOFF)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -161,7 +167,6 @@ def _job(seed, training, options=None):
     x = rng.integers(0, 255, (12, 32, 32), dtype=np.uint8)
     xt = rng.integers(0, 255, (6, 32, 32), dtype=np.uint8)
     opts = {
-        "cutoff": 10,
         "head": [8, 8],
         "dropout": 0.5,
         "pooling": "avg",
@@ -170,6 +175,7 @@ def _job(seed, training, options=None):
         "alpha": 0.35,
         "cache_prefix": True,
         "backend": "auto",
+        "cutoff": DEEP_CUTOFF,
         **(options or {}),
     }
     ids = [f"t{i}" for i in range(6)]
@@ -222,6 +228,27 @@ def test_mixed_precision_trains_in_bfloat16_on_the_cpu_and_restores_the_policy()
     p = engine.predict_images(model, job.x_test, job.test_ids)
     assert p.shape == (6, 3) and np.all(np.isfinite(p)) and np.allclose(p.sum(axis=1), 1.0, atol=1e-5)
     engine.MODELS.clear()
+
+
+@needs_keras
+@pytest.mark.slow
+def test_bench_steps_in_mixed_precision_train_and_infer_and_restore_the_policy():
+    """`benchbox bench keras/... --amp` (the GPU study's Keras throughput, tests/test_gpu_study.py times PyTorch's
+    only): VGG19, the Keras network that traces quickest, at 32x32."""
+    from benchbox.execute.bench import bench_backbone
+    from benchbox.plugins import load_registry
+
+    keras, _ = _tf_engine()
+    backbone = load_registry().get("backbone", "keras/vgg19")
+    options = {**backbone.defaults, "weights": "none", "input_size": [32, 32]}
+    rows = bench_backbone(backbone, options, [1, 2], 2, "cpu", True, False, min_seconds=0.01)
+    assert [(r["model"], r["amp"], r["infer_batch_size"], r["train_batch_size"]) for r in rows] == [
+        ("keras/vgg19", True, 1, 2),
+        ("keras/vgg19", True, 2, 2),
+    ]
+    assert all(r["infer_samples_per_sec"] > 0 and r["train_samples_per_sec"] > 0 for r in rows)
+    assert rows[0]["infer_img_size"] == "32x32" and rows[0]["param_count"] > 0
+    assert keras.config.dtype_policy().name == "float32"  # the mixed policy does not leak out of bench
 
 
 # --- choosing the backend (no Keras imported) ----------------------------------------------------
