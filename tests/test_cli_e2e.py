@@ -51,7 +51,7 @@ def test_killed_run_resumes_with_every_fold_exactly_once(tmp_path):
     exe = Path(sys.executable).with_name("benchbox")
     proc = subprocess.Popen([str(exe), "run", str(suite)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     folds_dir = None
-    deadline = time.time() + 300
+    deadline = time.time() + 900
     while time.time() < deadline:
         runs = list((tmp_path / "runs").glob("killme-*/folds/*.json"))
         if runs:

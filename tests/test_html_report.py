@@ -384,7 +384,7 @@ def browse(page: Path, tmp: Path, *mode: str) -> subprocess.CompletedProcess:
         [exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *mode, page.resolve().as_uri()],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=600,
     )
 
 

@@ -69,7 +69,7 @@ def test_run_stops_before_training_when_weights_are_missing(tmp_path):
             "HTTPS_PROXY": "http://127.0.0.1:9",
             "HTTP_PROXY": "http://127.0.0.1:9",
         },
-        timeout=300,
+        timeout=900,
     )
     assert res.returncode == 1 and "cannot start the run" in res.stderr and "backbones.v" in res.stderr
     assert "Traceback" not in res.stderr
@@ -175,7 +175,7 @@ def test_paper_suite_without_weights_or_data_stops_at_once_naming_both(tmp_path)
             "HTTPS_PROXY": "http://127.0.0.1:9",
             "HTTP_PROXY": "http://127.0.0.1:9",
         },
-        timeout=300,
+        timeout=900,
     )
     assert res.returncode == 1 and "Traceback" not in res.stderr
     for needle in (
