@@ -1,5 +1,7 @@
+import contextlib
 import importlib.util
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -76,12 +78,15 @@ patients = 12
 {backbones}
 """
 
+# frozen deep (of 154 layers; the study's cutoff, 10, is tested in test_backbones.py): TensorFlow traces a
+# short training step, and a `benchbox run` of it costs 24 s of CPU rather than 40
 KERAS_MNV2 = """
 [backbones.k-mnv2]
 plugin = "keras/mobilenet_v2"
 weights = "none"
 input_size = [48, 48]
 alpha = 0.35
+cutoff = 140
 """
 
 TORCH_MNV2 = """
@@ -120,10 +125,37 @@ def pip_install_into(package: Path, target: Path) -> Path:
     return target
 
 
+def shared_root(tmp_path_factory) -> Path:
+    """The temp folder both xdist workers see (the session's own one without xdist)."""
+    root = tmp_path_factory.getbasetemp()
+    return root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
+
+
+@contextlib.contextmanager
+def file_lock(path: Path):
+    """One holder at a time across the test workers (processes)."""
+    import fcntl
+
+    with open(path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="session")
 def example_site(tmp_path_factory):
-    """tests/example_plugin, a third party's plugin package, pip-installed into a folder of its own."""
-    return pip_install_into(ROOT / "tests" / "example_plugin", tmp_path_factory.mktemp("example-site"))
+    """tests/example_plugin, a third party's plugin package, pip-installed into a folder of its own:
+    once per test session, shared by the xdist workers (a file lock; the install takes seconds). Read only."""
+    root = shared_root(tmp_path_factory)
+    site = root / "example-site"
+    with file_lock(root / "example-site.lock"):
+        if not (site / ".installed").exists():
+            shutil.rmtree(site, ignore_errors=True)
+            pip_install_into(ROOT / "tests" / "example_plugin", site)
+            (site / ".installed").write_text("")
+    return site
 
 
 @pytest.fixture(scope="session")

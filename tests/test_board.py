@@ -322,9 +322,21 @@ def test_worker_processes_give_the_rows_one_process_gives(made, tmp_path):
     from benchbox.results.views.leaderboard import collect_sources
 
     runs, registry, _ = made
+    # 16 bundles make two workers (one per 8): four of the made ones (their clinical and calibration
+    # evaluators cost ~0.3 s per bundle to re-score) among twelve of two cheap runs (paper evaluator only)
+    cheap = {}
+    for backbone in ("centroid2", "centroid8"):
+        text = SUITE.format(name=f"p-{backbone}", out=tmp_path / "runs", backbone=backbone)
+        text = text.replace('["paper", "clinical", "calibration"]', '["paper"]').replace("repeats = 2", "repeats = 1")
+        run_dir = Path(
+            run_suite(load_suite(write_suite(tmp_path / f"{backbone}.toml", text), registry), registry).run_dir
+        )
+        cheap[backbone] = tmp_path / f"p-{backbone}.bbx.zip"
+        bb.write_bundle(run_dir, cheap[backbone], registry)
     sources = []
     for i in range(16):
-        src = runs["centroid2" if i % 2 else "centroid8"][1]
+        name = "centroid2" if i % 2 else "centroid8"
+        src = runs[name][1] if i in (0, 5, 10, 15) else cheap[name]
         sources.append(tmp_path / f"b{i:02d}.bbx.zip")
         shutil.copy(src, sources[-1])
     one, p1, m1 = collect_sources(sources, registry, jobs=1)

@@ -12,7 +12,7 @@ from benchbox.contracts import Backbone, FoldJob, TrainingConfig
 from benchbox.errors import SuiteError
 from benchbox.execute.harness import run_fold
 from benchbox.results import explain as ex
-from tests.conftest import HAS_TORCH, needs_keras, needs_torch, run_cli, write_suite
+from conftest import needs_keras, needs_torch, run_cli, write_suite
 
 
 # --- arithmetic (fast) ------------------------------------------------------------------------
@@ -247,8 +247,10 @@ def test_explain_table_is_validated(tmp_path, registry):
 
 
 # --- a planted border shortcut (slow: trains a tiny torch CNN) ----------------------------------
-if HAS_TORCH:
-    import torch  # before any Keras import (see the preamble of the engines)
+def tiny_net():
+    """A three-convolution network; torch is imported here, not when the tests are collected (3.5 s in
+    each test worker, for the fast tier's tests that never train)."""
+    import torch
 
     class TinyNet(torch.nn.Module):
         def __init__(self):
@@ -268,6 +270,8 @@ if HAS_TORCH:
         def forward(self, x):
             return self.head(self.base(x.float() / 255.0))
 
+    return TinyNet()
+
 
 class TinyTorch(Backbone):
     """A three-convolution network that trains in a second: Grad-CAM through the torch engine's
@@ -278,8 +282,10 @@ class TinyTorch(Backbone):
     defaults = {"input_size": [64, 64], "weights": "none"}
 
     def fit(self, job):
+        import torch
+
         torch.manual_seed(job.seed)
-        net = TinyNet().train()
+        net = tiny_net().train()
         opt = torch.optim.Adam(net.parameters(), lr=3e-3)
         x = torch.from_numpy(job.x_train.copy()).unsqueeze(1)
         y = torch.from_numpy(np.asarray(job.y_train, dtype=np.int64))
@@ -291,6 +297,8 @@ class TinyTorch(Backbone):
         return net.eval()
 
     def predict(self, model, images, ids=None):
+        import torch
+
         with torch.no_grad():
             return torch.softmax(model(torch.from_numpy(images.copy()).unsqueeze(1)).double(), 1).numpy()
 
@@ -336,6 +344,8 @@ def _border_share(shortcut: bool) -> tuple[float, float]:
 @pytest.fixture
 def one_thread():
     """A tiny network trains several times faster on one thread than on an oversubscribed CPU."""
+    import torch
+
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

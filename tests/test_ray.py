@@ -2,7 +2,6 @@
 
 import importlib.util
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TORCH_MNV2, needs_torch, run_cli, tiny_suite
+from conftest import TORCH_MNV2, file_lock, needs_torch, run_cli, shared_root, tiny_suite
 
 pytestmark = [
     pytest.mark.slow,
@@ -27,14 +26,8 @@ RAY = ["--executor", "ray", "--ray-local-cpus", "2"]
 def one_ray_at_a_time(tmp_path_factory):
     """One local Ray instance at a time: the suite runs on two xdist workers, and two Ray instances
     starting side by side on 2 cores time out (seen in CI). A file lock in the workers' common temp root."""
-    import fcntl
-
-    root = tmp_path_factory.getbasetemp()
-    root = root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
-    with open(root / "ray-tests.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with file_lock(shared_root(tmp_path_factory) / "ray-tests.lock"):
         yield
-        fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def folds(run_dir):
