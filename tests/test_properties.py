@@ -163,3 +163,161 @@ def test_any_record_file_is_read_or_refused_as_damaged(run, data):
         assert rec.probabilities.shape == (len(rec.y_true), len(rec.classes) or rec.probabilities.shape[1])
         assert np.isfinite(rec.probabilities).all() and 0 <= rec.fold < 3
     assert isinstance(store.has_record(CellKey("syn", "b"), 0, "d"), bool)
+
+
+# --- data sets a user points at: the folder and csv readers (plugins/benchbox_userdata) -----------------
+#: a 4 x 4 PNG: the readers list files by name and never decode them (unless skip_unreadable)
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000004000000040800000000dc5f5dfa0000000d4944415478da63f8cf0002"
+    "0c0c0c00138001815c6b5b9a0000000049454e44ae426082"
+)
+DATA_SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+#: names a user may give a class folder or an image: any letters (accents, scripts, emoji), digits,
+#: spaces and punctuation inside; not a path separator, a control character or a hidden/system name
+name_chars = st.characters(blacklist_categories=("Cc", "Cs"), blacklist_characters="/\\\x00")
+names = (
+    st.text(name_chars, min_size=1, max_size=10)
+    .map(str.strip)
+    .filter(lambda n: n and not n.startswith((".", "~")) and n not in ("__MACOSX", "@eaDir"))
+)
+
+
+def userdata(plugin: str, **options):
+    from benchbox.plugins import load_registry
+
+    p = load_registry().get("dataset", plugin)
+    return p.samples({**p.defaults, **options}, 0, None)
+
+
+def counts_by_label(table) -> dict:
+    return {str(k): int(v) for k, v in table["label"].value_counts().items()}
+
+
+@DATA_SETTINGS
+@given(tree=st.dictionaries(names, st.integers(min_value=1, max_value=3), min_size=2, max_size=4))
+def test_any_folder_tree_is_read_with_its_class_folders_and_counts(tree):
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "my data"
+        for folder, n in tree.items():
+            (root / folder).mkdir(parents=True)
+            for i in range(n):
+                (root / folder / f"{folder} {i}.png").write_bytes(PNG)
+        s = userdata("folder", root=str(root))
+        assert s.classes == tuple(sorted(tree)) and s.positive_class == sorted(tree)[0]
+        assert counts_by_label(s.table) == tree
+        assert sorted(s.table["id"]) == sorted(f"{f}/{f} {i}.png" for f, n in tree.items() for i in range(n))
+        assert all(Path(p).is_file() for p in s.table["path"])
+
+
+@DATA_SETTINGS
+@given(
+    tree=st.dictionaries(names, st.integers(min_value=0, max_value=2), min_size=2, max_size=4).filter(
+        lambda t: 0 in t.values()
+    ),
+    allow_empty=st.booleans(),
+)
+def test_an_empty_class_folder_is_refused_unless_allow_empty(tree, allow_empty):
+    import tempfile
+
+    from benchbox.errors import DataError
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "data"
+        for folder, n in tree.items():
+            (root / folder).mkdir(parents=True)
+            for i in range(n):
+                (root / folder / f"{i}.png").write_bytes(PNG)
+        full = {f: n for f, n in tree.items() if n}
+        try:
+            s = userdata("folder", root=str(root), allow_empty=allow_empty)
+        except DataError as exc:
+            message = str(exc)
+            if not full:
+                assert "no images under" in message and str(root) in message
+            elif not allow_empty:
+                assert "hold no images" in message and "allow_empty = true" in message
+                assert any(repr(str(root / f)) in message for f, n in tree.items() if not n)  # named
+            else:  # left out, and fewer than two classes are left
+                assert len(full) < 2 and "a classifier needs at least 2" in message
+        else:
+            assert allow_empty and len(full) >= 2
+            assert s.classes == tuple(sorted(full)) and counts_by_label(s.table) == full
+            assert any("hold no images" in w for w in s.warnings)
+
+
+labels = st.text(name_chars, min_size=1, max_size=10).map(str.strip).filter(bool)
+cells = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=8)
+
+
+@DATA_SETTINGS
+@given(
+    rows=st.lists(st.tuples(names, labels, names), min_size=2, max_size=8, unique_by=lambda r: r[0]).filter(
+        lambda rows: len({r[1] for r in rows}) >= 2
+    ),
+    extra=st.dictionaries(
+        names.filter(
+            lambda n: (
+                n.lower() not in ("path", "label", "patient", "group", "source", "split", "patient_id", "patientid")
+            )
+        ),
+        cells,
+        max_size=2,
+    ),
+    header=st.sampled_from([("path", "label", "patient"), ("Path", "LABEL", "Patient"), ("path", "label", "group")]),
+    order=st.randoms(use_true_random=False),
+)
+def test_any_csv_of_paths_and_labels_round_trips(rows, extra, header, order):
+    """Labels and file names with any characters (commas and quotes included, quoted as any CSV writer
+    does), patient ids, extra columns and any column order: read back as written."""
+    import csv
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp) / "set"
+        (base / "img").mkdir(parents=True)
+        columns = [*header, *extra]
+        order.shuffle(columns)
+        with (base / "labels.csv").open("w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            for name, label, patient in rows:
+                (base / "img" / f"{name}.png").write_bytes(PNG)
+                values = dict(zip(header, (f"img/{name}.png", label, patient)))
+                writer.writerow({**extra, **values})
+        s = userdata("csv", file=str(base / "labels.csv"))
+        assert s.classes == tuple(sorted({label for _, label, _ in rows}))
+        back = {row.id: (row.label, row.group, row.finding) for row in s.table.itertuples()}
+        assert back == {f"img/{name}.png": (label, patient, label) for name, label, patient in rows}
+        assert all(Path(p).is_file() for p in s.table["path"])
+
+
+#: the pieces a damaged CSV is made of: separators, quotes, line ends, a file that exists, odd bytes
+csv_pieces = st.sampled_from([",", ";", '"', "\n", "\r\n", "\r", " ", "a.png", "img/x.png", "covid", "é", "\t", "\\"])
+csv_texts = st.tuples(
+    st.sampled_from(["", "path,label\n", "path,label,patient\n", "Path;Label\n", "label\n", '"path,label\n']),
+    st.lists(csv_pieces, max_size=30).map("".join),
+).map(lambda parts: "".join(parts).encode())
+
+
+@DATA_SETTINGS
+@given(content=csv_texts | st.binary(max_size=120) | st.text(max_size=60).map(lambda t: t.encode("utf-8", "replace")))
+def test_a_malformed_csv_is_one_error_naming_the_file_never_an_internal_one(content):
+    """Whatever the file holds, the csv reader gives a data set or its own error, one that names the file."""
+    import tempfile
+
+    from benchbox.errors import DataError
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "bad.csv"
+        path.write_bytes(content)
+        (Path(tmp) / "a.png").write_bytes(PNG)
+        try:
+            s = userdata("csv", file=str(path))
+        except DataError as exc:
+            message = str(exc)
+            assert message.startswith("csv: ") and str(path) in message and "\n" not in message
+        else:
+            assert len(s.classes) >= 2 and len(s.table) >= 2

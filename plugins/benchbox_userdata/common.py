@@ -120,14 +120,14 @@ def select_classes(
             hint = f" (label_map: {mapped})" if mapped else " (label_map can rename them)"
             raise DataError(
                 f"{plugin}: classes names {', '.join(map(repr, unknown))}, which {where} does not have; "
-                f"it has: {', '.join(present) or 'none'}{hint}"
+                f"it has: {joined(present) or 'none'}{hint}"
             )
         left_out = [c for c in present if c not in wanted]
         if left_out:
             n = int(table["label"].isin(left_out).sum())
             warnings.append(
-                f"{plugin}: {n} image(s) of class(es) {', '.join(left_out)} left out, as classes lists "
-                f"only {', '.join(wanted)}"
+                f"{plugin}: {n} image(s) of class(es) {joined(left_out)} left out, as classes lists "
+                f"only {joined(wanted)}"
             )
         table = table[table["label"].isin(wanted)]
         classes = tuple(wanted)
@@ -135,13 +135,13 @@ def select_classes(
         classes = tuple(present)
     if len(classes) < 2:
         raise DataError(
-            f"{plugin}: {where} has {len(classes)} class(es) ({', '.join(classes) or 'none'}); a "
+            f"{plugin}: {where} has {len(classes)} class(es) ({joined(classes) or 'none'}); a "
             "classifier needs at least 2: add images of another class" + (" or list more in classes" if wanted else "")
         )
     positive = options.get("positive_class") or classes[0]
     if positive not in classes:
         raise DataError(
-            f"{plugin}: positive_class = {positive!r} is not a class of {where}; classes: {', '.join(classes)}"
+            f"{plugin}: positive_class = {positive!r} is not a class of {where}; classes: {joined(classes)}"
         )
     order = {c: i for i, c in enumerate(classes)}
     table = table.assign(_order=table["label"].map(order)).sort_values(["_order", "id"], kind="stable")
@@ -175,7 +175,7 @@ def drop_unreadable(plugin: str, table: pd.DataFrame, warnings: list[str], notes
     if bad:
         listed = "; ".join(f"{i} ({r})" for i, r in bad[:10]) + (f"; and {len(bad) - 10} more" if len(bad) > 10 else "")
         warnings.append(f"{plugin}: skipped {len(bad)} unreadable image(s) (skip_unreadable = true): {listed}")
-        notes.append(f"skipped unreadable: {', '.join(i for i, _ in bad)}")
+        notes.append(f"skipped unreadable: {joined(i for i, _ in bad)}")
         table = table[~table["id"].isin({i for i, _ in bad})].reset_index(drop=True)
     return table
 
@@ -193,6 +193,17 @@ def fingerprint(plugin: str, source: str, table: pd.DataFrame) -> str:
     return f"{plugin}:{source}:{len(table)}:{h.hexdigest()[:16]}"
 
 
+def shown(value) -> str:
+    """A name from the user's files, as an error shows it: as written, or quoted with escapes when it holds a
+    line break, a tab or another unprintable character (the message stays one line)."""
+    text = str(value)
+    return text if text.isprintable() else repr(text)
+
+
+def joined(items) -> str:
+    return ", ".join(map(shown, items))
+
+
 def example(items, n: int = 3) -> str:
     items = list(items)
-    return ", ".join(map(str, items[:n])) + (f" (and {len(items) - n} more)" if len(items) > n else "")
+    return joined(items[:n]) + (f" (and {len(items) - n} more)" if len(items) > n else "")

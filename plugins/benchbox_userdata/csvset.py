@@ -18,6 +18,7 @@ from benchbox_userdata.common import (
     drop_unreadable,
     example,
     fingerprint,
+    joined,
     loader,
     resolve_path,
     select_classes,
@@ -85,7 +86,7 @@ def _find_columns(plugin: str, path: Path, table: pd.DataFrame, mapping: dict) -
             if actual is None:
                 raise DataError(
                     f"{plugin}: {path} has no column {name!r} (named by columns.{key}){did_you_mean(name, table.columns)}; "
-                    f"its columns are: {', '.join(table.columns)}"
+                    f"its columns are: {joined(table.columns)}"
                 )
             found[key] = actual
             continue
@@ -96,7 +97,7 @@ def _find_columns(plugin: str, path: Path, table: pd.DataFrame, mapping: dict) -
     for key in ("path", "label"):
         if key not in found:
             raise DataError(
-                f"{plugin}: {path} has no {key!r} column; its columns are: {', '.join(table.columns)}. "
+                f"{plugin}: {path} has no {key!r} column; its columns are: {joined(table.columns)}. "
                 f"Name the {key} column with the columns option, e.g. columns = {{ {key} = "
                 f'"{"filename" if key == "path" else "finding"}" }}'
             )
@@ -146,7 +147,7 @@ class CsvDataset(Dataset):
             if "split" not in cols:
                 raise DataError(
                     f"{plugin}: split = {split!r}, but {csv} has no split column (columns: "
-                    f'{", ".join(raw.columns)}); name it with columns = {{ split = "..." }} or use split = "all"'
+                    f'{joined(raw.columns)}); name it with columns = {{ split = "..." }} or use split = "all"'
                 )
             values = raw[cols["split"]].str.strip()
             if not (values == split).any():
@@ -258,7 +259,7 @@ class CsvDataset(Dataset):
             g = conflicts[0]
             raise DataError(
                 f"{plugin}: {csv} gives {g['id'].iloc[0]!r} different labels on lines "
-                f"{', '.join(map(str, g['line']))} ({', '.join(g['finding'])})"
+                f"{', '.join(map(str, g['line']))} ({joined(g['finding'])})"
                 + (f", and {len(conflicts) - 1} more file(s) conflict" if len(conflicts) > 1 else "")
                 + ": keep one row per image"
             )

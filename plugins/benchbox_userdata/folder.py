@@ -21,6 +21,7 @@ from benchbox_userdata.common import (
     drop_unreadable,
     example,
     fingerprint,
+    joined,
     loader,
     resolve_path,
     select_classes,
@@ -141,7 +142,7 @@ class FolderDataset(Dataset):
             and any(p.parent != root / folder for folder, ps in folders.items() for p in ps)
         ):
             raise DataError(
-                f"{plugin}: {root} holds split folders ({', '.join(folders)}) rather than class folders; "
+                f"{plugin}: {root} holds split folders ({joined(folders)}) rather than class folders; "
                 f"set root to one split, e.g. root = {str(root / next(iter(folders)))!r}, and add the other "
                 "as a second data set"
             )
@@ -150,7 +151,7 @@ class FolderDataset(Dataset):
         if unused:
             warnings.append(
                 f"{plugin}: label_map names {', '.join(map(repr, unused))}, which is not a folder in {root} "
-                f"(folders: {', '.join(folders)})"
+                f"(folders: {joined(folders)})"
             )
         if loose:
             warnings.append(
