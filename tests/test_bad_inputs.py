@@ -1,9 +1,11 @@
 """Bad inputs and faults (issue 14): nothing a user types, and nothing a plugin returns, may crash
 benchbox or poison a run.
 
-Every case runs the real `benchbox` command in a subprocess and checks what a user sees: the exit
+Every case runs a `benchbox` command line in a subprocess and checks what a user sees: the exit
 code (1 error, 2 usage, 130 interrupted), no Python traceback, a message naming the file, field or
-plugin, and, where a plugin returned bad output, that no fold record was stored from it. Hostile
+plugin, and, where a plugin returned bad output, that no fold record was stored from it. Cases that stop
+before any training run one after the other through the CLI's entry point in one child process
+(``run_batch``); runs, locks, interrupts and kills get a `benchbox` process of their own. Hostile
 plugins are small modules written here and made visible as entry points through a hand-written
 ``*.dist-info/entry_points.txt`` in a folder on PYTHONPATH (importlib.metadata reads it as an
 installed distribution). docs/reliability.md lists these cases in a table.
@@ -29,7 +31,7 @@ import pytest
 
 from conftest import HAS_TORCH, needs_keras, run_cli
 
-# every case runs the real CLI (0.6-2 s each): 121 cases take ~100 s, so the file is outside the fast tier
+# every case runs the CLI in a subprocess: 126 cases take a minute or more, so the file is outside the fast tier
 pytestmark = pytest.mark.slow
 
 EXE = Path(sys.executable).with_name("benchbox")
@@ -437,6 +439,56 @@ def run_group(calls: dict) -> dict:
         return {key: future.result() for key, future in futures.items()}
 
 
+#: a child process that runs many `benchbox` command lines through the CLI's entry point (benchbox.cli.main,
+#: what the `benchbox` script calls), each with its own working folder, output and exit code
+BATCH = textwrap.dedent(
+    """
+    import contextlib, io, json, os, sys, traceback
+    from benchbox.cli import main
+
+    results = {}
+    for key, args, cwd in json.load(sys.stdin):
+        out, err, code = io.StringIO(), io.StringIO(), 0
+        os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main(args)
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+                if isinstance(exc.code, str):
+                    print(exc.code, file=sys.stderr)
+            except BaseException:  # what Python would print as the process died
+                traceback.print_exc()
+                code = 1
+        results[key] = [code, out.getvalue(), err.getvalue()]
+    print("BATCH" + json.dumps(results))
+    """
+)
+
+
+def run_batch(calls: dict) -> dict:
+    """Independent command lines ({key: (args, run_cli keywords)}) that fail before any training or train a
+    centroid, run one after the other in one child process per environment (a `benchbox` process costs
+    ~1 s of CPU to start: 70 cases cost 70 s in processes of their own); their results by key, as
+    run_cli gives them. Each case still asserts on its own."""
+    groups: dict = {}
+    for key, (args, kw) in calls.items():
+        env = tuple(sorted((kw.get("env") or {}).items()))
+        groups.setdefault(env, []).append([key, [str(a) for a in args], str(kw.get("cwd") or os.getcwd())])
+    results = {}
+    for env, batch in groups.items():
+        full_env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+        full_env.update(dict(env))
+        res = subprocess.run(
+            [sys.executable, "-c", BATCH], input=json.dumps(batch), capture_output=True, text=True, env=full_env
+        )
+        lines = [line for line in res.stdout.splitlines() if line.startswith("BATCH")]
+        assert res.returncode == 0 and lines, f"the batch process failed:\n{res.stdout[-2000:]}\n{res.stderr[-4000:]}"
+        for key, (code, out, err) in json.loads(lines[-1][len("BATCH") :]).items():
+            results[key] = subprocess.CompletedProcess(["benchbox", *map(str, calls[key][0])], code, out, err)
+    return {key: results[key] for key in calls}
+
+
 def cases(table: dict, marked: dict | None = None) -> list:
     """Parametrize ids of a case table, with marks where given."""
     return [pytest.param(key, marks=(marked or {}).get(key, ()), id=key) for key in table]
@@ -460,7 +512,7 @@ USAGE = {  # case -> (arguments, what the message says)
 @pytest.fixture(scope="module")
 def usage_results(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("usage")
-    return run_group({case: (args, {"cwd": cwd}) for case, (args, _) in USAGE.items()})
+    return run_batch({case: (args, {"cwd": cwd}) for case, (args, _) in USAGE.items()})
 
 
 @pytest.mark.parametrize("case", cases(USAGE))
@@ -524,7 +576,7 @@ def validate_results(tmp_path_factory, henv):
         (tmp / "afile").write_text("x")
         kw = {k: v.format(tmp=tmp) if k == "out" else v for k, v in kw.items()}
         calls[case] = (["validate", suite(tmp, **kw)], {"env": henv, "cwd": tmp})
-    return run_group(calls)
+    return run_batch(calls)
 
 
 @pytest.mark.parametrize("case", cases(VALIDATE, {"keras-cutoff": needs_keras, "keras-alpha": needs_keras}))
@@ -561,7 +613,7 @@ def path_results(tmp_path_factory, henv):
         else:
             target = tmp / "afile" if case == "run-dir-file" else tmp / "afile" / "run"
             calls[case] = (["run", suite(tmp), "--run-dir", target], {"env": henv})
-    results = run_group(calls)
+    results = run_batch(calls)
     return {case: (res, dirs.get(case)) for case, res in results.items()}
 
 
@@ -627,7 +679,7 @@ OPTIONS = {  # case -> (arguments, run in a folder holding "afile"; what the mes
 def option_results(tmp_path_factory, henv):
     cwd = tmp_path_factory.mktemp("options")
     (cwd / "afile").write_text("x")
-    results = run_group({case: (args, {"env": henv, "cwd": cwd}) for case, (args, _) in OPTIONS.items()})
+    results = run_batch({case: (args, {"env": henv, "cwd": cwd}) for case, (args, _) in OPTIONS.items()})
     return results, cwd
 
 
@@ -684,7 +736,7 @@ def on_finished_results(tmp_path_factory, henv, finished):
     before = sorted(p.name for p in tmp.iterdir())
     fill = {"run": str(finished), "tmp": str(tmp)}
     calls = {case: ([a.format(**fill) for a in args], {"env": henv}) for case, (args, _) in ON_FINISHED.items()}
-    return run_group(calls), fill, before, tmp
+    return run_batch(calls), fill, before, tmp
 
 
 @pytest.mark.parametrize("case", cases(ON_FINISHED))
@@ -815,7 +867,7 @@ def data_fault_results(tmp_path_factory, henv):
         case: (["run", suite(dirs[case], dataset=table, k=2)], {"env": henv})
         for case, (table, _) in DATA_FAULTS.items()
     }
-    return run_group(calls), dirs
+    return run_batch(calls), dirs
 
 
 @pytest.mark.parametrize("case", cases(DATA_FAULTS))
@@ -1275,7 +1327,7 @@ def user_data_results(tmp_path_factory, henv):
         tmp = dirs[case] = tmp_path_factory.mktemp(case)
         dataset = table(_jpegs(tmp / "imgs"))
         calls[case] = (["run", suite(tmp, alias="imgs", k=2, dataset=dataset)], {"env": henv})
-    results = run_group(calls)
+    results = run_batch(calls)
     return {case: (results[case], dirs[case]) for case in USER_DATA}
 
 
