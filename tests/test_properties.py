@@ -171,7 +171,7 @@ PNG = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000004000000040800000000dc5f5dfa0000000d4944415478da63f8cf0002"
     "0c0c0c00138001815c6b5b9a0000000049454e44ae426082"
 )
-DATA_SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+DATA_SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 #: names a user may give a class folder or an image: any letters (accents, scripts, emoji), digits,
 #: spaces and punctuation inside; not a path separator, a control character or a hidden/system name
@@ -183,10 +183,8 @@ names = (
 )
 
 
-def userdata(plugin: str, **options):
-    from benchbox.plugins import load_registry
-
-    p = load_registry().get("dataset", plugin)
+def userdata(registry, plugin: str, **options):
+    p = registry.get("dataset", plugin)
     return p.samples({**p.defaults, **options}, 0, None)
 
 
@@ -196,7 +194,7 @@ def counts_by_label(table) -> dict:
 
 @DATA_SETTINGS
 @given(tree=st.dictionaries(names, st.integers(min_value=1, max_value=3), min_size=2, max_size=4))
-def test_any_folder_tree_is_read_with_its_class_folders_and_counts(tree):
+def test_any_folder_tree_is_read_with_its_class_folders_and_counts(registry, tree):
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -205,7 +203,7 @@ def test_any_folder_tree_is_read_with_its_class_folders_and_counts(tree):
             (root / folder).mkdir(parents=True)
             for i in range(n):
                 (root / folder / f"{folder} {i}.png").write_bytes(PNG)
-        s = userdata("folder", root=str(root))
+        s = userdata(registry, "folder", root=str(root))
         assert s.classes == tuple(sorted(tree)) and s.positive_class == sorted(tree)[0]
         assert counts_by_label(s.table) == tree
         assert sorted(s.table["id"]) == sorted(f"{f}/{f} {i}.png" for f, n in tree.items() for i in range(n))
@@ -219,7 +217,7 @@ def test_any_folder_tree_is_read_with_its_class_folders_and_counts(tree):
     ),
     allow_empty=st.booleans(),
 )
-def test_an_empty_class_folder_is_refused_unless_allow_empty(tree, allow_empty):
+def test_an_empty_class_folder_is_refused_unless_allow_empty(registry, tree, allow_empty):
     import tempfile
 
     from benchbox.errors import DataError
@@ -232,7 +230,7 @@ def test_an_empty_class_folder_is_refused_unless_allow_empty(tree, allow_empty):
                 (root / folder / f"{i}.png").write_bytes(PNG)
         full = {f: n for f, n in tree.items() if n}
         try:
-            s = userdata("folder", root=str(root), allow_empty=allow_empty)
+            s = userdata(registry, "folder", root=str(root), allow_empty=allow_empty)
         except DataError as exc:
             message = str(exc)
             if not full:
@@ -269,7 +267,7 @@ cells = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters
     header=st.sampled_from([("path", "label", "patient"), ("Path", "LABEL", "Patient"), ("path", "label", "group")]),
     order=st.randoms(use_true_random=False),
 )
-def test_any_csv_of_paths_and_labels_round_trips(rows, extra, header, order):
+def test_any_csv_of_paths_and_labels_round_trips(registry, rows, extra, header, order):
     """Labels and file names with any characters (commas and quotes included, quoted as any CSV writer
     does), patient ids, extra columns and any column order: read back as written."""
     import csv
@@ -287,7 +285,7 @@ def test_any_csv_of_paths_and_labels_round_trips(rows, extra, header, order):
                 (base / "img" / f"{name}.png").write_bytes(PNG)
                 values = dict(zip(header, (f"img/{name}.png", label, patient)))
                 writer.writerow({**extra, **values})
-        s = userdata("csv", file=str(base / "labels.csv"))
+        s = userdata(registry, "csv", file=str(base / "labels.csv"))
         assert s.classes == tuple(sorted({label for _, label, _ in rows}))
         back = {row.id: (row.label, row.group, row.finding) for row in s.table.itertuples()}
         assert back == {f"img/{name}.png": (label, patient, label) for name, label, patient in rows}
@@ -304,7 +302,7 @@ csv_texts = st.tuples(
 
 @DATA_SETTINGS
 @given(content=csv_texts | st.binary(max_size=120) | st.text(max_size=60).map(lambda t: t.encode("utf-8", "replace")))
-def test_a_malformed_csv_is_one_error_naming_the_file_never_an_internal_one(content):
+def test_a_malformed_csv_is_one_error_naming_the_file_never_an_internal_one(registry, content):
     """Whatever the file holds, the csv reader gives a data set or its own error, one that names the file."""
     import tempfile
 
@@ -315,7 +313,7 @@ def test_a_malformed_csv_is_one_error_naming_the_file_never_an_internal_one(cont
         path.write_bytes(content)
         (Path(tmp) / "a.png").write_bytes(PNG)
         try:
-            s = userdata("csv", file=str(path))
+            s = userdata(registry, "csv", file=str(path))
         except DataError as exc:
             message = str(exc)
             assert message.startswith("csv: ") and str(path) in message and "\n" not in message

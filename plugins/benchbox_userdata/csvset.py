@@ -60,7 +60,8 @@ def read_utf8_csv(path: Path, plugin: str) -> pd.DataFrame:
             f"{plugin}: {path} is empty; it needs a header line (path,label,...) and one row per image"
         ) from None
     except pd.errors.ParserError as exc:
-        raise DataError(f"{plugin}: {path} is not a well-formed CSV: {exc}") from None
+        # pandas ends some of its messages with a line break: the error stays one line
+        raise DataError(f"{plugin}: {path} is not a well-formed CSV: {' '.join(str(exc).split())}") from None
     table.columns = [str(c).strip() for c in table.columns]
     return table
 
