@@ -146,7 +146,9 @@ def test_pretrained_prefix_is_computed_once_per_run_and_reused(tmp_path):
 @pytest.mark.slow
 def test_augmentation_falls_back_and_says_why(name):
     b = _backbone(name)
-    out = fit_predict(b, _job([32, 40], {**b.defaults, "weights": "none", "input_size": [32, 40]}, augment=True))
+    # frozen deep (154 Keras layers): the fallback does not depend on where, and Keras traces a short step
+    options = {**b.defaults, "weights": "none", "input_size": [32, 40], "cutoff": 140}
+    out = fit_predict(b, _job([32, 40], options, augment=True))
     assert out.info["prefix_cache"] == "off: augmentation changes the prefix's input every epoch"
     assert np.allclose(out.probabilities.sum(1), 1)
 
