@@ -3,6 +3,8 @@ folder and csv data sets), the core keeps both shapes, and the engines feed RGB 
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -12,12 +14,7 @@ from benchbox.data.images import DecodeCache, decode_dicom, gray_to_rgb, rgb_to_
 from benchbox.errors import BenchboxError, DataError
 from conftest import WEIGHTS, needs_keras, needs_torch, run_cli, write_suite
 
-try:
-    import pydicom  # noqa: F401
-
-    HAS_PYDICOM = True
-except ImportError:
-    HAS_PYDICOM = False
+HAS_PYDICOM = importlib.util.find_spec("pydicom") is not None  # imported by the tests that use it
 needs_pydicom = pytest.mark.skipif(not HAS_PYDICOM, reason="pydicom not installed (pip install 'benchbox[dicom]')")
 
 # the same luma (ITU-R 601, Pillow's "L"): a grayscale loader sees one gray for both, only colour tells them apart

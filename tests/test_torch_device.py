@@ -20,10 +20,26 @@ from conftest import fit_predict, needs_torch
 
 pytestmark = needs_torch
 
-torch = pytest.importorskip("torch")
-HAS_CUDA = torch.cuda.is_available()
-no_gpu = pytest.mark.skipif(HAS_CUDA, reason="checks the behaviour of a machine without a GPU")
-needs_gpu = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+
+# torch is imported when a test runs, not when the tests are collected (3.5 s in each test worker)
+@pytest.fixture
+def without_gpu():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("checks the behaviour of a machine without a GPU")
+
+
+@pytest.fixture
+def with_gpu():
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+
+
+no_gpu = pytest.mark.usefixtures("without_gpu")
+needs_gpu = pytest.mark.usefixtures("with_gpu")
 
 
 def tiny_spec(options):
@@ -221,6 +237,8 @@ def test_a_cuda_fold_runs_channels_last_and_predicts_what_its_weights_do_on_the_
     """Training on the GPU (float16 with loss scaling when mixed) is not compared with the CPU's:
     Adam's first steps amplify rounding differences. Its trained weights are: the GPU's prediction
     (channels-last, TF32 convolutions, autocast) against the same weights' fp32 prediction on the CPU."""
+    import torch
+
     from benchbox_torch import engine
 
     backbone = registry.get("backbone", "torch/mobilenet_v2")

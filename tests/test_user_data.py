@@ -3,6 +3,7 @@ split and skip_unreadable options. Real X-rays from ../shared/data where a test 
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import sys
 
@@ -24,12 +25,7 @@ from conftest import DATA, needs_data
 
 KERMANY = DATA / "chest_xray" / "train"
 COHEN_IMAGES = DATA / "covid-chestxray-dataset" / "images"
-try:
-    import pydicom  # noqa: F401
-
-    HAS_PYDICOM = True
-except ImportError:
-    HAS_PYDICOM = False
+HAS_PYDICOM = importlib.util.find_spec("pydicom") is not None  # imported by the tests that use it
 needs_pydicom = pytest.mark.skipif(not HAS_PYDICOM, reason="pydicom not installed (pip install 'benchbox[dicom]')")
 
 
