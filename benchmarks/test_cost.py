@@ -5,10 +5,11 @@ process plus the subprocesses it waited for: a `benchbox` CLI call, a pip instal
 the load. Each checkout's tests run in one pytest process (`-n 0`, one framework thread, as an xdist
 worker runs them), one after the other, and the table lists setup + call + teardown per test:
 
-    python benchmarks/test_cost.py --before /work/main tests/test_board.py tests/test_bundle.py
-    python benchmarks/test_cost.py --before /work/main -m "not slow" --top 40   # the fast tier
+    python benchmarks/test_cost.py --before ../main tests/test_board.py tests/test_bundle.py
+    python benchmarks/test_cost.py --before ../main -m "not slow" --top 40   # the fast tier
 
-A test in only one checkout shows a dash in the other column. Ray's workers are not children of the
+A test in only one checkout shows a dash in the other column. Each checkout finds the real X-rays in the
+``shared/`` folder beside it (tests/conftest.py), so put a baseline export next to one (or a link to it). Ray's workers are not children of the
 test process: their CPU is not counted (compare the wall column there). Collection is timed apart.
 """
 
