@@ -1,5 +1,6 @@
 import contextlib
 import importlib.util
+import json
 import os
 import shutil
 import socket
@@ -111,6 +112,56 @@ def run_cli(*args, cwd=None, env=None, timeout=600):
     return subprocess.run(
         [str(exe), *map(str, args)], capture_output=True, text=True, cwd=cwd, env=full_env, timeout=timeout
     )
+
+
+#: a child process that runs many `benchbox` command lines through the CLI's entry point (benchbox.cli.main,
+#: what the `benchbox` script calls), each with its own working folder, output and exit code
+BATCH = textwrap.dedent(
+    """
+    import contextlib, io, json, os, sys, traceback
+    from benchbox.cli import main
+
+    results = {}
+    for key, args, cwd in json.load(sys.stdin):
+        out, err, code = io.StringIO(), io.StringIO(), 0
+        os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main(args)
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+                if isinstance(exc.code, str):
+                    print(exc.code, file=sys.stderr)
+            except BaseException:  # what Python would print as the process died
+                traceback.print_exc()
+                code = 1
+        results[key] = [code, out.getvalue(), err.getvalue()]
+    print("BATCH" + json.dumps(results))
+    """
+)
+
+
+def run_batch(calls: dict) -> dict:
+    """Independent command lines ({key: (args, run_cli keywords)}) that need no process of their own (no
+    lock, signal, kill or framework state at stake), run one after the other in one child process per
+    environment: a `benchbox` process costs ~1 s of CPU to start (test_bad_inputs.py's 70 such cases cost
+    70 s in processes of their own). Their results by key, as run_cli gives them."""
+    groups: dict = {}
+    for key, (args, kw) in calls.items():
+        env = tuple(sorted((kw.get("env") or {}).items()))
+        groups.setdefault(env, []).append([key, [str(a) for a in args], str(kw.get("cwd") or os.getcwd())])
+    results = {}
+    for env, batch in groups.items():
+        full_env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+        full_env.update(dict(env))
+        res = subprocess.run(
+            [sys.executable, "-c", BATCH], input=json.dumps(batch), capture_output=True, text=True, env=full_env
+        )
+        lines = [line for line in res.stdout.splitlines() if line.startswith("BATCH")]
+        assert res.returncode == 0 and lines, f"the batch process failed:\n{res.stdout[-2000:]}\n{res.stderr[-4000:]}"
+        for key, (code, out, err) in json.loads(lines[-1][len("BATCH") :]).items():
+            results[key] = subprocess.CompletedProcess(["benchbox", *map(str, calls[key][0])], code, out, err)
+    return {key: results[key] for key in calls}
 
 
 def pip_install_into(package: Path, target: Path) -> Path:

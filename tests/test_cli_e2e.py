@@ -9,7 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from conftest import KERAS_MNV2, ROOT, TORCH_MNV2, needs_keras, needs_torch, run_cli, tiny_suite, write_suite
+from conftest import (
+    KERAS_MNV2,
+    ROOT,
+    TORCH_MNV2,
+    needs_keras,
+    needs_torch,
+    run_batch,
+    run_cli,
+    tiny_suite,
+    write_suite,
+)
 
 
 def records_of(run_dir: Path):
@@ -37,9 +47,10 @@ def test_run_both_frameworks_prints_table_and_writes_files(tmp_path):
     assert len(probs) == len(rec["y_true"]) and all(abs(sum(p) - 1) < 1e-6 for p in probs)
     assert rec["info"]["params_frozen"] > 0
 
-    for fmt, marker in (("markdown", "| Data "), ("csv", "dataset,probe,data,backbone,plugin"), ("latex", "\\toprule")):
-        out = run_cli("report", run_dir, "--format", fmt)
-        assert out.returncode == 0 and marker in out.stdout, out.stderr
+    formats = {"markdown": "| Data ", "csv": "dataset,probe,data,backbone,plugin", "latex": "\\toprule"}
+    reports = run_batch({fmt: (["report", run_dir, "--format", fmt], {}) for fmt in formats})  # one process
+    for fmt, marker in formats.items():
+        assert reports[fmt].returncode == 0 and marker in reports[fmt].stdout, reports[fmt].stderr
 
 
 @pytest.mark.slow
