@@ -10,7 +10,7 @@ import pytest
 
 from benchbox.execute.store import RunStore, write_json
 from benchbox.results.statistics import bootstrap_ci, macro_f1, mcnemar, per_class_prf, positive_auc, wilson
-from conftest import run_cli
+from conftest import run_batch, run_cli
 
 CLASSES = ["covid", "pneumonia", "normal"]
 
@@ -228,8 +228,9 @@ def test_leaderboard_ranks_groups_and_writes_a_self_contained_page(stored_run, t
     assert next(e for e in entries if e["backbone"] == "other")["rank"] == 1  # ranked alone
 
     out = tmp_path / "lb.html"
-    for run in (a, b, c):
-        run_cli("report", run, "--format", "csv")  # writes the plots the page embeds
+    # the plots the page embeds, written by `report` (three runs, one process)
+    written = run_batch({str(run): (["report", run, "--format", "csv"], {}) for run in (a, b, c)})
+    assert all(res.returncode == 0 for res in written.values()), [res.stderr for res in written.values()]
     res = run_cli("leaderboard", a, b, c, "--format", "html", "--output", out)
     assert res.returncode == 0, res.stderr
     parser = TableParser()
