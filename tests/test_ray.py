@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TORCH_MNV2, file_lock, needs_torch, run_cli, shared_root, tiny_suite
+from conftest import TORCH_MNV2, file_lock, needs_torch, run_batch, run_cli, shared_root, tiny_suite
 
 pytestmark = [
     pytest.mark.slow,
@@ -54,8 +54,8 @@ def test_ray_records_equal_the_local_executor_bit_for_bit(tmp_path):
             assert a[name][key] == b[name][key], (name, key)
     manifest = json.loads((tmp_path / "ray" / "manifest.json").read_text())
     assert manifest["executor"].startswith("ray") and manifest["folds_per_hour"] > 0
-    ta = run_cli("report", tmp_path / "local", "--format", "csv").stdout.splitlines()
-    tb = run_cli("report", tmp_path / "ray", "--format", "csv").stdout.splitlines()
+    reports = run_batch({run: (["report", tmp_path / run, "--format", "csv"], {}) for run in ("local", "ray")})
+    ta, tb = (reports[run].stdout.splitlines() for run in ("local", "ray"))
     cols = ta[0].split(",")
     keep = [i for i, c in enumerate(cols) if c.startswith(("accuracy", "sensitivity", "specificity", "tp", "auc"))]
     assert [[r.split(",")[i] for i in keep] for r in ta] == [[r.split(",")[i] for i in keep] for r in tb]
