@@ -307,6 +307,15 @@ class Evaluator(Contribution):
         """Metrics of one cell from its ``benchbox.execute.records.FoldRecord`` list (pooled over folds)."""
         raise NotImplementedError
 
+    def evaluate_each(
+        self, records: Sequence[Any], classes: Sequence[str], positive_class: str
+    ) -> list[dict[str, Any]]:
+        """The metrics of each record alone (one fold, or one model's predictions), intervals not needed:
+        the spread across folds or models (``<metric>_fold_std`` of the cross-dataset matrix). The
+        default evaluates each record on its own; an evaluator whose intervals are costly (a bootstrap)
+        gives its point values only."""
+        return [self.evaluate([r], classes, positive_class) for r in records]
+
     def sections(self, result: Any) -> list[Section]:
         """Extra report tables from a whole run (``benchbox.results.summary.RunResult``)."""
         return []
@@ -363,6 +372,10 @@ class SplitStrategy(Contribution):
     # name: the ``protocol.kind`` that selects it, e.g. "kfold"; defaults: the [protocol] keys it takes
     #: every cell's models also predict the suite's other data sets (the cross-dataset matrix)
     crosses_datasets: bool = False
+    #: the metrics of that matrix, in order, each with the evaluator that supplies it, e.g.
+    #: ``{"auc": "clinical"}``: its cells are scored by these evaluators whatever the suite lists (one the
+    #: suite does not list is added for the matrix, and the report says so; benchbox/results/matrix.py)
+    matrix_metrics: Mapping[str, str] = {}
 
     def label(self, options: Mapping[str, Any]) -> str:
         """How tables and leaderboards name the protocol, e.g. "10-fold (stratified+grouped)"."""

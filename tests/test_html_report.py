@@ -19,7 +19,7 @@ import pytest
 from benchbox import hookimpl
 from benchbox.contracts import Backbone, Section
 from benchbox.plugins import load_registry
-from conftest import run_cli, write_suite
+from conftest import fold_record, run_cli, write_suite
 
 LONG = "a_backbone_with_a_rather_long_name-v2"
 
@@ -99,7 +99,7 @@ EVIL = "<img src=x onerror=alert(1)>"
 def stored(tmp_path, registry):
     """A run directory written by hand (no training, no plots): two backbones, a probe, two image
     sources, a suite file with markup in it. Fast: the paper evaluator only."""
-    from benchbox.execute.records import CellKey, FoldRecord
+    from benchbox.execute.records import CellKey
     from benchbox.execute.store import RunStore, write_json
     from benchbox.results.summary import summarise
 
@@ -169,19 +169,17 @@ def stored(tmp_path, registry):
             logits = rng.normal(0, 1, (len(idx), 3))
             logits[np.arange(len(idx)), y[idx]] += 1.0 + n
             store.write_record(
-                FoldRecord(
-                    cell=key,
-                    fold=fold,
-                    seed=fold,
-                    classes=CLASSES,
-                    test_ids=[ids[i] for i in idx],
-                    y_true=y[idx],
-                    probabilities=np.exp(logits) / np.exp(logits).sum(1, keepdims=True),
+                fold_record(
+                    key,
+                    fold,
+                    CLASSES,
+                    [ids[i] for i in idx],
+                    y[idx],
+                    np.exp(logits) / np.exp(logits).sum(1, keepdims=True),
                     test_groups=[f"p{i // 2}" for i in idx],
                     test_sources=["a" if i % 4 < 2 else "b" for i in idx],
                     n_train=len(y) - len(idx),
                     train_seconds=1.5,
-                    predict_seconds=0.1,
                     infer_images_per_sec=1234.5,
                     suite_digest="d1",
                 )
