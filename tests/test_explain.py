@@ -543,10 +543,11 @@ def mapped_suite(tmp_path, explain: str, backbones: str = '[backbones.m]\nplugin
     )
 
 
-def test_validate_names_a_layer_the_network_lacks_with_its_maps_by_size(tmp_path):
+def test_validate_names_a_layer_the_network_lacks_with_its_maps_by_size(tmp_path, monkeypatch):
     from benchbox.define.suite import load_suite
     from benchbox.plugins import load_registry
 
+    monkeypatch.setenv("BENCHBOX_CACHE", str(tmp_path / "cache"))
     registry = load_registry(extra_plugins=[MappedPlugin()])
     Mapped.builds.clear()
     path = mapped_suite(tmp_path, 'layer = "blok1"')
@@ -562,13 +563,17 @@ def test_validate_names_a_layer_the_network_lacks_with_its_maps_by_size(tmp_path
     load_suite(path, registry)  # a suite only read (verify, data describe) builds no network
     assert len(Mapped.builds) == 1
     load_suite(mapped_suite(tmp_path, 'layer = "block1"'), registry, check_networks=True)
-    assert len(Mapped.builds) == 2
+    assert len(Mapped.builds) == 1  # a name the earlier build listed is accepted from the cache, unbuilt
+    with pytest.raises(SuiteError):
+        load_suite(mapped_suite(tmp_path, 'layer = "blok1"'), registry, check_networks=True)
+    assert len(Mapped.builds) == 2  # a refusal is always from a fresh build: a stale listing cannot refuse
 
 
-def test_auto_builds_nothing_and_one_build_serves_two_aliases_of_one_network(tmp_path):
+def test_auto_builds_nothing_and_one_build_serves_two_aliases_of_one_network(tmp_path, monkeypatch):
     from benchbox.define.suite import load_suite
     from benchbox.plugins import load_registry
 
+    monkeypatch.setenv("BENCHBOX_CACHE", str(tmp_path / "cache"))
     registry = load_registry(extra_plugins=[MappedPlugin()])
     Mapped.builds.clear()
     load_suite(mapped_suite(tmp_path, 'layer = "auto"'), registry, check_networks=True)

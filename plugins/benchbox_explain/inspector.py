@@ -3,16 +3,19 @@
 At validate (before anything trains) it refuses what would only be found fold after fold: a backbone that
 cannot draw maps (no ``explain()``, or a frozen-features scheme) and an explicit ``layer`` that is not a
 feature map of the network (looked up in a network built with random weights, ``Backbone.feature_maps``;
-"auto" needs no build). While a run trains it explains a seeded sample of each fold's test images; a
+"auto" needs no build, and a name an earlier build listed is accepted from the user cache). While a run trains it explains a seeded sample of each fold's test images; a
 backbone that fails to explain gets a warning and no maps, never a failed fold.
 """
 
 from __future__ import annotations
 
 import difflib
+import hashlib
+import json
 import time
 import traceback
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -151,11 +154,20 @@ def _explainable(entry: SuiteBackbone) -> str | None:
 
 def _layer_problem(entry: SuiteBackbone, layer: str, key: str, built: dict) -> str | None:
     """Whether ``layer`` is a feature map of the network the entry builds (its options, random weights); one
-    build per plugin and options. None when it is, or when the plugin cannot list its layers."""
+    build per plugin and options. None when it is, or when the plugin cannot list its layers.
+
+    A listing found before for the same plugin, options and framework versions (``remembered``) accepts a
+    name without building (building means importing the framework: seconds); a name it lacks is looked up
+    in a fresh build before it is refused, so a stale listing can never refuse a suite."""
     cache_key = (entry.plugin, repr(sorted(entry.options.items(), key=lambda kv: kv[0])))
+    if cache_key not in built and layer in [name for name, _ in remembered(entry) or []]:
+        return None
     if cache_key not in built:
         try:
-            built[cache_key] = list(entry.backbone.feature_maps({**entry.options, "weights": "none"}))
+            built[cache_key] = [
+                (str(n), (int(h), int(w))) for n, (h, w) in entry.backbone.feature_maps(_unweighted(entry))
+            ]
+            remember(entry, built[cache_key])
         except NotImplementedError:
             built[cache_key] = None  # cannot be checked before training: the fold says so if the name is wrong
         except Exception as exc:
@@ -176,6 +188,51 @@ def _layer_problem(entry: SuiteBackbone, layer: str, key: str, built: dict) -> s
         f"its {len(names)} feature maps at {h}x{w}, by size: {by_size(maps)}; `benchbox backbones describe "
         f"{entry.plugin} --input {h}x{w} --layers` lists every name"
     )
+
+
+def _unweighted(entry: SuiteBackbone) -> dict:
+    return {**entry.options, "weights": "none"}
+
+
+#: the distributions whose version decides what a network's layers are called
+FRAMEWORKS = ("keras", "tensorflow", "jax", "torch", "torchvision", "timm", "torchxrayvision", "benchbox")
+
+
+def _listing_path(entry: SuiteBackbone) -> Path:
+    """Where the feature maps of this plugin, options and framework versions are remembered (the user cache)."""
+    import importlib.metadata as md
+
+    from benchbox.data.datadir import cache_root
+
+    versions = {}
+    for dist in FRAMEWORKS:
+        try:
+            versions[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            continue
+    what = {"plugin": entry.plugin, "options": _unweighted(entry), "versions": versions}
+    digest = hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:24]
+    return cache_root() / "feature-maps" / f"{digest}.json"
+
+
+def remembered(entry: SuiteBackbone) -> list | None:
+    """The feature maps listed by an earlier build of the same network, or None."""
+    try:
+        data = json.loads(_listing_path(entry).read_text(encoding="utf-8"))
+        return [(str(name), tuple(size)) for name, size in data["maps"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def remember(entry: SuiteBackbone, maps: list) -> None:
+    from benchbox.execute.store import write_atomic
+
+    try:
+        path = _listing_path(entry)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, json.dumps({"plugin": entry.plugin, "maps": [[n, list(size)] for n, size in maps]}))
+    except OSError:  # a read-only cache: the next validate builds again
+        pass
 
 
 def by_size(maps: list) -> str:
