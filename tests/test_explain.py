@@ -620,3 +620,17 @@ def test_validate_resolves_a_keras_layer_and_says_it_in_one_line(tmp_path):
     assert f"error: {path}: 1 problem(s) - explain.layer.mobilenet_v2-keras: 'block_6_expand_rel' is not a " in out
     assert "feature map of keras/mobilenet_v2 (backbone mobilenet_v2-keras); did you mean block_6_expand_relu" in out
     assert "8x10: 26 (block_3_depthwise ... block_6_expand_relu)" in out
+
+
+@pytest.mark.slow
+@needs_torch
+def test_backbones_describe_layers_lists_every_feature_map_a_layer_may_name(capsys):
+    from benchbox.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["backbones", "describe", "torch/mobilenet_v2", "--input", "64x80", "--layers"])
+    out = capsys.readouterr().out
+    assert exit_.value.code in (0, None), out
+    assert "210 feature-map layers of torch/mobilenet_v2 at 64x80:" in out
+    lines = [line.split() for line in out.splitlines() if line.startswith("  base")]
+    assert ["base.6", "8x10"] in lines and ["base", "2x3"] in lines and len(lines) == 209  # and head.0, 1x1
