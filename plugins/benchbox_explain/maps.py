@@ -199,14 +199,6 @@ def load_npz(path: Path) -> dict:
     return out
 
 
-def read_npz(path: Path) -> dict | None:
-    """One fold's explanations, or None when the file is missing or damaged."""
-    try:
-        return load_npz(path)
-    except ValueError:
-        return None
-
-
 def read_run(run_dir: Path, problems: list[str] | None = None) -> list[dict]:
     """Every stored fold's explanations of a run, each with ``cell`` (its file's cell slug) and
     ``fold``, in file order; damaged files are skipped, each named in ``problems``."""
