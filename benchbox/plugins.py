@@ -33,6 +33,7 @@ KINDS = {
     "executor": ("benchbox_executors", "executors"),
     "output format": ("benchbox_output_formats", "output_formats"),
     "tracker": ("benchbox_trackers", "trackers"),
+    "fold inspector": ("benchbox_fold_inspectors", "fold_inspectors"),
 }
 
 

@@ -234,7 +234,7 @@ def test_load_checks_the_declared_channels(tmp_path):
 
 
 def test_explain_thumbnails_keep_colour():
-    from benchbox.results.explain import thumbnails
+    from benchbox_explain.maps import thumbnails
 
     rgb = np.stack([square(RED, (200, 320))] * 2)
     small = thumbnails(rgb)

@@ -440,3 +440,23 @@ def test_report_and_leaderboard_open_in_chromium(run, tmp_path):
     board.write_text(render_html(rank(entries, spec), spec, board), encoding="utf-8")
     assert "report.html" in board.read_text()  # the entry links its run's report
     check_in_browser(board, tmp_path, tables=1)
+
+
+def test_a_plugins_plots_are_grouped_under_the_title_its_section_declares(tmp_path):
+    """The core knows no plugin's plot kinds: a Section's ``plots`` titles them (the Grad-CAM panels'
+    "gradcam" prefix is plugins/benchbox_explain's), after the core's own; others by their prefix."""
+    from PIL import Image
+
+    from benchbox.results.views.html import figures
+
+    paths = []
+    for name in ("zzz_mine__a.png", "gradcam__a.png", "roc__a.png", "gradcam__b.png"):
+        Image.new("L", (4, 4)).save(tmp_path / name)
+        paths.append(tmp_path / name)
+    groups = figures(paths, {"gradcam": "Grad-CAM: where each network looks"})
+    assert [(title, [caption for caption, _ in images]) for title, images in groups] == [
+        ("ROC curves", ["roc__a.png"]),
+        ("Grad-CAM: where each network looks", ["gradcam__a.png", "gradcam__b.png"]),
+        ("Zzz mine", ["zzz_mine__a.png"]),
+    ]
+    assert [title for title, _ in figures(paths)][1] == "Gradcam"  # no section declares it: its prefix
