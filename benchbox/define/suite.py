@@ -361,6 +361,14 @@ def validate_suite(
                     f"evaluators[{i}]",
                     f"unknown evaluator {ev!r}; available: {', '.join(sorted(registry.evaluators)) or 'none'}",
                 )
+    if strategy is not None:  # the matrix's metrics come from the evaluators its strategy names
+        for metric, ev in dict(getattr(strategy, "matrix_metrics", {}) or {}).items():
+            if ev not in registry.evaluators:
+                c.add(
+                    "protocol.kind",
+                    f"{strategy.name!r} scores its matrix's {metric} with evaluator {ev!r}, which is not installed; "
+                    f"install the plugin that provides it (installed: {', '.join(sorted(registry.evaluators))})",
+                )
 
     # a protocol with a problem is not used to check the data (its folds cannot be drawn)
     protocol = Protocol(strategy.name, protocol_options, strategy) if protocol_ok and strategy else None
