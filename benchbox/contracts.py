@@ -94,9 +94,9 @@ class FoldJob:
     progress: Callable[[int, int], None] | None = None  # (epoch done, epochs) for progress bars
     train_ids: Sequence[str] | None = None  # sample ids: let engines reuse per-image work across folds
     test_ids: Sequence[str] | None = None
-    #: the suite's [explain] request for this fold (settings and the test fold's labels): read by the
-    #: harness, which removes it before the backbone sees the job (benchbox/results/explain.py)
-    explain: Mapping[str, Any] | None = None
+    #: the suite's fold inspectors for this fold, with the test fold's labels (``InspectRequest``): read by
+    #: the harness, which removes it before the backbone sees the job
+    inspect: InspectRequest | None = None
     #: the training images' patients (group ids), so a scheme's inner cross-validation keeps patients apart
     train_groups: Sequence[str] | None = None
 
@@ -141,6 +141,9 @@ class Section:
     annotations: dict = field(default_factory=dict)  # CellKey -> one line
     csv: str | None = None  # also write the table to this file of the run directory
     in_report: bool = True  # False: only the CSV file (e.g. a long-form table)
+    #: titles of the plot groups the plugin draws into the run's plots/, by file prefix (PREFIX__*.png):
+    #: report.html shows each group under its title, after the core's own plots
+    plots: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -267,10 +270,19 @@ class Backbone(Contribution):
         """Optional: Grad-CAM heat maps (N, h, w) in [0, 1] of ``model`` for uint8 images (N, H, W)
         (or (N, H, W, 3) RGB, as the fold's),
         one per image for its class in ``target_classes`` (the predicted one), at the resolution of
-        ``layer`` ("auto": the backbone's last feature map, the one the head pools). Called by the
-        harness after prediction when the suite has [explain]; the default says this backbone
-        cannot explain, and the run goes on without its maps."""
+        ``layer`` ("auto": the backbone's last feature map, the one the head pools; else a name
+        ``feature_maps`` lists). Called by the Grad-CAM fold inspector (plugins/benchbox_explain) after
+        prediction when the suite turns it on; the default says this backbone cannot draw maps, and
+        `benchbox validate` refuses such a suite."""
         raise NotImplementedError(f"{self.name or type(self).__name__} does not implement explain()")
+
+    def feature_maps(self, options: Mapping[str, Any]) -> list[tuple[str, tuple[int, int]]]:
+        """Optional: every layer of the network ``options`` build whose output is a spatial feature map,
+        as ``(name, (height, width))`` at ``options["input_size"]``, in network order: the names a
+        per-layer tool may be given (e.g. a Grad-CAM target layer), checked by `benchbox validate` before
+        anything trains. The network is built with random weights (nothing is downloaded), so this costs
+        a build; it is asked only when a suite names a layer. The default: the plugin cannot list them."""
+        raise NotImplementedError(f"{self.name or type(self).__name__} does not implement feature_maps()")
 
 
 class BackboneFamily:
@@ -306,6 +318,15 @@ class Evaluator(Contribution):
     def evaluate(self, records: Sequence[Any], classes: Sequence[str], positive_class: str) -> dict[str, Any]:
         """Metrics of one cell from its ``benchbox.execute.records.FoldRecord`` list (pooled over folds)."""
         raise NotImplementedError
+
+    def evaluate_each(
+        self, records: Sequence[Any], classes: Sequence[str], positive_class: str
+    ) -> list[dict[str, Any]]:
+        """The metrics of each record alone (one fold, or one model's predictions), intervals not needed:
+        the spread across folds or models (``<metric>_fold_std`` of the cross-dataset matrix). The
+        default evaluates each record on its own; an evaluator whose intervals are costly (a bootstrap)
+        gives its point values only."""
+        return [self.evaluate([r], classes, positive_class) for r in records]
 
     def sections(self, result: Any) -> list[Section]:
         """Extra report tables from a whole run (``benchbox.results.summary.RunResult``)."""
@@ -363,6 +384,10 @@ class SplitStrategy(Contribution):
     # name: the ``protocol.kind`` that selects it, e.g. "kfold"; defaults: the [protocol] keys it takes
     #: every cell's models also predict the suite's other data sets (the cross-dataset matrix)
     crosses_datasets: bool = False
+    #: the metrics of that matrix, in order, each with the evaluator that supplies it, e.g.
+    #: ``{"auc": "clinical"}``: its cells are scored by these evaluators whatever the suite lists (one the
+    #: suite does not list is added for the matrix, and the report says so; benchbox/results/matrix.py)
+    matrix_metrics: Mapping[str, str] = {}
 
     def label(self, options: Mapping[str, Any]) -> str:
         """How tables and leaderboards name the protocol, e.g. "10-fold (stratified+grouped)"."""
@@ -470,6 +495,95 @@ class Chosen:
     @property
     def label(self) -> str:
         return self.plugin.label(self.options)
+
+
+# --- fold inspectors: act on each finished fold with its trained model (docs/plugins.md) ---------------------
+@dataclass(frozen=True)
+class InspectRequest:
+    """What the harness needs to run a suite's fold inspectors on one fold: the inspectors with their
+    options, and what they may see that the backbone may not (the test fold's labels). The plan puts it
+    in ``FoldJob.inspect``; the harness removes it before the backbone sees the job."""
+
+    inspectors: tuple[Chosen, ...]
+    y_test: np.ndarray  # int64 labels of the test fold, in the order of ``FoldJob.x_test``
+    classes: tuple[str, ...]
+    alias: str  # the suite's name for the backbone ([backbones.ALIAS])
+
+
+@dataclass
+class FinishedFold:
+    """A fold the harness has just trained and scored, as a fold inspector sees it. The model is alive
+    only now: benchbox keeps no trained model after its fold."""
+
+    backbone: Backbone  # as the harness ran it (a frozen scheme's wrapper included)
+    plugin: str  # its registry name, e.g. "torch/mobilenet_v2"
+    alias: str  # the suite's name for it ([backbones.ALIAS])
+    model: Any  # what ``fit`` returned
+    job: FoldJob  # the fold: x_test, test_ids, num_classes, options... (``inspect`` removed)
+    probabilities: np.ndarray  # the test fold's, checked: (n_test, num_classes), rows summing to one
+    y_test: np.ndarray  # the test fold's labels (never shown to the backbone)
+    classes: tuple[str, ...]
+    where: str  # "data x backbone fold N", for messages
+
+
+@dataclass
+class FoldArtefacts:
+    """What a fold inspector keeps of one fold. ``summary`` (JSON values) goes into the fold record as
+    ``info[NAME]``; ``arrays`` (numpy arrays of numbers or strings, no objects) are written atomically,
+    *before* the record, to ``FOLDER/<cell>__foldNN.npz`` of the run directory (FOLDER: the inspector's
+    ``folder``), and the summary gets that path as ``file``. Without arrays, a file a former run of the
+    fold left there is removed."""
+
+    summary: dict
+    arrays: Mapping[str, np.ndarray] | None = None
+    warning: str | None = None  # shown once when the fold is stored (not kept in the record)
+    log: str | None = None  # detail for the run's log (benchbox.log), e.g. a traceback
+    folder: str = ""  # set by the harness from the inspector
+
+
+@dataclass(frozen=True)
+class SuiteBackbone:
+    """One ``[backbones.ALIAS]`` entry of a suite, as a fold inspector checks it at validate."""
+
+    alias: str
+    plugin: str  # the registry name, e.g. "keras/mobilenet_v2"
+    backbone: Backbone  # the registry's object
+    options: Mapping[str, Any]  # the plugin's defaults merged with the suite's (input_size, scheme included)
+
+
+class FoldInspector(Contribution):
+    """Acts on each scored fold with the fold's own trained model, before benchbox drops it (e.g. Grad-CAM
+    maps, plugins/benchbox_explain), and keeps what it finds with the fold record (``FoldArtefacts``).
+
+    Turned on by a top-level table of the suite named like it (``[explain]``), whose keys are its
+    ``defaults`` (their types follow them, or ``option_types``) and whose values its ``check_options``
+    checks. The table is part of the suite's content: adding it starts a new run directory (finished folds
+    cannot be inspected afterwards). It runs on the machine that trains (a Ray worker too), after the test
+    fold is predicted and outside the timed calls; a cross-dataset refit model is not inspected."""
+
+    #: option types a default does not say, e.g. {"layer": (str, dict)}
+    option_types: Mapping[str, Any] = {}
+    #: the run directory's folder for its arrays (a plain name); "" (the default): its ``name``
+    folder: str = ""
+
+    def settings(self, table: Mapping[str, Any], seed: int) -> dict:
+        """Its options: ``defaults`` merged with the suite's table (``seed``: the suite's seed, for an
+        inspector that samples)."""
+        return {**dict(self.defaults), **dict(table)}
+
+    def check_backbones(
+        self, options: Mapping[str, Any], backbones: Mapping[str, SuiteBackbone | None], networks: bool
+    ) -> list[str]:
+        """Problems with inspecting the suite's backbones (``None``: an entry whose own problems are reported
+        already), found before anything trains; each ``"key: message"``, the key from the suite's root
+        (``backbones.ALIAS`` or ``NAME.key``). ``networks``: `benchbox validate` and `run` may afford a network
+        build (``Backbone.feature_maps``); False where a suite is only read."""
+        return []
+
+    def inspect(self, fold: FinishedFold, options: Mapping[str, Any]) -> FoldArtefacts | None:
+        """What to keep of ``fold`` (None: nothing). Raising does not fail the fold: the harness turns it
+        into a warning and keeps the traceback in the run's log."""
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ the plugin and hook (every fold already stored stays stored; rerunning resumes).
 
 Every contribution is looked up by name in one registry (``benchbox.plugins.Registry.get``), with the
 closest names suggested for a typo: the core never compares a data set, backbone, protocol, executor,
-output format or tracker name itself.
+output format, tracker or fold inspector name itself.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         DataSource,
         Evaluator,
         Executor,
+        FoldInspector,
         OutputFormat,
         Section,
         SplitStrategy,
@@ -117,6 +118,17 @@ def benchbox_trackers() -> list[Tracker]:
     """Return the experiment trackers this plugin provides, each turned on by ``[tracking.NAME]``.
 
     :return: :class:`benchbox.contracts.Tracker` instances (e.g. ``mlflow``)."""
+
+
+@hookspec
+def benchbox_fold_inspectors() -> list[FoldInspector]:
+    """Return the fold inspectors this plugin provides, each turned on by a top-level suite table of its name.
+
+    :return: :class:`benchbox.contracts.FoldInspector` instances (e.g. ``explain``: Grad-CAM maps). Each
+        acts on every scored fold with the fold's trained model, after the test fold is predicted, and
+        returns what to keep (:class:`benchbox.contracts.FoldArtefacts`): a summary stored in the fold
+        record, and arrays the run store writes beside it. It runs where the fold trains (a Ray worker
+        too), and its table is validated by its own ``check_options`` and ``check_backbones``."""
 
 
 @hookspec

@@ -33,6 +33,7 @@ KINDS = {
     "executor": ("benchbox_executors", "executors"),
     "output format": ("benchbox_output_formats", "output_formats"),
     "tracker": ("benchbox_trackers", "trackers"),
+    "fold inspector": ("benchbox_fold_inspectors", "fold_inspectors"),
 }
 
 
@@ -212,6 +213,13 @@ class Registry:
                 problems.append(f"plugin {impl.plugin_name} failed in {hook}: {type(exc).__name__}: {exc}")
         return results, problems
 
+    def contributions(self, hook: str) -> list[tuple[str, Any]]:
+        """(plugin, object) for every object a contributing hook's implementations return; an implementation
+        that raises makes its plugin broken."""
+        contributed, problems = self.call_each(hook)
+        self.broken += [(p.split()[1], p) for p in problems]
+        return [(plugin, obj) for plugin, objs in contributed for obj in (objs or [])]
+
     def _culprit(self, exc: BaseException) -> str:
         modules = {getattr(p, "__name__", ""): n for n, p in self.pm.list_name_plugin() if p is not None}
         name = "unknown"
@@ -303,34 +311,31 @@ def load_registry(extra_plugins=()) -> Registry:
         pm.register(plugin, name=name)
         origins[name] = getattr(plugin, "__name__", name)
     _check_pending(pm, registry)
+
+    def origin(plugin_name: str) -> str:
+        return f"{origins.get(plugin_name, plugin_name)} ({plugin_name})"
+
     for kind, (hook, _) in KINDS.items():
-        contributed, problems = registry.call_each(hook)
-        registry.broken += [(p.split()[1], p) for p in problems]
-        for plugin_name, obj in ((p, o) for p, objs in contributed for o in (objs or [])):
-            table = registry.table(kind)
+        table = registry.table(kind)
+        for plugin_name, obj in registry.contributions(hook):
             name = getattr(obj, "name", "")
-            origin = f"{origins.get(plugin_name, plugin_name)} ({plugin_name})"
             if not isinstance(name, str) or not name:
                 registry.broken.append((plugin_name, f"contributed a {kind} without a name ({type(obj).__name__})"))
-                continue
-            if name in table:
+            elif name in table:
                 registry.broken.append(
                     (plugin_name, f"{kind} {name!r} already provided by {table[name].origin}; ignored")
                 )
-                continue
-            table[name] = Entry(kind, name, obj, origin, plugin_name)
-    contributed, problems = registry.call_each("benchbox_backbone_families")
-    registry.broken += [(p.split()[1], p) for p in problems]
+            else:
+                table[name] = Entry(kind, name, obj, origin(plugin_name), plugin_name)
     families = registry.backbones.families
-    for plugin_name, family in ((p, f) for p, fams in contributed for f in (fams or [])):
+    for plugin_name, family in registry.contributions("benchbox_backbone_families"):
         prefix = getattr(family, "prefix", "")
         if not isinstance(prefix, str) or not prefix or "/" in prefix:
             registry.broken.append((plugin_name, f"contributed a backbone family without a valid prefix ({prefix!r})"))
-            continue
-        if prefix in families:
+        elif prefix in families:
             registry.broken.append(
                 (plugin_name, f"backbone family {prefix!r} already provided by {families[prefix][1]}")
             )
-            continue
-        families[prefix] = (family, f"{origins.get(plugin_name, plugin_name)} ({plugin_name})", plugin_name)
+        else:
+            families[prefix] = (family, origin(plugin_name), plugin_name)
     return registry

@@ -35,6 +35,32 @@ needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="PyTorch not installed (p
 needs_data = pytest.mark.skipif(not (DATA / "chest_xray").is_dir(), reason=f"real X-rays not found at {DATA}")
 
 
+def fold_record(cell, fold: int, classes, ids, y_true, probabilities, **fields):
+    """A finished fold built by hand, for tests that store or score runs without training: seeded with its
+    fold number, each image its own patient from source "a", timed at 1 s of training, 0.1 s of prediction
+    and 100 images/s, unless ``fields`` (any other FoldRecord field) say otherwise."""
+    from benchbox.execute.records import FoldRecord
+
+    ids = list(ids)
+    made = {"seed": fold, "test_groups": ids, "test_sources": ["a"] * len(ids), "n_train": 0}
+    timed = {"train_seconds": 1.0, "predict_seconds": 0.1, "infer_images_per_sec": 100.0}
+    return FoldRecord(
+        cell=cell,
+        fold=fold,
+        classes=list(classes),
+        test_ids=ids,
+        y_true=y_true,
+        probabilities=probabilities,
+        **{**made, **timed, **fields},
+    )
+
+
+def assert_mentions(text: str, *parts: str) -> None:
+    """Every part is in the message (an error a user must act on names all it should)."""
+    missing = [p for p in parts if p not in text]
+    assert not missing, f"{missing} not in: {text}"
+
+
 @pytest.fixture
 def no_network(monkeypatch):
     """No connection can be opened: what a machine without a network gives a download."""

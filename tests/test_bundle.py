@@ -94,6 +94,21 @@ def test_verify_names_a_moved_fold_and_an_added_record(made, tmp_path):
     assert "its test images are not fold" in failures
 
 
+def test_verify_names_a_missing_and_a_damaged_split_once_each(made, tmp_path):
+    run_dir, registry = made
+    missing = copy_run(run_dir, tmp_path / "missing")
+    (missing / "splits" / "syn.json").unlink()
+    failures = verify_run(missing, registry).failures
+    assert [f for f in failures if "splits" in f] == [
+        f"{missing / 'splits' / 'syn.json'}: missing; the records of syn cannot be checked"
+    ]
+    damaged = copy_run(run_dir, tmp_path / "damaged")
+    (damaged / "splits" / "syn.json").write_text("{not json")
+    failures = verify_run(damaged, registry).failures
+    said = [f for f in failures if "syn.json" in f]
+    assert len(said) == 2 and all(": missing;" not in f for f in said), failures  # one per check that reads it
+
+
 def test_verify_names_an_edited_suite(made, tmp_path):
     run_dir, registry = made
     copy = copy_run(run_dir, tmp_path / "run")

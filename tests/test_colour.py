@@ -25,10 +25,7 @@ SHARED_H5 = WEIGHTS / "mobilenet_v2_0.35_224_no_top_imagenet.h5"
 @pytest.fixture(autouse=True)
 def own_cache(tmp_path, monkeypatch):
     """A decode cache of this test's own (no decoded file from another test or run is reused)."""
-    import benchbox_userdata.common as common
-
-    monkeypatch.setenv("BENCHBOX_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(common, "_CACHE", None)
+    monkeypatch.setenv("BENCHBOX_CACHE", str(tmp_path / "cache"))  # the shared decode cache follows it
 
 
 def square(colour, size=(24, 32), background=(0, 0, 0), seed=0):
@@ -234,7 +231,7 @@ def test_load_checks_the_declared_channels(tmp_path):
 
 
 def test_explain_thumbnails_keep_colour():
-    from benchbox.results.explain import thumbnails
+    from benchbox_explain.maps import thumbnails
 
     rgb = np.stack([square(RED, (200, 320))] * 2)
     small = thumbnails(rgb)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from benchbox import hookimpl
-from benchbox.contracts import Backbone
+from benchbox.contracts import Backbone, SplitStrategy
 from benchbox.define.suite import load_suite
 from benchbox.errors import BenchboxError, SuiteError
 from benchbox.execute.records import CellKey
@@ -160,10 +160,16 @@ def test_kfold_matrix_figures_table_heatmap_and_html(kfold_run):
     assert ab["sensitivity"] == pytest.approx(called[labels == "covid"].mean())
     assert ab["specificity"] == pytest.approx((~called[labels != "covid"]).mean())
     assert ab["auc_ci_low"] <= ab["auc"] <= ab["auc_ci_high"]
+    single = [positive_auc(np.where(labels == "covid", pos, -1), r.external["b"].probabilities, pos) for r in a_recs]
+    assert ab["auc_fold_std"] == pytest.approx(np.std(single, ddof=1))  # the spread of the single fold models
     # the views
     md = (result.run_dir / "report.md").read_text()
     assert "Cross-dataset matrix: c (rows: trained on; columns: tested on)" in md
     assert f"{ab['auc']:.3f} [" in md
+    # the suite lists "paper" alone: the strategy's matrix asks "clinical" for AUC, and the report says so
+    assert result.cross_evaluators == {"auc": "clinical", "sensitivity": "paper", "specificity": "paper"}
+    assert "AUC: computed by evaluator 'clinical', which the suite does not list" in md
+    assert "auc" not in result.summary.columns  # the comparison table keeps the suite's own evaluators
     assert "External evaluation" not in md  # the matrix is the external table of such a run
     png = result.run_dir / "plots" / "cross_dataset__auc.png"
     assert png.read_bytes()[:4] == b"\x89PNG"
@@ -268,6 +274,74 @@ def test_leaderboard_one_entry_per_backbone_and_ordered_pair(kfold_run):
     default = rank(entries, choose_metric(metrics, None))  # accuracy: the pairs are left out, and it says so
     assert True not in set(default.get("crossed", []))
     assert "add --metric auc" in render_markdown(default, choose_metric(metrics, None))
+
+
+class BalancedCross(SplitStrategy):
+    """cross-dataset whose matrix shows balanced accuracy (clinical) and 3-class accuracy (paper)."""
+
+    name = "cross-balanced"
+    crosses_datasets = True
+    defaults = {"k": 3, "stratified": True, "grouped": False}
+    matrix_metrics = {"balanced_accuracy": "clinical", "accuracy_3class": "paper"}
+
+    def n_folds(self, options):
+        return options["k"]
+
+    def assign(self, options, labels, groups, sources, seed):
+        return np.arange(len(labels)) % options["k"]
+
+
+def test_the_matrix_shows_what_its_strategy_asks_of_the_evaluators_it_names(tmp_path):
+    class Strategies:
+        @hookimpl
+        def benchbox_split_strategies(self):
+            return [BalancedCross()]
+
+    registry = load_registry(extra_plugins=[Plugin(), Strategies()])
+    body = SUITE.replace('kind = "cross-dataset"', 'kind = "cross-balanced"').replace("grouped = true", "")
+    result = run_suite(suite_at(tmp_path, registry, body=body), registry)
+    cross = result.cross.set_index(["trained_on", "tested_on"])
+    assert [m.name for m in result.cross_metrics] == ["balanced_accuracy", "accuracy_3class"]
+    assert "auc" not in cross.columns
+    a_recs = result.cells[CellKey("a", "c")]
+    clinical, paper = (registry.evaluators[n].obj for n in ("clinical", "paper"))
+    own = clinical.evaluate(a_recs, a_recs[0].classes, "covid")
+    assert cross.loc[("a", "a"), "balanced_accuracy"] == pytest.approx(own["balanced_accuracy"])
+    # off the diagonal: the evaluator scored the fold models' mean probability, each image of b once
+    pos = a_recs[0].classes.index("covid")
+    labels, probs, _ = _mean_external(a_recs, "b", pos)
+    called = np.array(a_recs[0].classes)[probs.argmax(1)]
+    assert cross.loc[("a", "b"), "accuracy_3class"] == pytest.approx((called == labels).mean())
+    each = [paper.evaluate([r], r.classes, "covid")["accuracy_3class"] for r in a_recs]
+    assert cross.loc[("a", "a"), "accuracy_3class_fold_std"] == pytest.approx(np.std(each, ddof=1))
+    md = (result.run_dir / "report.md").read_text()
+    assert "| Balanced acc. % " in md and "| Acc 3-class % " in md and "AUC" not in md.split("Cross-dataset")[1]
+    assert not (result.run_dir / "plots" / "cross_dataset__auc.png").exists()  # the AUC heat map needs AUC
+    entries, _, metrics = collect([result.run_dir], registry)
+    ranked = rank(entries, choose_metric(metrics, "balanced_accuracy"))
+    assert ranked["crossed"].fillna(False).astype(bool).sum() == 2  # the pairs rank by what their matrix has
+    by_sensitivity = rank(entries, choose_metric(metrics, "sensitivity"))
+    assert by_sensitivity.attrs["cross_left_out"] == 2
+    assert "ranked by balanced_accuracy, accuracy_3class only" in render_markdown(
+        by_sensitivity, choose_metric(metrics, "sensitivity")
+    )
+
+
+def test_a_matrix_asking_an_evaluator_not_installed_is_refused_at_validate(tmp_path):
+    class Nowhere(BalancedCross):
+        name = "cross-nowhere"
+        matrix_metrics = {"balanced_accuracy": "clinical", "auc": "nowhere"}
+
+    class Strategies:
+        @hookimpl
+        def benchbox_split_strategies(self):
+            return [Nowhere()]
+
+    registry = load_registry(extra_plugins=[Plugin(), Strategies()])
+    body = SUITE.replace('kind = "cross-dataset"', 'kind = "cross-nowhere"').replace("grouped = true", "")
+    with pytest.raises(SuiteError) as err:
+        suite_at(tmp_path, registry, body=body)
+    assert "protocol.kind" in str(err.value) and "evaluator 'nowhere', which is not installed" in str(err.value)
 
 
 def test_old_runs_still_render_without_a_matrix(tmp_path, registry):

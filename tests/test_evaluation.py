@@ -253,3 +253,33 @@ def test_auc_equals_scikit_learn_including_ties():
     y = rng.integers(0, 3, 300)
     probs = np.round(rng.dirichlet([1, 1, 1], 300), 1)  # rounding makes many ties
     assert positive_auc(y, probs, 0) == pytest.approx(roc_auc_score(y == 0, probs[:, 0]))
+
+
+def test_evaluate_each_gives_every_records_own_figures_without_the_bootstrap():
+    """The cross-dataset matrix's spread across models: one evaluation per record, the intervals skipped."""
+    from types import SimpleNamespace
+
+    from benchbox_paper_metrics import ClinicalMetrics, PaperMetrics
+
+    rng = np.random.default_rng(2)
+    records = []
+    for fold in range(3):
+        y = rng.integers(0, 3, 40)
+        probs = rng.dirichlet([1, 1, 1], 40)
+        probs[np.arange(40), y] += 0.3 * fold  # each fold model a little better than the last
+        probs /= probs.sum(1, keepdims=True)
+        groups = [f"p{fold}-{i // 2}" for i in range(40)]
+        records.append(
+            SimpleNamespace(y_true=y, predicted=probs.argmax(1), probabilities=probs, fold=fold, test_groups=groups)
+        )
+    clinical = ClinicalMetrics()
+    each = clinical.evaluate_each(records, CLASSES, "covid")
+    alone = [clinical.evaluate([r], CLASSES, "covid") for r in records]
+    for mine, full in zip(each, alone):
+        assert set(mine) == {"auc", "macro_f1", "balanced_accuracy"}  # no interval: no bootstrap was drawn
+        assert all(mine[k] == pytest.approx(full[k]) for k in mine)
+    assert each[0]["auc"] < each[2]["auc"]
+    # an evaluator that does not override it is asked once per record
+    assert PaperMetrics().evaluate_each(records, CLASSES, "covid")[1]["sensitivity"] == pytest.approx(
+        PaperMetrics().evaluate([records[1]], CLASSES, "covid")["sensitivity"]
+    )

@@ -1,6 +1,7 @@
-"""Grad-CAM explanations ([explain]): heat-share arithmetic, the seeded sample, the map contract,
-the harness (never fails a fold, never changes a metric), a planted border shortcut that moves the
-heat to the border, a Keras smoke test, and `benchbox explain` on a run."""
+"""Grad-CAM explanations ([explain], plugins/benchbox_explain): heat-share arithmetic, the seeded sample,
+the map contract, the fold inspector through the harness (never fails a fold, never changes a metric),
+what validate refuses (a backbone that cannot explain, a layer the network does not have), a planted
+border shortcut that moves the heat to the border, a Keras smoke test, and `benchbox explain` on a run."""
 
 from __future__ import annotations
 
@@ -8,11 +9,14 @@ import numpy as np
 import pytest
 
 from benchbox import hookimpl
-from benchbox.contracts import Backbone, FoldJob, TrainingConfig
+from benchbox.contracts import Backbone, Chosen, FoldJob, InspectRequest, TrainingConfig
 from benchbox.errors import SuiteError
 from benchbox.execute.harness import run_fold
-from benchbox.results import explain as ex
-from conftest import needs_keras, needs_torch, run_cli, write_suite
+from benchbox.execute.store import arrays_npz
+from benchbox_explain import maps as ex
+from benchbox_explain import views
+from benchbox_explain.inspector import GradCam
+from conftest import ROOT, needs_keras, needs_torch, run_cli, write_suite
 
 
 # --- arithmetic (fast) ------------------------------------------------------------------------
@@ -54,7 +58,7 @@ def test_share_table_gives_each_class_its_own_accuracy_and_blackout_accuracy():
     }
     explained = [{"cell": std, "classes": ["covid", "normal"], "maps": np.ones((2, 4, 4)), "y_true": np.array([0, 1]),
                   "input_size": [40, 40]}]  # fmt: skip
-    table = ex.share_frame(explained, records).set_index("class")
+    table = views.share_frame(explained, records).set_index("class")
     assert table.loc["covid", "accuracy %"] == "100.0" and table.loc["normal", "accuracy %"] == "50.0"
     assert table.loc["covid", "lungs-blackout accuracy %"] == "0.0"
     assert table.loc["normal", "lungs-blackout accuracy %"] == "100.0"
@@ -71,9 +75,9 @@ def test_share_table_shows_each_cell_s_map_size():
 
     rng = np.random.default_rng(0)
     coarse, fine = CellKey("d", "keras"), CellKey("d", "torch")
-    table = ex.share_frame([_explained(coarse, rng.random((4, 2, 3))), _explained(fine, rng.random((4, 8, 10)))])
+    table = views.share_frame([_explained(coarse, rng.random((4, 2, 3))), _explained(fine, rng.random((4, 8, 10)))])
     assert dict(zip(table["backbone"], table["map"])) == {"keras": "2x3", "torch": "8x10"}
-    big = ex.share_frame([_explained(fine, ex.check_maps(rng.random((2, 56, 56)), 2, "x"))])
+    big = views.share_frame([_explained(fine, ex.check_maps(rng.random((2, 56, 56)), 2, "x"))])
     assert set(big["map"]) == {"28x28+"}  # stored shrunk to MAX_SIDE: the native map was larger
 
 
@@ -83,7 +87,7 @@ def test_coarse_or_flat_maps_get_a_note_naming_the_fix():
     rng = np.random.default_rng(1)
     peaked = np.zeros((4, 8, 10))
     peaked[:, 3:5, 4:6] = 1.0  # a clear spot: fine enough to say where
-    notes = ex.coarse_notes(
+    notes = views.coarse_notes(
         [
             _explained(CellKey("d", "mobilenet"), rng.random((4, 2, 3))),  # MobileNet v2 at 64x80
             _explained(CellKey("d", "fine"), peaked),
@@ -112,7 +116,7 @@ def test_the_report_section_carries_the_coarse_map_note(tmp_path):
     data.update(ids=np.array(["a", "b", "c", "e"]), predicted=np.array([0, 1, 0, 1]),
                 probability=np.ones(4, dtype=np.float32), images=np.zeros((4, 16, 20), dtype=np.uint8))  # fmt: skip
     del data["cell"]
-    (folder / f"{cell.slug}__fold00.npz").write_bytes(ex.to_npz({**data, "classes": np.array(["covid", "normal"])}))
+    (folder / f"{cell.slug}__fold00.npz").write_bytes(arrays_npz({**data, "classes": np.array(["covid", "normal"])}))
     record = NS(fold=0, y_true=np.array([0, 1]), predicted=np.array([0, 1]), info={}, cell=cell)
     result = NS(run_dir=tmp_path, cells={cell: [record]}, manifest={}, records=[record])
     section = benchbox_explain.report_section(result)
@@ -172,12 +176,19 @@ class Broken(Centroid):
         return np.full((len(images), 4, 4), 3.0)  # outside [0, 1]
 
 
+def explain_request(y_test, alias: str = "b", **table) -> InspectRequest:
+    """What the plan hands the harness for a suite with [explain] (``table``) on one fold."""
+    inspector = GradCam()
+    chosen = Chosen("explain", inspector.settings(table, 0), inspector)
+    return InspectRequest((chosen,), np.asarray(y_test), ("a", "b", "c"), alias)
+
+
 def _job(explain: bool, seed: int = 0, n: int = 36, size: int = 32):
     rng = np.random.default_rng(seed)
     y = np.arange(n) % 3
     x = (rng.uniform(0, 60, (n, size, size)) + 60 * y[:, None, None]).astype(np.uint8)
     tr, te = np.arange(0, n - 12), np.arange(n - 12, n)
-    request = {**ex.EXPLAIN_DEFAULTS, "images_per_class": 2, "y_test": y[te]} if explain else None
+    request = explain_request(y[te], images_per_class=2) if explain else None
     return FoldJob(
         x[tr],
         y[tr],
@@ -188,7 +199,7 @@ def _job(explain: bool, seed: int = 0, n: int = 36, size: int = 32):
         seed,
         train_ids=[f"s{i}" for i in tr],
         test_ids=[f"s{i}" for i in te],
-        explain=request,
+        inspect=request,
     ), y[te]
 
 
@@ -199,14 +210,15 @@ def test_a_backbone_that_cannot_explain_still_finishes_its_fold_with_the_same_nu
 
     class Spy(Centroid):
         def fit(self, job):
-            seen["explain"] = job.explain  # the test labels must not reach the backbone
+            seen["explain"] = job.inspect  # the test labels must not reach the backbone
             return super().fit(job)
 
     explained = run_fold(Spy(), "test/centroid", job, "f0")
     assert seen["explain"] is None
     assert np.array_equal(plain.probabilities, explained.probabilities)
     assert explained.info["explain"]["status"].startswith("cannot explain")
-    assert "data" not in explained.info["explain"]
+    assert explained.artefacts["explain"].arrays is None  # no maps to store
+    assert explained.artefacts["explain"].warning.startswith("no Grad-CAM maps: cannot explain")
 
 
 def test_maps_breaking_the_contract_are_a_warning_not_a_failed_fold():
@@ -238,9 +250,9 @@ def test_explain_table_is_validated(tmp_path, registry):
     plugin = "torch/mobilenet_v2"
     """
     plain = load_suite(write_suite(tmp_path / "a.toml", body), registry)
-    assert plain.explain == {} and "explain" not in plain.raw
+    assert plain.inspectors == {} and "explain" not in plain.raw
     with_explain = load_suite(write_suite(tmp_path / "b.toml", body + "[explain]\nimages_per_class = 3\n"), registry)
-    assert with_explain.explain["images_per_class"] == 3 and with_explain.digest != plain.digest
+    assert with_explain.inspectors["explain"].options["images_per_class"] == 3 and with_explain.digest != plain.digest
     with pytest.raises(SuiteError) as err:
         load_suite(write_suite(tmp_path / "c.toml", body + "[explain]\nimages = 3\nframe = 0.7\n"), registry)
     assert "explain.images: unknown key" in str(err.value) and "frame" in str(err.value)
@@ -332,11 +344,11 @@ def _border_share(shortcut: bool) -> tuple[float, float]:
         0,
         train_ids=list(s.table["id"].iloc[tr]),
         test_ids=list(s.table["id"].iloc[te]),
-        explain={**ex.EXPLAIN_DEFAULTS, "images_per_class": 6, "y_test": y[te]},
+        inspect=explain_request(y[te], images_per_class=6),
     )
     out = run_fold(TinyTorch(), "tiny/cnn", job, "f0")
     assert out.info["explain"]["status"] == "ok", out.info["explain"]
-    shares = ex.heat_share(out.info["explain"]["data"]["maps"], size=(64, 64))
+    shares = ex.heat_share(out.artefacts["explain"].arrays["maps"], size=(64, 64))
     accuracy = float((out.probabilities.argmax(1) == y[te]).mean())
     return float(np.nanmean(shares[:, 1])), accuracy
 
@@ -507,3 +519,128 @@ def test_timm_backbones_explain_at_a_map_of_at_least_seven_by_seven():
     assert (
         "base.model.layer2 (8x10)" in described["explain_layers"] and described["explain_auto"] == "base.model.layer2"
     )
+
+
+# --- issue 24: [explain] layers resolved and explainability checked at validate ---------------------------
+class Mapped(Centroid):
+    """A backbone that explains and lists its feature maps (recording each network it builds to list them)."""
+
+    name = "test/mapped"
+    defaults = {"input_size": [32, 32]}
+    builds: list = []
+
+    def explain(self, model, images, target_classes, layer="auto"):
+        return np.ones((len(images), 4, 4))
+
+    def feature_maps(self, options):
+        Mapped.builds.append(dict(options))
+        return [("stem", (16, 16)), ("block1", (8, 8)), ("block1_relu", (8, 8)), ("block2", (4, 4))]
+
+    def embed(self, images, options, training=None):
+        return images.reshape(len(images), -1).astype(np.float32)
+
+
+class MappedPlugin:
+    @hookimpl
+    def benchbox_backbones(self):
+        return [Mapped()]
+
+
+def mapped_suite(tmp_path, explain: str, backbones: str = '[backbones.m]\nplugin = "test/mapped"\n'):
+    return write_suite(
+        tmp_path / "s.toml",
+        f'name = "maps"\n[datasets.syn]\nplugin = "synthetic"\nimages = 12\npatients = 12\n{backbones}[explain]\n{explain}\n',
+    )
+
+
+def test_validate_names_a_layer_the_network_lacks_with_its_maps_by_size(tmp_path, monkeypatch):
+    from benchbox.define.suite import load_suite
+    from benchbox.plugins import load_registry
+
+    monkeypatch.setenv("BENCHBOX_CACHE", str(tmp_path / "cache"))
+    registry = load_registry(extra_plugins=[MappedPlugin()])
+    Mapped.builds.clear()
+    path = mapped_suite(tmp_path, 'layer = "blok1"')
+    with pytest.raises(SuiteError) as err:
+        load_suite(path, registry, check_networks=True)
+    assert str(path) in str(err.value)
+    assert err.value.problems == [
+        "explain.layer: 'blok1' is not a feature map of test/mapped (backbone m); did you mean block1, block2, block1_relu? "
+        "its 4 feature maps at 32x32, by size: 16x16: 1 (stem), 8x8: 2 (block1 ... block1_relu), 4x4: 1 (block2); "
+        "`benchbox backbones describe test/mapped --input 32x32 --layers` lists every name"
+    ]
+    assert Mapped.builds[0]["weights"] == "none"  # random weights: nothing downloaded to check a name
+    load_suite(path, registry)  # a suite only read (verify, data describe) builds no network
+    assert len(Mapped.builds) == 1
+    load_suite(mapped_suite(tmp_path, 'layer = "block1"'), registry, check_networks=True)
+    assert len(Mapped.builds) == 1  # a name the earlier build listed is accepted from the cache, unbuilt
+    with pytest.raises(SuiteError):
+        load_suite(mapped_suite(tmp_path, 'layer = "blok1"'), registry, check_networks=True)
+    assert len(Mapped.builds) == 2  # a refusal is always from a fresh build: a stale listing cannot refuse
+
+
+def test_auto_builds_nothing_and_one_build_serves_two_aliases_of_one_network(tmp_path, monkeypatch):
+    from benchbox.define.suite import load_suite
+    from benchbox.plugins import load_registry
+
+    monkeypatch.setenv("BENCHBOX_CACHE", str(tmp_path / "cache"))
+    registry = load_registry(extra_plugins=[MappedPlugin()])
+    Mapped.builds.clear()
+    load_suite(mapped_suite(tmp_path, 'layer = "auto"'), registry, check_networks=True)
+    assert Mapped.builds == []
+    two = '[backbones.m]\nplugin = "test/mapped"\n[backbones.n]\nplugin = "test/mapped"\n'
+    with pytest.raises(SuiteError) as err:
+        load_suite(mapped_suite(tmp_path, 'layer = { m = "stem", n = "block3" }', two), registry, check_networks=True)
+    assert len(Mapped.builds) == 1
+    assert [p.split(":")[0] for p in err.value.problems] == ["explain.layer.n"]
+    assert "(backbone n)" in err.value.problems[0]
+
+
+def test_a_frozen_features_scheme_cannot_be_explained_and_is_refused_at_validate(tmp_path):
+    from benchbox.define.suite import load_suite
+    from benchbox.plugins import load_registry
+
+    registry = load_registry(extra_plugins=[MappedPlugin()])
+    probe = '[backbones.m]\nplugin = "test/mapped"\nscheme = "linear-probe"\n'
+    with pytest.raises(SuiteError, match=r"backbones\.m\.scheme: 'linear-probe' classifies frozen features"):
+        load_suite(mapped_suite(tmp_path, "", probe), registry)
+
+
+@needs_torch
+def test_validate_resolves_a_torch_layer_in_the_network_it_would_train(tmp_path, registry):
+    from benchbox.define.suite import load_suite
+
+    torch_suite = '[backbones.t]\nplugin = "torch/mobilenet_v2"\nweights = "none"\ninput_size = [64, 80]\n'
+    with pytest.raises(SuiteError) as err:
+        load_suite(mapped_suite(tmp_path, 'layer = { t = "base.66" }', torch_suite), registry, check_networks=True)
+    (problem,) = err.value.problems
+    assert problem.startswith("explain.layer.t: 'base.66' is not a feature map of torch/mobilenet_v2 (backbone t)")
+    assert "did you mean base.6" in problem and "8x10: 36 (base.4.conv.1.0 ... base.7.conv.0)" in problem
+    load_suite(mapped_suite(tmp_path, 'layer = { t = "base.6" }', torch_suite), registry, check_networks=True)
+
+
+@pytest.mark.slow
+@needs_keras
+def test_validate_resolves_a_keras_layer_and_says_it_in_one_line(tmp_path):
+    text = (ROOT / "suites" / "quickstart.toml").read_text().replace('"block_6_expand_relu"', '"block_6_expand_rel"')
+    path = write_suite(tmp_path / "q.toml", text)
+    res = run_cli("validate", path, "--no-data", cwd=ROOT)
+    out = " ".join((res.stdout + res.stderr).split())  # rich's line wrapping undone
+    assert res.returncode == 1 and "Traceback" not in out
+    assert f"error: {path}: 1 problem(s) - explain.layer.mobilenet_v2-keras: 'block_6_expand_rel' is not a " in out
+    assert "feature map of keras/mobilenet_v2 (backbone mobilenet_v2-keras); did you mean block_6_expand_relu" in out
+    assert "8x10: 26 (block_3_depthwise ... block_6_expand_relu)" in out
+
+
+@pytest.mark.slow
+@needs_torch
+def test_backbones_describe_layers_lists_every_feature_map_a_layer_may_name(capsys):
+    from benchbox.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["backbones", "describe", "torch/mobilenet_v2", "--input", "64x80", "--layers"])
+    out = capsys.readouterr().out
+    assert exit_.value.code in (0, None), out
+    assert "210 feature-map layers of torch/mobilenet_v2 at 64x80:" in out
+    lines = [line.split() for line in out.splitlines() if line.startswith("  base")]
+    assert ["base.6", "8x10"] in lines and ["base", "2x3"] in lines and len(lines) == 209  # and head.0, 1x1

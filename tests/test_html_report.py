@@ -19,7 +19,7 @@ import pytest
 from benchbox import hookimpl
 from benchbox.contracts import Backbone, Section
 from benchbox.plugins import load_registry
-from conftest import run_cli, write_suite
+from conftest import fold_record, run_cli, write_suite
 
 LONG = "a_backbone_with_a_rather_long_name-v2"
 
@@ -99,7 +99,7 @@ EVIL = "<img src=x onerror=alert(1)>"
 def stored(tmp_path, registry):
     """A run directory written by hand (no training, no plots): two backbones, a probe, two image
     sources, a suite file with markup in it. Fast: the paper evaluator only."""
-    from benchbox.execute.records import CellKey, FoldRecord
+    from benchbox.execute.records import CellKey
     from benchbox.execute.store import RunStore, write_json
     from benchbox.results.summary import summarise
 
@@ -169,19 +169,17 @@ def stored(tmp_path, registry):
             logits = rng.normal(0, 1, (len(idx), 3))
             logits[np.arange(len(idx)), y[idx]] += 1.0 + n
             store.write_record(
-                FoldRecord(
-                    cell=key,
-                    fold=fold,
-                    seed=fold,
-                    classes=CLASSES,
-                    test_ids=[ids[i] for i in idx],
-                    y_true=y[idx],
-                    probabilities=np.exp(logits) / np.exp(logits).sum(1, keepdims=True),
+                fold_record(
+                    key,
+                    fold,
+                    CLASSES,
+                    [ids[i] for i in idx],
+                    y[idx],
+                    np.exp(logits) / np.exp(logits).sum(1, keepdims=True),
                     test_groups=[f"p{i // 2}" for i in idx],
                     test_sources=["a" if i % 4 < 2 else "b" for i in idx],
                     n_train=len(y) - len(idx),
                     train_seconds=1.5,
-                    predict_seconds=0.1,
                     infer_images_per_sec=1234.5,
                     suite_digest="d1",
                 )
@@ -442,3 +440,23 @@ def test_report_and_leaderboard_open_in_chromium(run, tmp_path):
     board.write_text(render_html(rank(entries, spec), spec, board), encoding="utf-8")
     assert "report.html" in board.read_text()  # the entry links its run's report
     check_in_browser(board, tmp_path, tables=1)
+
+
+def test_a_plugins_plots_are_grouped_under_the_title_its_section_declares(tmp_path):
+    """The core knows no plugin's plot kinds: a Section's ``plots`` titles them (the Grad-CAM panels'
+    "gradcam" prefix is plugins/benchbox_explain's), after the core's own; others by their prefix."""
+    from PIL import Image
+
+    from benchbox.results.views.html import figures
+
+    paths = []
+    for name in ("zzz_mine__a.png", "gradcam__a.png", "roc__a.png", "gradcam__b.png"):
+        Image.new("L", (4, 4)).save(tmp_path / name)
+        paths.append(tmp_path / name)
+    groups = figures(paths, {"gradcam": "Grad-CAM: where each network looks"})
+    assert [(title, [caption for caption, _ in images]) for title, images in groups] == [
+        ("ROC curves", ["roc__a.png"]),
+        ("Grad-CAM: where each network looks", ["gradcam__a.png", "gradcam__b.png"]),
+        ("Zzz mine", ["zzz_mine__a.png"]),
+    ]
+    assert [title for title, _ in figures(paths)][1] == "Gradcam"  # no section declares it: its prefix

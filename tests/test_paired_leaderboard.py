@@ -9,9 +9,10 @@ import pytest
 from scipy import stats
 
 from benchbox.contracts import MetricSpec
-from benchbox.execute.records import CellKey, FoldRecord
+from benchbox.execute.records import CellKey
 from benchbox.execute.store import RunStore, split_fingerprint, write_json
 from benchbox.results.views import leaderboard as lb
+from conftest import fold_record
 
 CLASSES = ["covid", "normal", "pneumonia"]
 N, K = 60, 5
@@ -184,21 +185,8 @@ def write_run(path, backbones: dict, shift: int = 0, fingerprint: str = "sha256:
         for f in range(K):
             idx = np.flatnonzero(folds == f)
             store.write_record(
-                FoldRecord(
-                    cell=key,
-                    fold=f,
-                    seed=f,
-                    classes=CLASSES,
-                    test_ids=[IDS[i] for i in idx],
-                    y_true=Y[idx],
-                    probabilities=probs[idx],
-                    test_groups=[IDS[i] for i in idx],
-                    test_sources=["a"] * len(idx),
-                    n_train=N - len(idx),
-                    train_seconds=1.0,
-                    predict_seconds=0.1,
-                    infer_images_per_sec=100.0,
-                    suite_digest="d1",
+                fold_record(
+                    key, f, CLASSES, [IDS[i] for i in idx], Y[idx], probs[idx], n_train=N - len(idx), suite_digest="d1"
                 )
             )
     return store.path

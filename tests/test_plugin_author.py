@@ -129,9 +129,6 @@ class ToyPlugin:
 
 def test_a_run_of_a_grayscale_only_backbone_on_an_rgb_data_set_names_backbone_data_and_fix(tmp_path, monkeypatch):
     monkeypatch.setenv("BENCHBOX_CACHE", str(tmp_path / "cache"))
-    import benchbox_userdata.common as common
-
-    monkeypatch.setattr(common, "_CACHE", None)
     backbone = Mean(accepted=(1,))
     registry = load_registry(extra_plugins=[ToyPlugin(backbone)])
     path = write_suite(

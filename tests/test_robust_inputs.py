@@ -108,14 +108,14 @@ def test_a_stray_tmp_file_in_folds_is_removed_by_the_next_run_holding_the_lock(s
 # --- explain ---------------------------------------------------------------------------------------
 def explanations(stored) -> Path:  # noqa: F811
     """Grad-CAM maps of one stored fold, as a run with [explain] writes them."""
-    from benchbox.results.explain import to_npz
+    from benchbox.execute.store import arrays_npz
 
     rec = stored.records[0]
     n = len(rec.test_ids)
-    path = RunStore(stored.run_dir).explanations_path(rec.cell, rec.fold)
+    path = RunStore(stored.run_dir).artefact_path("explanations", rec.cell, rec.fold)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(
-        to_npz(
+        arrays_npz(
             {
                 "maps": np.random.default_rng(0).random((n, 4, 4)),
                 "images": np.zeros((n, 8, 8), np.uint8),

@@ -119,12 +119,13 @@ def test_a_bad_protocol_is_reported_not_used_to_draw_folds_when_validate_reads_t
 
 
 def test_explain_layer_per_backbone_reaches_each_backbones_folds(tmp_path, registry):
-    from benchbox.results.explain import explain_layer
+    from benchbox_explain.maps import explain_layer
 
     text = GOOD + '[explain]\nlayer = { a = "base.6" }\n'
     s = load_suite(write_suite(tmp_path / "s.toml", text), registry)
     assert s.name == "good"  # the suite's own name, not a layer's
-    assert explain_layer(s.explain, "a") == "base.6" and explain_layer(s.explain, "b") == "auto"
+    settings = s.inspectors["explain"].options
+    assert explain_layer(settings, "a") == "base.6" and explain_layer(settings, "b") == "auto"
     assert explain_layer({"layer": "out_relu"}, "b") == "out_relu"
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from benchbox.contracts import FoldJob, TrainingConfig
 from benchbox.errors import BenchboxError, SuiteError, WeightsError
-from conftest import needs_torch, run_cli, tiny_suite
+from conftest import assert_mentions, needs_torch, run_cli, tiny_suite
 
 HAS_TIMM = importlib.util.find_spec("timm") is not None
 HAS_TXV = importlib.util.find_spec("torchxrayvision") is not None
@@ -89,15 +89,14 @@ def test_timm_imagenet_offline_is_a_clear_error_with_url_cache_and_alternatives(
     b = reg.get("backbone", "timm/resnet18")
     with pytest.raises(WeightsError) as exc:
         b.prepare({**b.defaults, "input_size": [48, 48]})
-    msg = str(exc.value)
-    for part in (
+    assert_mentions(
+        str(exc.value),
         "timm/resnet18",
         "https://huggingface.co/timm/resnet18",
         str(tmp_path / "hf"),
         'weights = "none"',
         ".safetensors",
-    ):
-        assert part in msg, part
+    )
 
 
 @needs_txv
@@ -122,14 +121,13 @@ def test_txv_weights_offline_name_the_github_file_and_the_cache_path(reg, tmp_pa
     b = reg.get("backbone", "txv/densenet121-res224-all")
     with pytest.raises(WeightsError) as exc:
         b.prepare(b.defaults)
-    msg = str(exc.value)
-    for part in (
+    assert_mentions(
+        str(exc.value),
         "txv/densenet121-res224-all",
         "https://github.com/mlmed/torchxrayvision/releases/",
         str(tmp_path / "xrv"),
         'weights = "none"',
-    ):
-        assert part in msg, part
+    )
 
 
 def test_a_local_timm_state_dict_loads_without_the_classifier(reg, tmp_path):

@@ -57,20 +57,24 @@ def gray_of(path):
         return to_grayscale_array(im)
 
 
+#: the images of ``tree``, in id order
+TREE_IMAGES = [
+    "covid/person1_a.png",
+    "covid/person1_b.png",
+    "covid/site2/person2_a.png",
+    "normal/person3_a.jpg",
+    "normal/person4_a.bmp",
+    "pneumonia/person5_a.tif",
+    "pneumonia/person5_b.tiff",
+    "pneumonia/person6_a.jpeg",
+]
+
+
 @pytest.fixture
 def tree(tmp_path):
     """mydata/{covid,normal,pneumonia}/..., with nesting, patients in names, junk files."""
     root = tmp_path / "mydata"
-    for rel in [
-        "covid/person1_a.png",
-        "covid/person1_b.png",
-        "covid/site2/person2_a.png",
-        "normal/person3_a.jpg",
-        "normal/person4_a.bmp",
-        "pneumonia/person5_a.tif",
-        "pneumonia/person5_b.tiff",
-        "pneumonia/person6_a.jpeg",
-    ]:
+    for rel in TREE_IMAGES:
         img(root / rel, value=40 + len(rel))
     (root / "covid" / "README.txt").write_text("notes")
     (root / "normal" / ".DS_Store").write_text("x")
@@ -85,16 +89,7 @@ def tree(tmp_path):
 def test_folder_classes_ids_and_sources_from_the_tree(tree):
     s = samples("folder", root=str(tree))
     assert s.classes == ("covid", "normal", "pneumonia") and s.positive_class == "covid"
-    assert sorted(s.table["id"]) == [
-        "covid/person1_a.png",
-        "covid/person1_b.png",
-        "covid/site2/person2_a.png",
-        "normal/person3_a.jpg",
-        "normal/person4_a.bmp",
-        "pneumonia/person5_a.tif",
-        "pneumonia/person5_b.tiff",
-        "pneumonia/person6_a.jpeg",
-    ]
+    assert sorted(s.table["id"]) == TREE_IMAGES  # every image, nested ones too; no junk, no hidden folder
     assert dict(zip(s.table["id"], s.table["label"]))["covid/site2/person2_a.png"] == "covid"
     assert set(s.table["source"]) == {"mydata"}
     assert (s.table["group"] == s.table["id"]).all()  # no group_pattern: one group per image ...

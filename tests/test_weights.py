@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from benchbox.errors import WeightsError
-from conftest import WEIGHTS, needs_keras, needs_torch, run_cli
+from conftest import WEIGHTS, assert_mentions, needs_keras, needs_torch, run_cli
 
 SHARED_H5 = WEIGHTS / "mobilenet_v2_0.35_224_no_top_imagenet.h5"
 KERAS_NAME = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
@@ -26,16 +26,15 @@ def test_keras_offline_imagenet_fails_with_actionable_message(tmp_path, monkeypa
     b = backbone("keras/vgg19")
     with pytest.raises(WeightsError) as exc:
         b.prepare({**b.defaults, "weights": "imagenet"})
-    msg = str(exc.value)
-    for part in (
+    assert_mentions(
+        str(exc.value),
         "keras/vgg19",
         "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
         str(tmp_path / "keras" / "models"),
         "https://storage.googleapis.com/",
         'weights = "none"',
         "benchbox weights fetch",
-    ):
-        assert part in msg, part
+    )
 
 
 @needs_torch

@@ -7,7 +7,8 @@ after (same machine, same --threads), then::
 
 Every field of every ``folds/*.json`` is compared exactly (probabilities as the floats JSON stored),
 except those that measure time (``*seconds``, ``*per_sec``, ``written_at``); every array of every
-``explanations/*.npz`` (the Grad-CAM maps) is compared exactly too. Exit 0 when identical, 1 otherwise.
+``*/*.npz`` (what a fold inspector keeps beside the records, e.g. the Grad-CAM maps in explanations/) is
+compared exactly too. Exit 0 when identical, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -56,16 +57,15 @@ def array_differences(before: Path, after: Path) -> list[str]:
 
 
 def compare(before: Path, after: Path) -> tuple[int, list[str]]:
-    """(files compared, differences) over folds/*.json and explanations/*.npz."""
+    """(files compared, differences) over folds/*.json and every folder's *.npz (fold inspectors' arrays)."""
     problems, count = [], 0
-    for pattern, differ in (("folds/*.json", record_differences), ("explanations/*.npz", array_differences)):
-        names_a = {p.name for p in before.glob(pattern)}
-        names_b = {p.name for p in after.glob(pattern)}
+    for pattern, differ in (("folds/*.json", record_differences), ("*/*.npz", array_differences)):
+        names_a = {p.relative_to(before).as_posix() for p in before.glob(pattern)}
+        names_b = {p.relative_to(after).as_posix() for p in after.glob(pattern)}
         problems += [f"only in {before}: {n}" for n in sorted(names_a - names_b)]
         problems += [f"only in {after}: {n}" for n in sorted(names_b - names_a)]
         for name in sorted(names_a & names_b):
-            folder = pattern.split("/")[0]
-            problems += differ(before / folder / name, after / folder / name)
+            problems += differ(before / name, after / name)
             count += 1
     return count, problems
 

@@ -37,8 +37,15 @@ from benchbox.cli.run import bench, run
 from benchbox.errors import BenchboxError
 
 #: the order `benchbox --help` lists the commands in: the main job first, as a user meets them
-ORDER = ("run", "validate", "report", "explain", "compare", "leaderboard", "verify", "bundle", "bench", "plugins")
-app.registered_commands.sort(key=lambda c: ORDER.index(c.callback.__name__) if c.callback.__name__ in ORDER else 99)
+ORDER = ("run", "validate", "report", "compare", "leaderboard", "verify", "bundle", "bench", "plugins")
+
+
+def _sort_commands() -> None:
+    """The core's commands in ORDER, then the others (a plugin's) in the order they were added."""
+    app.registered_commands.sort(key=lambda c: ORDER.index(c.callback.__name__) if c.callback.__name__ in ORDER else 99)
+
+
+_sort_commands()
 
 
 def _crash_log(text: str) -> Path:
@@ -84,6 +91,7 @@ def _command():
             impl.function(app=app, groups=GROUPS)
         except Exception as exc:  # a plugin's command must not break the others
             registry.broken.append((impl.plugin_name, f"benchbox_cli_commands failed: {type(exc).__name__}: {exc}"))
+    _sort_commands()
     contributed, problems = registry.call_each("benchbox_cli_options")
     registry.broken += [(p.split()[1], p) for p in problems]
     options = [o for _, opts in contributed for o in (opts or [])]

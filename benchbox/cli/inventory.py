@@ -99,6 +99,9 @@ def backbones_describe(
         None, "--freeze", help='What to freeze: "none", "all", a fraction like 0.5, or a layer/module name.'
     ),
     input_size: str = typer.Option("200x266", "--input", help="HEIGHTxWIDTH."),
+    layers: bool = typer.Option(
+        False, "--layers", help="Also list every feature-map layer with its size (the names a suite may give a layer)."
+    ),
 ):
     """Parameters (total / frozen / trainable), depth, last frozen layer, preprocessing, MACs."""
     from benchbox.define.suite import plugin_option_problems
@@ -130,6 +133,22 @@ def backbones_describe(
             markup=False,
             highlight=False,
         )
+    if layers:
+        _print_feature_maps(backbone, name, {**options, "input_size": list(size)})
+
+
+def _print_feature_maps(backbone, name: str, options: dict) -> None:
+    """One line per feature-map layer, ``name  HxW``, in network order (``Backbone.feature_maps``)."""
+    try:
+        maps = backbone.feature_maps({**options, "weights": "none"})
+    except NotImplementedError:
+        raise BenchboxError(
+            f"{name}: its plugin does not list its layers (no feature_maps(), see docs/plugins.md)"
+        ) from None
+    h, w = options["input_size"]
+    console.print(f"{len(maps)} feature-map layers of {esc(name)} at {h}x{w}:", highlight=False)
+    for layer, (mh, mw) in maps:
+        console.print(f"  {layer}  {mh}x{mw}", markup=False, highlight=False)
 
 
 @weights_app.command("fetch")

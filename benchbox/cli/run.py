@@ -55,7 +55,7 @@ def run(
 
     chosen = choose_threads(threads)
     registry = _registry()
-    s = load_suite(suite, registry, check_availability=True)
+    s = load_suite(suite, registry, check_availability=True, check_networks=True)
     s.tracking = with_tracking_overrides(s.tracking, STATE["overrides"].get("tracking", {}), registry)
     settings = dict(s.executor)
     for key, value in (
@@ -126,10 +126,13 @@ def validate(
 ):
     """Check a suite and its data sets' tables, listing every problem at once.
 
-    Files are listed and CSVs read; no pixels are decoded."""
+    Files are listed and CSVs read; no pixels are decoded. A layer the suite names (e.g. [explain] layer)
+    is looked up in a network built with random weights."""
     from benchbox.define.suite import load_suite
 
-    s = load_suite(suite, _registry(), check_data=not no_data, data_dir=str(data_dir) if data_dir else None)
+    s = load_suite(
+        suite, _registry(), check_data=not no_data, data_dir=str(data_dir) if data_dir else None, check_networks=True
+    )
     console.print(
         f"[green]{esc(suite)}: valid[/] — {len(s.cells)} cell(s) x {s.protocol.n_folds or 'data-decided'} fold(s) "
         f"({s.protocol.label}), {s.training.epochs} epochs",

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from benchbox.data.datadir import cache_root
 from benchbox.errors import DataError
 
 
@@ -423,3 +424,16 @@ class DecodeCache:
         if not arrays:
             return np.zeros((0, *size) + ((3,) if channels == 3 else ()), dtype=np.uint8)
         return np.stack(arrays)
+
+
+_SHARED: DecodeCache | None = None
+
+
+def shared_decode_cache() -> DecodeCache:
+    """The decode cache data set plugins load through: one per process (memory), backed by files under
+    the benchbox cache (disk); a new one when the cache root moves ($BENCHBOX_CACHE)."""
+    global _SHARED
+    directory = cache_root() / "decoded"
+    if _SHARED is None or _SHARED.directory != directory:
+        _SHARED = DecodeCache(directory)
+    return _SHARED

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from benchbox.contracts import SampleSet
+from benchbox.contracts import InspectRequest, SampleSet
 from benchbox.data.images import to_channels
 from benchbox.data.probes import IMAGE_PROBES, transform
 from benchbox.data.splitters import fold_count, train_test_indices
@@ -26,7 +26,6 @@ from benchbox.define.tables import (
 )
 from benchbox.errors import BenchboxError
 from benchbox.execute.records import CellKey, DataKey
-from benchbox.results.explain import explain_layer
 
 
 @dataclass
@@ -181,13 +180,14 @@ def plan_units(suite: Suite, data: dict[DataKey, PreparedData], done) -> list[Un
                         "test_ids": test_ids[test_idx].tolist(),
                         # patients of the training fold: a linear probe's inner CV groups by them
                         "train_groups": groups[train_idx].tolist(),
-                        # [explain]: read by the harness only (it holds the test labels), see benchbox/results/explain.py
-                        "explain": {
-                            **suite.explain,
-                            "layer": explain_layer(suite.explain, cell.backbone),
-                            "y_test": labels[test_idx],
-                        }  # fmt: skip
-                        if suite.explain and fold != refit  # not the refit
+                        # the suite's fold inspectors: read by the harness only (the request holds the test labels)
+                        "inspect": InspectRequest(
+                            tuple(suite.inspectors.values()),
+                            labels[test_idx],
+                            tuple(ds.samples.classes),
+                            cell.backbone,
+                        )
+                        if suite.inspectors and fold != refit  # not the refit: its "test fold" is training data
                         else None,
                     },
                     refit=fold == refit,

@@ -18,7 +18,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-from benchbox.contracts import Backbone, TrainingConfig
+from benchbox.contracts import Chosen, SuiteBackbone, TrainingConfig
 from benchbox.data.probes import PROBE_OPTIONS, PROBES, THRESHOLDS
 from benchbox.data.splitters import Protocol
 from benchbox.define.tables import data_problems
@@ -43,7 +43,6 @@ TOP_KEYS = {
     "executor",
     "probes",
     "tracking",
-    "explain",
     "scheme",
 }
 TRAINING_KEYS = {
@@ -115,7 +114,8 @@ class Suite:
     tracking: dict = field(default_factory=dict)  # where results are mirrored ({"mlflow": {...}}): not in the digest
     probes: dict = field(default_factory=dict)  # probe name -> options (see benchbox/data/probes.py)
     thresholds: dict = field(default_factory=dict)  # verdict thresholds of the shortcut report
-    explain: dict = field(default_factory=dict)  # [explain] with defaults merged; {} when the suite has none
+    #: the fold inspectors the suite turns on (a top-level table each, e.g. [explain]), options merged
+    inspectors: dict[str, Chosen] = field(default_factory=dict)
     #: with check_data: alias -> images, patients and {class: (images, patients)} (`benchbox validate` prints them)
     data_counts: dict = field(default_factory=dict)
     raw: dict = field(repr=False, default_factory=dict)
@@ -194,11 +194,20 @@ def _schema_from_defaults(defaults: dict) -> dict:
     return schema
 
 
-def load_suite(path, registry, check_availability: bool = False, check_data: bool = False, data_dir=None) -> Suite:
+def load_suite(
+    path,
+    registry,
+    check_availability: bool = False,
+    check_data: bool = False,
+    data_dir=None,
+    check_networks: bool = False,
+) -> Suite:
     """Parse and validate a suite file; raise SuiteError listing every problem.
 
     ``check_data`` (`benchbox validate`): also read each data set's sample table (listing folders,
-    reading CSVs, no pixels) under ``data_dir`` (else the suite's data_dir) and report its problems."""
+    reading CSVs, no pixels) under ``data_dir`` (else the suite's data_dir) and report its problems.
+    ``check_networks`` (`benchbox validate` and `run`): plugins may build a network (random weights) to
+    check what the suite names in it, e.g. a fold inspector's layer names."""
     path = Path(path)
     if path.is_dir():
         raise SuiteError(path, ["is a folder; pass a suite file (TOML), e.g. suites/quickstart.toml"])
@@ -222,15 +231,29 @@ def load_suite(path, registry, check_availability: bool = False, check_data: boo
     except tomllib.TOMLDecodeError as exc:
         raise SuiteError(path, [f"not valid TOML: {exc}"]) from None
     return validate_suite(
-        raw, path, registry, text=text, check_availability=check_availability, check_data=check_data, data_dir=data_dir
+        raw,
+        path,
+        registry,
+        text=text,
+        check_availability=check_availability,
+        check_data=check_data,
+        data_dir=data_dir,
+        check_networks=check_networks,
     )
 
 
 def validate_suite(
-    raw: dict, path, registry, text: str = "", check_availability: bool = False, check_data: bool = False, data_dir=None
+    raw: dict,
+    path,
+    registry,
+    text: str = "",
+    check_availability: bool = False,
+    check_data: bool = False,
+    data_dir=None,
+    check_networks: bool = False,
 ) -> Suite:
     c = _Checker(path)
-    c.keys("", raw, TOP_KEYS)
+    c.keys("", raw, TOP_KEYS | inspector_tables(registry))
     c.typed(
         "",
         raw,
@@ -292,27 +315,10 @@ def validate_suite(
     executor_raw = raw.get("executor", {}) if isinstance(raw.get("executor", {}), dict) else {}
     chosen_strategy(c.problems, "executor", executor_raw, registry, DEFAULT_EXECUTOR)
     tracking = _tracking(c, raw, registry)
-    explain = _explain(c, raw)
+    inspectors = _inspector_settings(c, raw, registry)
     datasets = _entries(c, raw, "datasets", registry, "dataset", COMMON_DATASET_KEYS, check_availability)
     backbones = _entries(c, raw, "backbones", registry, "backbone", COMMON_BACKBONE_KEYS, check_availability)
     backbones = _schemes(c, backbones, registry, default_scheme if isinstance(default_scheme, str) else None)
-    layers = explain.get("layer")
-    if isinstance(layers, dict):  # per backbone: its aliases, each a layer name
-        for alias, layer_name in layers.items():
-            if alias not in backbones and alias not in (raw.get("backbones") or {}):
-                c.add(f"explain.layer.{alias}", f"not a backbone of this suite; use a name from [backbones.*]: "
-                      f"{', '.join(backbones) or 'none'}")  # fmt: skip
-            elif not isinstance(layer_name, str) or not layer_name.strip():
-                c.add(f"explain.layer.{alias}", 'must be "auto" or a layer/module name of that backbone')
-    if explain:  # a backbone that cannot draw maps is named now, not warned about once per fold after training
-        for alias, entry in backbones.items():
-            obj = registry.backbones[entry.plugin].obj if entry.plugin in registry.backbones else None
-            if obj is not None and type(obj).explain is Backbone.explain:
-                c.add(
-                    f"backbones.{alias}",
-                    f"{entry.plugin} cannot draw Grad-CAM maps (its plugin has no explain()), which [explain] asks "
-                    "for; remove [explain] or this backbone, or run them in two suites",
-                )
     for alias, entry in backbones.items():
         size = entry.options.get("input_size")
         if any(p.startswith(f"backbones.{alias}.input_size:") for p in c.problems):
@@ -334,6 +340,8 @@ def validate_suite(
                 f"training batch of {batch} would need about {gib:,.0f} GiB; X-ray studies use 200-512 px",
             )
 
+    _check_inspected_backbones(c, raw, registry, inspectors, backbones, check_networks)
+
     cells, external = _cells(c, raw, datasets, backbones)
     if strategy is not None and strategy.crosses_datasets:
         cells, external = expand_cross_dataset(c, cells, external, datasets, protocol_raw.get("kind"))
@@ -352,6 +360,14 @@ def validate_suite(
                 c.add(
                     f"evaluators[{i}]",
                     f"unknown evaluator {ev!r}; available: {', '.join(sorted(registry.evaluators)) or 'none'}",
+                )
+    if strategy is not None:  # the matrix's metrics come from the evaluators its strategy names
+        for metric, ev in dict(getattr(strategy, "matrix_metrics", {}) or {}).items():
+            if ev not in registry.evaluators:
+                c.add(
+                    "protocol.kind",
+                    f"{strategy.name!r} scores its matrix's {metric} with evaluator {ev!r}, which is not installed; "
+                    f"install the plugin that provides it (installed: {', '.join(sorted(registry.evaluators))})",
                 )
 
     # a protocol with a problem is not used to check the data (its folds cannot be drawn)
@@ -382,7 +398,7 @@ def validate_suite(
         ),
         executor=dict(executor_raw),
         tracking=tracking,
-        explain=explain,
+        inspectors=inspectors,
         data_counts=data_counts,
         probes=probes,
         thresholds=thresholds,
@@ -523,25 +539,57 @@ def with_tracking_overrides(tracking: dict, overrides: dict, registry) -> dict:
     return merged
 
 
-def _explain(c: _Checker, raw) -> dict:
-    """[explain]: Grad-CAM maps of a seeded sample of each fold's test images (benchbox/results/explain.py).
-    Returns the settings with defaults merged (the suite's seed unless it names one), ``{}`` when absent."""
-    from benchbox.results.explain import EXPLAIN_DEFAULTS, check_settings
+def inspector_tables(registry) -> set[str]:
+    """The top-level tables that turn a fold inspector on: each registered inspector's name (a core key wins)."""
+    return {name for name in registry.fold_inspectors if name not in TOP_KEYS}
 
-    if "explain" not in raw:
-        return {}
-    table = raw["explain"]
-    if not isinstance(table, dict):
-        c.add("explain", "must be a table, e.g. [explain] with images_per_class = 4 (or empty for the defaults)")
-        return {}
-    schema = {k: (float if isinstance(v, float) else type(v)) for k, v in EXPLAIN_DEFAULTS.items()}
-    schema["layer"] = (str, dict)  # one name for every backbone, or { ALIAS = "name" } per backbone
-    c.keys("explain", table, schema)
-    c.typed("explain", table, schema)
-    for problem in check_settings(table):
-        c.add("explain", problem)
+
+def _inspector_settings(c: _Checker, raw, registry) -> dict[str, Chosen]:
+    """Each fold inspector the suite turns on with a top-level table of its name (``[explain]``): the table's
+    keys and types checked against the inspector's ``defaults``/``option_types``, its values by its own
+    ``check_options``; returns name -> Chosen with the inspector's ``settings`` (defaults merged)."""
     seed = raw.get("seed", 0) if _type_ok(raw.get("seed", 0), int) else 0
-    return {**EXPLAIN_DEFAULTS, "seed": seed, **{k: v for k, v in table.items() if k in schema}}
+    out = {}
+    for name in sorted(inspector_tables(registry) & set(raw)):
+        table = raw[name]
+        if not isinstance(table, dict):
+            c.add(name, f"must be a table of its options, e.g. [{name}] alone for the defaults")
+            continue
+        inspector = registry.fold_inspectors[name].obj
+        schema = {**_schema_from_defaults(dict(inspector.defaults or {})), **dict(inspector.option_types or {})}
+        c.keys(name, table, schema)
+        c.typed(name, table, schema)
+        valid = {k: v for k, v in table.items() if k in schema and _type_ok(v, schema[k])}
+        try:
+            found = inspector.check_options(valid) or []
+            options = inspector.settings(valid, seed)
+        except Exception as exc:  # a plugin's own check must not crash validation
+            c.add(name, f"fold inspector {name!r} failed to check its options: {type(exc).__name__}: {exc}")
+            continue
+        c.problems.extend(f"{name}.{problem}" for problem in found)
+        out[name] = Chosen(name, options, inspector)
+    return out
+
+
+def _check_inspected_backbones(c: _Checker, raw, registry, inspectors: dict, backbones: dict, networks: bool) -> None:
+    """Each fold inspector's own check of the suite's backbones (``FoldInspector.check_backbones``): an entry
+    whose problems are reported already is passed as None, so it is named once."""
+    if not inspectors:
+        return
+    named = raw.get("backbones") if isinstance(raw.get("backbones"), dict) else {}
+    given = {}
+    for alias in named:
+        entry = backbones.get(alias)
+        reported = any(p.startswith((f"backbones.{alias}.", f"backbones.{alias}:")) for p in c.problems)
+        if entry is None or reported or entry.plugin not in registry.backbones:
+            given[alias] = None
+            continue
+        given[alias] = SuiteBackbone(alias, entry.plugin, registry.backbones[entry.plugin].obj, dict(entry.options))
+    for name, chosen in inspectors.items():
+        try:
+            c.problems.extend(chosen.plugin.check_backbones(chosen.options, given, networks) or [])
+        except Exception as exc:  # a plugin's own check must not crash validation
+            c.add(name, f"fold inspector {name!r} failed to check the backbones: {type(exc).__name__}: {exc}")
 
 
 def _entries(c: _Checker, raw, section, registry, kind, common, check_availability):

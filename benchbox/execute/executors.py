@@ -49,6 +49,6 @@ def build_job(unit: Unit, images: np.ndarray, test_images: np.ndarray, progress=
         progress=progress,
         train_ids=f["train_ids"],
         test_ids=f["test_ids"],
-        explain=f.get("explain"),
+        inspect=f.get("inspect"),
         train_groups=f.get("train_groups"),
     )

@@ -14,6 +14,7 @@ fold; the full traceback is kept for the run's log.
 
 from __future__ import annotations
 
+import re
 import time
 import traceback
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from benchbox.contracts import Backbone, FoldJob
+from benchbox.contracts import Backbone, FinishedFold, FoldArtefacts, FoldJob, InspectRequest
 from benchbox.errors import BenchboxError, PluginError
 
 #: rows of a probability matrix must sum to one within this
@@ -39,6 +40,8 @@ class FoldOutcome:
     predict_seconds: float
     infer_images_per_sec: float
     info: dict = field(default_factory=dict)
+    #: what each fold inspector keeps, by its name (its summary is in ``info`` too); the store writes the arrays
+    artefacts: dict[str, FoldArtefacts] = field(default_factory=dict)
 
 
 def call_plugin(plugin: str, method: str, where: str, fn: Callable, *args, **kwargs) -> Any:
@@ -143,9 +146,9 @@ def run_fold(
     problem = channels_problem(backbone, plugin, job.channels, f"the data set of {where}")
     if problem:  # before fit: no training time is spent on a fold the backbone cannot take
         raise PluginError(problem)
-    request = job.explain
+    request = job.inspect
     if request is not None:  # the test labels it holds never reach the backbone
-        job = replace(job, explain=None)
+        job = replace(job, inspect=None)
     reported = []
     if job.progress is not None:  # notice whether fit reports its epochs (a numpy plugin has none)
         report = job.progress
@@ -176,7 +179,7 @@ def run_fold(
     call_plugin(plugin, "synchronize", where, backbone.synchronize, model)
     predict_seconds = clock() - t0
     probs = check_probabilities(probs, n_test, job.num_classes, f"{plugin} (predict on {where})")
-    explained = explain_fold(backbone, plugin, model, job, probs, request, where) if request is not None else None
+    artefacts = inspect_fold(backbone, plugin, model, job, probs, request, where) if request is not None else {}
 
     rate = float("nan")
     batch = job.x_test[: max(1, min(n_test, job.training.batch_size))]
@@ -199,8 +202,8 @@ def run_fold(
     if not isinstance(info, dict):
         raise PluginError(f"{plugin} returned info of type {type(info).__name__} on {where}; return a dict")
     info = {**info, "timing": {"throughput_images": len(batch) if n_test else 0, "warmup_calls": 1}}
-    if explained is not None:  # the store writes the maps beside the record and keeps only the summary
-        info["explain"] = explained
+    for name, kept in artefacts.items():  # the store writes the arrays beside the record, the summary into it
+        info[name] = kept.summary
     return FoldOutcome(
         probabilities=probs,
         external=ext,
@@ -208,52 +211,65 @@ def run_fold(
         predict_seconds=predict_seconds,
         infer_images_per_sec=rate,
         info=info,
+        artefacts=artefacts,
     )
 
 
-def explain_fold(backbone: Backbone, plugin: str, model, job: FoldJob, probs: np.ndarray, request, where: str) -> dict:
-    """Grad-CAM maps of a seeded sample of the test fold (benchbox/results/explain.py), by the fold's own
-    model, for the predicted class. Never fails the fold: a backbone that cannot explain, or whose
-    maps break the contract, gets a ``status`` saying why and no maps. Not timed: the fold's
-    timings are measured before and after without it."""
-    from benchbox.results import explain as ex
+#: what a fold inspector's ``folder`` may be: a plain name, not one of the run directory's own folders
+FOLDER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+RESERVED_FOLDERS = {"folds", "failed", "plots", "splits"}
 
-    predicted = probs.argmax(axis=1) if len(probs) else np.zeros(0, dtype=np.int64)
-    ids = list(job.test_ids) if job.test_ids is not None else [str(i) for i in range(len(job.x_test))]
-    idx = ex.select(request["y_test"], predicted, ids, request["images_per_class"], request["seed"], job.num_classes)
-    summary = {"layer": request["layer"], "images": 0}
-    if not len(idx):
-        return {**summary, "status": "no test images to explain"}
-    t0 = time.perf_counter()
-    try:
-        maps = backbone.explain(model, job.x_test[idx], predicted[idx], layer=request["layer"])
-        maps = ex.check_maps(maps, len(idx), plugin)
-    except NotImplementedError as exc:
-        return {**summary, "status": f"cannot explain: {exc or 'explain() is not implemented'}"}
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except Exception as exc:
-        return {
-            **summary,
-            "status": f"explain failed on {where}: {type(exc).__name__}: {exc}",
-            "traceback": traceback.format_exc()[-4000:],
-        }
-    y = np.asarray(request["y_test"])
-    return {
-        **summary,
-        "status": "ok",
-        "images": len(idx),
-        "map_size": list(maps.shape[1:]),
-        "seconds": round(time.perf_counter() - t0, 3),
-        "data": {  # popped by the store, written to explanations/<cell>__foldNN.npz
-            "maps": maps,
-            "ids": np.array([str(ids[i]) for i in idx]),
-            "index": idx,
-            "y_true": y[idx].astype(np.int64),
-            "predicted": predicted[idx].astype(np.int64),
-            "probability": probs[idx, predicted[idx]].astype(np.float32),
-            "images": ex.thumbnails(job.x_test[idx]),
-            "input_size": np.array(job.x_test.shape[1:3], dtype=np.int64),
-            "layer": np.array(str(request["layer"])),
-        },
-    }
+
+def inspect_fold(
+    backbone: Backbone, plugin: str, model, job: FoldJob, probs: np.ndarray, request: InspectRequest, where: str
+) -> dict[str, FoldArtefacts]:
+    """Each of the suite's fold inspectors on the fold just scored, with its own model: name -> what it keeps.
+    Never fails the fold: an inspector that raises or returns something else gets a warning, its traceback
+    goes to the run's log, and the fold's record is stored as it would be without it. Not timed: the fold's
+    timings are measured before and after without it."""
+    fold = FinishedFold(
+        backbone=backbone,
+        plugin=plugin,
+        alias=request.alias,
+        model=model,
+        job=job,
+        probabilities=probs,
+        y_test=np.asarray(request.y_test),
+        classes=tuple(request.classes),
+        where=where,
+    )
+    out = {}
+    for chosen in request.inspectors:
+        name, inspector = chosen.name, chosen.plugin
+        folder = getattr(inspector, "folder", "") or name
+        try:
+            if not FOLDER_NAME.match(folder) or folder in RESERVED_FOLDERS:
+                bad, folder = folder, ""
+                raise ValueError(f"its folder {bad!r} is not a plain name of its own in a run directory")
+            kept = inspector.inspect(fold, chosen.options)
+            if kept is None:
+                continue
+            kept = replace(_checked_artefacts(kept), folder=folder)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:
+            problem = f"fold inspector {name!r} failed on {where}: {type(exc).__name__}: {exc}"
+            kept = FoldArtefacts(
+                {"status": problem}, warning=problem, log=traceback.format_exc()[-4000:], folder=folder
+            )
+        out[name] = kept
+    return out
+
+
+def _checked_artefacts(kept) -> FoldArtefacts:
+    """An inspector's return value as the store can write it: a FoldArtefacts with a dict summary and arrays
+    of numbers or strings (never objects, which would need pickle)."""
+    if not isinstance(kept, FoldArtefacts) or not isinstance(kept.summary, dict):
+        raise TypeError(f"inspect() returned {type(kept).__name__}; return a FoldArtefacts (or None)")
+    arrays = None
+    if kept.arrays is not None:
+        arrays = {str(k): np.asarray(v) for k, v in kept.arrays.items()}
+        objects = [k for k, v in arrays.items() if v.dtype.hasobject]
+        if objects:
+            raise TypeError(f"arrays {objects} hold Python objects; store numbers or strings")
+    return replace(kept, arrays=arrays)

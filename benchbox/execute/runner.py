@@ -131,12 +131,13 @@ def execute(
 
     def on_done(unit: Unit, outcome) -> None:
         record = make_record(unit, outcome, data, suite.digest)
-        store.write_record(record)
+        artefacts = getattr(outcome, "artefacts", None) or {}
+        store.write_record(record, artefacts)
         store.clear_failure(unit.cell, unit.fold)
         reporter.fold_end(record)
-        explained = record.info.get("explain") if isinstance(record.info, dict) else None
-        if isinstance(explained, dict) and explained.get("status", "ok") != "ok":
-            reporter.message(f"warning: {unit.where}: no Grad-CAM maps: {explained['status']}")
+        for kept in artefacts.values():  # a fold inspector's word on this fold (e.g. no maps, and why)
+            if kept.warning:
+                reporter.message(f"warning: {unit.where}: {kept.warning}")
         cache = record.info.get("embedding_cache") if isinstance(record.info, dict) else None
         if isinstance(cache, dict) and cache.get("warning"):  # a frozen scheme's cache could not be written
             reporter.message(f"warning: {unit.where}: {cache['warning']}")

@@ -7,6 +7,8 @@
         folds/<data>__<backbone>__fold<NN>.json   one FoldRecord per finished fold; the manifest's
                                record_digests lists each one's sha256, written as the fold finished
         failed/...             folds that failed, with the error (retried by the next run)
+        <folder>/<data>__<backbone>__fold<NN>.npz   arrays a fold inspector kept of the fold (e.g. the
+                               Grad-CAM maps in explanations/), written before its record
         benchbox.log           tracebacks of plugin failures
         report.md, summary.csv, ...                views, re-rendered by `benchbox report`
 
@@ -19,17 +21,20 @@ process out of a run directory that is being written.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import os
 import socket
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from benchbox.contracts import FoldArtefacts
 from benchbox.errors import StoreError
 from benchbox.execute.records import CellKey, FoldRecord, data_index, legacy_aliases
 
@@ -67,6 +72,13 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def arrays_npz(arrays: Mapping[str, Any]) -> bytes:
+    """Named arrays as a compressed .npz archive (no pickles: strings are unicode arrays)."""
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+    return buf.getvalue()
 
 
 def write_atomic(path: Path, text: str | bytes) -> None:
@@ -343,13 +355,14 @@ class RunStore:
                 out.append(p)
         return out
 
-    def write_record(self, record: FoldRecord) -> Path:
-        """Write a finished fold's record and list its sha256 in the manifest (``record_digests``).
+    def write_record(self, record: FoldRecord, artefacts: Mapping[str, FoldArtefacts] | None = None) -> Path:
+        """Write a finished fold's record and list its sha256 in the manifest (``record_digests``); before it,
+        the arrays its fold inspectors kept (``artefacts``, by inspector name), each file written atomically.
 
         The digest goes into the manifest first, then the record appears (both atomic writes, by the one
         process that holds the run's lock): a process killed between the two leaves a digest without its
         record, and the next run redoes that fold and lists the new digest; never a record without one."""
-        self._write_explanations(record)
+        self._write_artefacts(record, artefacts or {})
         p = self.record_path(record.cell, record.fold)
         text = json_text(record.to_json()).encode("utf-8")
         if self.manifest_path.exists():
@@ -365,30 +378,26 @@ class RunStore:
         """A file's name relative to the run directory, with forward slashes (as manifests and bundles list it)."""
         return Path(path).relative_to(self.path).as_posix()
 
-    def explanations_path(self, cell: CellKey, fold: int) -> Path:
-        return self.path / "explanations" / f"{cell.slug}__fold{fold:02d}.npz"
+    def artefact_path(self, folder: str, cell: CellKey, fold: int) -> Path:
+        """Where a fold inspector's arrays of one fold are stored: ``FOLDER/<cell>__foldNN.npz``."""
+        return self.path / folder / f"{cell.slug}__fold{fold:02d}.npz"
 
-    def _write_explanations(self, record: FoldRecord) -> None:
-        """A fold's Grad-CAM maps (the harness leaves them in ``info["explain"]["data"]``), written
-        atomically *before* its record, so a stored record of a suite with [explain] has its maps;
-        the record keeps only the summary (status, layer, count, file)."""
-        explained = record.info.get("explain") if isinstance(record.info, dict) else None
-        if not isinstance(explained, dict):
-            return
-        explained = dict(explained)
-        record.info = {**record.info, "explain": explained}
-        data = explained.pop("data", None)
-        trace = explained.pop("traceback", None)
-        if trace:
-            self.log(f"{record.cell} fold {record.fold}: {explained.get('status')}\n{trace}")
-        path = self.explanations_path(record.cell, record.fold)
-        if data is None:
-            path.unlink(missing_ok=True)  # a rerun of this fold that could not explain: no stale maps
-            return
-        from benchbox.results.explain import to_npz
-
-        write_atomic(path, to_npz({**data, "classes": np.array([str(c) for c in record.classes])}))
-        explained["file"] = str(path.relative_to(self.path))
+    def _write_artefacts(self, record: FoldRecord, artefacts: Mapping[str, FoldArtefacts]) -> None:
+        """Each fold inspector's arrays, written atomically *before* the record, so a stored record has its
+        files; its summary in the record (``info[NAME]``) gets the file's path as ``file``. An inspector
+        that kept no arrays this time leaves no stale file of an earlier try of the fold."""
+        for name, kept in artefacts.items():
+            if kept.log:
+                self.log(f"{record.cell} fold {record.fold}: {kept.log}")
+            if not kept.folder:
+                continue
+            path = self.artefact_path(kept.folder, record.cell, record.fold)
+            if kept.arrays is None:
+                path.unlink(missing_ok=True)
+                continue
+            write_atomic(path, arrays_npz(kept.arrays))
+            summary = record.info.get(name) if isinstance(record.info.get(name), dict) else dict(kept.summary)
+            record.info = {**record.info, name: {**summary, "file": str(path.relative_to(self.path))}}
 
     def failure_path(self, cell: CellKey, fold: int) -> Path:
         return self.path / "failed" / f"{cell.slug}__fold{fold:02d}.json"

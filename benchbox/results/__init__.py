@@ -1,1 +1,1 @@
-"""Stage 4, results: metrics from stored predictions, statistics, explanations and the views (tables, reports, leaderboards)."""
+"""Stage 4, results: metrics from stored predictions, statistics and the views (tables, reports, leaderboards)."""

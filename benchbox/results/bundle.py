@@ -3,7 +3,7 @@
 A bundle is a zip archive holding the run's manifest, suite, splits, fold records and stored summary
 (its environment is in the manifest), and ``bundle.json``: the schema version, the sha256 of every
 other member, and what was changed on the way (ids hashed, absolute paths removed). No images, no
-Grad-CAM maps, no plots, no absolute paths. Everything that reads a run directory (report,
+fold inspector's arrays (e.g. Grad-CAM maps), no plots, no absolute paths. Everything that reads a run directory (report,
 leaderboard, verify, board) reads a bundle: it is extracted, member by member and within size
 limits, into a temporary folder that is deleted afterwards.
 

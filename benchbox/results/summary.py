@@ -18,6 +18,7 @@ from benchbox.contracts import MetricSpec, Section
 from benchbox.errors import StoreError
 from benchbox.execute.records import CellKey, FoldRecord, cell_index, data_index, group_by_cell
 from benchbox.execute.store import RunStore
+from benchbox.results.matrix import cross_dataset_matrix
 from benchbox.results.statistics import mcnemar
 
 
@@ -36,7 +37,9 @@ class RunResult:
     evaluators: dict = field(default_factory=dict)  # name -> Evaluator object (their plots and sections)
     missing_evaluators: list[str] = field(default_factory=list)  # used by the run, not installed here
     refit_records: list[FoldRecord] = field(default_factory=list)  # cross-dataset refit models (not CV folds)
-    cross: pd.DataFrame = field(default_factory=pd.DataFrame)  # the cross-dataset matrix, long form (see below)
+    cross: pd.DataFrame = field(default_factory=pd.DataFrame)  # the cross-dataset matrix, long form (matrix.py)
+    cross_metrics: list[MetricSpec] = field(default_factory=list)  # the matrix's metrics, as their evaluators declare
+    cross_evaluators: dict[str, str] = field(default_factory=dict)  # matrix metric -> the evaluator that computed it
 
     @property
     def cells(self) -> dict[CellKey, list[FoldRecord]]:
@@ -87,7 +90,7 @@ def summarise(store: RunStore, registry, with_sections: bool = True) -> RunResul
     problems += [f"evaluator {name!r} used by this run is not installed; its metrics are left out" for name in missing]
     cells_meta = cell_index(manifest)
     datasets = data_index(manifest)
-    rows = []
+    rows, evaluated = [], {}  # evaluated: (cell, evaluator) -> its figures, reused by the cross-dataset matrix
     for cell, recs in group_by_cell(records).items():
         meta = cells_meta.get(cell, {})
         dmeta = datasets.get(cell.data, {})
@@ -120,7 +123,8 @@ def summarise(store: RunStore, registry, with_sections: bool = True) -> RunResul
             if entry is None:
                 continue
             try:
-                row.update(entry.obj.evaluate(recs, classes, positive))
+                evaluated[(cell, name)] = entry.obj.evaluate(recs, classes, positive)
+                row.update(evaluated[(cell, name)])
             except Exception as exc:  # one evaluator's bug must not hide the other metrics
                 problems.append(f"evaluator {name!r} ({entry.origin}) failed on {cell}: {type(exc).__name__}: {exc}")
         retested = repeated_tests(recs)
@@ -157,17 +161,20 @@ def summarise(store: RunStore, registry, with_sections: bool = True) -> RunResul
         refit_records=refit_records,
         missing_evaluators=missing,
     )
-    if crosses_datasets(manifest, registry):
-        result.cross = cross_dataset_matrix(manifest, records, refit_records, problems)
+    strategy = crossing_strategy(manifest, registry)
+    if strategy is not None:
+        result.cross, result.cross_metrics, result.cross_evaluators = cross_dataset_matrix(
+            manifest, records, refit_records, strategy, registry, problems, evaluated
+        )
     if with_sections:
         result.sections = collect_sections(result, registry)
     return result
 
 
-def crosses_datasets(manifest: dict, registry) -> bool:
-    """Whether the run's split strategy had every model predict the suite's other data sets."""
+def crossing_strategy(manifest: dict, registry):
+    """The run's split strategy when it had every model predict the suite's other data sets, else None."""
     entry = registry.split_strategies.get((manifest.get("protocol") or {}).get("kind"))
-    return entry is not None and bool(entry.obj.crosses_datasets)
+    return entry.obj if entry is not None and entry.obj.crosses_datasets else None
 
 
 def collect_sections(result: RunResult, registry) -> list[Section]:
@@ -255,119 +262,3 @@ def mark_significance(rows, cells, metric: str, alpha: float = 0.05) -> None:
 def p_text(p: float) -> str:
     """A p-value as the tables show it: three decimals, and "p < 0.001" below that (never "p=0.000")."""
     return "p < 0.001" if p < 0.0005 else f"p={p:.3f}"
-
-
-#: what the cross-dataset matrix reports, positive class against the rest (names as the evaluators use them)
-CROSS_METRICS = ("auc", "sensitivity", "specificity")
-
-
-def cross_dataset_matrix(
-    manifest: dict, records, refit_records, problems: list[str] | None = None, n_boot: int = 1000, seed: int = 0
-) -> pd.DataFrame:
-    """One row per backbone x (trained on A, tested on B): AUC, sensitivity and specificity of A's
-    positive class against the rest, with 95% intervals.
-
-    - Diagonal (A = B): A's own cross-validation, test folds pooled (as the comparison table does).
-    - Off the diagonal, k-fold: each of A's fold models predicted all of B; their probabilities are
-      averaged, so every image of B counts once (pooling the k predictions would count it k times and
-      make the intervals k times too confident). ``auc_fold_std`` is the spread of the single models.
-    - Off the diagonal, refit: the one model trained on all of A.
-    AUC intervals: patient-level bootstrap (image-level where the records name no patients);
-    sensitivity and specificity: Wilson. Classes are matched by name; B may lack A's other classes.
-    """
-    from benchbox.results.statistics import bootstrap_ci, positive_auc, wilson
-
-    problems = problems if problems is not None else []
-    datasets = data_index(manifest)
-    k = (manifest.get("protocol") or {}).get("k")
-    repeats = (manifest.get("protocol") or {}).get("repeats") or 1
-    k = f"{repeats}x{k}" if isinstance(repeats, int) and repeats > 1 else k
-    refit = bool((manifest.get("protocol") or {}).get("refit"))
-    cells = {c: recs for c, recs in group_by_cell(records).items() if not c.probe}
-    refits = {r.cell: r for r in refit_records if not r.cell.probe}
-    order = [a for a in (manifest.get("datasets") or {}) if not (manifest["datasets"][a].get("probe"))]
-    ran = {c.backbone for c in list(cells) + list(refits)}
-    backbones = [b for b in dict.fromkeys(c.backbone for c in cell_index(manifest)) if b in ran]
-    backbones += sorted(ran - set(backbones))  # a record the manifest does not list (never in practice)
-
-    def figures(y: np.ndarray, score: np.ndarray, predicted_pos: np.ndarray, groups) -> dict:
-        out = {"images": int(len(y)), "positives": int(y.sum())}
-        two = np.stack([1 - score, score], axis=1)
-        out["auc"] = positive_auc(y.astype(int), two, 1)
-        out["auc_ci_low"], out["auc_ci_high"] = bootstrap_ci(
-            lambda i: positive_auc(y[i].astype(int), two[i], 1), groups, n_boot, seed
-        )
-        for name, mask, hits in (
-            ("sensitivity", y, predicted_pos[y]),
-            ("specificity", ~y, ~predicted_pos[~y]),
-        ):
-            n, h = int(mask.sum()), int(hits.sum())
-            out[name] = h / n if n else float("nan")
-            out[f"{name}_ci_low"], out[f"{name}_ci_high"] = wilson(h, n)
-        return out
-
-    rows = []
-    for backbone in backbones:
-        for a in order:
-            key = CellKey(a, backbone)
-            recs = cells.get(key, [])
-            if not recs and key not in refits:
-                continue
-            classes = list((recs[0] if recs else refits[key]).classes)
-            positive = (datasets.get(key.data) or {}).get("positive_class") or classes[0]
-            if positive not in classes:
-                problems.append(f"cross-dataset: {a}'s positive class {positive!r} is not among its classes")
-                continue
-            pos = classes.index(positive)
-            base = {"backbone": backbone, "trained_on": a, "positive_class": positive}
-            if recs:
-                y = np.concatenate([r.y_true for r in recs]) == pos
-                score = np.concatenate([r.probabilities[:, pos] for r in recs])
-                pred = np.concatenate([r.predicted for r in recs]) == pos
-                groups = np.concatenate([np.asarray(r.test_groups) for r in recs])
-                fold_aucs = [positive_auc((r.y_true == pos).astype(int), r.probabilities, pos) for r in recs]
-                rows.append(
-                    {
-                        **base,
-                        "tested_on": a,
-                        "how": f"within: {k}-fold CV, test folds pooled",
-                        "models": len(recs),
-                        **figures(y, score, pred, groups),
-                        "auc_fold_std": _sd(fold_aucs),
-                    }
-                )
-            sources = [refits[key]] if refit and key in refits else ([] if refit else recs)
-            for b in order:
-                if b == a:
-                    continue
-                parts = [r.external[b] for r in sources if b in r.external]
-                if not parts:
-                    continue
-                labels = np.asarray(parts[0].labels)
-                y = labels == positive
-                probs = [np.asarray(p.probabilities, dtype=float) for p in parts]
-                mean = np.mean(probs, axis=0)
-                groups = parts[0].groups or parts[0].ids
-                how = "refit on all of the data set" if refit else f"mean of {len(parts)} fold models"
-                if not y.any():
-                    problems.append(
-                        f"cross-dataset {a} -> {b}: {b} has no images of {a}'s positive class {positive!r}; "
-                        "sensitivity and AUC are undefined"
-                    )
-                single = [positive_auc(y.astype(int), p, pos) for p in probs] if len(probs) > 1 else []
-                rows.append(
-                    {
-                        **base,
-                        "tested_on": b,
-                        "how": f"external: {how}",
-                        "models": len(parts),
-                        **figures(y, mean[:, pos], mean.argmax(1) == pos, groups),
-                        "auc_fold_std": _sd(single),
-                    }
-                )
-    return pd.DataFrame(rows)
-
-
-def _sd(values) -> float:
-    v = [x for x in values if np.isfinite(x)]
-    return float(np.std(v, ddof=1)) if len(v) > 1 else float("nan")

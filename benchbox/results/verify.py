@@ -143,6 +143,19 @@ def check_suite(store: RunStore, manifest: dict, registry, verdict: Verdict):
         return None
 
 
+def stored_split(store: RunStore, slug: str, verdict: Verdict, missing: str = "") -> dict | None:
+    """The run's stored split of ``slug``, or None: when it cannot be read (a failure says why) or the run
+    has none (a failure says ``missing`` where given)."""
+    try:
+        split = store.read_split(slug)
+    except BenchboxError as exc:
+        verdict.failures.append(str(exc))
+        return None
+    if split is None and missing:
+        verdict.failures.append(f"{store.split_path(slug)}: {missing}")
+    return split
+
+
 def check_records_against_splits(store: RunStore, manifest: dict, verdict: Verdict) -> None:
     """Each record's test ids are its fold's samples in the stored split; each split's fingerprint is the
     manifest's."""
@@ -154,13 +167,8 @@ def check_records_against_splits(store: RunStore, manifest: dict, verdict: Verdi
             by_data[r.cell.data.slug].append(r)
     datasets = manifest.get("datasets") or {}
     for slug, recs in by_data.items():
-        try:
-            split = store.read_split(slug)
-        except BenchboxError as exc:
-            verdict.failures.append(str(exc))
-            continue
+        split = stored_split(store, slug, verdict, missing=f"missing; the records of {slug} cannot be checked")
         if split is None:
-            verdict.failures.append(f"{store.split_path(slug)}: missing; the records of {slug} cannot be checked")
             continue
         try:
             folds = np.asarray(split["fold"], dtype=np.int64)
@@ -221,13 +229,9 @@ def rederive_folds(store: RunStore, manifest: dict, suite, registry, data_dir, v
         ids = ds.samples.table["id"].astype(str).tolist()
         if hashed:
             ids = [hash_id(i) for i in ids]
-        try:
-            split = store.read_split(slug)
-        except BenchboxError as exc:
-            verdict.failures.append(str(exc))
-            continue
+        split = stored_split(store, slug, verdict)  # a missing one is named by check_records_against_splits
         if split is None:
-            continue  # named by check_records_against_splits
+            continue
         drawn = np.asarray(ds.folds).reshape(-1, len(ids))
         stored = np.asarray(split["fold"], dtype=np.int64).reshape(-1, len(split["ids"]))
         mine = {i: tuple(col) for i, col in zip(ids, drawn.T.tolist())}

@@ -1,11 +1,16 @@
-"""Where does it look: the Grad-CAM report of a run made with [explain].
+"""Where does it look: Grad-CAM maps of each fold's model, turned on by a suite's [explain] table.
 
-Adds the report Section "Where does it look (Grad-CAM heat share)" — per cell and true class,
-the share of the heat in the central (lung) box and in the border frame, beside the cell's
-accuracy and its lungs-blackout probe's — and draws the Grad-CAM panels (one PNG per cell in
-the run's plots/, which report.html embeds). The maps themselves are computed while each fold
-runs (benchbox/execute/harness.py, the engines' gradcam.py) and stored in explanations/; this plugin
-only reads them. A run without explanations gets nothing from it.
+Everything Grad-CAM is here, behind benchbox's hooks; the core names none of it:
+- the ``explain`` fold inspector (inspector.py, ``benchbox_fold_inspectors``): checks the [explain] table and,
+  at validate, that each backbone can draw maps at the layer named; while a run trains, explains a seeded
+  sample of each fold's test images with the fold's own model (``Backbone.explain``, written by the framework
+  plugins) and hands the maps to the run store, which writes them to explanations/ beside the fold record;
+- the report Section "Where does it look (Grad-CAM heat share)" (``benchbox_report_sections``): per cell and
+  true class, the share of the heat in the central (lung) box and in the border frame, beside the cell's
+  accuracy and its lungs-blackout probe's, and the Grad-CAM panels (one PNG per cell in the run's plots/,
+  which report.html embeds);
+- `benchbox explain RUN_DIR` (command.py, ``benchbox_cli_commands``): redraws the panels and the table.
+A run without explanations gets nothing from it.
 """
 
 from __future__ import annotations
@@ -15,9 +20,13 @@ from pathlib import Path
 
 from benchbox import hookimpl
 from benchbox.contracts import Section
-from benchbox.results.explain import FOLDER, coarse_notes, draw_panels, share_frame, share_notes, stored
+from benchbox_explain.inspector import GradCam
+from benchbox_explain.maps import FOLDER, stored
+from benchbox_explain.views import coarse_notes, draw_panels, share_frame, share_notes
 
 TITLE = "Where does it look (Grad-CAM heat share)"
+#: the panels' file prefix in plots/ (plots/gradcam__<cell>.png) and their title in report.html
+PLOTS = {"gradcam": "Grad-CAM: where each network looks"}
 
 
 def _settings(result) -> dict:
@@ -62,11 +71,23 @@ def report_section(result) -> Section | None:
             notes.append(f"Grad-CAM panels were not drawn: {type(exc).__name__}: {exc}")
     table = share_frame(explained, result.cells, centre, frame)
     if not len(table):
-        return Section(TITLE, table, notes=notes + ["No stored maps to summarise."]) if notes else None
-    return Section(TITLE, table, notes=notes, csv="heat_share.csv")
+        return Section(TITLE, table, notes=notes + ["No stored maps to summarise."], plots=PLOTS) if notes else None
+    return Section(TITLE, table, notes=notes, csv="heat_share.csv", plots=PLOTS)
+
+
+@hookimpl
+def benchbox_fold_inspectors():
+    return [GradCam()]
 
 
 @hookimpl
 def benchbox_report_sections(result):
     section = report_section(result)
     return [section] if section is not None else []
+
+
+@hookimpl
+def benchbox_cli_commands(app, groups):
+    from benchbox_explain.command import add_command
+
+    add_command(app)

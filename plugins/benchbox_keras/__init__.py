@@ -124,6 +124,12 @@ class KerasBackbone(NetworkBackbone):
         with model.scope():
             return gradcam.explain(model.net, images, target_classes, layer, model.batch_size)
 
+    def feature_maps(self, options):
+        backends.select_backend(options, self.name)  # as prepare does, before Keras is imported
+        from benchbox_keras import gradcam
+
+        return gradcam.feature_maps(self.network, options)
+
     def bench_steps(self, options, batch_size, device, amp, channels_last, train):
         backends.select_backend(options, self.name)
         from benchbox_keras import engine

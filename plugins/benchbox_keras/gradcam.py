@@ -37,6 +37,31 @@ def _parts(keras, model):
     return layers[:i], layers[i], layers[i + 1 :]
 
 
+def feature_maps(network: str, options) -> list[tuple[str, tuple[int, int]]]:
+    """Every layer of the keras.applications base whose output is a feature map (N, h, w, C) at
+    ``options["input_size"]``, as (name, (h, w)) in the base's order: the names [explain] layer may give
+    (``Backbone.feature_maps``). Random weights; Python's and NumPy's global RNGs are left as they were."""
+    import random
+
+    from benchbox_keras.engine import build_model
+
+    states = random.getstate(), np.random.get_state()
+    try:
+        _, base = build_model(network, {**options, "weights": "none"}, num_classes=3, seed=0)
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+    out = []
+    for layer in base.layers:
+        try:
+            shape = tuple(layer.output.shape)
+        except (AttributeError, ValueError):  # a layer without one output
+            continue
+        if len(shape) == 4 and shape[1] is not None and shape[2] is not None:
+            out.append((layer.name, (int(shape[1]), int(shape[2]))))
+    return out
+
+
 def _features(keras, base, layer: str):
     """A function image batch -> (feature map, base output)."""
     if layer == "auto":

@@ -159,20 +159,15 @@ class ClinicalMetrics(Evaluator):
         probs = np.concatenate([np.asarray(r.probabilities, dtype=float) for r in records])
         groups = pooled_groups(records)
         k, pos = len(classes), list(classes).index(positive_class)
-        cm = confusion_matrix(y_true, y_pred, k)
-        precision, recall, f1 = per_class_prf(cm)
-        present = cm.sum(1) > 0
-        out = {
-            "auc": positive_auc(y_true, probs, pos),
-            "macro_f1": macro_f1(y_true, y_pred, k),
-            "balanced_accuracy": float(recall[present].mean()) if present.any() else float("nan"),
-        }
+        out = self.point_values(y_true, y_pred, probs, k, pos)
         out["auc_ci_low"], out["auc_ci_high"] = bootstrap_ci(
             lambda i: positive_auc(y_true[i], probs[i], pos), groups, self.n_boot, self.seed
         )
         out["macro_f1_ci_low"], out["macro_f1_ci_high"] = bootstrap_ci(
             lambda i: macro_f1(y_true[i], y_pred[i], k), groups, self.n_boot, self.seed
         )
+        cm = confusion_matrix(y_true, y_pred, k)
+        precision, recall, f1 = per_class_prf(cm)
         for c, name in enumerate(classes):
             out[f"precision_{name}"], out[f"recall_{name}"], out[f"f1_{name}"] = (
                 float(precision[c]),
@@ -180,6 +175,25 @@ class ClinicalMetrics(Evaluator):
                 float(f1[c]),
             )
         return out
+
+    def evaluate_each(self, records, classes, positive_class):
+        """AUC, macro F1 and balanced accuracy of each record alone, without the bootstrap."""
+        k, pos = len(classes), list(classes).index(positive_class)
+        return [
+            self.point_values(*pooled_predictions([r])[:2], np.asarray(r.probabilities, dtype=float), k, pos)
+            for r in records
+        ]
+
+    @staticmethod
+    def point_values(y_true, y_pred, probs, k: int, pos: int) -> dict:
+        """AUC of the positive class, macro F1 and balanced accuracy, without intervals."""
+        cm = confusion_matrix(y_true, y_pred, k)
+        recall, present = per_class_prf(cm)[1], cm.sum(1) > 0
+        return {
+            "auc": positive_auc(y_true, probs, pos),
+            "macro_f1": macro_f1(y_true, y_pred, k),
+            "balanced_accuracy": float(recall[present].mean()) if present.any() else float("nan"),
+        }
 
 
 @hookimpl

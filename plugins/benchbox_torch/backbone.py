@@ -38,6 +38,11 @@ class EngineBackbone(Backbone):
 
         return gradcam.explain(model.net, images, target_classes, layer, model.batch_size)
 
+    def feature_maps(self, options):
+        from benchbox_torch import gradcam
+
+        return gradcam.feature_maps(self.spec(options), options)
+
     def embed(self, images, options, training=None):
         from benchbox_torch import embed
 

@@ -35,6 +35,7 @@ from torch import nn
 from benchbox.contracts import FoldJob, balanced_class_weights
 from benchbox.errors import BenchboxError, WeightsError
 from benchbox_engine_common.fold_engine import FoldEngine, FoldInputs, ModelCache, TrainedModel, options_fingerprint
+from benchbox_engine_common.freeze import frozen_count
 from benchbox_engine_common.networks import BN_MOMENTUM, check_weights_file, weights_kind
 from benchbox_engine_common.prefix_cache import CACHE, cache_key, fallback_reason, job_ids
 from benchbox_torch import NETS, keras_layers, keras_weighted_layers
@@ -863,3 +864,34 @@ def prefix_cache_fallback(options):
         return None if n_frozen else 'freeze = "none": nothing is frozen'
 
     return fallback
+
+
+def family_spec(
+    name: str,
+    options,
+    freeze,
+    kind_of: Callable[[str], str],
+    make_base: Callable[[bool], tuple[nn.Module, tuple, tuple]],
+    weights_identity: Callable[[], object],
+    strip: str = "model.",
+    key_prefixes: tuple[str, ...] = ("model.",),
+) -> NetSpec:
+    """The NetSpec of a family network (timm, txv, hf, open_clip): frozen by its parsed ``freeze`` setting,
+    its frozen prefix cached under the network, freeze setting, frozen units, ``weights_identity()`` (read
+    when the key is made: a weights file may change) and input size, and the seed too for random weights."""
+    h, w = (int(v) for v in options["input_size"])
+
+    def cache_key(n_frozen, seed):
+        key = ("torch", name, f"freeze={freeze}", n_frozen, weights_identity(), (h, w))
+        return key + (seed,) if kind_of(options["weights"]) == "none" else key
+
+    return NetSpec(
+        name=name,
+        make_base=make_base,
+        frozen_count=lambda units: frozen_count(freeze, units, name),
+        cache_key=cache_key,
+        fallback=prefix_cache_fallback(options),
+        weights_kind=kind_of,
+        strip=strip,
+        key_prefixes=key_prefixes,
+    )

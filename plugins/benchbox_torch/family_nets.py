@@ -187,24 +187,11 @@ def spec(family: str, model: str, options) -> engine.NetSpec:
         strip = "features." if model.startswith("densenet") else "model."
         prefixes = ("model.",)  # a torchvision ResNet's keys sit under model.; a DenseNet's match as they are
 
-    def cache_key(n_frozen, seed):
+    def weights_identity():
         weights = options["weights"]
-        kind = kind_of(weights)
-        if kind == "file":
-            weights = f"{weights}@{os.path.getmtime(os.path.expanduser(weights))}"
-        key = ("torch", name, f"freeze={freeze}", n_frozen, weights, (h, w))
-        return key + (seed,) if kind == "none" else key
+        return f"{weights}@{os.path.getmtime(os.path.expanduser(weights))}" if kind_of(weights) == "file" else weights
 
-    return engine.NetSpec(
-        name=name,
-        make_base=make_base,
-        frozen_count=lambda units: frozen_count(freeze, units, name),
-        cache_key=cache_key,
-        fallback=engine.prefix_cache_fallback(options),
-        weights_kind=kind_of,
-        strip=strip,
-        key_prefixes=prefixes,
-    )
+    return engine.family_spec(name, options, freeze, kind_of, make_base, weights_identity, strip, prefixes)
 
 
 @functools.cache

@@ -23,7 +23,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from benchbox.contracts import Availability, BackboneFamily
+from benchbox.contracts import Availability, Backbone, BackboneFamily
 from benchbox.errors import BenchboxError
 from benchbox_engine_common.freeze import freeze_problem
 from benchbox_torch.families import FamilyBackbone, input_size_ok
@@ -65,6 +65,10 @@ def _processor_size(source: str) -> list[int] | None:
 
 class FoundationBackbone(FamilyBackbone):
     """hf/<repo-or-dir> or open_clip/<name>; the PyTorch work is in ``foundation_nets``."""
+
+    #: no Grad-CAM: a tower's features are vectors, not maps; the contract's default lets `benchbox validate`
+    #: refuse [explain] for these backbones instead of a warning per fold after training
+    explain = Backbone.explain
 
     def availability(self):
         return foundation_availability(self.family)

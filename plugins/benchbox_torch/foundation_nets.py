@@ -294,22 +294,12 @@ def spec(family: str, model: str, options) -> engine.NetSpec:
             visual = open_clip_create(name, model, options, pretrained)
             return Encoder(visual, "output"), *open_clip_mean_std(visual)
 
-    def cache_key(n_frozen, seed):
+    def weights_identity():
         from benchbox.execute.embeddings import weights_identity
 
-        key = ("torch", name, f"freeze={freeze}", n_frozen, weights_identity(options["weights"]), (h, w))
-        return key + (seed,) if kind_of(options["weights"]) == "none" else key
+        return weights_identity(options["weights"])
 
-    return engine.NetSpec(
-        name=name,
-        make_base=make_base,
-        frozen_count=lambda units: frozen_count(freeze, units, name),
-        cache_key=cache_key,
-        fallback=engine.prefix_cache_fallback(options),
-        weights_kind=kind_of,
-        strip="model.",
-        key_prefixes=("model.",),
-    )
+    return engine.family_spec(name, options, freeze, kind_of, make_base, weights_identity)
 
 
 def _scaled(facts: dict) -> tuple[tuple, tuple]:

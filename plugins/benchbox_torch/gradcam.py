@@ -74,6 +74,34 @@ def stage_maps(net: torch.nn.Module, size: tuple[int, int]) -> list[str]:
     ]
 
 
+def feature_maps(spec, options) -> list[tuple[str, tuple[int, int]]]:
+    """Every module of the network ``spec`` and ``options`` build whose output is a feature map (N, C, h, w) at
+    ``options["input_size"]``, as (name, (h, w)) in the order a forward pass finishes them: the names
+    [explain] layer may give (``Backbone.feature_maps``). Random weights; the global RNG is left as it was."""
+    from benchbox_torch.engine import build_model, images_tensor
+
+    h, w = (int(v) for v in options["input_size"])
+    with torch.random.fork_rng(devices=[]):
+        net, _ = build_model(spec, {**options, "weights": "none"}, num_classes=3, seed=0)
+    seen: dict[str, tuple[int, int]] = {}
+
+    def hook(name):
+        def record(module, inputs, output):
+            if isinstance(output, torch.Tensor) and output.dim() == 4:
+                seen.setdefault(name, (int(output.shape[-2]), int(output.shape[-1])))
+
+        return record
+
+    handles = [module.register_forward_hook(hook(name)) for name, module in net.named_modules() if name]
+    try:
+        with torch.no_grad():
+            net.eval()(images_tensor(np.zeros((1, h, w), dtype=np.uint8)))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return list(seen.items())
+
+
 def target_layer(net: torch.nn.Module, layer: str, size: tuple[int, int] = (224, 224)) -> torch.nn.Module:
     if layer == "auto":
         return auto_layer(net, size)[1]

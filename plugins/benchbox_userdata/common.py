@@ -13,27 +13,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchbox.data.datadir import cache_root
-from benchbox.data.images import DecodeCache, unreadable_reason
+from benchbox.contracts import Dataset, SampleSet
+from benchbox.data.images import shared_decode_cache, unreadable_reason
 from benchbox.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom")
 #: the ``color`` option: how many channels each image is loaded with
 COLORS = {"gray": 1, "rgb": 3}
 
-_CACHE: DecodeCache | None = None
-
-
-def decode_cache() -> DecodeCache:
-    """One decode cache per process (memory), backed by files under the benchbox cache (disk)."""
-    global _CACHE
-    if _CACHE is None:
-        _CACHE = DecodeCache(cache_root() / "decoded")
-    return _CACHE
-
 
 def load_images(table: pd.DataFrame, size, skip_unreadable: bool = False, channels: int = 1) -> np.ndarray:
-    return decode_cache().load_many(
+    return shared_decode_cache().load_many(
         table["path"].tolist(), tuple(size), skip_unreadable=skip_unreadable, channels=channels
     )
 
@@ -207,3 +197,59 @@ def joined(items) -> str:
 def example(items, n: int = 3) -> str:
     items = list(items)
     return joined(items[:n]) + (f" (and {len(items) - n} more)" if len(items) > n else "")
+
+
+class UserDataset(Dataset):
+    """What the ``folder`` and ``csv`` data sets do alike: check the ``color`` option, merge and check the
+    options, and finish a sample table (unreadable images dropped, the summary note, the SampleSet)."""
+
+    def check_options(self, options):
+        return color_problems({**self.defaults, **options})
+
+    def settings(self, options: Mapping[str, Any]) -> tuple[dict, int]:
+        """The suite's options over the defaults, checked, and the channels they load."""
+        options = {**self.defaults, **options}
+        check_options(self.name, options)
+        return options, channels_of(self.name, options)
+
+    def finish(
+        self,
+        table: pd.DataFrame,
+        classes: tuple[str, ...],
+        positive: str,
+        options: Mapping[str, Any],
+        channels: int,
+        where: str,
+        source: str,
+        warnings: list[str],
+        notes: list[str],
+        detail: str = "",
+    ) -> SampleSet:
+        """The SampleSet of ``table`` (classes chosen from ``where``, the file or folder read); with
+        ``skip_unreadable`` its undecodable images are dropped first and the classes chosen again."""
+        plugin = self.name
+        if options["skip_unreadable"]:
+            table = drop_unreadable(plugin, table, warnings, notes)
+            table, classes, positive = select_classes(
+                plugin,
+                table,
+                {**options, "classes": list(classes)},
+                f"{where} (after skipping unreadable images)",
+                warnings,
+            )
+        notes.insert(
+            0,
+            f"{plugin}: {len(table)} images in {len(classes)} classes from {where}"
+            + detail
+            + (" (colour: RGB, grayscale files repeated to 3 channels)" if channels == 3 else ""),
+        )
+        return SampleSet(
+            table=table,
+            classes=classes,
+            positive_class=positive,
+            load=loader(options["skip_unreadable"], channels),
+            notes=notes,
+            warnings=warnings,
+            fingerprint=fingerprint(plugin, source, table) + colour_fingerprint(channels),
+            channels=channels,
+        )

@@ -8,18 +8,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchbox.contracts import Dataset, SampleSet
 from benchbox.errors import DataError, did_you_mean
 from benchbox_userdata.common import (
-    channels_of,
-    check_options,
-    color_problems,
-    colour_fingerprint,
-    drop_unreadable,
+    UserDataset,
     example,
-    fingerprint,
     joined,
-    loader,
     resolve_path,
     select_classes,
 )
@@ -105,7 +98,7 @@ def _find_columns(plugin: str, path: Path, table: pd.DataFrame, mapping: dict) -
     return found
 
 
-class CsvDataset(Dataset):
+class CsvDataset(UserDataset):
     name = "csv"
     description = "a CSV of image paths and labels (optional patient, source, split columns); paths relative to the CSV"
     defaults = {
@@ -120,14 +113,9 @@ class CsvDataset(Dataset):
         "color": "gray",
     }
 
-    def check_options(self, options):
-        return color_problems({**self.defaults, **options})
-
     def samples(self, options, seed, data_dir):
         plugin = self.name
-        options = {**self.defaults, **options}
-        check_options(plugin, options)
-        channels = channels_of(plugin, options)
+        options, channels = self.settings(options)
         if not isinstance(options["columns"], dict):
             raise DataError(f'{plugin}: columns must be a table, e.g. {{ path = "filename", label = "finding" }}')
         csv = resolve_path(
@@ -223,31 +211,9 @@ class CsvDataset(Dataset):
                 )
                 table.loc[blank, "group"] = table.loc[blank, "id"]
         table, classes, positive = select_classes(plugin, table, options, str(csv), warnings)
-        if options["skip_unreadable"]:
-            table = drop_unreadable(plugin, table, warnings, notes)
-            table, classes, positive = select_classes(
-                plugin,
-                table,
-                {**options, "classes": list(classes)},
-                f"{csv} (after skipping unreadable images)",
-                warnings,
-            )
-        source = options["source"] or base.resolve().name
-        notes.insert(
-            0,
-            f"{plugin}: {len(table)} images in {len(classes)} classes from {csv}"
-            + (f" (split {split})" if split and split != "all" else "")
-            + (" (colour: RGB, grayscale files repeated to 3 channels)" if channels == 3 else ""),
-        )
-        return SampleSet(
-            table=table,
-            classes=classes,
-            positive_class=positive,
-            load=loader(options["skip_unreadable"], channels),
-            notes=notes,
-            warnings=warnings,
-            fingerprint=fingerprint(plugin, source, table) + colour_fingerprint(channels),
-            channels=channels,
+        detail = f" (split {split})" if split and split != "all" else ""
+        return self.finish(
+            table, classes, positive, options, channels, str(csv), source_default, warnings, notes, detail
         )
 
     @staticmethod

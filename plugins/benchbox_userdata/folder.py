@@ -8,21 +8,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchbox.contracts import Dataset, SampleSet
 from benchbox.data.images import has_dicom_preamble
 from benchbox.errors import DataError
 from benchbox_userdata.common import (
     IMAGE_SUFFIXES,
-    channels_of,
-    check_options,
-    color_problems,
-    colour_fingerprint,
+    UserDataset,
     compile_group_pattern,
-    drop_unreadable,
     example,
-    fingerprint,
     joined,
-    loader,
     resolve_path,
     select_classes,
 )
@@ -81,7 +74,7 @@ def scan(root: Path) -> tuple[dict[str, list[Path]], list[Path], list[str]]:
     return folders, loose, ignored
 
 
-class FolderDataset(Dataset):
+class FolderDataset(UserDataset):
     name = "folder"
     description = (
         "images in one sub-folder per class (png, jpg, bmp, tiff, DICOM), recursive; patients from group_pattern"
@@ -98,14 +91,9 @@ class FolderDataset(Dataset):
         "allow_empty": False,
     }
 
-    def check_options(self, options):
-        return color_problems({**self.defaults, **options})
-
     def samples(self, options, seed, data_dir):
         plugin = self.name
-        options = {**self.defaults, **options}
-        check_options(plugin, options)
-        channels = channels_of(plugin, options)
+        options, channels = self.settings(options)
         root = resolve_path(
             plugin,
             "root",
@@ -200,30 +188,7 @@ class FolderDataset(Dataset):
         table = pd.DataFrame(rows)
         table, classes, positive = select_classes(plugin, table, options, str(root), warnings)
         table = self._groups(plugin, table, pattern, options["group_pattern"], warnings)
-        if options["skip_unreadable"]:
-            table = drop_unreadable(plugin, table, warnings, notes)
-            table, classes, positive = select_classes(
-                plugin,
-                table,
-                {**options, "classes": list(classes)},
-                f"{root} (after skipping unreadable images)",
-                warnings,
-            )
-        notes.insert(
-            0,
-            f"{plugin}: {len(table)} images in {len(classes)} classes from {root}"
-            + (" (colour: RGB, grayscale files repeated to 3 channels)" if channels == 3 else ""),
-        )
-        return SampleSet(
-            table=table,
-            classes=classes,
-            positive_class=positive,
-            load=loader(options["skip_unreadable"], channels),
-            notes=notes,
-            warnings=warnings,
-            fingerprint=fingerprint(plugin, source, table) + colour_fingerprint(channels),
-            channels=channels,
-        )
+        return self.finish(table, classes, positive, options, channels, str(root), source, warnings, notes)
 
     @staticmethod
     def _groups(plugin, table, pattern: re.Pattern | None, text: str, warnings) -> pd.DataFrame:

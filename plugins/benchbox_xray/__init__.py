@@ -28,26 +28,16 @@ import pandas as pd
 
 from benchbox import hookimpl
 from benchbox.contracts import Dataset, SampleSet
-from benchbox.data.datadir import cache_root, data_root
-from benchbox.data.images import DecodeCache, unreadable_reason
+from benchbox.data.datadir import data_root
+from benchbox.data.images import shared_decode_cache, unreadable_reason
 from benchbox.errors import DataError
 from benchbox_xray.sources import read_cohen, read_kermany
-
-_CACHE: DecodeCache | None = None
-
-
-def decode_cache() -> DecodeCache:
-    """One decode cache per process (memory), backed by files under the benchbox cache (disk)."""
-    global _CACHE
-    if _CACHE is None:
-        _CACHE = DecodeCache(cache_root() / "decoded")
-    return _CACHE
 
 
 def load_images(table: pd.DataFrame, size, skip_unreadable: bool | None = None) -> np.ndarray:
     """Pixels of ``table``'s images; ``skip_unreadable`` (the data set's setting) shapes the advice
     of an error about a file that cannot be decoded."""
-    return decode_cache().load_many(table["path"].tolist(), tuple(size), skip_unreadable=skip_unreadable)
+    return shared_decode_cache().load_many(table["path"].tolist(), tuple(size), skip_unreadable=skip_unreadable)
 
 
 def drop_unreadable(table: pd.DataFrame, notes: list[str], warnings: list[str] | None = None) -> pd.DataFrame:

@@ -79,12 +79,11 @@ document.querySelectorAll('table.sortable thead th:not(.blank)').forEach(functio
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
 
-# the core's own plot kinds (views/plots.py); an evaluator's plots are named by their file prefix
+# the core's own plot kinds (views/plots.py); a plugin's are titled by its Section's ``plots``, else by file prefix
 PLOT_GROUPS = {
     "roc": "ROC curves",
     "folds": "Per-fold metrics",
     "cross_dataset": "Cross-dataset matrix",
-    "gradcam": "Grad-CAM: where each network looks",  # plugins/benchbox_explain
 }
 
 NAME_COLUMNS = {"data", "dataset", "backbone", "positive", "source", "external", "protocol", "probe", ""}
@@ -223,18 +222,20 @@ def plot_files(result: RunResult) -> list[Path]:
     return sorted(p for p in directory.glob("*.png") if not p.name.endswith(".tmp.png")) if directory.is_dir() else []
 
 
-def figures(paths: list[Path]) -> list[tuple[str, list[tuple[str, str]]]]:
-    """[(group title, [(caption, base64 PNG)])], the core's plot kinds first."""
+def figures(paths: list[Path], titles: dict[str, str] | None = None) -> list[tuple[str, list[tuple[str, str]]]]:
+    """[(group title, [(caption, base64 PNG)])], the core's plot kinds first, then those ``titles`` (file
+    prefix -> title, from the plugins' sections) names, in their order."""
+    titles = {**PLOT_GROUPS, **{k: v for k, v in (titles or {}).items() if k not in PLOT_GROUPS}}
     groups: dict[str, list[tuple[str, str]]] = {}
     for path in paths:
         prefix = path.stem.split("__")[0]
-        title = PLOT_GROUPS.get(prefix, prefix.replace("_", " ").replace("-", " ").capitalize())
+        title = titles.get(prefix, prefix.replace("_", " ").replace("-", " ").capitalize())
         try:
             data = base64.b64encode(path.read_bytes()).decode()
         except OSError:
             continue
         groups.setdefault(title, []).append((path.name, data))
-    order = list(PLOT_GROUPS.values())
+    order = list(titles.values())
     return sorted(groups.items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order else len(order), kv[0]))
 
 
@@ -366,7 +367,8 @@ def render_html(result: RunResult, plots: list[Path] | None = None) -> str:
         if len(folds):
             body += ["<h3>Every fold</h3>", table(folds)]
 
-    groups = figures(plot_files(result) if plots is None else [Path(p) for p in plots])
+    titles = {k: v for section in result.sections for k, v in (getattr(section, "plots", None) or {}).items()}
+    groups = figures(plot_files(result) if plots is None else [Path(p) for p in plots], titles)
     if groups:
         toc.append(("plots", "Plots"))
         body.append("<h2 id='plots'>Plots</h2>")

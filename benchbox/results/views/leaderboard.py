@@ -7,8 +7,8 @@ a warning; the others are still ranked.
 A cross-dataset run adds one entry per backbone x ordered pair (trained on A, tested on B, A != B),
 each pair its own ranking group: a model's figure on B is comparable with other models' figures on B
 after training on A, not with anyone's cross-validation on A (those stay the run's ordinary entries).
-Such entries carry AUC, sensitivity and specificity (positive class vs rest) only; ranked by another
-metric they are left out."""
+Such entries carry the metrics of the run's matrix only (``SplitStrategy.matrix_metrics``; cross-dataset:
+AUC, sensitivity and specificity, positive class vs rest); ranked by another metric they are left out."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from benchbox.errors import BenchboxError
 from benchbox.execute.environment import THREAD_VARIABLES, busy
 from benchbox.execute.records import cell_index, data_index
 from benchbox.execute.store import RunStore
-from benchbox.results.summary import CROSS_METRICS, summarise
+from benchbox.results.summary import summarise
 from benchbox.results.views.format import md_escape, short_fingerprint, value
 
 
@@ -177,7 +177,7 @@ def _entries_of(run_dir, registry, dataset, rows: list, problems: list, metrics:
         )
     crossed = _cross_entries(result, run_dir, dataset)
     if crossed:
-        for spec in CROSS_SPECS:  # declared by the matrix itself, whatever evaluators the run used
+        for spec in result.cross_metrics:  # the matrix's own, whatever evaluators the suite listed
             metrics.setdefault(spec.name, spec)
     rows += crossed
 
@@ -267,13 +267,6 @@ def pooled_test(best: dict, other: dict, kind: str) -> tuple[float, str]:
     return float("nan"), f"unknown paired test {kind!r}"
 
 
-CROSS_SPECS = (
-    MetricSpec("auc", "AUC", digits=3, interval="bootstrap"),
-    MetricSpec("sensitivity", "Sensitivity", scale=100, unit="%", interval="wilson"),
-    MetricSpec("specificity", "Specificity", scale=100, unit="%", interval="wilson"),
-)
-
-
 def within_label(manifest: dict, registry) -> str:
     """The protocol of a run's ordinary (within-data-set) entries, as its split strategy names it: a
     cross-dataset run's are its k-fold cross-validation, computed exactly as a k-fold run's, so they are
@@ -298,6 +291,7 @@ def _cross_entries(result, run_dir, dataset: str | None) -> list[dict]:
             ordinary[(r["dataset"], r["backbone"])] = r
     manifest, env = result.manifest, result.manifest.get("environment", {})
     cells = cell_index(manifest)
+    carried = [spec.name for spec in result.cross_metrics]
     out = []
     for _, x in cross[cross["trained_on"] != cross["tested_on"]].iterrows():
         a, b, backbone = x["trained_on"], x["tested_on"], x["backbone"]
@@ -315,8 +309,9 @@ def _cross_entries(result, run_dir, dataset: str | None) -> list[dict]:
             )
         out.append(
             {
-                **{k: x[k] for k in x.index if k in CROSS_METRICS or any(k.startswith(m + "_") for m in CROSS_METRICS)},
+                **{k: x[k] for k in x.index if k in carried or any(k.startswith(m + "_") for m in carried)},
                 "crossed": True,
+                "crossed_metrics": carried,  # what it can be ranked by (a list: left out of CSV and JSON)
                 "dataset": a,
                 "data": f"{a} → {b}",
                 "tested_on": b,
@@ -386,13 +381,17 @@ def rank(entries: pd.DataFrame, spec: MetricSpec) -> pd.DataFrame:
     """Rank within each comparable group, best first (as the metric declares); no value: last, unranked."""
     if spec.name not in entries.columns:
         raise BenchboxError(f"no run computed {spec.name!r} (add the evaluator that does to the suite)")
-    left_out = 0
-    if spec.name not in CROSS_METRICS and "crossed" in entries.columns:
-        crossed = entries["crossed"].fillna(False).astype(bool)  # they carry AUC, sensitivity, specificity only
-        left_out, entries = int(crossed.sum()), entries[~crossed]
+    left_out, carried = 0, []
+    if "crossed" in entries.columns:
+        crossed = entries["crossed"].fillna(False).astype(bool)
+        carries = entries.get("crossed_metrics", pd.Series([None] * len(entries), index=entries.index))
+        lacking = crossed & ~carries.map(lambda names: isinstance(names, list) and spec.name in names)
+        carried = list(dict.fromkeys(n for names in carries[lacking] for n in names or []))
+        left_out, entries = int(lacking.sum()), entries[~lacking]
         if entries.empty:
             raise BenchboxError(
-                f"only cross-dataset entries, which carry {', '.join(CROSS_METRICS)}: rank them with --metric auc"
+                f"only cross-dataset entries, which carry {', '.join(carried) or 'no metric'}"
+                + (f": rank them with --metric {carried[0]}" if carried else "")
             )
     out = []
     for _, sub in entries.groupby("group", sort=True):
@@ -406,7 +405,7 @@ def rank(entries: pd.DataFrame, spec: MetricSpec) -> pd.DataFrame:
         sub["rank"] = competition_ranks(list(sub["_v"]))
         out.append(paired_tests(sub.drop(columns=["_v", "_b", "_r"]), spec))
     ranked = pd.concat(out, ignore_index=True)
-    ranked.attrs["cross_left_out"] = left_out
+    ranked.attrs["cross_left_out"], ranked.attrs["cross_carried"] = left_out, carried
     return ranked
 
 
@@ -532,9 +531,11 @@ def _cross_note(ranked: pd.DataFrame) -> str:
     n = ranked.attrs.get("cross_left_out", 0)
     if not n:
         return ""
-    return (
-        f"{n} cross-dataset entries (trained on one data set, tested on another) are ranked by "
-        f"{', '.join(CROSS_METRICS)} only: add --metric auc to see them."
+    carried = ranked.attrs.get("cross_carried") or []
+    return f"{n} cross-dataset entries (trained on one data set, tested on another) are " + (
+        f"ranked by {', '.join(carried)} only: add --metric {carried[0]} to see them."
+        if carried
+        else "left out: their matrices have no metric."
     )
 
 

@@ -99,7 +99,7 @@ def write_plots(result: RunResult) -> list[Path]:
             plt.close("all")
             result.problems.append(f"plots of {data.label} were not drawn: {type(exc).__name__}: {exc}")
 
-    if len(getattr(result, "cross", ())):
+    if len(getattr(result, "cross", ())) and "auc" in result.cross.columns:  # the matrix of a strategy asking AUC
         try:
             written.append(cross_heatmap(result, out_dir))
         except Exception as exc:
