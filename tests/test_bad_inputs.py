@@ -4,8 +4,9 @@ benchbox or poison a run.
 Every case runs a `benchbox` command line in a subprocess and checks what a user sees: the exit
 code (1 error, 2 usage, 130 interrupted), no Python traceback, a message naming the file, field or
 plugin, and, where a plugin returned bad output, that no fold record was stored from it. Cases that stop
-before any training run one after the other through the CLI's entry point in one child process
-(``run_batch``); runs, locks, interrupts and kills get a `benchbox` process of their own. Hostile
+before any training, or only lock, resume or report a finished run, run one after the other through the
+CLI's entry point in one child process (``run_batch``, tests/conftest.py); interrupts, kills, broken
+plugin installations and the runs a test compares get a `benchbox` process of their own. Hostile
 plugins are small modules written here and made visible as entry points through a hand-written
 ``*.dist-info/entry_points.txt`` in a folder on PYTHONPATH (importlib.metadata reads it as an
 installed distribution). docs/reliability.md lists these cases in a table.
@@ -1013,7 +1014,8 @@ def on_copies(tmp_path_factory, finished, henv):
         args += ["--new"] if command == "run --new" else []
         calls[case] = (args, {"env": henv})
         copies[case] = (run_dir, before)
-    results = run_group(calls)
+    # one process for all: each command locks (or is refused) the copy it names, and unlocks it when done
+    results = run_batch(calls)
     return {case: (results[case], *copies[case]) for case in COPIES}
 
 
