@@ -236,9 +236,22 @@ def example_site(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def example_env(example_site):
-    """Environment for a `benchbox` subprocess that sees the example plugin."""
-    return {"PYTHONPATH": os.pathsep.join([str(example_site), os.environ.get("PYTHONPATH", "")])}
+def example_env(tmp_path_factory):
+    """Environment for a `benchbox` subprocess that sees the example plugin: its package beside a
+    hand-written dist-info (its pyproject's name, version and entry points), which importlib.metadata reads
+    as an installed distribution; a pip install costs 4-5 s of CPU (test_third_party_plugin.py does it)."""
+    import tomllib
+
+    source = ROOT / "tests" / "example_plugin"
+    site = tmp_path_factory.mktemp("example-plugin")
+    shutil.copytree(source / "benchbox_example", site / "benchbox_example")
+    project = tomllib.loads((source / "pyproject.toml").read_text())["project"]
+    info = site / f"{project['name'].replace('-', '_')}-{project['version']}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {project['version']}\n")
+    points = [f"{name} = {target}" for name, target in project["entry-points"]["benchbox"].items()]
+    (info / "entry_points.txt").write_text("\n".join(["[benchbox]", *points]) + "\n")
+    return {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
 
 
 def fit_predict(backbone, job):
