@@ -15,7 +15,7 @@ from benchbox import hookimpl
 from benchbox.contracts import Backbone, FoldJob, TrainingConfig
 from benchbox.execute.harness import run_fold
 from benchbox.plugins import load_registry
-from conftest import ROOT, run_cli, write_suite
+from conftest import ROOT, run_batch, run_cli, write_suite
 
 SUITE = """
 name = "{name}"
@@ -76,10 +76,16 @@ def test_a_third_party_metric_gets_a_column_a_plot_and_a_ranking(tmp_path, examp
 
 
 def test_a_suite_with_only_the_clinical_evaluator_renders(tmp_path, example_env):
-    res = run_cli("run", suite(tmp_path, evaluators='["clinical"]'), "--run-dir", tmp_path / "run", env=example_env)
+    path = suite(tmp_path, evaluators='["clinical"]')
+    results = run_batch(  # the run, then the report, in one process
+        {
+            "run": (["run", path, "--run-dir", tmp_path / "run"], {"env": example_env}),
+            "report": (["report", tmp_path / "run", "--format", "markdown"], {"env": example_env}),
+        }
+    )
+    res, again = results["run"], results["report"]
     assert res.returncode == 0, res.stderr
     assert "AUC" in res.stdout and "Acc 3-class" not in res.stdout
-    again = run_cli("report", tmp_path / "run", "--format", "markdown", env=example_env)
     assert again.returncode == 0 and "AUC" in again.stdout and "Traceback" not in again.stderr
 
 

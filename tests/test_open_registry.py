@@ -61,12 +61,18 @@ path = "events.jsonl"
 def test_a_third_party_split_format_and_tracker_work_through_the_cli(tmp_path, example_env):
     csv = csv_data_set(tmp_path)
     suite = write_suite(tmp_path / "open.toml", SUITE.format(out=tmp_path / "runs", csv=csv))
-    valid = run_cli("validate", suite, env=example_env)
+    run = tmp_path / "run"
+    results = run_batch(  # validate, run, then the two views, in one process that sees the plugin
+        {
+            "validate": (["validate", suite], {"env": example_env}),
+            "run": (["run", suite, "--run-dir", run], {"env": example_env}),
+            **{view: ([view, run, "--format", "yaml"], {"env": example_env}) for view in ("report", "leaderboard")},
+        }
+    )
+    valid, res = results["validate"], results["run"]
     assert valid.returncode == 0, valid.stderr
     assert "leave one source out" in valid.stdout
-    res = run_cli("run", suite, "--run-dir", tmp_path / "run", env=example_env)
     assert res.returncode == 0, res.stderr
-    run = tmp_path / "run"
     # the split strategy: one fold per source, each fold's test images from that source only
     split = json.loads((run / "splits" / "sites.json").read_text())
     fold_of = dict(zip(split["ids"], split["fold"]))
@@ -85,10 +91,7 @@ def test_a_third_party_split_format_and_tracker_work_through_the_cli(tmp_path, e
     # the output format: a file in every run directory, and --format for report and leaderboard
     written = yaml.safe_load((run / "report.yaml").read_text())
     assert written["cells"][0]["backbone"] == "logreg"
-    views = run_batch(  # both through the CLI's entry point, in one process
-        {view: ([view, run, "--format", "yaml"], {"env": example_env}) for view in ("report", "leaderboard")}
-    )
-    report, board = views["report"], views["leaderboard"]
+    report, board = results["report"], results["leaderboard"]
     assert report.returncode == 0, report.stderr
     assert yaml.safe_load(report.stdout)["cells"][0]["folds"] == 3
     assert board.returncode == 0, board.stderr

@@ -11,7 +11,7 @@ from PIL import Image
 
 from benchbox.define.suite import validate_suite
 from benchbox.errors import SuiteError
-from conftest import DATA, ROOT, needs_data, run_cli
+from conftest import DATA, ROOT, needs_data, run_batch, run_cli
 
 BACKBONE = '[backbones.m]\nplugin = "torch/mobilenet_v2"\nweights = "none"\ninput_size = [32, 32]\n'
 
@@ -133,16 +133,19 @@ plugin = "folder"
 root = "{tmp_path / "b"}"
 positive_class = "pneumonia"
 {BACKBONE}"""
-    res = run_cli("validate", write(tmp_path / "x.toml", body))
+    # and b's pneumonia folder mapped onto covid: both sets share the positive class (both in one process)
+    fixed = body.replace(
+        'positive_class = "pneumonia"', 'positive_class = "covid"\nlabel_map = { pneumonia = "covid" }'
+    )
+    results = run_batch(
+        {name: (["validate", write(tmp_path / f"{name}.toml", text)], {}) for name, text in (("x", body), ("y", fixed))}
+    )
+    res = results["x"]
     err = flat(res.stderr)
     assert res.returncode == 1
     assert flat("trained on 'a' (positive class 'covid'), tested on 'b', whose images have no class 'covid'") in err
     assert flat("trained on 'b' (positive class 'pneumonia'), tested on 'a'") in err
-    # b's pneumonia folder mapped onto covid: both sets share the positive class
-    fixed = body.replace(
-        'positive_class = "pneumonia"', 'positive_class = "covid"\nlabel_map = { pneumonia = "covid" }'
-    )
-    res = run_cli("validate", write(tmp_path / "y.toml", fixed))
+    res = results["y"]
     assert res.returncode == 0 and "valid" in res.stdout, res.stderr
 
 
@@ -205,21 +208,22 @@ def test_unknown_key_without_a_close_match_lists_the_allowed_ones(registry):
 
 
 def test_export_options(tmp_path):
-    res = run_cli(
-        "data", "export", "synthetic", "--to", tmp_path / "easy", "--size", "32x32",
-        "--option", "lesion_contrast=3", "--option", "images=30", "--option", "patients=10",
-    )  # fmt: skip
+    results = run_batch({  # the three commands in one process
+        "easy": (["data", "export", "synthetic", "--to", tmp_path / "easy", "--size", "32x32",
+                  "--option", "lesion_contrast=3", "--option", "images=30", "--option", "patients=10"], {}),
+        "plain": (["data", "export", "synthetic", "--to", tmp_path / "plain", "--size", "32x32",
+                   "--option", "images=30", "--option", "patients=10"], {}),
+        "bad": (["data", "export", "synthetic", "--to", tmp_path / "bad", "--option", "lesion_contrst=3",
+                 "--option", "images=many", "--option", "lesion_contrast=9", "--option", "x"], {}),
+    })  # fmt: skip
+    res = results["easy"]
     assert res.returncode == 0, res.stderr
     assert "wrote 30 images" in res.stdout and len(list((tmp_path / "easy").rglob("*.png"))) == 30
-    res = run_cli("data", "export", "synthetic", "--to", tmp_path / "plain", "--size", "32x32",
-                  "--option", "images=30", "--option", "patients=10")  # fmt: skip
+    assert results["plain"].returncode == 0, results["plain"].stderr
     easy, plain = (sorted((tmp_path / d).rglob("*.png")) for d in ("easy", "plain"))
     assert [p.name for p in easy] == [p.name for p in plain]
     assert any(not np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b))) for a, b in zip(easy, plain))
-    res = run_cli(
-        "data", "export", "synthetic", "--to", tmp_path / "bad",
-        "--option", "lesion_contrst=3", "--option", "images=many", "--option", "lesion_contrast=9", "--option", "x",
-    )  # fmt: skip
+    res = results["bad"]
     err = flat(res.stderr)
     assert res.returncode == 1 and not (tmp_path / "bad").exists()
     for expected in (
