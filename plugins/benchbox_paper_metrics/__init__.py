@@ -20,7 +20,16 @@ import pandas as pd
 
 from benchbox import hookimpl
 from benchbox.contracts import Evaluator, MetricSpec, Section
-from benchbox.results.statistics import bootstrap_ci, confusion_matrix, macro_f1, per_class_prf, positive_auc, wilson
+from benchbox.results.statistics import (
+    auc_of_counts,
+    bootstrap_ci_counts,
+    confusion_matrix,
+    macro_f1,
+    macro_f1_of_counts,
+    per_class_prf,
+    positive_auc,
+    wilson,
+)
 from benchbox_paper_metrics.calibration import CalibrationMetrics
 from benchbox_paper_metrics.metrics import HEADLINE, paper_metrics
 
@@ -167,11 +176,11 @@ class ClinicalMetrics(Evaluator):
             "macro_f1": macro_f1(y_true, y_pred, k),
             "balanced_accuracy": float(recall[present].mean()) if present.any() else float("nan"),
         }
-        out["auc_ci_low"], out["auc_ci_high"] = bootstrap_ci(
-            lambda i: positive_auc(y_true[i], probs[i], pos), groups, self.n_boot, self.seed
+        out["auc_ci_low"], out["auc_ci_high"] = bootstrap_ci_counts(
+            lambda counts: auc_of_counts(y_true, probs, pos, counts), groups, self.n_boot, self.seed
         )
-        out["macro_f1_ci_low"], out["macro_f1_ci_high"] = bootstrap_ci(
-            lambda i: macro_f1(y_true[i], y_pred[i], k), groups, self.n_boot, self.seed
+        out["macro_f1_ci_low"], out["macro_f1_ci_high"] = bootstrap_ci_counts(
+            lambda counts: macro_f1_of_counts(y_true, y_pred, k, counts), groups, self.n_boot, self.seed
         )
         for c, name in enumerate(classes):
             out[f"precision_{name}"], out[f"recall_{name}"], out[f"f1_{name}"] = (
