@@ -67,7 +67,7 @@ def option_problems(options: Mapping[str, Any], backbone: Backbone | None, plugi
     if scheme in FROZEN and backbone is not None and not can_embed(backbone):
         problems.append(
             f"scheme: {scheme!r} needs frozen features, but backbone plugin {plugin} cannot embed (it has no "
-            'embed()); use scheme = "fine-tune", or a backbone that embeds (torch/, timm/, txv/)'
+            'embed()); use scheme = "fine-tune", or a backbone that embeds (torch/, timm/, txv/, keras/, hf/, open_clip/)'
         )
     return problems
 

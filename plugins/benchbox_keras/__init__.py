@@ -124,6 +124,17 @@ class KerasBackbone(NetworkBackbone):
         with model.scope():
             return gradcam.explain(model.net, images, target_classes, layer, model.batch_size)
 
+    def embed(self, images, options, training=None):
+        """Pooled features of the frozen network (the ``pooling`` layer fine-tuning's head reads): embed.py."""
+        from benchbox_keras import embed
+
+        return embed.embed(self.network, options, images, training)
+
+    def embed_identity(self, options):
+        from benchbox_keras import embed
+
+        return embed.identity(self.network, options)
+
     def bench_steps(self, options, batch_size, device, amp, channels_last, train):
         backends.select_backend(options, self.name)
         from benchbox_keras import engine
