@@ -16,10 +16,12 @@ runs no encoder). Threads: the process's defaults (run_suite in-process; no --th
 
     --cache DIR       keep the embedding cache in DIR (default: a fresh temporary folder); with
     --warm-only       skip the cold run: DIR already holds the features (of an earlier run with --cache DIR)
-    --compare-probe   after the warm run, the same warm suite again with the linear probe as first written
-                      (GridSearchCV on all d features: benchbox.execute.probe.fit_linear_probe_direct), in this
-                      process, on the same cached features: both warm times, the probe's fit seconds, the
-                      largest difference in any probability and summary metric, and every chosen C that differs
+    --compare-probe   after the warm run, in this process, on the same cached features: each probe fold fitted
+                      by both probes back to back (the fit seconds of each under the same load), then the warm
+                      suite with the probe as first written (GridSearchCV on all d features:
+                      benchbox.execute.probe.fit_linear_probe_direct) on the float32 features as cached and on
+                      float64 copies: both warm times, the largest difference in any probability and summary
+                      metric, and every chosen C that differs
     --profile FILE    cProfile the (first) warm run into FILE
 """
 
@@ -122,29 +124,61 @@ def run(path, data_dir, profile=None):
     return result, records, seconds
 
 
-def run_with_direct_probe(path, data_dir):
-    """The same suite with the linear probe as first written (GridSearchCV over all d features)."""
+def run_with_direct_probe(path, data_dir, float64=False):
+    """The same suite with the linear probe as first written (GridSearchCV over all d features); with
+    ``float64``, fed float64 copies of the cached float32 features (scikit-learn's lbfgs then computes its
+    loss and gradient in float64, as the row-space probe does)."""
     from benchbox.execute import probe, schemes
 
+    def direct(x, y, groups, class_weight, seed):
+        return probe.fit_linear_probe_direct(x.astype("float64") if float64 else x, y, groups, class_weight, seed)
+
     fast = schemes.fit_linear_probe
-    schemes.fit_linear_probe = probe.fit_linear_probe_direct
+    schemes.fit_linear_probe = direct
     try:
         return run(path, data_dir)
     finally:
         schemes.fit_linear_probe = fast
 
 
-def compare_probes(new, new_recs, new_s, old, old_recs, old_s):
-    """Print the two warm runs side by side: times, and how far the probe's results moved."""
+def interleaved_fit_seconds(path, data_dir) -> dict:
+    """The warm suite once more, each probe fold fitted by both probes back to back on the same features (which
+    goes first alternates), the row-space probe's model kept: the fit seconds of each under the same load."""
+    from benchbox.execute import probe, schemes
+
+    seconds = {"row-space": 0.0, "direct": 0.0, "folds": 0}
+
+    def both(x, y, groups, class_weight, seed):
+        order = [("row-space", probe.fit_linear_probe), ("direct", probe.fit_linear_probe_direct)]
+        out = {}
+        for name, fit in order[:: 1 if seconds["folds"] % 2 == 0 else -1]:
+            t0 = time.perf_counter()
+            out[name] = fit(x, y, groups, class_weight, seed)
+            seconds[name] += time.perf_counter() - t0
+        seconds["folds"] += 1
+        return out["row-space"]
+
+    fast = schemes.fit_linear_probe
+    schemes.fit_linear_probe = both
+    try:
+        run(path, data_dir)
+    finally:
+        schemes.fit_linear_probe = fast
+    return seconds
+
+
+def probe_fit_seconds(recs) -> float:
+    return sum(r.info.get("probe_fit_seconds", 0.0) for r in recs if r.info.get("scheme") == "linear-probe")
+
+
+def compare_probes(label, new, new_recs, new_s, old, old_recs, old_s):
+    """Print two warm runs side by side: times, and how far the probe's results moved."""
     import numpy as np
 
-    def probe_fit(recs):
-        return sum(r.info.get("probe_fit_seconds", 0.0) for r in recs if r.info.get("scheme") == "linear-probe")
-
     print(
-        f"warm run, probe as first written (GridSearchCV, all d features): {old_s:.1f} s, probe fits "
-        f"{probe_fit(old_recs):.1f} s | row-space probe: {new_s:.1f} s, probe fits {probe_fit(new_recs):.1f} s "
-        f"(x{probe_fit(old_recs) / max(probe_fit(new_recs), 1e-9):.1f})"
+        f"warm run, {label}: {old_s:.1f} s, probe fits {probe_fit_seconds(old_recs):.1f} s | row-space probe: "
+        f"{new_s:.1f} s, probe fits {probe_fit_seconds(new_recs):.1f} s "
+        f"(x{probe_fit_seconds(old_recs) / max(probe_fit_seconds(new_recs), 1e-9):.1f})"
     )
     by_key = {(str(r.cell), r.fold): r for r in old_recs}
     worst_p, changed, folds = 0.0, [], 0
@@ -245,8 +279,22 @@ def main():
         f"embedded warm, {encoder_timings_taken(warm_recs)} encoder timings taken warm)"
     )
     if args.compare_probe:
-        old, old_recs, old_s = run_with_direct_probe(probes, args.data_dir)
-        compare_probes(warm, warm_recs, warm_s, old, old_recs, old_s)
+        # the same warm suite again, in this process, on the same cached features: first each probe fold fitted
+        # by both probes back to back (their fit times under the same load), then whole warm runs with the
+        # probe as first written, on the float32 features as cached (what it ran on) and on float64 copies
+        both = interleaved_fit_seconds(probes, args.data_dir)
+        print(
+            f"probe fits, both probes on each of {both['folds']} folds back to back: as first written "
+            f"{both['direct']:.1f} s, row-space {both['row-space']:.1f} s (x{both['direct'] / both['row-space']:.1f})"
+        )
+        if args.profile:  # the warm run above was profiled: time the row-space probe's run again
+            warm, warm_recs, warm_s = run(probes, args.data_dir)
+        for label, float64 in (
+            ("probe as first written (GridSearchCV, all d float32 features)", False),
+            ("probe as first written on float64 copies of the features", True),
+        ):
+            old, old_recs, old_s = run_with_direct_probe(probes, args.data_dir, float64)
+            compare_probes(label, warm, warm_recs, warm_s, old, old_recs, old_s)
     header = f"{'encoder':32} {'scheme':13} {'acc3 %':>7} {'AUC':>6} {'embed img/s':>11} {'fit s':>7} {'cold s':>7} {'warm s':>7} {'warm hits':>9}"
     print(header)
     ranked = sorted(c.items(), key=lambda kv: -(kv[1]["acc"] or 0))

@@ -4,28 +4,35 @@ inner cross-validation (log-loss) on that training fold only, patient-grouped an
 groups allow; then refit on the whole training fold with that C.
 
 ``fit_linear_probe_direct`` is the estimator as first written: scikit-learn's GridSearchCV over the
-pipeline StandardScaler + LogisticRegression (lbfgs, max_iter 500, tol 1e-4). ``fit_linear_probe`` computes
-the same estimator, 10-50x faster on few images with many features (docs/performance.md, "Encoder zoo"):
+pipeline StandardScaler + LogisticRegression (lbfgs, max_iter 500, tol 1e-4) on all d features.
+``fit_linear_probe`` computes the same estimator, an order of magnitude faster on few images with many
+features (docs/performance.md, "Encoder zoo"):
 
 - **in the row space.** At the optimum of an L2-penalised logistic regression the weights are a
   combination of the standardised training rows (the penalty's gradient, the weights, is minus C times
   the loss's, which is a combination of the rows). With n training images and d > 2n features it fits
   on the rows' n x r coordinates in an orthonormal basis of their span (an SVD; r < n) and maps the
   weights back to the d features (``RowSpace``): the same objective in rotated coordinates. L-BFGS's
-  iterates are the same too (it is invariant to rotating the coordinates, starting from zero); only
-  its stopping test reads the gradient per coordinate (its largest component), so results agree to
-  the solver's tolerance. Each inner split standardises and projects its own training rows, exactly as
-  the pipeline does: the inner validation rows never shape the scaler or the basis.
-- **the objective and solver call of scikit-learn's lbfgs, without its per-fit overhead**
-  (``logistic_lbfgs``): the mean (class-weighted) log-loss plus 1/(2 C sum-of-weights) times the squared
-  weights, the intercept unpenalised, scipy's L-BFGS-B from zero with scikit-learn's options (gtol = tol
-  = 1e-4, ftol = 64 eps, maxls = 50, maxiter = 500); multinomial for 3+ classes, binomial for two, as
-  scikit-learn's. At these sizes its input checks cost more than the optimisation.
+  iterates are the same too (from zero they stay in that span, and L-BFGS is invariant to rotating the
+  coordinates); only its stopping test reads coordinates (the gradient's largest component must fall
+  below tol), so that test is made on the d original coordinates (``FullGradientTest``): it stops at
+  the iterate scikit-learn stops at. Each inner split standardises and projects its own training rows,
+  as the pipeline does: an inner validation row never shapes the scaler or the basis.
+- **scikit-learn's lbfgs objective and solver call, without its per-fit overhead** (``logistic_lbfgs``):
+  the mean (class-weighted) log-loss plus 1/(2 C sum-of-weights) times the squared weights, the
+  intercept unpenalised, scipy's L-BFGS-B from zero with scikit-learn's options (tol 1e-4, ftol 64 eps,
+  maxls 50, maxiter 500); multinomial for 3+ classes, binomial for two. At these sizes its input checks
+  cost more than the optimisation.
+- **in float64.** The cached features are float32; scikit-learn's lbfgs on float32 input computes its
+  loss and gradient in float32, and its tests (ftol = 64 float64 eps) then stop it on rounding noise
+  (5 iterations instead of 13 on a ResNet-18 fold at C = 1e-4), which on the encoder zoo changed the
+  chosen C in 2 of 100 folds. The features are converted to float64 first, so this computes what
+  ``fit_linear_probe_direct`` computes on float64 copies of them: the same C in every fold and the same
+  metrics (``benchmarks/encoder_zoo.py --compare-probe``).
 - one split's scaler and SVD serve all seven C values; BLAS on one thread (the matrices are small: a
   thread pool gains nothing on them, and on a busy machine a 2-thread OpenBLAS was 10-60x slower).
 
-tests/test_schemes.py checks the two against each other; `benchmarks/encoder_zoo.py --compare-probe`
-runs both on the same cached features and prints the differences.
+tests/test_schemes.py checks the two against each other.
 """
 
 from __future__ import annotations
@@ -112,8 +119,9 @@ class RowSpace:
     def __init__(self, x: np.ndarray):
         from sklearn.preprocessing import StandardScaler
 
+        x = np.asarray(x, dtype=np.float64)  # float32 features: the solver's sums in float64 (module docstring)
         self.scaler = StandardScaler().fit(x)
-        z = np.asarray(self.scaler.transform(x), dtype=np.float64)
+        z = self.scaler.transform(x)
         self.basis = None  # (d, r)
         self.rows = z
         if z.shape[1] > 2 * z.shape[0]:
@@ -124,7 +132,7 @@ class RowSpace:
             self.rows = u[:, :rank] * s[:rank]  # = z @ basis
 
     def transform(self, x: np.ndarray) -> np.ndarray:
-        z = np.asarray(self.scaler.transform(x), dtype=np.float64)
+        z = self.scaler.transform(np.asarray(x, dtype=np.float64))
         return z if self.basis is None else z @ self.basis
 
 

@@ -7,11 +7,13 @@
 - ``knn``: the same features, k nearest training images by cosine distance (``k``, default 11), the
   class shares of the k as probabilities.
 
-The probe and the kNN are scikit-learn; the features come through the embedding cache
+The probe (benchbox/execute/probe.py: GridSearchCV's estimator, computed in the training rows' span) and
+the kNN give scikit-learn models; the features come through the embedding cache
 (benchbox/execute/embeddings.py), so each image goes through each encoder once, across folds, runs
-and suites. Everything else — folds, metrics, intervals, probes, external sets, the cross-dataset
-matrix, the harness's clock — is the same as for fine-tuning: a frozen scheme is a Backbone wrapping
-the entry's backbone, handed to the harness (benchbox/execute/harness.py). Framework-free.
+and suites, and so does the timing of the encoder's inference (``network_seconds``). Everything else —
+folds, metrics, intervals, probes, external sets, the cross-dataset matrix, the harness's clock — is the
+same as for fine-tuning: a frozen scheme is a Backbone wrapping the entry's backbone, handed to the
+harness (benchbox/execute/harness.py). Framework-free.
 """
 
 from __future__ import annotations
