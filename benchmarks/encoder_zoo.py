@@ -11,7 +11,18 @@ the same script ranks the pretrained encoders.
 
 5-fold patient-grouped stratified CV; each encoder is two entries (scheme = "linear-probe" and "knn", k = 11)
 sharing one embedding pass through the cache. "cold": a fresh, empty cache folder; "warm": the same suite
-again with that cache (every feature a hit). Threads: whatever --threads auto gives (2 cores here).
+again with that cache (every feature a hit, and the encoders' inference times kept beside them: a warm run
+runs no encoder). Threads: the process's defaults (run_suite in-process; no --threads).
+
+    --cache DIR       keep the embedding cache in DIR (default: a fresh temporary folder); with
+    --warm-only       skip the cold run: DIR already holds the features (of an earlier run with --cache DIR)
+    --compare-probe   after the warm run, in this process, on the same cached features: each probe fold fitted
+                      by both probes back to back (the fit seconds of each under the same load), then the warm
+                      suite with the probe as first written (GridSearchCV on all d features:
+                      benchbox.execute.probe.fit_linear_probe_direct) on the float32 features as cached and on
+                      float64 copies: both warm times, the largest difference in any probability and summary
+                      metric, and every chosen C that differs
+    --profile FILE    cProfile the (first) warm run into FILE
 """
 
 from __future__ import annotations
@@ -90,18 +101,108 @@ def suite_text(name, out, encoders, size, per_class, weights, finetune, epochs, 
     return "\n".join(lines) + "\n"
 
 
-def run(path, data_dir):
+def run(path, data_dir, profile=None):
     from benchbox.define.suite import load_suite
     from benchbox.execute.runner import run_suite
     from benchbox.execute.store import RunStore
     from benchbox.plugins import load_registry
 
     reg = load_registry()
+    profiler = None
+    if profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
     t0 = time.perf_counter()
     result = run_suite(load_suite(path, reg), reg, data_dir=data_dir, new=True)
     seconds = time.perf_counter() - t0
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(profile)
     records, _ = RunStore(result.run_dir).read_records()
     return result, records, seconds
+
+
+def run_with_direct_probe(path, data_dir, float64=False):
+    """The same suite with the linear probe as first written (GridSearchCV over all d features); with
+    ``float64``, fed float64 copies of the cached float32 features (scikit-learn's lbfgs then computes its
+    loss and gradient in float64, as the row-space probe does)."""
+    from benchbox.execute import probe, schemes
+
+    def direct(x, y, groups, class_weight, seed):
+        return probe.fit_linear_probe_direct(x.astype("float64") if float64 else x, y, groups, class_weight, seed)
+
+    fast = schemes.fit_linear_probe
+    schemes.fit_linear_probe = direct
+    try:
+        return run(path, data_dir)
+    finally:
+        schemes.fit_linear_probe = fast
+
+
+def interleaved_fit_seconds(path, data_dir) -> dict:
+    """The warm suite once more, each probe fold fitted by both probes back to back on the same features (which
+    goes first alternates), the row-space probe's model kept: the fit seconds of each under the same load."""
+    from benchbox.execute import probe, schemes
+
+    seconds = {"row-space": 0.0, "direct": 0.0, "folds": 0}
+
+    def both(x, y, groups, class_weight, seed):
+        order = [("row-space", probe.fit_linear_probe), ("direct", probe.fit_linear_probe_direct)]
+        out = {}
+        for name, fit in order[:: 1 if seconds["folds"] % 2 == 0 else -1]:
+            t0 = time.perf_counter()
+            out[name] = fit(x, y, groups, class_weight, seed)
+            seconds[name] += time.perf_counter() - t0
+        seconds["folds"] += 1
+        return out["row-space"]
+
+    fast = schemes.fit_linear_probe
+    schemes.fit_linear_probe = both
+    try:
+        run(path, data_dir)
+    finally:
+        schemes.fit_linear_probe = fast
+    return seconds
+
+
+def probe_fit_seconds(recs) -> float:
+    return sum(r.info.get("probe_fit_seconds", 0.0) for r in recs if r.info.get("scheme") == "linear-probe")
+
+
+def compare_probes(label, new, new_recs, new_s, old, old_recs, old_s):
+    """Print two warm runs side by side: times, and how far the probe's results moved."""
+    import numpy as np
+
+    print(
+        f"warm run, {label}: {old_s:.1f} s, probe fits {probe_fit_seconds(old_recs):.1f} s | row-space probe: "
+        f"{new_s:.1f} s, probe fits {probe_fit_seconds(new_recs):.1f} s "
+        f"(x{probe_fit_seconds(old_recs) / max(probe_fit_seconds(new_recs), 1e-9):.1f})"
+    )
+    by_key = {(str(r.cell), r.fold): r for r in old_recs}
+    worst_p, changed, folds = 0.0, [], 0
+    for r in new_recs:
+        o = by_key[(str(r.cell), r.fold)]
+        worst_p = max(worst_p, float(np.abs(np.asarray(r.probabilities) - np.asarray(o.probabilities)).max()))
+        if r.info.get("scheme") == "linear-probe":
+            folds += 1
+            if r.info.get("probe_C") != o.info.get("probe_C"):
+                changed.append(f"{r.cell.backbone} fold {r.fold}: C {o.info.get('probe_C')} -> {r.info.get('probe_C')}")
+    a = new.summary.set_index("backbone")
+    b = old.summary.set_index("backbone")
+    numeric = [c for c in a.columns if c in b.columns and a[c].dtype.kind == "f" and "seconds" not in c]
+    numeric = [c for c in numeric if not any(t in c for t in ("per_sec", "images_per", "_s"))]
+    diffs = (a[numeric] - b.loc[a.index, numeric]).abs().max()
+    worst_metric = diffs.idxmax() if len(diffs.dropna()) else None
+    print(f"  largest difference in any fold's probability: {worst_p:.2e}")
+    if worst_metric is not None:
+        print(
+            f"  largest difference in a summary metric: {diffs.max():.2e} ({worst_metric}); over {len(numeric)} metrics"
+        )
+    print(
+        f"  chosen C differs in {len(changed)} of {folds} probe folds" + (": " + "; ".join(changed) if changed else "")
+    )
 
 
 def per_backbone(result, records):
@@ -126,6 +227,11 @@ def per_backbone(result, records):
     return rows
 
 
+def encoder_timings_taken(records) -> int:
+    """Folds that ran their encoder to time it (the others read the time kept in the embedding cache)."""
+    return sum(1 for r in records if str(r.info.get("timing", {}).get("encoder_timing", "")).startswith("timed"))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -136,11 +242,17 @@ def main():
     ap.add_argument("--finetune", default="resnet18,mobilenetv3_small_100")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--cache", help="embedding cache folder to keep (default: a fresh temporary one)")
+    ap.add_argument("--warm-only", action="store_true", help="skip the cold run (--cache holds the features)")
+    ap.add_argument("--compare-probe", action="store_true", help="also run warm with the direct probe; compare")
+    ap.add_argument("--profile", help="cProfile the warm run into this file")
     args = ap.parse_args()
+    if args.warm_only and not args.cache:
+        ap.error("--warm-only needs --cache DIR (the folder of an earlier run's features)")
     encoders = ZOO[: args.encoders]
     finetune = [e for e in args.finetune.split(",") if e]
     work = Path(tempfile.mkdtemp(prefix="encoder-zoo-"))
-    os.environ["BENCHBOX_CACHE"] = str(work / "cache")  # a cold, empty cache
+    os.environ["BENCHBOX_CACHE"] = args.cache or str(work / "cache")  # a cold, empty cache unless --cache
     probes = work / "zoo.toml"
     probes.write_text(
         suite_text("zoo", work / "runs", encoders, args.size, args.per_class, args.weights, [], 1, args.batch)
@@ -148,15 +260,41 @@ def main():
     print(
         f"encoder zoo: {len(encoders)} timm encoders, weights = {args.weights!r}"
         f"{' (RANDOM: cost and random-feature figures, not an ImageNet ranking)' if args.weights == 'none' else ''}; "
-        f"Dataset_2 at {args.size} px, 5-fold patient-grouped, cache {work / 'cache'}"
+        f"Dataset_2 at {args.size} px, 5-fold patient-grouped, cache {os.environ['BENCHBOX_CACHE']}"
     )
-    cold, cold_recs, cold_s = run(probes, args.data_dir)
-    warm, warm_recs, warm_s = run(probes, args.data_dir)
+    if args.warm_only:
+        cold, cold_recs, cold_s = None, None, float("nan")
+    else:
+        cold, cold_recs, cold_s = run(probes, args.data_dir)
+    warm, warm_recs, warm_s = run(probes, args.data_dir, args.profile)
+    if cold is None:
+        cold, cold_recs = warm, warm_recs
     n_images = (
         len(cold.manifest["datasets"]["dataset_2"]["class_counts"]) and cold.manifest["datasets"]["dataset_2"]["images"]
     )
     c, w = per_backbone(cold, cold_recs), per_backbone(warm, warm_recs)
-    print(f"images: {n_images}; whole zoo: cold {cold_s:.1f} s, warm {warm_s:.1f} s (cache hit)")
+    embedded = sum(v["computed"] for v in w.values())
+    print(
+        f"images: {n_images}; whole zoo: cold {cold_s:.1f} s, warm {warm_s:.1f} s (cache hit; {embedded} images "
+        f"embedded warm, {encoder_timings_taken(warm_recs)} encoder timings taken warm)"
+    )
+    if args.compare_probe:
+        # the same warm suite again, in this process, on the same cached features: first each probe fold fitted
+        # by both probes back to back (their fit times under the same load), then whole warm runs with the
+        # probe as first written, on the float32 features as cached (what it ran on) and on float64 copies
+        both = interleaved_fit_seconds(probes, args.data_dir)
+        print(
+            f"probe fits, both probes on each of {both['folds']} folds back to back: as first written "
+            f"{both['direct']:.1f} s, row-space {both['row-space']:.1f} s (x{both['direct'] / both['row-space']:.1f})"
+        )
+        if args.profile:  # the warm run above was profiled: time the row-space probe's run again
+            warm, warm_recs, warm_s = run(probes, args.data_dir)
+        for label, float64 in (
+            ("probe as first written (GridSearchCV, all d float32 features)", False),
+            ("probe as first written on float64 copies of the features", True),
+        ):
+            old, old_recs, old_s = run_with_direct_probe(probes, args.data_dir, float64)
+            compare_probes(label, warm, warm_recs, warm_s, old, old_recs, old_s)
     header = f"{'encoder':32} {'scheme':13} {'acc3 %':>7} {'AUC':>6} {'embed img/s':>11} {'fit s':>7} {'cold s':>7} {'warm s':>7} {'warm hits':>9}"
     print(header)
     ranked = sorted(c.items(), key=lambda kv: -(kv[1]["acc"] or 0))

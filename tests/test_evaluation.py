@@ -9,7 +9,17 @@ import numpy as np
 import pytest
 
 from benchbox.execute.store import RunStore, write_json
-from benchbox.results.statistics import bootstrap_ci, macro_f1, mcnemar, per_class_prf, positive_auc, wilson
+from benchbox.results.statistics import (
+    auc_of_counts,
+    bootstrap_ci,
+    bootstrap_ci_counts,
+    macro_f1,
+    macro_f1_of_counts,
+    mcnemar,
+    per_class_prf,
+    positive_auc,
+    wilson,
+)
 from conftest import run_batch, run_cli
 
 CLASSES = ["covid", "pneumonia", "normal"]
@@ -54,6 +64,31 @@ def test_bootstrap_is_seeded_and_resamples_patients():
     bootstrap_ci(lambda i: seen.append(sorted(i)) or 0.0, np.array([0, 0, 1, 1]), n_boot=5, seed=0)
     assert all(s in ([0, 0, 1, 1], [0, 1, 2, 3], [2, 2, 3, 3]) or len(s) == 4 for s in seen)
     assert all(s.count(0) == s.count(1) for s in seen)
+
+
+@pytest.mark.parametrize("n, k, patients", [(90, 3, 45), (40, 2, 40), (200, 9, 120), (1500, 3, 900)])
+def test_bootstrap_of_counts_gives_the_same_intervals_bit_for_bit(n, k, patients):
+    """The clinical evaluator's intervals (all resamples at once) equal the resample-by-resample ones: the same
+    draws, the same values, ties in the scores and resamples without a positive included."""
+    rng = np.random.default_rng(n)
+    y = rng.integers(0, k, n)
+    probs = rng.dirichlet(np.ones(k), n)
+    probs[: n // 3] = np.round(probs[: n // 3], 1)  # tied scores
+    pred = probs.argmax(1)
+    pred[:5] = 0
+    y[: n // 20 + 1] = k - 1
+    groups = np.array([f"p{v}" for v in rng.integers(0, patients, n)])
+    for seed in (0, 7):
+        for positive in (0, k - 1):
+            slow = bootstrap_ci(lambda i, p=positive: positive_auc(y[i], probs[i], p), groups, 300, seed)
+            assert slow == bootstrap_ci_counts(lambda c, p=positive: auc_of_counts(y, probs, p, c), groups, 300, seed)
+        slow = bootstrap_ci(lambda i: macro_f1(y[i], pred[i], k), groups, 300, seed)
+        assert slow == bootstrap_ci_counts(lambda c: macro_f1_of_counts(y, pred, k, c), groups, 300, seed)
+    rare = np.zeros(n, dtype=int)
+    rare[0] = 1  # most resamples lack the positive: the interval is nan in both
+    slow = bootstrap_ci(lambda i: positive_auc(rare[i], probs[i, :2], 1), groups, 100, 0)
+    fast = bootstrap_ci_counts(lambda c: auc_of_counts(rare, probs[:, :2], 1, c), groups, 100, 0)
+    assert np.isnan(slow).all() == np.isnan(fast).all() and (np.isnan(slow).all() or slow == fast)
 
 
 def test_per_class_and_macro_f1_with_a_class_never_predicted():

@@ -114,3 +114,30 @@ def test_ray_missing_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(BenchboxError, match=r"pip install 'benchbox\[ray\]'"):
         Ray().run([], {}, {}, None, None, None, dict(Ray.defaults), None)
+
+
+def test_frozen_schemes_under_ray_share_the_embedding_cache(tmp_path):
+    """A linear probe and a kNN of one encoder as Ray tasks: the workers compute the features and write them to
+    the driver's cache (BENCHBOX_CACHE); a rerun under Ray reads every feature and the encoder's inference
+    time from it, and the probe's results are those of the first run."""
+    entries = ""
+    for scheme in ("linear-probe", "knn"):
+        entries += (
+            f'[backbones.{scheme}]\nplugin = "timm/resnet18"\nweights = "none"\ninput_size = [48, 48]\n'
+            f'scheme = "{scheme}"\n' + ("k = 5\n" if scheme == "knn" else "")
+        )
+    suite = tiny_suite(tmp_path, entries, name="rfrozen")
+    env = {"BENCHBOX_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    first = run_cli("run", suite, "--run-dir", tmp_path / "first", *RAY, env=env)
+    assert first.returncode == 0, first.stderr
+    info = run_cli("cache", "info", env=env)
+    assert "timm/resnet18" in info.stdout and "30" in info.stdout, info.stdout  # written by the workers
+    again = run_cli("run", suite, "--run-dir", tmp_path / "again", *RAY, env=env)
+    assert again.returncode == 0, again.stderr
+    a, b = folds(tmp_path / "first"), folds(tmp_path / "again")
+    assert a.keys() == b.keys() and len(b) == 6
+    for name, record in b.items():
+        assert record["info"]["embedding_cache"]["computed"] == 0, name
+        assert record["info"]["embedding_cache_test"]["computed"] == 0, name
+        assert record["info"]["timing"]["encoder_timing"].startswith("kept from"), name
+        assert record["probabilities"] == a[name]["probabilities"], name

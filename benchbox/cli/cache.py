@@ -65,9 +65,15 @@ def cache_clear(
     encoder: Optional[str] = typer.Option(
         None, "--encoder", help="Only this encoder's features: a backbone name (timm/resnet18) or a key from `info`."
     ),
+    timings: bool = typer.Option(
+        False,
+        "--timings",
+        help="Only the encoders' kept inference times (the next run times each encoder again); keep the features.",
+    ),
 ) -> None:
     """Remove cached features (all, or one encoder's); they are recomputed when a run needs them."""
     from benchbox.execute.embeddings import EmbeddingCache
 
-    removed, freed = EmbeddingCache().clear(encoder)
-    console.print(f"removed {removed} encoder(s), {_size(freed)}")
+    removed, freed = EmbeddingCache().clear(encoder, timings_only=timings)
+    what = "encoder timing(s)" if timings else "encoder(s)"
+    console.print(f"removed {removed} {what}, {_size(freed)}")

@@ -8,6 +8,9 @@ platformdirs' user cache ``benchbox/cache/embeddings``), shared by folds, runs a
 
     embeddings/<encoder key>/encoder.json           what the key stands for (for `benchbox cache info`)
     embeddings/<encoder key>/<h[:2]>/<h>.f32        one image: magic, dimension, checksum, float32 data
+    embeddings/<encoder key>/timing.json            the encoder's inference time on one batch, per machine,
+                                                    batch shape, device and thread settings (the harness's
+                                                    throughput figure: a warm run runs no encoder at all)
 
 Every entry is written to a temporary file and renamed (atomic); a reader checks its magic, size and
 checksum, and an entry that fails is recomputed and rewritten, never used. The cache keeps under a size
@@ -38,6 +41,7 @@ from benchbox.data.datadir import cache_root
 MAGIC = b"BBE1"
 HEADER = struct.Struct("<4sI16s")  # magic, feature dimension, blake2b-128 of the float32 data
 DEFAULT_LIMIT = 4 * 2**30
+TIMINGS = "timing.json"  # the encoder's timed inference batches, by machine and settings
 UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
 
 
@@ -118,6 +122,10 @@ def encoder_key(plugin: str, identity: Mapping[str, Any]) -> tuple[str, dict]:
         what["weights"] = weights_identity(what["weights"])
     text = json.dumps(what, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:24], what
+
+
+def where_key(where: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(dict(where), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -280,6 +288,46 @@ class EmbeddingCache:
                     self._disable(stats, exc)
         return out
 
+    # --- the encoder's inference time ----------------------------------------------------------------
+    def timing_path(self, key: str) -> Path:
+        return self.root / key / TIMINGS
+
+    def timing(self, key: str, where: Mapping[str, Any]) -> dict | None:
+        """The encoder's timed batch on this machine and settings (``where``): {"seconds", "measured", ...};
+        None when it was never timed so (or the file cannot be read)."""
+        if not self.enabled:
+            return None
+        try:
+            table = json.loads(self.timing_path(key).read_text(encoding="utf-8"))
+            row = table.get(where_key(where))
+            return row if isinstance(row, dict) and isinstance(row.get("seconds"), (int, float)) else None
+        except (OSError, ValueError, AttributeError):
+            return None
+
+    def store_timing(self, key: str, what: Mapping[str, Any], where: Mapping[str, Any], seconds: float) -> None:
+        """Keep a timed batch beside the encoder's features (atomic; a lost race only means timing again)."""
+        if not self.enabled:
+            return
+        path = self.timing_path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                table = json.loads(path.read_text(encoding="utf-8"))
+                table = table if isinstance(table, dict) else {}
+            except (OSError, ValueError):
+                table = {}
+            table[where_key(where)] = {
+                "seconds": float(seconds),
+                "measured": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "where": dict(where),
+            }
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{TIMINGS}.", suffix=".tmp")
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(json.dumps(table, indent=1, sort_keys=True, default=str))
+            os.replace(tmp, path)
+        except OSError:
+            pass  # not kept: the next run times the encoder again
+
     # --- size -----------------------------------------------------------------------------------------
     def entries(self) -> list[tuple[Path, int, float]]:
         """Every entry file: (path, bytes, modification time)."""
@@ -350,13 +398,22 @@ class EmbeddingCache:
             )
         return rows
 
-    def clear(self, encoder: str | None = None) -> tuple[int, int]:
-        """Remove every entry (or those of encoders whose plugin name or key matches); (encoders, bytes)."""
+    def clear(self, encoder: str | None = None, timings_only: bool = False) -> tuple[int, int]:
+        """Remove every entry (or those of encoders whose plugin name or key matches); (encoders, bytes).
+        ``timings_only``: only the encoders' kept inference times (the next run times them again)."""
         import shutil
 
         removed, freed = 0, 0
         for row in self.info():
             if encoder is not None and encoder not in (row["key"], row["encoder"]):
+                continue
+            if timings_only:
+                path = self.timing_path(row["key"])
+                if path.exists():
+                    size = path.stat().st_size
+                    path.unlink(missing_ok=True)
+                    removed += 1
+                    freed += size
                 continue
             shutil.rmtree(self.root / row["key"], ignore_errors=True)
             removed += 1

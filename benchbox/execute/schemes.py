@@ -7,15 +7,18 @@
 - ``knn``: the same features, k nearest training images by cosine distance (``k``, default 11), the
   class shares of the k as probabilities.
 
-The probe and the kNN are scikit-learn; the features come through the embedding cache
+The probe (benchbox/execute/probe.py: GridSearchCV's estimator, computed in the training rows' span) and
+the kNN give scikit-learn models; the features come through the embedding cache
 (benchbox/execute/embeddings.py), so each image goes through each encoder once, across folds, runs
-and suites. Everything else — folds, metrics, intervals, probes, external sets, the cross-dataset
-matrix, the harness's clock — is the same as for fine-tuning: a frozen scheme is a Backbone wrapping
-the entry's backbone, handed to the harness (benchbox/execute/harness.py). Framework-free.
+and suites, and so does the timing of the encoder's inference (``network_seconds``). Everything else —
+folds, metrics, intervals, probes, external sets, the cross-dataset matrix, the harness's clock — is the
+same as for fine-tuning: a frozen scheme is a Backbone wrapping the entry's backbone, handed to the
+harness (benchbox/execute/harness.py). Framework-free.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +28,7 @@ import numpy as np
 
 from benchbox.contracts import Backbone, FoldJob
 from benchbox.errors import BenchboxError
+from benchbox.execute.probe import fit_linear_probe
 
 FINE_TUNE = "fine-tune"
 SCHEMES = {
@@ -34,9 +38,6 @@ SCHEMES = {
 }
 FROZEN = ("linear-probe", "knn")
 DEFAULT_K = 11
-#: the inverse regularisation strengths the inner cross-validation chooses from
-C_GRID = tuple(float(c) for c in np.logspace(-4, 2, 7))
-INNER_FOLDS = 5
 #: keys of a [backbones.NAME] table that belong to the scheme, not to the backbone plugin
 SCHEME_KEYS = {"scheme": str, "k": int}
 
@@ -68,7 +69,7 @@ def option_problems(options: Mapping[str, Any], backbone: Backbone | None, plugi
     if scheme in FROZEN and backbone is not None and not can_embed(backbone):
         problems.append(
             f"scheme: {scheme!r} needs frozen features, but backbone plugin {plugin} cannot embed (it has no "
-            'embed()); use scheme = "fine-tune", or a backbone that embeds (torch/, timm/, txv/)'
+            'embed()); use scheme = "fine-tune", or a backbone that embeds (torch/, timm/, txv/, keras/, hf/, open_clip/)'
         )
     return problems
 
@@ -100,6 +101,28 @@ def embed_identity(backbone: Backbone, options: Mapping[str, Any]) -> dict:
     own = getattr(backbone, "embed_identity", None)
     identity = dict(own(options)) if callable(own) else dict(options)
     return {k: v for k, v in identity.items() if k not in SCHEME_KEYS}
+
+
+def timing_where(images: np.ndarray, training) -> dict:
+    """What an encoder's inference time depends on besides the encoder: the machine, the batch's shape,
+    the device and precision, and the threads (``--threads`` sets OMP_NUM_THREADS; unset, the frameworks
+    use every core this process may use)."""
+    import platform
+
+    from benchbox.execute.environment import affinity_cores
+
+    cores = affinity_cores()
+    threads = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return {
+        "host": platform.node(),
+        "cores": cores,
+        "threads": int(threads) if threads.isdigit() else cores,
+        "batch_shape": list(np.shape(images)),
+        "batch_size": int(getattr(training, "batch_size", 0)),
+        "device": str(getattr(training, "device", "auto")),
+        "precision": str(getattr(training, "precision", "fp32")),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+    }
 
 
 _CACHE = None
@@ -202,11 +225,47 @@ class FrozenScheme(Backbone):
             model.info["embedding_cache_test"] = stats.as_dict()
         return self._probabilities(model, x)
 
-    def predict_network(self, model: SchemeModel, images: np.ndarray, ids: Sequence[str] | None = None) -> np.ndarray:
-        """The whole model as deployed: the encoder runs on the images (no cache), then the classifier.
-        The harness times inference throughput with this."""
-        x = np.asarray(self.backbone.embed(images, self.options, model.training), dtype=np.float32)
-        return self._probabilities(model, x)
+    def network_seconds(self, model: SchemeModel, images: np.ndarray, clock) -> tuple[float, dict]:
+        """Seconds of the whole model as deployed on ``images`` (the encoder on the pixels, then the
+        classifier), each part after an untimed warm-up call, the device synchronised before each clock
+        read; and where the parts came from. The harness turns it into ``infer_images_per_sec``.
+
+        The encoder's time depends on the network, the batch's shape, the machine, device and threads, not
+        on which images (nor fold, nor scheme): it is timed once so and kept beside the encoder's cached
+        features (``EmbeddingCache.timing``), so a warm run runs no encoder at all; `benchbox cache clear
+        --timings` times them again. The classifier (a matrix product, or the k nearest of the training
+        fold) is timed every fold."""
+        key, what = self._key()
+        training = model.training
+        where = timing_where(images, training)
+        kept = self.cache.timing(key, where)
+        feats = None
+        if kept is None:
+            self.backbone.embed(images, self.options, training)  # warm-up: building, tracing, allocation
+            self.backbone.synchronize(None)
+            t0 = clock()
+            feats = np.asarray(self.backbone.embed(images, self.options, training), dtype=np.float32)
+            self.backbone.synchronize(None)
+            encoder_seconds = clock() - t0
+            self.cache.store_timing(key, what, where, encoder_seconds)
+            source = "timed in this fold"
+        else:
+            encoder_seconds = float(kept["seconds"])
+            source = f"kept from {kept.get('measured', 'an earlier run')} (embedding cache)"
+        if feats is None:
+            from benchbox.execute.embeddings import CacheStats
+
+            feats = self.features(images, training, CacheStats())  # the test fold's: cache hits
+        self._probabilities(model, feats)  # warm-up
+        t0 = clock()
+        self._probabilities(model, feats)
+        classifier_seconds = clock() - t0
+        parts = {
+            "encoder_seconds": round(encoder_seconds, 6),
+            "classifier_seconds": round(classifier_seconds, 6),
+            "encoder_timing": source,
+        }
+        return encoder_seconds + classifier_seconds, parts
 
     def synchronize(self, model) -> None:
         self.backbone.synchronize(None)
@@ -247,56 +306,3 @@ def fit_knn(x: np.ndarray, y: np.ndarray, k: int):
     if k > len(x):
         raise BenchboxError(f"k: k = {k} is larger than the training fold ({len(x)} images); choose k <= {len(x)}")
     return KNeighborsClassifier(n_neighbors=k, metric="cosine", algorithm="brute").fit(x, y)
-
-
-def inner_splits(y: np.ndarray, groups: Sequence[str] | None, seed: int) -> tuple[list, str]:
-    """The inner cross-validation's splits of a training fold: patient-grouped and stratified when
-    the groups allow, else stratified; [] when a class has fewer than 2 images (no choice of C)."""
-    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
-
-    counts = np.bincount(y)
-    counts = counts[counts > 0]
-    n = int(min(INNER_FOLDS, counts.min())) if len(counts) > 1 else 0
-    if groups is not None:
-        n_groups = len(set(groups))
-        ng = min(INNER_FOLDS, n_groups, int(counts.min()) if len(counts) > 1 else 0)
-        if ng >= 2:
-            splitter = StratifiedGroupKFold(n_splits=ng, shuffle=True, random_state=seed % (2**31))
-            splits = list(splitter.split(np.zeros(len(y)), y, np.asarray(groups)))
-            if all(len(np.unique(y[tr])) == len(counts) for tr, _ in splits):
-                return splits, f"{ng}-fold stratified, patient-grouped"
-    if n < 2:
-        return [], "none (a class has fewer than 2 training images): C = 1"
-    splitter = StratifiedKFold(n_splits=n, shuffle=True, random_state=seed % (2**31))
-    return list(splitter.split(np.zeros(len(y)), y)), f"{n}-fold stratified"
-
-
-def fit_linear_probe(x: np.ndarray, y: np.ndarray, groups, class_weight: str, seed: int):
-    """StandardScaler + L2 logistic regression; C by inner CV (log-loss) on this training fold only."""
-    import warnings
-
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import log_loss, make_scorer
-    from sklearn.model_selection import GridSearchCV
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    weight = "balanced" if class_weight == "balanced" else None
-    pipe = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=500, class_weight=weight))
-    splits, how = inner_splits(y, groups, seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        if len(np.unique(y)) < 2:
-            raise BenchboxError("linear-probe: the training fold holds one class only; nothing to learn")
-        # log-loss over the fold's classes, also where an inner validation split lacks one of them
-        scorer = make_scorer(log_loss, greater_is_better=False, response_method="predict_proba", labels=np.unique(y))
-        if splits:
-            search = GridSearchCV(
-                pipe, {"logisticregression__C": list(C_GRID)}, cv=splits, scoring=scorer, n_jobs=1, refit=True
-            )
-            search.fit(x, y)
-            model, c = search.best_estimator_, float(search.best_params_["logisticregression__C"])
-        else:
-            model, c = pipe.fit(x, y), 1.0
-    return model, {"probe_C": c, "probe_C_grid": [float(v) for v in C_GRID], "inner_cv": how}

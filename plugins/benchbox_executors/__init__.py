@@ -21,6 +21,8 @@ from benchbox.execute.executors import build_job
 from benchbox.execute.harness import FoldOutcome, run_fold
 
 RAY_INSTALL = "pip install 'benchbox[ray]'"
+#: where the frozen schemes' embedding cache is and how it behaves (benchbox/execute/embeddings.py)
+CACHE_VARIABLES = ("BENCHBOX_CACHE", "BENCHBOX_EMBED_CACHE", "BENCHBOX_EMBED_CACHE_LIMIT")
 
 
 class Local(Executor):
@@ -100,12 +102,13 @@ class Ray(Executor):
             "include_dashboard": False,
             "log_to_driver": False,
             "ignore_reinit_error": True,
-            # workers must import benchbox and the plugins exactly as the driver does
-            # (and use the thread pools --threads chose)
+            # workers must import benchbox and the plugins exactly as the driver does, use the thread
+            # pools --threads chose, and the driver's embedding cache (the frozen schemes' features: on a
+            # cluster, BENCHBOX_CACHE on a shared file system gives every node the same cache)
             "runtime_env": {
                 "env_vars": {
                     "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
-                    **{name: os.environ[name] for name in THREAD_VARIABLES if name in os.environ},
+                    **{name: os.environ[name] for name in (*THREAD_VARIABLES, *CACHE_VARIABLES) if name in os.environ},
                 }
             },
         }

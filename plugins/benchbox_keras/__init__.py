@@ -130,6 +130,17 @@ class KerasBackbone(NetworkBackbone):
 
         return gradcam.feature_maps(self.network, options)
 
+    def embed(self, images, options, training=None):
+        """Pooled features of the frozen network (the ``pooling`` layer fine-tuning's head reads): embed.py."""
+        from benchbox_keras import embed
+
+        return embed.embed(self.network, options, images, training)
+
+    def embed_identity(self, options):
+        from benchbox_keras import embed
+
+        return embed.identity(self.network, options)
+
     def bench_steps(self, options, batch_size, device, amp, channels_last, train):
         backends.select_backend(options, self.name)
         from benchbox_keras import engine

@@ -20,7 +20,16 @@ import pandas as pd
 
 from benchbox import hookimpl
 from benchbox.contracts import Evaluator, MetricSpec, Section
-from benchbox.results.statistics import bootstrap_ci, confusion_matrix, macro_f1, per_class_prf, positive_auc, wilson
+from benchbox.results.statistics import (
+    auc_of_counts,
+    bootstrap_ci_counts,
+    confusion_matrix,
+    macro_f1,
+    macro_f1_of_counts,
+    per_class_prf,
+    positive_auc,
+    wilson,
+)
 from benchbox_paper_metrics.calibration import CalibrationMetrics
 from benchbox_paper_metrics.metrics import HEADLINE, paper_metrics
 
@@ -160,11 +169,11 @@ class ClinicalMetrics(Evaluator):
         groups = pooled_groups(records)
         k, pos = len(classes), list(classes).index(positive_class)
         out = self.point_values(y_true, y_pred, probs, k, pos)
-        out["auc_ci_low"], out["auc_ci_high"] = bootstrap_ci(
-            lambda i: positive_auc(y_true[i], probs[i], pos), groups, self.n_boot, self.seed
+        out["auc_ci_low"], out["auc_ci_high"] = bootstrap_ci_counts(
+            lambda counts: auc_of_counts(y_true, probs, pos, counts), groups, self.n_boot, self.seed
         )
-        out["macro_f1_ci_low"], out["macro_f1_ci_high"] = bootstrap_ci(
-            lambda i: macro_f1(y_true[i], y_pred[i], k), groups, self.n_boot, self.seed
+        out["macro_f1_ci_low"], out["macro_f1_ci_high"] = bootstrap_ci_counts(
+            lambda counts: macro_f1_of_counts(y_true, y_pred, k, counts), groups, self.n_boot, self.seed
         )
         cm = confusion_matrix(y_true, y_pred, k)
         precision, recall, f1 = per_class_prf(cm)

@@ -1,0 +1,299 @@
+"""The linear probe of the ``linear-probe`` scheme (benchbox/execute/schemes.py): StandardScaler and an
+L2-regularised logistic regression on a training fold's frozen features, C chosen from ``C_GRID`` by an
+inner cross-validation (log-loss) on that training fold only, patient-grouped and stratified where its
+groups allow; then refit on the whole training fold with that C.
+
+``fit_linear_probe_direct`` is the estimator as first written: scikit-learn's GridSearchCV over the
+pipeline StandardScaler + LogisticRegression (lbfgs, max_iter 500, tol 1e-4) on all d features.
+``fit_linear_probe`` computes the same estimator, an order of magnitude faster on few images with many
+features (docs/performance.md, "Encoder zoo"):
+
+- **in the row space.** At the optimum of an L2-penalised logistic regression the weights are a
+  combination of the standardised training rows (the penalty's gradient, the weights, is minus C times
+  the loss's, which is a combination of the rows). With n training images and d > 2n features it fits
+  on the rows' n x r coordinates in an orthonormal basis of their span (an SVD; r < n) and maps the
+  weights back to the d features (``RowSpace``): the same objective in rotated coordinates. L-BFGS's
+  iterates are the same too (from zero they stay in that span, and L-BFGS is invariant to rotating the
+  coordinates); only its stopping test reads coordinates (the gradient's largest component must fall
+  below tol), so that test is made on the d original coordinates (``FullGradientTest``): it stops at
+  the iterate scikit-learn stops at. Each inner split standardises and projects its own training rows,
+  as the pipeline does: an inner validation row never shapes the scaler or the basis.
+- **scikit-learn's lbfgs objective and solver call, without its per-fit overhead** (``logistic_lbfgs``):
+  the mean (class-weighted) log-loss plus 1/(2 C sum-of-weights) times the squared weights, the
+  intercept unpenalised, scipy's L-BFGS-B from zero with scikit-learn's options (tol 1e-4, ftol 64 eps,
+  maxls 50, maxiter 500); multinomial for 3+ classes, binomial for two. At these sizes its input checks
+  cost more than the optimisation.
+- **in float64.** The cached features are float32; scikit-learn's lbfgs on float32 input computes its
+  loss and gradient in float32, and its tests (ftol = 64 float64 eps) then stop it on rounding noise
+  (5 iterations instead of 13 on a ResNet-18 fold at C = 1e-4), which on the encoder zoo changed the
+  chosen C in 2 of 100 folds. The features are converted to float64 first, so this computes what
+  ``fit_linear_probe_direct`` computes on float64 copies of them: the same C in every fold and the same
+  metrics (``benchmarks/encoder_zoo.py --compare-probe``).
+- one split's scaler and SVD serve all seven C values; BLAS on one thread (the matrices are small: a
+  thread pool gains nothing on them, and on a busy machine a 2-thread OpenBLAS was 10-60x slower).
+
+tests/test_schemes.py checks the two against each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from benchbox.errors import BenchboxError
+
+#: the inverse regularisation strengths the inner cross-validation chooses from
+C_GRID = tuple(float(c) for c in np.logspace(-4, 2, 7))
+INNER_FOLDS = 5
+MAX_ITER = 500
+TOL = 1e-4
+
+
+def inner_splits(y: np.ndarray, groups: Sequence[str] | None, seed: int) -> tuple[list, str]:
+    """The inner cross-validation's splits of a training fold: patient-grouped and stratified when
+    the groups allow, else stratified; [] when a class has fewer than 2 images (no choice of C)."""
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+    counts = np.bincount(y)
+    counts = counts[counts > 0]
+    n = int(min(INNER_FOLDS, counts.min())) if len(counts) > 1 else 0
+    if groups is not None:
+        n_groups = len(set(groups))
+        ng = min(INNER_FOLDS, n_groups, int(counts.min()) if len(counts) > 1 else 0)
+        if ng >= 2:
+            splitter = StratifiedGroupKFold(n_splits=ng, shuffle=True, random_state=seed % (2**31))
+            splits = list(splitter.split(np.zeros(len(y)), y, np.asarray(groups)))
+            if all(len(np.unique(y[tr])) == len(counts) for tr, _ in splits):
+                return splits, f"{ng}-fold stratified, patient-grouped"
+    if n < 2:
+        return [], "none (a class has fewer than 2 training images): C = 1"
+    splitter = StratifiedKFold(n_splits=n, shuffle=True, random_state=seed % (2**31))
+    return list(splitter.split(np.zeros(len(y)), y)), f"{n}-fold stratified"
+
+
+def fit_linear_probe(x: np.ndarray, y: np.ndarray, groups, class_weight: str, seed: int):
+    """(the fitted pipeline StandardScaler + LogisticRegression on the d features, facts for the record):
+    C by inner CV on this training fold only, computed as the module's docstring says."""
+    from sklearn.pipeline import make_pipeline
+    from threadpoolctl import threadpool_limits
+
+    if len(np.unique(y)) < 2:
+        raise BenchboxError("linear-probe: the training fold holds one class only; nothing to learn")
+    balanced = class_weight == "balanced"
+    labels = np.unique(y)
+    splits, how = inner_splits(y, groups, seed)
+    with threadpool_limits(limits=1, user_api="blas"):
+        c = 1.0
+        if splits:
+            scores = np.zeros((len(splits), len(C_GRID)))
+            for s, (tr, va) in enumerate(splits):
+                inner = RowSpace(x[tr])
+                held_out = inner.transform(x[va])
+                for j, value in enumerate(C_GRID):
+                    fit = logistic_lbfgs(inner.rows, y[tr], value, balanced, inner.basis)
+                    scores[s, j] = -mean_log_loss(y[va], fit.predict_proba(held_out), fit.classes, labels)
+            c = float(C_GRID[int(np.argmax(scores.mean(axis=0)))])  # the first best, as GridSearchCV ranks
+        space = RowSpace(x)
+        fit = logistic_lbfgs(space.rows, y, c, balanced, space.basis)
+    model = make_pipeline(space.scaler, fit.estimator(space.basis, x.shape[1], c, balanced))
+    return model, {"probe_C": c, "probe_C_grid": [float(v) for v in C_GRID], "inner_cv": how}
+
+
+def mean_log_loss(y: np.ndarray, proba: np.ndarray, columns: np.ndarray, labels: np.ndarray) -> float:
+    """scikit-learn's log_loss(y, proba, labels=labels) (probabilities clipped to [eps, 1 - eps]), without
+    its input checks; ``columns``: the label of each column of ``proba``."""
+    if len(columns) != len(labels) or (columns != labels).any():  # a class absent from the inner training set
+        from sklearn.metrics import log_loss
+
+        return float(log_loss(y, proba, labels=labels))
+    eps = np.finfo(proba.dtype).eps
+    picked = np.clip(proba, eps, 1 - eps)[np.arange(len(y)), np.searchsorted(columns, y)]
+    return float(-np.log(picked).mean())
+
+
+class RowSpace:
+    """A training set's standardised rows in the coordinates of an orthonormal basis of their span, when
+    that shrinks them at least twofold (d > 2n); otherwise the standardised rows as they are."""
+
+    def __init__(self, x: np.ndarray):
+        from sklearn.preprocessing import StandardScaler
+
+        x = np.asarray(x, dtype=np.float64)  # float32 features: the solver's sums in float64 (module docstring)
+        self.scaler = StandardScaler().fit(x)
+        z = self.scaler.transform(x)
+        self.basis = None  # (d, r)
+        self.rows = z
+        if z.shape[1] > 2 * z.shape[0]:
+            u, s, vt = np.linalg.svd(z, full_matrices=False)
+            rank = int((s > s[0] * max(z.shape) * np.finfo(np.float64).eps).sum()) if len(s) and s[0] > 0 else 0
+            rank = max(rank, 1)
+            self.basis = vt[:rank].T
+            self.rows = u[:, :rank] * s[:rank]  # = z @ basis
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        z = self.scaler.transform(np.asarray(x, dtype=np.float64))
+        return z if self.basis is None else z @ self.basis
+
+
+class LogisticFit:
+    """A fitted logistic regression in some coordinates: ``coef`` (K, r) (one row for two classes, as
+    scikit-learn's binomial), ``intercept`` (K,), the class labels, L-BFGS's iterations."""
+
+    def __init__(self, coef: np.ndarray, intercept: np.ndarray, classes: np.ndarray, n_iter: int):
+        self.coef, self.intercept, self.classes, self.n_iter = coef, intercept, classes, n_iter
+
+    def predict_proba(self, rows: np.ndarray) -> np.ndarray:
+        raw = rows @ self.coef.T + self.intercept
+        if len(self.classes) == 2:
+            p = 1.0 / (1.0 + np.exp(-raw[:, 0]))
+            return np.column_stack([1.0 - p, p])
+        raw -= raw.max(axis=1, keepdims=True)
+        e = np.exp(raw)
+        return e / e.sum(axis=1, keepdims=True)
+
+    def estimator(self, basis: np.ndarray | None, d: int, c: float, balanced: bool):
+        """A fitted scikit-learn LogisticRegression on the d standardised features (weights mapped back
+        from the basis' coordinates), as GridSearchCV's refit would hand over."""
+        from sklearn.linear_model import LogisticRegression
+
+        est = LogisticRegression(C=c, max_iter=MAX_ITER, tol=TOL, class_weight="balanced" if balanced else None)
+        est.coef_ = self.coef if basis is None else self.coef @ basis.T
+        est.intercept_ = self.intercept.copy()
+        est.classes_ = self.classes
+        est.n_features_in_ = int(d)
+        est.n_iter_ = np.array([self.n_iter], dtype=np.int32)
+        return est
+
+
+def logistic_lbfgs(rows: np.ndarray, y: np.ndarray, c: float, balanced: bool, basis: np.ndarray | None = None):
+    """scikit-learn's LogisticRegression(C=c, solver="lbfgs", max_iter=500, tol=1e-4[, class_weight=
+    "balanced"]).fit(X, y) as its _logistic_regression_path computes it: the same objective, start, solver
+    and options (module docstring). ``rows`` are X's rows, or with ``basis`` (d, r) their coordinates
+    ``X @ basis`` in an orthonormal basis of their span: then the stopping test is scikit-learn's on X's
+    d coordinates (the largest component of the gradient there, ``FullGradientTest``), so L-BFGS stops at
+    the iterate it stops at on X. A ``LogisticFit``."""
+    from scipy.optimize import minimize
+
+    rows = np.asarray(rows, dtype=np.float64)
+    classes, yi = np.unique(y, return_inverse=True)
+    n, r = rows.shape
+    k = len(classes)
+    sw = (n / (k * np.bincount(yi, minlength=k)))[yi] if balanced else np.ones(n)
+    total = float(sw.sum())
+    l2 = 1.0 / (c * total)
+    share = sw / total
+    if k == 2:
+        t = yi.astype(np.float64)
+
+        def loss_gradient(w):
+            raw = rows @ w[:-1] + w[-1]
+            loss = np.logaddexp(0.0, raw) - t * raw
+            g = share * (1.0 / (1.0 + np.exp(-raw)) - t)
+            grad = np.empty_like(w)
+            grad[:-1] = rows.T @ g + l2 * w[:-1]
+            grad[-1] = g.sum()
+            return float(share @ loss + 0.5 * l2 * (w[:-1] @ w[:-1])), grad
+
+        shape = (1, r + 1)
+    else:
+        onehot = np.eye(k)[yi]
+
+        def loss_gradient(w):
+            w2 = w.reshape((k, r + 1), order="F")
+            raw = rows @ w2[:, :-1].T + w2[:, -1]
+            top = raw.max(axis=1, keepdims=True)
+            e = np.exp(raw - top)
+            total_e = e.sum(axis=1, keepdims=True)
+            loss = (top + np.log(total_e))[:, 0] - (raw * onehot).sum(axis=1)
+            g = (e / total_e - onehot) * share[:, None]
+            grad = np.empty((k, r + 1), order="F")
+            grad[:, :-1] = g.T @ rows + l2 * w2[:, :-1]
+            grad[:, -1] = g.sum(axis=0)
+            return float(share @ loss + 0.5 * l2 * (w2[:, :-1] ** 2).sum()), grad.ravel(order="F")
+
+        shape = (k, r + 1)
+    w0 = np.zeros(shape[0] * shape[1])
+    options = {"maxiter": MAX_ITER, "maxls": 50, "gtol": TOL, "ftol": 64 * np.finfo(float).eps}
+
+    def as_matrix(w):
+        return w[None, :] if k == 2 else w.reshape(shape, order="F")
+
+    if basis is None:
+        res = minimize(loss_gradient, w0, method="L-BFGS-B", jac=True, options=options)
+        w, nit = as_matrix(res.x), int(res.nit)
+    else:
+        test = FullGradientTest(loss_gradient, basis, as_matrix)
+        if test.done(w0):  # scikit-learn's L-BFGS-B stops before its first step
+            w, nit = as_matrix(w0), 0
+        else:
+            options["gtol"] = 0.0  # the test on the d coordinates decides instead
+            res = minimize(test, w0, method="L-BFGS-B", jac=True, options=options, callback=test.callback)
+            w, nit = as_matrix(res.x), int(res.nit)
+    return LogisticFit(w[:, :-1].copy(), w[:, -1].copy(), classes, nit)
+
+
+class FullGradientTest:
+    """L-BFGS-B's gradient test (its largest component at most ``TOL``) on the d original coordinates, for a
+    fit in r rotated ones: the weights' gradient there is ``G @ basis.T`` (the intercepts' is the same).
+    Since the basis is orthonormal, a row's largest component lies between its 2-norm / sqrt(d) and its
+    2-norm, so the product is formed only when those bounds leave the answer open."""
+
+    def __init__(self, loss_gradient, basis: np.ndarray, as_matrix):
+        self.loss_gradient, self.basis, self.as_matrix = loss_gradient, basis, as_matrix
+        self.last = (None, None)  # (w, gradient) of the last evaluation
+
+    def __call__(self, w):
+        f, g = self.loss_gradient(w)
+        self.last = (w.copy(), g)
+        return f, g
+
+    def done(self, w) -> bool:
+        seen, g = self.last
+        if seen is None or not np.array_equal(seen, w):
+            _, g = self.loss_gradient(w)
+        g = self.as_matrix(g)
+        weights, intercepts = g[:, :-1], np.abs(g[:, -1]).max()
+        norms = np.sqrt((weights**2).sum(axis=1)).max()
+        if max(norms, intercepts) <= TOL:
+            return True
+        if norms / np.sqrt(len(self.basis)) > TOL:
+            return False
+        return max(np.abs(weights @ self.basis.T).max(), intercepts) <= TOL
+
+    def callback(self, intermediate_result):
+        if self.done(intermediate_result.x):
+            raise StopIteration
+
+
+def fit_linear_probe_direct(x: np.ndarray, y: np.ndarray, groups, class_weight: str, seed: int):
+    """The linear probe as first written: GridSearchCV over StandardScaler + LogisticRegression on all d
+    features. ``fit_linear_probe`` computes the same estimator faster; this one is the reference it is
+    checked against (tests/test_schemes.py, benchmarks/encoder_zoo.py --compare-probe)."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss, make_scorer
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    weight = "balanced" if class_weight == "balanced" else None
+    pipe = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=500, class_weight=weight))
+    splits, how = inner_splits(y, groups, seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        if len(np.unique(y)) < 2:
+            raise BenchboxError("linear-probe: the training fold holds one class only; nothing to learn")
+        # log-loss over the fold's classes, also where an inner validation split lacks one of them
+        scorer = make_scorer(log_loss, greater_is_better=False, response_method="predict_proba", labels=np.unique(y))
+        if splits:
+            search = GridSearchCV(
+                pipe, {"logisticregression__C": list(C_GRID)}, cv=splits, scoring=scorer, n_jobs=1, refit=True
+            )
+            search.fit(x, y)
+            model, c = search.best_estimator_, float(search.best_params_["logisticregression__C"])
+        else:
+            model, c = pipe.fit(x, y), 1.0
+    return model, {"probe_C": c, "probe_C_grid": [float(v) for v in C_GRID], "inner_cv": how}
