@@ -181,7 +181,12 @@ def run_batch(calls: dict) -> dict:
         full_env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
         full_env.update(dict(env))
         res = subprocess.run(
-            [sys.executable, "-c", BATCH], input=json.dumps(batch), capture_output=True, text=True, env=full_env
+            [sys.executable, "-c", BATCH],
+            input=json.dumps(batch),
+            capture_output=True,
+            text=True,
+            env=full_env,
+            timeout=1800,  # a hung command stops the test, not the suite; far above any batch's run time
         )
         lines = [line for line in res.stdout.splitlines() if line.startswith("BATCH")]
         assert res.returncode == 0 and lines, f"the batch process failed:\n{res.stdout[-2000:]}\n{res.stderr[-4000:]}"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from benchbox.errors import WeightsError
-from conftest import WEIGHTS, assert_mentions, needs_keras, needs_torch, run_cli
+from conftest import WEIGHTS, assert_mentions, needs_keras, needs_torch, run_batch, run_cli
 
 SHARED_H5 = WEIGHTS / "mobilenet_v2_0.35_224_no_top_imagenet.h5"
 KERAS_NAME = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
@@ -54,25 +54,28 @@ def test_torch_offline_imagenet_fails_with_actionable_message(tmp_path, monkeypa
     assert needle in str(exc.value) and 'weights = "none"' in str(exc.value)
 
 
+@pytest.fixture(scope="module")
+def offline_runs(tmp_path_factory):
+    """`benchbox run` without ImageNet weights and without a network (an empty KERAS_HOME, a dead proxy):
+    a tiny VGG19 suite, then the study's paper.toml with no data either; both through the CLI's entry point
+    in one process (each would import TensorFlow: 7 s of CPU)."""
+    from conftest import ROOT, tiny_suite
+
+    tmp = tmp_path_factory.mktemp("offline")
+    suite = tiny_suite(tmp, '[backbones.v]\nplugin = "keras/vgg19"\ninput_size = [32, 32]\n')
+    env = {"KERAS_HOME": str(tmp / "k"), "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
+    paper = ["run", ROOT / "suites" / "paper.toml", "--data-dir", tmp / "empty", "--run-dir", tmp / "run"]
+    return run_batch({"tiny": (["run", suite], {"env": env}), "paper": (paper, {"env": env})}), tmp
+
+
 @pytest.mark.slow
 @needs_keras
-def test_run_stops_before_training_when_weights_are_missing(tmp_path):
-    from conftest import tiny_suite
-
-    suite = tiny_suite(tmp_path, '[backbones.v]\nplugin = "keras/vgg19"\ninput_size = [32, 32]\n')
-    res = run_cli(
-        "run",
-        suite,
-        env={
-            "KERAS_HOME": str(tmp_path / "k"),
-            "HTTPS_PROXY": "http://127.0.0.1:9",
-            "HTTP_PROXY": "http://127.0.0.1:9",
-        },
-        timeout=900,
-    )
+def test_run_stops_before_training_when_weights_are_missing(offline_runs):
+    results, tmp = offline_runs
+    res = results["tiny"]
     assert res.returncode == 1 and "cannot start the run" in res.stderr and "backbones.v" in res.stderr
     assert "Traceback" not in res.stderr
-    assert not list((tmp_path / "runs").glob("*/folds/*.json"))
+    assert not list((tmp / "runs").glob("*/folds/*.json"))
 
 
 @pytest.mark.slow
@@ -159,23 +162,9 @@ def test_describe_command_shows_the_facts():
 
 @pytest.mark.slow
 @needs_keras
-def test_paper_suite_without_weights_or_data_stops_at_once_naming_both(tmp_path):
-    from conftest import ROOT
-
-    res = run_cli(
-        "run",
-        ROOT / "suites" / "paper.toml",
-        "--data-dir",
-        tmp_path / "empty",
-        "--run-dir",
-        tmp_path / "run",
-        env={
-            "KERAS_HOME": str(tmp_path / "k"),
-            "HTTPS_PROXY": "http://127.0.0.1:9",
-            "HTTP_PROXY": "http://127.0.0.1:9",
-        },
-        timeout=900,
-    )
+def test_paper_suite_without_weights_or_data_stops_at_once_naming_both(offline_runs):
+    results, tmp = offline_runs
+    res = results["paper"]
     assert res.returncode == 1 and "Traceback" not in res.stderr
     for needle in (
         "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
@@ -186,4 +175,4 @@ def test_paper_suite_without_weights_or_data_stops_at_once_naming_both(tmp_path)
         "benchbox data fetch",
     ):
         assert needle in res.stderr, needle
-    assert not (tmp_path / "run" / "folds").exists()
+    assert not (tmp / "run" / "folds").exists()
