@@ -116,7 +116,9 @@ class Ray(Executor):
             if address:
                 ray.init(address=address, **kwargs)
             else:
-                ray.init(num_cpus=options.get("local_cpus") or None, **kwargs)
+                # a local instance of its own: without address="local", ray.init joins whatever cluster a
+                # `ray start --head` on this machine left running (another user's, another session's)
+                ray.init(address="local", num_cpus=options.get("local_cpus") or None, **kwargs)
         except Exception as exc:
             raise BenchboxError(
                 f"cannot start or reach Ray ({address or 'local instance'}): {exc}. Check "
