@@ -20,6 +20,11 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 # the tests must render as in a plain pipe (200 columns), whatever started pytest
 for _name in ("COLUMNS", "LINES"):
     os.environ.pop(_name, None)
+# torchvision's C extension segfaults when it loads after TensorFlow's (benchbox's own import_keras loads
+# it first; tests that import keras or tensorflow directly do not): one test process may hold both, so
+# torchvision is loaded here, after the thread variables above and before any test imports TensorFlow
+if importlib.util.find_spec("torchvision") is not None:
+    import torchvision  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
