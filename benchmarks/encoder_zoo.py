@@ -23,6 +23,9 @@ runs no encoder). Threads: the process's defaults (run_suite in-process; no --th
                       float64 copies: both warm times, the largest difference in any probability and summary
                       metric, and every chosen C that differs
     --profile FILE    cProfile the (first) warm run into FILE
+    --baseline-src DIR  after the warm run, the same warm suite run by the benchbox checkout in DIR (e.g. the
+                      main branch's, /work/main) in a subprocess, on the same cache, then by this checkout
+                      again in a subprocess: both wall times, back to back (process start-up included)
 """
 
 from __future__ import annotations
@@ -141,6 +144,27 @@ def run_with_direct_probe(path, data_dir, float64=False):
         schemes.fit_linear_probe = fast
 
 
+def subprocess_run_seconds(src, path, data_dir) -> float:
+    """Wall time of ``run_suite`` on the suite by the benchbox checkout ``src``, in a fresh process."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom benchbox.define.suite import load_suite\nfrom benchbox.execute.runner import run_suite\n"
+        "from benchbox.plugins import load_registry\nreg = load_registry()\n"
+        "run_suite(load_suite(sys.argv[1], reg), reg, data_dir=sys.argv[2], new=True)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{Path(src) / 'plugins'}"}
+    t0 = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(path), str(data_dir)], env=env, capture_output=True, text=True
+    )
+    seconds = time.perf_counter() - t0
+    if done.returncode != 0:
+        raise SystemExit(f"the run by {src} failed:\n{done.stderr[-2000:]}")
+    return seconds
+
+
 def interleaved_fit_seconds(path, data_dir) -> dict:
     """The warm suite once more, each probe fold fitted by both probes back to back on the same features (which
     goes first alternates), the row-space probe's model kept: the fit seconds of each under the same load."""
@@ -246,6 +270,7 @@ def main():
     ap.add_argument("--warm-only", action="store_true", help="skip the cold run (--cache holds the features)")
     ap.add_argument("--compare-probe", action="store_true", help="also run warm with the direct probe; compare")
     ap.add_argument("--profile", help="cProfile the warm run into this file")
+    ap.add_argument("--baseline-src", help="a benchbox checkout to run the same warm suite with, for comparison")
     args = ap.parse_args()
     if args.warm_only and not args.cache:
         ap.error("--warm-only needs --cache DIR (the folder of an earlier run's features)")
@@ -278,6 +303,14 @@ def main():
         f"images: {n_images}; whole zoo: cold {cold_s:.1f} s, warm {warm_s:.1f} s (cache hit; {embedded} images "
         f"embedded warm, {encoder_timings_taken(warm_recs)} encoder timings taken warm)"
     )
+    if args.baseline_src:
+        here = Path(__file__).resolve().parents[1]
+        base = subprocess_run_seconds(Path(args.baseline_src).resolve(), probes, args.data_dir)
+        mine = subprocess_run_seconds(here, probes, args.data_dir)
+        print(
+            f"warm run in a fresh process, same cache: {args.baseline_src} {base:.1f} s, this checkout ({here}) "
+            f"{mine:.1f} s (x{base / mine:.1f})"
+        )
     if args.compare_probe:
         # the same warm suite again, in this process, on the same cached features: first each probe fold fitted
         # by both probes back to back (their fit times under the same load), then whole warm runs with the
