@@ -155,10 +155,9 @@ def subprocess_run_seconds(src, path, data_dir) -> float:
         "run_suite(load_suite(sys.argv[1], reg), reg, data_dir=sys.argv[2], new=True)\n"
     )
     env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{Path(src) / 'plugins'}"}
-    t0 = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-c", code, str(path), str(data_dir)], env=env, capture_output=True, text=True
-    )
+    args = [sys.executable, "-c", code, str(Path(path).resolve()), str(Path(data_dir).resolve())]
+    t0 = time.perf_counter()  # cwd: the checkout (python -c puts the working directory first on sys.path)
+    done = subprocess.run(args, env=env, capture_output=True, text=True, cwd=src)
     seconds = time.perf_counter() - t0
     if done.returncode != 0:
         raise SystemExit(f"the run by {src} failed:\n{done.stderr[-2000:]}")

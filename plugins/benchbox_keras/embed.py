@@ -35,7 +35,7 @@ def encoder(network: str, options, channels: int, rt):
     """The frozen network from the input to its pooled features, built once per process and options."""
     from benchbox_keras import engine
 
-    text, stamp = options_fingerprint(options, weights_kind)
+    text, stamp = options_fingerprint(identity(network, options), weights_kind)  # not the scheme's or head's keys
     key = (network, text, stamp, channels, rt)
     if key not in _ENCODERS:
         keras = engine.import_keras()
