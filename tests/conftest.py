@@ -6,11 +6,20 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
 import pytest
 
+if sys.dont_write_bytecode:
+    # PYTHONDONTWRITEBYTECODE (set on some CI machines) makes every test process and every `benchbox`
+    # subprocess compile each module again (pytest's assertion rewriting of the test modules alone: ~3 s per
+    # process); bytecode goes to a folder of its own under the temporary directory instead, never the tree
+    sys.pycache_prefix = sys.pycache_prefix or os.path.join(tempfile.gettempdir(), "benchbox-tests-pycache")
+    sys.dont_write_bytecode = False
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    os.environ["PYTHONPYCACHEPREFIX"] = sys.pycache_prefix
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # two test workers on two cores: one framework thread each (set before torch or TensorFlow loads;
     # the CLI subprocesses the tests start inherit it), else both workers' thread pools fight for the cores
@@ -20,11 +29,26 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 # the tests must render as in a plain pipe (200 columns), whatever started pytest
 for _name in ("COLUMNS", "LINES"):
     os.environ.pop(_name, None)
-# torchvision's C extension segfaults when it loads after TensorFlow's (benchbox's own import_keras loads
-# it first; tests that import keras or tensorflow directly do not): one test process may hold both, so
-# torchvision is loaded here, after the thread variables above and before any test imports TensorFlow
-if importlib.util.find_spec("torchvision") is not None:
-    import torchvision  # noqa: F401
+
+
+class TorchvisionBeforeTensorFlow:
+    """torchvision's C extension segfaults when it loads after TensorFlow's (benchbox's own import_keras loads
+    it first; tests that import keras or tensorflow directly do not), and one test process may hold both:
+    the first import of keras or tensorflow in a test process loads torchvision just before. Lazily, not
+    here at once: torchvision costs ~3 s of start-up in every test process, and the fast tier's seldom
+    load TensorFlow."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in ("keras", "tensorflow") and "torchvision" not in sys.modules:
+            with contextlib.suppress(ValueError):  # removed by another thread's import meanwhile
+                sys.meta_path.remove(self)
+            if importlib.util.find_spec("torchvision") is not None:
+                import torchvision  # noqa: F401
+        return None  # the usual finders import the module itself
+
+
+if "tensorflow" not in sys.modules and "keras" not in sys.modules:
+    sys.meta_path.insert(0, TorchvisionBeforeTensorFlow())
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"

@@ -264,3 +264,46 @@ def test_ece_edges_and_perfect_confidence():
     assert ps.reliability_bins([0], [[1.0, 0.0]])[-1]["count"] == 1
     assert ps.expected_calibration_error([1, 1], [[1.0, 0.0], [1.0, 0.0]]) == 1.0
     assert math.isnan(ps.expected_calibration_error([], np.zeros((0, 2))))
+
+
+@pytest.mark.parametrize("n, distinct", [(0, 2), (1, 2), (7, 2), (60, 5), (500, 1000)])
+def test_midranks_are_scipys_average_ranks_ties_included(n, distinct):
+    from benchbox.results.statistics import midranks, positive_auc
+
+    rng = np.random.default_rng(n)
+    x = rng.integers(0, distinct, n) / distinct  # few distinct values: many ties
+    assert np.array_equal(midranks(x), stats.rankdata(x))
+    if n > 2:
+        y = np.r_[0, 1, rng.integers(0, 2, n - 2)]
+        proba = np.column_stack([1 - x, x])
+        assert positive_auc(y, proba, 1) == pytest.approx(roc_auc_score(y, x), abs=1e-12)
+
+
+@pytest.mark.parametrize("n, distinct", [(2, 2), (9, 3), (200, 7), (300, 10**6)])
+def test_roc_points_are_scikit_learns_curve(n, distinct):
+    from sklearn.metrics import roc_curve
+
+    from benchbox.results.statistics import roc_points
+
+    rng = np.random.default_rng(distinct)
+    y = np.r_[False, True, rng.integers(0, 2, n - 2).astype(bool)]
+    score = rng.integers(0, distinct, n) / distinct
+    fpr, tpr = roc_points(y, score)
+    want_fpr, want_tpr, _ = roc_curve(y, score, drop_intermediate=False)
+    np.testing.assert_allclose(fpr, want_fpr, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(tpr, want_tpr, rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("only_a, only_b", [(0, 1), (3, 9), (12, 12), (0, 24), (10, 15), (40, 90), (5, 200)])
+def test_mcnemar_p_values_are_scipys_distributions(only_a, only_b):
+    from benchbox.results.statistics import mcnemar
+
+    a = np.r_[np.ones(only_a, bool), np.zeros(only_b, bool), np.ones(7, bool)]
+    b = np.r_[np.zeros(only_a, bool), np.ones(only_b, bool), np.ones(7, bool)]
+    got = mcnemar(a, b)
+    n = only_a + only_b
+    if n < 25:
+        want = min(1.0, 2 * stats.binom.cdf(min(only_a, only_b), n, 0.5))
+    else:
+        want = stats.chi2.sf((abs(only_a - only_b) - 1) ** 2 / n, 1)
+    assert got["p_value"] == pytest.approx(want, rel=1e-12, abs=1e-300)

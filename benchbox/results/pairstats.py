@@ -102,7 +102,9 @@ def corrected_resampled_ttest(differences, n_train, n_test) -> dict:
 
 def _midranks(x: np.ndarray) -> np.ndarray:
     """1-based ranks with ties given their average rank (Sun & Xu 2014, Algorithm 1)."""
-    return _stats().rankdata(x, method="average")
+    from benchbox.results.statistics import midranks
+
+    return midranks(x)
 
 
 def _structural_components(is_positive: np.ndarray, scores: np.ndarray):

@@ -36,10 +36,37 @@ def positive_auc(y_true, probabilities, positive: int) -> float:
     if n_pos == 0 or n_neg == 0:
         return float("nan")
     # Mann-Whitney U with average ranks for ties: equal to the area under the ROC curve
-    from scipy import stats  # imported on use: it costs most of a command's start-up time
-
-    ranks = stats.rankdata(np.asarray(probabilities)[:, positive])
+    ranks = midranks(np.asarray(probabilities)[:, positive])
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def midranks(x) -> np.ndarray:
+    """1-based ranks of a 1-D array, ties given their average rank: scipy.stats.rankdata(x) in numpy, so
+    that scoring a run does not import scipy.stats (about 1 s of every `benchbox report`'s start-up)."""
+    x = np.asarray(x).ravel()
+    order = np.argsort(x, kind="stable")
+    ordered = x[order]
+    new_value = np.r_[True, ordered[1:] != ordered[:-1]] if len(x) else np.zeros(0, bool)
+    starts = np.flatnonzero(new_value)
+    sizes = np.diff(np.r_[starts, len(x)])
+    ranks = np.empty(len(x), dtype=np.float64)
+    ranks[order] = np.repeat(starts + (sizes + 1) / 2, sizes)
+    return ranks
+
+
+def roc_points(is_positive, scores) -> tuple[np.ndarray, np.ndarray]:
+    """(false-positive rates, true-positive rates) of the ROC curve from (0, 0), one point per distinct
+    score from the highest down: sklearn.metrics.roc_curve(..., drop_intermediate=False) in numpy."""
+    y = np.asarray(is_positive, dtype=bool)
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+    ranked, y = np.asarray(scores, dtype=np.float64)[order], y[order]
+    last_of_value = np.r_[ranked[1:] != ranked[:-1], True] if len(y) else np.zeros(0, bool)
+    tp = np.cumsum(y)[last_of_value]
+    fp = np.cumsum(~y)[last_of_value]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tpr = np.r_[0.0, tp / tp[-1]] if len(tp) else np.zeros(1)
+        fpr = np.r_[0.0, fp / fp[-1]] if len(fp) else np.zeros(1)
+    return fpr, tpr
 
 
 def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:
@@ -170,10 +197,9 @@ def mcnemar(correct_a, correct_b) -> dict:
     n = only_a + only_b
     if n == 0:
         return {"only_a": 0, "only_b": 0, "statistic": 0.0, "p_value": 1.0, "method": "exact"}
-    from scipy import stats
-
-    if n < 25:
-        p = min(1.0, 2 * stats.binom.cdf(min(only_a, only_b), n, 0.5))
+    # the two distributions in closed form (not scipy.stats: its import is most of a report's start-up)
+    if n < 25:  # exact: twice the binomial(n, 1/2) lower tail at the smaller discordant count
+        p = min(1.0, 2 * sum(math.comb(n, i) for i in range(min(only_a, only_b) + 1)) / 2**n)
         return {
             "only_a": only_a,
             "only_b": only_b,
@@ -186,6 +212,6 @@ def mcnemar(correct_a, correct_b) -> dict:
         "only_a": only_a,
         "only_b": only_b,
         "statistic": float(chi2),
-        "p_value": float(stats.chi2.sf(chi2, 1)),
+        "p_value": math.erfc(math.sqrt(chi2 / 2)),  # chi-square with 1 degree of freedom, upper tail
         "method": "chi2-cc",
     }

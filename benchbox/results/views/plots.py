@@ -38,7 +38,7 @@ def save(fig, path: Path) -> Path:
 
 
 def write_plots(result: RunResult) -> list[Path]:
-    from sklearn.metrics import roc_curve
+    from benchbox.results.statistics import roc_points
 
     plt = pyplot()
     out_dir = Path(result.run_dir) / "plots"
@@ -60,7 +60,7 @@ def write_plots(result: RunResult) -> list[Path]:
                 score = np.concatenate([r.probabilities[:, pos] for r in cells[cell]])
                 if y.min() == y.max():
                     continue
-                fpr, tpr, _ = roc_curve(y, score)
+                fpr, tpr = roc_points(y, score)
                 auc = np.trapezoid(tpr, fpr) if hasattr(np, "trapezoid") else np.trapz(tpr, fpr)
                 ax.plot(fpr, tpr, label=f"{cell.backbone} (AUC {auc:.3f})")
                 drawn += 1
