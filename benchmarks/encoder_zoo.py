@@ -12,7 +12,8 @@ the same script ranks the pretrained encoders.
 5-fold patient-grouped stratified CV; each encoder is two entries (scheme = "linear-probe" and "knn", k = 11)
 sharing one embedding pass through the cache. "cold": a fresh, empty cache folder; "warm": the same suite
 again with that cache (every feature a hit, and the encoders' inference times kept beside them: a warm run
-runs no encoder). Threads: the process's defaults (run_suite in-process; no --threads).
+runs no encoder). Threads: --threads auto (the default), as `benchbox run` chooses them: the free cores;
+and the encoders' inference times are kept per thread count.
 
     --cache DIR       keep the embedding cache in DIR (default: a fresh temporary folder); with
     --warm-only       skip the cold run: DIR already holds the features (of an earlier run with --cache DIR)
@@ -144,7 +145,7 @@ def run_with_direct_probe(path, data_dir, float64=False):
         schemes.fit_linear_probe = fast
 
 
-def subprocess_run_seconds(src, path, data_dir) -> float:
+def subprocess_run_seconds(src, path, data_dir, threads="auto") -> float:
     """Wall time of ``run_suite`` on the suite by the benchbox checkout ``src``, in a fresh process."""
     import subprocess
     import sys
@@ -152,10 +153,12 @@ def subprocess_run_seconds(src, path, data_dir) -> float:
     code = (
         "import sys\nfrom benchbox.define.suite import load_suite\nfrom benchbox.execute.runner import run_suite\n"
         "from benchbox.plugins import load_registry\nreg = load_registry()\n"
+        "try:\n    from benchbox.execute.environment import choose_threads\n    choose_threads(sys.argv[3])\n"
+        "except ImportError:\n    pass\n"
         "run_suite(load_suite(sys.argv[1], reg), reg, data_dir=sys.argv[2], new=True)\n"
     )
     env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{Path(src) / 'plugins'}"}
-    args = [sys.executable, "-c", code, str(Path(path).resolve()), str(Path(data_dir).resolve())]
+    args = [sys.executable, "-c", code, str(Path(path).resolve()), str(Path(data_dir).resolve()), str(threads)]
     t0 = time.perf_counter()  # cwd: the checkout (python -c puts the working directory first on sys.path)
     done = subprocess.run(args, env=env, capture_output=True, text=True, cwd=src)
     seconds = time.perf_counter() - t0
@@ -269,6 +272,7 @@ def main():
     ap.add_argument("--warm-only", action="store_true", help="skip the cold run (--cache holds the features)")
     ap.add_argument("--compare-probe", action="store_true", help="also run warm with the direct probe; compare")
     ap.add_argument("--profile", help="cProfile the warm run into this file")
+    ap.add_argument("--threads", default="auto", help="as benchbox run's --threads: auto (free cores) or N")
     ap.add_argument("--baseline-src", help="a benchbox checkout to run the same warm suite with, for comparison")
     args = ap.parse_args()
     if args.warm_only and not args.cache:
@@ -277,6 +281,9 @@ def main():
     finetune = [e for e in args.finetune.split(",") if e]
     work = Path(tempfile.mkdtemp(prefix="encoder-zoo-"))
     os.environ["BENCHBOX_CACHE"] = args.cache or str(work / "cache")  # a cold, empty cache unless --cache
+    from benchbox.execute.environment import choose_threads
+
+    threads = choose_threads(args.threads)  # before torch loads, as the CLI does
     probes = work / "zoo.toml"
     probes.write_text(
         suite_text("zoo", work / "runs", encoders, args.size, args.per_class, args.weights, [], 1, args.batch)
@@ -284,7 +291,8 @@ def main():
     print(
         f"encoder zoo: {len(encoders)} timm encoders, weights = {args.weights!r}"
         f"{' (RANDOM: cost and random-feature figures, not an ImageNet ranking)' if args.weights == 'none' else ''}; "
-        f"Dataset_2 at {args.size} px, 5-fold patient-grouped, cache {os.environ['BENCHBOX_CACHE']}"
+        f"Dataset_2 at {args.size} px, 5-fold patient-grouped, cache {os.environ['BENCHBOX_CACHE']}; "
+        f"threads {threads['threads']} ({threads['why']})"
     )
     if args.warm_only:
         cold, cold_recs, cold_s = None, None, float("nan")
@@ -304,8 +312,8 @@ def main():
     )
     if args.baseline_src:
         here = Path(__file__).resolve().parents[1]
-        base = subprocess_run_seconds(Path(args.baseline_src).resolve(), probes, args.data_dir)
-        mine = subprocess_run_seconds(here, probes, args.data_dir)
+        base = subprocess_run_seconds(Path(args.baseline_src).resolve(), probes, args.data_dir, args.threads)
+        mine = subprocess_run_seconds(here, probes, args.data_dir, args.threads)
         print(
             f"warm run in a fresh process, same cache: {args.baseline_src} {base:.1f} s, this checkout ({here}) "
             f"{mine:.1f} s (x{base / mine:.1f})"

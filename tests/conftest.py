@@ -1,3 +1,4 @@
+import atexit
 import contextlib
 import importlib.util
 import json
@@ -20,6 +21,11 @@ if sys.dont_write_bytecode:
     sys.dont_write_bytecode = False
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     os.environ["PYTHONPYCACHEPREFIX"] = sys.pycache_prefix
+if not os.environ.get("BENCHBOX_CACHE"):
+    # the test session's caches (decoded images, embeddings, network facts) in a folder of its own, shared by
+    # the xdist workers (they inherit this variable), never the user's cache; removed by the process that made it
+    os.environ["BENCHBOX_CACHE"] = tempfile.mkdtemp(prefix="benchbox-tests-cache-")
+    atexit.register(shutil.rmtree, os.environ["BENCHBOX_CACHE"], ignore_errors=True)
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # two test workers on two cores: one framework thread each (set before torch or TensorFlow loads;
     # the CLI subprocesses the tests start inherit it), else both workers' thread pools fight for the cores

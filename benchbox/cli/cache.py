@@ -70,10 +70,22 @@ def cache_clear(
         "--timings",
         help="Only the encoders' kept inference times (the next run times each encoder again); keep the features.",
     ),
+    networks: bool = typer.Option(
+        False,
+        "--networks",
+        help="Only what builds of the networks told the checks (layer names, input layouts, freeze modules; "
+        "rebuilt on the next validate), e.g. after editing a backbone plugin; keep the features.",
+    ),
 ) -> None:
     """Remove cached features (all, or one encoder's); they are recomputed when a run needs them."""
     from benchbox.execute.embeddings import EmbeddingCache
 
+    if networks:
+        from benchbox.execute import memo
+
+        removed, freed = memo.forget()
+        console.print(f"removed {removed} network fact(s), {_size(freed)} ({esc(str(memo.folder()))})")
+        return
     removed, freed = EmbeddingCache().clear(encoder, timings_only=timings)
     what = "encoder timing(s)" if timings else "encoder(s)"
     console.print(f"removed {removed} {what}, {_size(freed)}")

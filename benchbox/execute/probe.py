@@ -52,7 +52,24 @@ TOL = 1e-4
 
 def inner_splits(y: np.ndarray, groups: Sequence[str] | None, seed: int) -> tuple[list, str]:
     """The inner cross-validation's splits of a training fold: patient-grouped and stratified when
-    the groups allow, else stratified; [] when a class has fewer than 2 images (no choice of C)."""
+    the groups allow, else stratified; [] when a class has fewer than 2 images (no choice of C).
+
+    Every encoder of a suite probes the same training folds: the splits are worked out once per fold's
+    labels, groups and seed (StratifiedGroupKFold's search costs ~60 ms, as much as a probe's fit)."""
+    y = np.asarray(y)
+    key = (y.dtype.str, y.tobytes(), None if groups is None else tuple(map(str, groups)), int(seed))
+    if key not in _SPLITS:
+        while len(_SPLITS) >= 64:
+            _SPLITS.pop(next(iter(_SPLITS)))
+        _SPLITS[key] = _inner_splits(y, groups, seed)
+    splits, how = _SPLITS[key]
+    return [(tr.copy(), va.copy()) for tr, va in splits], how
+
+
+_SPLITS: dict = {}
+
+
+def _inner_splits(y: np.ndarray, groups: Sequence[str] | None, seed: int) -> tuple[list, str]:
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
     counts = np.bincount(y)
@@ -83,21 +100,30 @@ def fit_linear_probe(x: np.ndarray, y: np.ndarray, groups, class_weight: str, se
     balanced = class_weight == "balanced"
     labels = np.unique(y)
     splits, how = inner_splits(y, groups, seed)
+    c = 1.0
+    if splits:
+        scores = np.array([split_scores(x[tr], y[tr], x[va], y[va], balanced, labels) for tr, va in splits])
+        c = float(C_GRID[int(np.argmax(scores.mean(axis=0)))])  # the first best, as GridSearchCV ranks
     with threadpool_limits(limits=1, user_api="blas"):
-        c = 1.0
-        if splits:
-            scores = np.zeros((len(splits), len(C_GRID)))
-            for s, (tr, va) in enumerate(splits):
-                inner = RowSpace(x[tr])
-                held_out = inner.transform(x[va])
-                for j, value in enumerate(C_GRID):
-                    fit = logistic_lbfgs(inner.rows, y[tr], value, balanced, inner.basis)
-                    scores[s, j] = -mean_log_loss(y[va], fit.predict_proba(held_out), fit.classes, labels)
-            c = float(C_GRID[int(np.argmax(scores.mean(axis=0)))])  # the first best, as GridSearchCV ranks
         space = RowSpace(x)
         fit = logistic_lbfgs(space.rows, y, c, balanced, space.basis)
     model = make_pipeline(space.scaler, fit.estimator(space.basis, x.shape[1], c, balanced))
     return model, {"probe_C": c, "probe_C_grid": [float(v) for v in C_GRID], "inner_cv": how}
+
+
+def split_scores(x_train, y_train, x_held_out, y_held_out, balanced: bool, labels: np.ndarray) -> np.ndarray:
+    """Minus the held-out log-loss of each C in ``C_GRID``, fitted on one inner split's training rows (their
+    own scaler and basis, as the pipeline fits them); BLAS on one thread."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        inner = RowSpace(x_train)
+        held_out = inner.transform(x_held_out)
+        scores = np.zeros(len(C_GRID))
+        for j, value in enumerate(C_GRID):
+            fit = logistic_lbfgs(inner.rows, y_train, value, balanced, inner.basis)
+            scores[j] = -mean_log_loss(y_held_out, fit.predict_proba(held_out), fit.classes, labels)
+    return scores
 
 
 def mean_log_loss(y: np.ndarray, proba: np.ndarray, columns: np.ndarray, labels: np.ndarray) -> float:

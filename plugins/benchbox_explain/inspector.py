@@ -10,17 +10,15 @@ backbone that fails to explain gets a warning and no maps, never a failed fold.
 from __future__ import annotations
 
 import difflib
-import hashlib
-import json
 import time
 import traceback
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from benchbox.contracts import Backbone, FinishedFold, FoldArtefacts, FoldInspector, SuiteBackbone
+from benchbox.execute import memo
 from benchbox_explain.maps import (
     EXPLAIN_DEFAULTS,
     FOLDER,
@@ -194,45 +192,22 @@ def _unweighted(entry: SuiteBackbone) -> dict:
     return {**entry.options, "weights": "none"}
 
 
-#: the distributions whose version decides what a network's layers are called
-FRAMEWORKS = ("keras", "tensorflow", "jax", "torch", "torchvision", "timm", "torchxrayvision", "benchbox")
-
-
-def _listing_path(entry: SuiteBackbone) -> Path:
-    """Where the feature maps of this plugin, options and framework versions are remembered (the user cache)."""
-    import importlib.metadata as md
-
-    from benchbox.data.datadir import cache_root
-
-    versions = {}
-    for dist in FRAMEWORKS:
-        try:
-            versions[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            continue
-    what = {"plugin": entry.plugin, "options": _unweighted(entry), "versions": versions}
-    digest = hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:24]
-    return cache_root() / "feature-maps" / f"{digest}.json"
+def _listing_about(entry: SuiteBackbone) -> dict:
+    return {"plugin": entry.plugin, "options": _unweighted(entry)}
 
 
 def remembered(entry: SuiteBackbone) -> list | None:
-    """The feature maps listed by an earlier build of the same network, or None."""
+    """The feature maps listed by an earlier build of the same network (benchbox/execute/memo.py), or None."""
     try:
-        data = json.loads(_listing_path(entry).read_text(encoding="utf-8"))
-        return [(str(name), tuple(size)) for name, size in data["maps"]]
-    except (OSError, ValueError, KeyError, TypeError):
+        return [
+            (str(name), tuple(size)) for name, size in memo.recall("feature-maps", _listing_about(entry)) or []
+        ] or None
+    except (TypeError, ValueError):
         return None
 
 
 def remember(entry: SuiteBackbone, maps: list) -> None:
-    from benchbox.execute.store import write_atomic
-
-    try:
-        path = _listing_path(entry)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, json.dumps({"plugin": entry.plugin, "maps": [[n, list(size)] for n, size in maps]}))
-    except OSError:  # a read-only cache: the next validate builds again
-        pass
+    memo.keep("feature-maps", _listing_about(entry), [[n, list(size)] for n, size in maps])
 
 
 def by_size(maps: list) -> str:

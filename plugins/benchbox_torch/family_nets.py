@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from benchbox.errors import BenchboxError, WeightsError
+from benchbox.execute import memo
 from benchbox_engine_common.freeze import frozen_count, module_names, parse_freeze
 from benchbox_engine_common.networks import check_weights_file
 from benchbox_torch import engine, gradcam
@@ -62,7 +63,19 @@ def _timm_create(model: str, layout: tuple[dict, str], pretrained: bool):
 @functools.cache
 def timm_layout(model: str, h: int, w: int) -> tuple[dict, str]:
     """(extra create_model arguments, "map" | "pooled") with which ``model`` takes an h x w input;
-    tried on the meta device (shapes only, no memory), so `benchbox validate` can afford it."""
+    tried on the meta device (shapes only, no memory), so `benchbox validate` can afford it, and kept in
+    the user cache (benchbox/execute/memo.py): ~0.5 s per network, once per machine."""
+
+    def decode(value):
+        extra, mode = value
+        if mode not in ("map", "pooled") or not isinstance(extra, dict):
+            raise ValueError(value)
+        return {k: tuple(v) if isinstance(v, list) else v for k, v in extra.items()}, mode
+
+    return memo.remembered("timm-layout", [model, h, w], lambda: _try_timm_layouts(model, h, w), decode)
+
+
+def _try_timm_layouts(model: str, h: int, w: int) -> tuple[dict, str]:
     errors: dict[tuple[bool, str], Exception] = {}
     for extra in ({}, {"img_size": (h, w)}):
         for mode in ("map", "pooled"):
@@ -196,11 +209,15 @@ def spec(family: str, model: str, options) -> engine.NetSpec:
 
 @functools.cache
 def _unit_names(family: str, model: str, h: int, w: int) -> tuple[str, ...]:
-    """The weight-carrying modules a freeze setting counts, from a meta-device build."""
-    s = spec(family, model, {"freeze": "none", "weights": "none", "input_size": [h, w]})
-    with torch.device("meta"):
-        base, _, _ = s.make_base(False)
-    return tuple(s.unit_names(engine.weight_units(base)))
+    """The weight-carrying modules a freeze setting counts, from a meta-device build (kept in the user cache)."""
+
+    def build() -> tuple[str, ...]:
+        s = spec(family, model, {"freeze": "none", "weights": "none", "input_size": [h, w]})
+        with torch.device("meta"):
+            base, _, _ = s.make_base(False)
+        return tuple(s.unit_names(engine.weight_units(base)))
+
+    return memo.remembered("freeze-units", [family, model, h, w], build, lambda names: tuple(map(str, names)))
 
 
 def check(family: str, model: str, options) -> None:
