@@ -261,6 +261,19 @@ def file_lock(path: Path):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def once_per_session(tmp_path_factory, name: str, compute):
+    """``compute()`` (a JSON value) once per test session, shared by the xdist workers: a module fixture
+    that both workers need would otherwise run in each (worksteal splits a module's tests between them)."""
+    root = shared_root(tmp_path_factory)
+    done = root / f"{name}.json"
+    with file_lock(root / f"{name}.lock"):
+        if not done.exists():
+            value = compute()
+            done.write_text(json.dumps(value))
+            return value
+    return json.loads(done.read_text())
+
+
 @pytest.fixture(scope="session")
 def example_site(tmp_path_factory):
     """tests/example_plugin, a third party's plugin package, pip-installed into a folder of its own:
