@@ -45,12 +45,28 @@ class TorchvisionBeforeTensorFlow:
     load TensorFlow."""
 
     def find_spec(self, name, path=None, target=None):
-        if name.partition(".")[0] in ("keras", "tensorflow") and "torchvision" not in sys.modules:
+        if (
+            name.partition(".")[0] in ("keras", "tensorflow")
+            and "torchvision" not in sys.modules
+            and self.importing()  # not importlib.util.find_spec("keras"), which only asks whether it is there
+        ):
             with contextlib.suppress(ValueError):  # removed by another thread's import meanwhile
                 sys.meta_path.remove(self)
             if importlib.util.find_spec("torchvision") is not None:
                 import torchvision  # noqa: F401
         return None  # the usual finders import the module itself
+
+    @staticmethod
+    def importing() -> bool:
+        """Whether an import statement (importlib's _find_and_load) asks, a few frames up."""
+        frame = sys._getframe(1)
+        for _ in range(4):
+            if frame is None:
+                return False
+            if frame.f_code.co_name == "_find_and_load_unlocked":
+                return True
+            frame = frame.f_back
+        return False
 
 
 if "tensorflow" not in sys.modules and "keras" not in sys.modules:
