@@ -202,6 +202,23 @@ def test_report_renders_from_records_only_and_writes_plots(stored_run):
     assert "\\toprule" in latex and "\\toprule" not in markdown
 
 
+def test_each_cell_gets_its_own_confusion_matrix_from_one_shared_figure(stored_run):
+    """The paper evaluator redraws one figure per class list for every cell: each PNG shows its own cell (the
+    counts differ, so do the files) and no figure is left open."""
+    from benchbox.execute.runner import rerender
+    from benchbox.plugins import load_registry
+    from benchbox.results.views.plots import pyplot
+
+    run = stored_run("r1", ["weak", "strong"])
+    result = rerender(run, load_registry())
+    weak, strong = (run / "plots" / f"confusion__d__{b}.png" for b in ("weak", "strong"))
+    assert weak.stat().st_size > 1000 and strong.stat().st_size > 1000
+    assert weak.read_bytes() != strong.read_bytes()
+    rows = {r["backbone"]: r for _, r in result.summary.iterrows()}
+    assert rows["weak"]["confusion"] != rows["strong"]["confusion"]
+    assert pyplot().get_fignums() == []
+
+
 def test_report_survives_damaged_and_missing_records(stored_run):
     run = stored_run("r1", ["weak", "strong"])
     (run / "folds" / "d__weak__fold01.json").write_text("{broken")

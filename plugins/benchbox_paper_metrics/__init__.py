@@ -122,33 +122,54 @@ class PaperMetrics(Evaluator):
         return out
 
     def plots(self, result, directory: Path):
+        """One pooled confusion matrix per cell. Cells with the same classes share one figure, redrawn for
+        each (its layout computed once): building and laying out a figure cost as much as drawing it, and a
+        20-encoder suite has 40 cells."""
         from benchbox.results.views.plots import pyplot, save
 
         plt = pyplot()
         written = []
-        for _, r in result.summary.iterrows():
-            if not isinstance(r.get("confusion"), list):
-                continue
-            classes, cm = list(r["classes"]), np.asarray(r["confusion"]).T  # predicted rows, actual columns
-            fig, ax = plt.subplots(figsize=(1.6 + 1.2 * len(classes), 1.2 + 1.1 * len(classes)))
-            image = ax.imshow(cm, cmap="Blues", vmin=0, vmax=max(int(cm.max()), 1))
-            ax.set_xticks(range(len(classes)), classes, rotation=30, ha="right")
-            ax.set_yticks(range(len(classes)), classes)
-            ax.set_xlabel("actual class")
-            ax.set_ylabel("predicted class")
-            for i in range(len(classes)):
-                for j in range(len(classes)):
-                    # text colour from the cell's own luminance: dark text on light cells, white on dark
-                    red, green, blue, _ = image.cmap(image.norm(cm[i, j]))
-                    light = 0.299 * red + 0.587 * green + 0.114 * blue > 0.5
-                    ax.text(j, i, int(cm[i, j]), ha="center", va="center", color="black" if light else "white")
-            ax.set_title(
-                f"{result.manifest.get('suite', '')}: {r['data']} x {r['backbone']}\npooled confusion matrix",
-                fontsize=9,
-            )
-            fig.tight_layout()
-            written.append(save(fig, directory / f"confusion__{r['cell'].slug}.png"))
+        figures: dict[tuple, tuple] = {}
+        try:
+            for _, r in result.summary.iterrows():
+                if not isinstance(r.get("confusion"), list):
+                    continue
+                classes, cm = list(r["classes"]), np.asarray(r["confusion"]).T  # predicted rows, actual columns
+                if tuple(classes) not in figures:
+                    figures[tuple(classes)] = _confusion_figure(plt, classes)
+                fig, image, texts, title = figures[tuple(classes)]
+                image.set_data(cm)
+                image.set_clim(0, max(int(cm.max()), 1))
+                for i in range(len(classes)):
+                    for j in range(len(classes)):
+                        # text colour from the cell's own luminance: dark text on light cells, white on dark
+                        red, green, blue, _ = image.cmap(image.norm(cm[i, j]))
+                        light = 0.299 * red + 0.587 * green + 0.114 * blue > 0.5
+                        texts[i][j].set_text(str(int(cm[i, j])))
+                        texts[i][j].set_color("black" if light else "white")
+                title.set_text(
+                    f"{result.manifest.get('suite', '')}: {r['data']} x {r['backbone']}\npooled confusion matrix"
+                )
+                written.append(save(fig, directory / f"confusion__{r['cell'].slug}.png", close=False))
+        finally:
+            for fig, *_ in figures.values():
+                plt.close(fig)
         return written
+
+
+def _confusion_figure(plt, classes: list):
+    """(figure, image, texts[i][j], title) of a confusion matrix of these classes, laid out once."""
+    k = len(classes)
+    fig, ax = plt.subplots(figsize=(1.6 + 1.2 * k, 1.2 + 1.1 * k))
+    image = ax.imshow(np.zeros((k, k)), cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(k), classes, rotation=30, ha="right")
+    ax.set_yticks(range(k), classes)
+    ax.set_xlabel("actual class")
+    ax.set_ylabel("predicted class")
+    texts = [[ax.text(j, i, "0", ha="center", va="center") for j in range(k)] for i in range(k)]
+    title = ax.set_title("suite: data x backbone\npooled confusion matrix", fontsize=9)
+    fig.tight_layout()
+    return fig, image, texts, title
 
 
 class ClinicalMetrics(Evaluator):

@@ -22,8 +22,8 @@ def pyplot():
     return plt
 
 
-def save(fig, path: Path) -> Path:
-    """Write a figure atomically and close it."""
+def save(fig, path: Path, close: bool = True) -> Path:
+    """Write a figure atomically and close it (unless the caller draws it again: ``close=False``)."""
     plt = pyplot()
     tmp = path.with_suffix(".tmp.png")
     try:
@@ -32,7 +32,8 @@ def save(fig, path: Path) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     finally:
-        plt.close(fig)
+        if close:
+            plt.close(fig)
     tmp.replace(path)
     return path
 
