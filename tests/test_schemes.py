@@ -177,15 +177,6 @@ def test_row_space_probe_is_the_direct_probe(d, classes, weight):
     assert lr.n_iter_[0] == lr_direct.n_iter_[0]
 
 
-def test_inner_splits_are_worked_out_once_per_fold_and_handed_out_as_copies():
-    y = np.arange(60) % 3
-    groups = [f"p{i // 2}" for i in range(60)]
-    first, _ = inner_splits(y, groups, seed=2)
-    first[0][0][:] = -1  # a caller's change to the splits it was given does not reach the next caller
-    again, _ = inner_splits(y, groups, seed=2)
-    assert (again[0][0] >= 0).all() and len(again) == len(first)
-
-
 def test_logistic_lbfgs_is_scikit_learns_fit():
     from sklearn.linear_model import LogisticRegression
 

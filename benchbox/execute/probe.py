@@ -52,24 +52,7 @@ TOL = 1e-4
 
 def inner_splits(y: np.ndarray, groups: Sequence[str] | None, seed: int) -> tuple[list, str]:
     """The inner cross-validation's splits of a training fold: patient-grouped and stratified when
-    the groups allow, else stratified; [] when a class has fewer than 2 images (no choice of C).
-
-    Every encoder of a suite probes the same training folds: the splits are worked out once per fold's
-    labels, groups and seed (StratifiedGroupKFold's search costs ~60 ms, as much as a probe's fit)."""
-    y = np.asarray(y)
-    key = (y.dtype.str, y.tobytes(), None if groups is None else tuple(map(str, groups)), int(seed))
-    if key not in _SPLITS:
-        while len(_SPLITS) >= 64:
-            _SPLITS.pop(next(iter(_SPLITS)))
-        _SPLITS[key] = _inner_splits(y, groups, seed)
-    splits, how = _SPLITS[key]
-    return [(tr.copy(), va.copy()) for tr, va in splits], how
-
-
-_SPLITS: dict = {}
-
-
-def _inner_splits(y: np.ndarray, groups: Sequence[str] | None, seed: int) -> tuple[list, str]:
+    the groups allow, else stratified; [] when a class has fewer than 2 images (no choice of C)."""
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
     counts = np.bincount(y)
