@@ -26,9 +26,10 @@ FRAMEWORK_PACKAGES = (
 )
 
 
-def package_versions() -> dict[str, str]:
+def package_versions(names=FRAMEWORK_PACKAGES) -> dict[str, str]:
+    """The installed version of each of ``names`` (those installed)."""
     out = {}
-    for name in FRAMEWORK_PACKAGES:
+    for name in names:
         try:
             out[name] = md.version(name)
         except md.PackageNotFoundError:

@@ -26,15 +26,9 @@ FOLDER = "networks"
 
 @functools.cache
 def framework_versions() -> dict[str, str]:
-    import importlib.metadata as md
+    from benchbox.execute.environment import package_versions
 
-    versions = {}
-    for dist in FRAMEWORKS:
-        try:
-            versions[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            continue
-    return versions
+    return package_versions(FRAMEWORKS)
 
 
 def folder() -> Path:
