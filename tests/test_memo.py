@@ -83,6 +83,12 @@ def test_validate_builds_a_timm_network_once_then_reads_its_facts(cache, monkeyp
     monkeypatch.setattr(family_nets, "_timm_create", lambda *a, **k: built.append(a) or real(*a, **k))
     family_nets.check("timm", "resnet18", {"input_size": [64, 64], "freeze": "none"})
     assert built == []  # both answers read back: no network built
-    res = run_cli("cache", "clear", "--networks", env={"BENCHBOX_CACHE": str(cache)})
+    env = {"BENCHBOX_CACHE": str(cache)}
+    info = run_cli("cache", "info", env=env)
+    assert info.returncode == 0 and "network facts: 2 " in info.stdout, info.stdout
+    mixed = run_cli("cache", "clear", "--networks", "--timings", env=env)
+    assert mixed.returncode == 1 and "without --encoder/--timings" in mixed.stderr and "Traceback" not in mixed.stderr
+    assert len(list((cache / memo.FOLDER).glob("*.json"))) == 2  # nothing removed by the refused command
+    res = run_cli("cache", "clear", "--networks", env=env)
     assert res.returncode == 0 and "removed 2 network fact(s)" in res.stdout
     assert not list((cache / memo.FOLDER).glob("*.json"))

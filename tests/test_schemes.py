@@ -398,17 +398,15 @@ def test_cli_timm_three_schemes_then_a_second_suite_embeds_nothing(tmp_path):
     assert cleared.returncode == 0 and "removed 1 encoder" in cleared.stdout, cleared.stdout
 
 
-def test_image_hashes_of_many_images_are_each_images_own_in_order():
-    """Many images are hashed on several threads: the same hash per image, in the images' order, for
-    contiguous and strided arrays alike (a view hashes as its copy)."""
-    from benchbox.execute.embeddings import image_hash, image_hashes
+def test_image_hashes_are_each_images_own_for_strided_views_too():
+    """A view hashes as its copy; equal pixels hash equally; the shape is part of the content."""
+    from benchbox.execute.embeddings import image_hashes
 
     rng = np.random.default_rng(5)
-    images = rng.integers(0, 256, (70, 20, 24, 3), dtype=np.uint8)
-    images[7] = images[50]  # equal pixels, equal hash
+    images = rng.integers(0, 256, (12, 20, 24, 3), dtype=np.uint8)
+    images[7] = images[10]
     hashes = image_hashes(images)
-    assert hashes == [image_hash(img) for img in images] and hashes[7] == hashes[50]
-    assert len(set(hashes)) == 69
+    assert hashes[7] == hashes[10] and len(set(hashes)) == 11
     strided = images[:, :, ::2]
-    assert image_hashes(strided) == [image_hash(np.ascontiguousarray(img)) for img in strided]
-    assert image_hash(images[0][..., 0]) != image_hash(images[0][..., :1])  # the shape is part of the content
+    assert image_hashes(strided) == image_hashes(np.ascontiguousarray(strided))
+    assert image_hashes(images[:1, ..., 0]) != image_hashes(images[:1, ..., :1])

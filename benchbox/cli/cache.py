@@ -38,6 +38,13 @@ def cache_info() -> None:
         f"embedding cache: {esc(str(cache.root))} ({_size(total)} of a {_size(cache.limit)} limit; "
         "BENCHBOX_CACHE moves it, BENCHBOX_EMBED_CACHE_LIMIT sets the limit, BENCHBOX_EMBED_CACHE=off turns it off)"
     )
+    from benchbox.execute import memo
+
+    facts = memo.kept()
+    console.print(
+        f"network facts: {len(facts)} ({_size(sum(size for _, size in facts))}) in {esc(str(memo.folder()))} "
+        "(input layouts, freeze modules, layer names; `benchbox cache clear --networks` forgets them)"
+    )
     if not rows:
         console.print("no cached features")
         return
@@ -81,8 +88,14 @@ def cache_clear(
     from benchbox.execute.embeddings import EmbeddingCache
 
     if networks:
+        from benchbox.errors import BenchboxError
         from benchbox.execute import memo
 
+        if encoder is not None or timings:
+            raise BenchboxError(
+                "cache clear: --networks forgets what builds of the networks told the checks and touches no "
+                "features or timings; run it without --encoder/--timings, and those in a second command"
+            )
         removed, freed = memo.forget()
         console.print(f"removed {removed} network fact(s), {_size(freed)} ({esc(str(memo.folder()))})")
         return

@@ -72,23 +72,15 @@ def size_limit() -> int:
         raise BenchboxError(f"BENCHBOX_EMBED_CACHE_LIMIT: {exc}") from None
 
 
-def image_hash(img: np.ndarray) -> str:
-    """The content hash of one uint8 image (its shape included): what the encoder was fed."""
-    h = hashlib.blake2b(digest_size=16)
-    h.update(str(img.shape).encode())
-    h.update(np.ascontiguousarray(img).data)
-    return h.hexdigest()
-
-
 def image_hashes(images: np.ndarray) -> list[str]:
-    """Each image's content hash; on the free cores for many images (hashlib lets go of the GIL while it
-    hashes a large buffer: 224 px images at ~0.5 GB/s per core were half of a warm encoder-zoo run's cache time)."""
-    if len(images) < 32:
-        return [image_hash(img) for img in images]
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
-        return list(pool.map(image_hash, images, chunksize=16))
+    """The content hash of each uint8 image (its shape included): what the encoder was fed."""
+    out = []
+    for img in images:
+        h = hashlib.blake2b(digest_size=16)
+        h.update(str(img.shape).encode())
+        h.update(np.ascontiguousarray(img).data)  # the pixels' buffer, not a copy of it
+        out.append(h.hexdigest())
+    return out
 
 
 _FILE_HASHES: dict[tuple, str] = {}
@@ -174,16 +166,18 @@ class EmbeddingCache:
 
     # --- paths ------------------------------------------------------------------------------------
     def entry_path(self, key: str, image_hash: str) -> Path:
-        return self.root / key / image_hash[:2] / f"{image_hash}.f32"
+        return Path(self.entry_file(key, image_hash))
+
+    def entry_file(self, key: str, image_hash: str) -> str:
+        """The entry's path as a string: a warm run reads tens of thousands of entries, and pathlib's joins
+        cost more than the reads."""
+        return os.path.join(str(self.root), key, image_hash[:2], image_hash + ".f32")
 
     # --- reading ----------------------------------------------------------------------------------
     def read(self, key: str, image_hash: str) -> np.ndarray | None | bool:
         """The features of one image; None when absent; False when the entry is damaged."""
-        # the path as a string: a warm run reads tens of thousands of entries, and pathlib's joins cost
-        # more than the reads
-        path = os.path.join(str(self.root), key, image_hash[:2], image_hash + ".f32")
         try:
-            with open(path, "rb") as f:
+            with open(self.entry_file(key, image_hash), "rb") as f:
                 data = f.read()
         except FileNotFoundError:
             return None

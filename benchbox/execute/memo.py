@@ -79,16 +79,26 @@ def remembered(kind: str, about: Any, compute: Callable[[], Any], decode: Callab
     return result
 
 
-def forget() -> tuple[int, int]:
-    """Remove every kept fact: (files, bytes)."""
-    removed = freed = 0
+def kept() -> list[tuple[Path, int]]:
+    """(file, bytes) of every kept fact."""
+    found = []
     root = folder()
     if root.is_dir():
         for file in root.glob("*.json"):
             try:
-                size = file.stat().st_size
-                file.unlink()
-            except OSError:
+                found.append((file, file.stat().st_size))
+            except OSError:  # removed meanwhile
                 continue
-            removed, freed = removed + 1, freed + size
+    return found
+
+
+def forget() -> tuple[int, int]:
+    """Remove every kept fact: (files, bytes)."""
+    removed = freed = 0
+    for file, size in kept():
+        try:
+            file.unlink()
+        except OSError:
+            continue
+        removed, freed = removed + 1, freed + size
     return removed, freed

@@ -198,11 +198,10 @@ def _listing_about(entry: SuiteBackbone) -> dict:
 
 def remembered(entry: SuiteBackbone) -> list | None:
     """The feature maps listed by an earlier build of the same network (benchbox/execute/memo.py), or None."""
+    known = memo.recall("feature-maps", _listing_about(entry))
     try:
-        return [
-            (str(name), tuple(size)) for name, size in memo.recall("feature-maps", _listing_about(entry)) or []
-        ] or None
-    except (TypeError, ValueError):
+        return None if known is None else [(str(name), tuple(size)) for name, size in known]
+    except (TypeError, ValueError):  # not a listing: as if none were kept
         return None
 
 
