@@ -177,6 +177,58 @@ def test_row_space_probe_is_the_direct_probe(d, classes, weight):
     assert lr.n_iter_[0] == lr_direct.n_iter_[0]
 
 
+def test_inner_folds_are_scikit_learns_stratified_group_kfold():
+    """The probe's own computation of StratifiedGroupKFold's folds gives scikit-learn's, fold for fold, over
+    patients of one to four images, two to five classes, balanced and not, shuffled by many seeds."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    from benchbox.execute.probe import stratified_group_test_folds
+
+    rng = np.random.default_rng(11)
+    for trial in range(60):
+        classes = int(rng.integers(2, 6))
+        patients = int(rng.integers(12, 60))
+        images = rng.integers(1, 5, patients)
+        groups = np.repeat([f"p{i}" for i in range(patients)], images)
+        y = np.repeat(rng.integers(0, classes, patients), images)
+        y[rng.random(len(y)) < 0.1] = 0  # a few patients with images of two classes
+        smallest = np.bincount(y, minlength=classes).min()
+        k = int(min(5, smallest, patients))
+        if k < 2:
+            continue
+        seed = int(rng.integers(0, 2**31))
+        theirs = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y, groups)
+        ours = stratified_group_test_folds(y, groups, k, seed)
+        assert [list(test) for _, test in theirs] == [list(test) for test in ours], trial
+
+
+def test_inner_splits_on_two_processes_choose_what_one_process_chooses(monkeypatch):
+    """With --threads 2 (OMP_NUM_THREADS) the inner splits go to two worker processes: the same C and the
+    same model as one process; where workers cannot start, this process scores them all."""
+    import joblib
+
+    rng = np.random.default_rng(7)
+    y = np.arange(60) % 3
+    x = np.abs(rng.normal(size=(60, 300))).astype(np.float32)
+    x[:, :8] += 0.7 * y[:, None]
+    groups = [f"p{i // 2}" for i in range(60)]
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    one, info_one = fit_linear_probe(x, y, groups, "none", seed=3)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    two, info_two = fit_linear_probe(x, y, groups, "none", seed=3)
+    assert info_one.pop("probe_processes") == 1 and info_two.pop("probe_processes") == 2
+    assert info_one == info_two
+    assert np.array_equal(one.predict_proba(x), two.predict_proba(x))
+
+    def cannot_start(*args, **kwargs):
+        raise OSError("no shared memory here")
+
+    monkeypatch.setattr(joblib, "Parallel", cannot_start)
+    alone, info_alone = fit_linear_probe(x, y, groups, "none", seed=3)
+    assert info_alone.pop("probe_processes") == 1 and info_alone == info_one
+    assert np.array_equal(alone.predict_proba(x), one.predict_proba(x))
+
+
 def test_logistic_lbfgs_is_scikit_learns_fit():
     from sklearn.linear_model import LogisticRegression
 

@@ -38,13 +38,17 @@ def test_a_busy_machine_gets_a_note_naming_the_load_and_the_fix(no_thread_settin
 # --- --threads auto (issue 24) -----------------------------------------------------------------
 @pytest.fixture
 def machine(monkeypatch, no_thread_settings):
-    """A machine of ``cores`` cores, all available, no CPU quota, the given load average."""
+    """A machine of ``cores`` cores, all available, no CPU quota, the given load average (and, with
+    ``now``, the cores measured busy at the start)."""
 
-    def set_machine(cores: int, load: float, affinity: int | None = None, quota: float | None = None):
+    def set_machine(
+        cores: int, load: float, affinity: int | None = None, quota: float | None = None, now: float | None = None
+    ):
         monkeypatch.setattr(os, "cpu_count", lambda: cores)
         monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(affinity or cores)), raising=False)
         monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
         monkeypatch.setattr(envmod, "cgroup_quota", lambda: quota)
+        monkeypatch.setattr(envmod, "busy_cores_now", lambda: now)  # None: not measurable (the load decides)
 
     monkeypatch.setattr(envmod, "THREADS_CHOSEN", {})
     return set_machine
@@ -69,6 +73,36 @@ def test_auto_sizes_the_pools_to_the_free_cores(machine, cores, load, affinity, 
     recorded = envmod.environment()["threads"]  # the manifest says what was chosen, and why
     assert recorded["threads"] == threads and recorded["load_average"] == load and recorded["cpu_quota"] == quota
     assert f": {threads} free" in recorded["why"] and f"load average {load:g}" in recorded["why"]
+
+
+def test_auto_counts_the_cores_busy_now_not_the_last_minutes_load(machine, monkeypatch):
+    """Right after a previous run the load average still counts that run's cores (1.4 on an idle 2-core
+    machine): the cores measured busy now decide, both for the threads and for the busy caveat."""
+    machine(2, 1.4, now=0.1)
+    choice = envmod.choose_threads("auto")
+    assert choice["threads"] == 2 and choice["busy_now"] == 0.1 and "0.1 kept busy by other work now" in choice["why"]
+    assert envmod.busy_note(choice) is None
+    env = {"load_average": 1.4, "cpu_count": 2, "threads": choice, "settings": envmod.settings()}
+    assert envmod.busy_start(env) is None
+    for name in envmod.THREAD_VARIABLES:  # a new process: nothing chosen yet
+        monkeypatch.delenv(name)
+    machine(2, 0.2, now=1.0)  # a job that started a moment ago: the load average has not seen it yet
+    choice = envmod.choose_threads("auto")
+    assert choice["threads"] == 1 and "1 cores busy with other work" in envmod.busy_note(choice)
+    env = {"load_average": 0.2, "cpu_count": 2, "threads": choice, "settings": envmod.settings()}
+    assert "busy machine (1 cores busy with other work" in envmod.busy_start(env)
+
+
+def test_cores_busy_now_from_two_readings_of_proc_stat(tmp_path, monkeypatch):
+    import time
+
+    stat = tmp_path / "stat"
+    readings = iter(["cpu 100 0 100 800 0 0 0 0 0 0\n", "cpu 250 0 100 850 0 0 0 0 0 0\n"])
+    stat.write_text(next(readings))
+    monkeypatch.setattr(time, "sleep", lambda seconds: stat.write_text(next(readings)))
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert envmod.busy_cores_now(stat=str(stat)) == 1.5  # 150 of 200 ticks not idle, on 2 cores
+    assert envmod.busy_cores_now(stat=str(tmp_path / "absent")) is None
 
 
 def test_a_number_overrides_auto_and_auto_keeps_the_users_variables(machine, monkeypatch):

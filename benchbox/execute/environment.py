@@ -162,22 +162,29 @@ def cgroup_quota(root: str = "/sys/fs/cgroup", membership: str | None = None) ->
 def auto_threads() -> dict:
     """``--threads auto``: as many threads as cores are free now, at least one.
 
-    Cores available to this process (its affinity, capped by its cgroup's CPU quota) less the cores the
-    load average says other work keeps busy. The load average counts the whole machine: where this
-    process may use only some of its cores, the busy share is scaled to them."""
+    Cores available to this process (its affinity, capped by its cgroup's CPU quota) less the cores other
+    work keeps busy: measured now where the OS says (``busy_cores_now``), else the load average. Both count
+    the whole machine: where this process may use only some of its cores, the busy share is scaled to them."""
     host = os.cpu_count() or 1
     affinity = affinity_cores()
     quota = cgroup_quota()
     cores = max(1, min(affinity, math.floor(quota)) if quota else affinity)
     load = load_average()
-    busy_cores = 0 if load is None else int(round(load * min(1.0, affinity / host)))
+    now = busy_cores_now()
+    share = min(1.0, affinity / host)
+    busy_cores = int(round((now if now is not None else load or 0.0) * share))
     threads = max(1, cores - busy_cores)
+    if now is not None:
+        measured = f", {now:g} kept busy by other work now" + (f" (load average {load:g})" if load is not None else "")
+    elif load is not None:
+        measured = f", load average {load:g} keeps {busy_cores} busy"
+    else:
+        measured = ", load unknown"
     why = (
         f"{cores} core(s) available"
         + (f" (CPU quota {quota:g})" if quota else "")
         + (f" (affinity {affinity} of {host})" if affinity < host else "")
-        + (f", load average {load:g} keeps {busy_cores} busy" if load is not None else ", load average unknown")
-        + f": {threads} free"
+        + f"{measured}: {threads} free"
     )
     return {
         "threads": threads,
@@ -186,9 +193,34 @@ def auto_threads() -> dict:
         "affinity": affinity,
         "cpu_quota": quota,
         "load_average": load,
+        "busy_now": now,
         "busy_cores": busy_cores,
         "why": why,
     }
+
+
+def busy_cores_now(seconds: float = 0.25, stat: str = "/proc/stat") -> float | None:
+    """How many of the machine's cores other work keeps busy now: the CPU time not idle over ``seconds``
+    (Linux's /proc/stat; None elsewhere). Where it can be read it decides ``--threads auto``, not the load
+    average, which trails the last minute: right after a previous run it counted that run's cores as busy
+    (load 0.6-1.4 on an idle 2-core machine), halving the next run's threads."""
+    import time
+
+    def totals():
+        fields = Path(stat).read_text().splitlines()[0].split()[1:]
+        ticks = [int(v) for v in fields[:8]]  # user nice system idle iowait irq softirq steal
+        return sum(ticks), ticks[3] + ticks[4]
+
+    try:
+        total0, idle0 = totals()
+        time.sleep(seconds)
+        total1, idle1 = totals()
+    except (OSError, ValueError, IndexError):
+        return None
+    elapsed = total1 - total0
+    if elapsed <= 0:
+        return None
+    return round((os.cpu_count() or 1) * (elapsed - (idle1 - idle0)) / elapsed, 2)
 
 
 def choose_threads(spec: str | int | None) -> dict:
@@ -227,7 +259,8 @@ def load_average() -> float | None:
 
 
 def busy(load: float | None, cores: int, threads_set: bool) -> bool:
-    """Default thread pools on a machine whose load average is at least half its cores (and at least 1)."""
+    """Default thread pools on a machine whose load (the load average, or the cores measured busy at the
+    start) is at least half its cores (and at least 1)."""
     return load is not None and not threads_set and load >= max(1.0, 0.5 * cores)
 
 
@@ -238,10 +271,12 @@ def busy_note(choice: dict | None = None) -> str | None:
     with 1 thread 18.5 ms (benchmarks/busy_threads.py; docs/performance.md, "Busy machines")."""
     load, cores = load_average(), os.cpu_count() or 1
     if choice and choice.get("chosen_by") == "auto":
-        if not busy(load, cores, False):
+        now = choice.get("busy_now")
+        if not busy(load if now is None else now, cores, False):
             return None
+        state = f"load average {load:g} over the last minute" if now is None else f"{now:g} cores busy with other work"
         return (
-            f"note: this machine is busy (load average {load:g} over the last minute, {cores} cores): framework "
+            f"note: this machine is busy ({state}, {cores} cores): framework "
             f"thread pools sized to the free cores (--threads auto: {choice['why']}); timings will be slower "
             "than on an idle machine, and the report says so"
         )
@@ -259,9 +294,11 @@ def busy_start(env: dict) -> str | None:
     environment): with default thread pools its timings are not comparable at all; with pools sized to
     the free cores they are slower than an idle machine's, comparable within the run only."""
     load, cores = env.get("load_average"), int(env.get("cpu_count") or 1)
-    if not busy(load, cores, False):
+    now = (env.get("threads") or {}).get("busy_now")  # measured at the start (--threads auto), not trailing
+    if not busy(load if now is None else now, cores, False):
         return None
-    state = f"the run started on a busy machine (load average {load:g}, {cores} cores)"
+    measure = f"load average {load:g}" if now is None else f"{now:g} cores busy with other work"
+    state = f"the run started on a busy machine ({measure}, {cores} cores)"
     settings = env.get("settings") or {}
     if not any(name in settings for name in THREAD_VARIABLES):
         return (

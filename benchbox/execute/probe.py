@@ -11,7 +11,7 @@ features (docs/performance.md, "Encoder zoo"):
 - **in the row space.** At the optimum of an L2-penalised logistic regression the weights are a
   combination of the standardised training rows (the penalty's gradient, the weights, is minus C times
   the loss's, which is a combination of the rows). With n training images and d > 2n features it fits
-  on the rows' n x r coordinates in an orthonormal basis of their span (an SVD; r < n) and maps the
+  on the rows' n x n coordinates in an orthonormal basis holding their span (a QR) and maps the
   weights back to the d features (``RowSpace``): the same objective in rotated coordinates. L-BFGS's
   iterates are the same too (from zero they stay in that span, and L-BFGS is invariant to rotating the
   coordinates); only its stopping test reads coordinates (the gradient's largest component must fall
@@ -29,14 +29,18 @@ features (docs/performance.md, "Encoder zoo"):
   chosen C in 2 of 100 folds. The features are converted to float64 first, so this computes what
   ``fit_linear_probe_direct`` computes on float64 copies of them: the same C in every fold and the same
   metrics (``benchmarks/encoder_zoo.py --compare-probe``).
-- one split's scaler and SVD serve all seven C values; BLAS on one thread (the matrices are small: a
+- one split's scaler and QR serve all seven C values; BLAS on one thread (the matrices are small: a
   thread pool gains nothing on them, and on a busy machine a 2-thread OpenBLAS was 10-60x slower).
+- **the inner splits on the free cores**: where ``--threads`` chose 2 or more threads, the five inner
+  splits are scored by that many worker processes (joblib's loky; ``inner_scores``), each computing
+  exactly what one process would; the chosen C and the model do not depend on it.
 
 tests/test_schemes.py checks the two against each other.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -53,7 +57,7 @@ TOL = 1e-4
 def inner_splits(y: np.ndarray, groups: Sequence[str] | None, seed: int) -> tuple[list, str]:
     """The inner cross-validation's splits of a training fold: patient-grouped and stratified when
     the groups allow, else stratified; [] when a class has fewer than 2 images (no choice of C)."""
-    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+    from sklearn.model_selection import StratifiedKFold
 
     counts = np.bincount(y)
     counts = counts[counts > 0]
@@ -62,14 +66,49 @@ def inner_splits(y: np.ndarray, groups: Sequence[str] | None, seed: int) -> tupl
         n_groups = len(set(groups))
         ng = min(INNER_FOLDS, n_groups, int(counts.min()) if len(counts) > 1 else 0)
         if ng >= 2:
-            splitter = StratifiedGroupKFold(n_splits=ng, shuffle=True, random_state=seed % (2**31))
-            splits = list(splitter.split(np.zeros(len(y)), y, np.asarray(groups)))
+            tests = stratified_group_test_folds(y, groups, ng, seed % (2**31))
+            every = np.arange(len(y))
+            splits = [(np.setdiff1d(every, test, assume_unique=True), test) for test in tests]
             if all(len(np.unique(y[tr])) == len(counts) for tr, _ in splits):
                 return splits, f"{ng}-fold stratified, patient-grouped"
     if n < 2:
         return [], "none (a class has fewer than 2 training images): C = 1"
     splitter = StratifiedKFold(n_splits=n, shuffle=True, random_state=seed % (2**31))
     return list(splitter.split(np.zeros(len(y)), y)), f"{n}-fold stratified"
+
+
+def stratified_group_test_folds(y: np.ndarray, groups: Sequence[str], n_splits: int, seed: int) -> list[np.ndarray]:
+    """The test indices of ``StratifiedGroupKFold(n_splits, shuffle=True, random_state=seed)`` on (y, groups),
+    computed as scikit-learn computes them, with each group's choice of fold weighed for all folds at once:
+    the groups in a seeded random order, then by the spread of their class counts (largest first, stably),
+    each to the fold that keeps the class shares across folds most even (ties: the fold with fewer images,
+    then the first). scikit-learn weighs one fold at a time in Python, which cost the encoder zoo's warm run
+    a tenth of its time; tests/test_schemes.py checks the two give the same folds."""
+    _, y_inv, y_count = np.unique(np.asarray(y), return_inverse=True, return_counts=True)
+    _, g_inv, g_count = np.unique(np.asarray(groups), return_inverse=True, return_counts=True)
+    per_group = np.zeros((len(g_count), len(y_count)))
+    np.add.at(per_group, (g_inv, y_inv), 1)
+    order = np.arange(len(g_count))
+    np.random.RandomState(seed).shuffle(order)
+    per_group = per_group[order]
+    shuffled = np.empty_like(order)
+    shuffled[order] = np.arange(len(order))
+    g_inv = shuffled[g_inv]
+    per_fold = np.zeros((n_splits, len(y_count)))
+    fold_of_group = np.empty(len(g_count), dtype=np.int64)
+    place = np.eye(n_splits)[:, :, None]  # candidate i adds the group to fold i
+    for group in np.argsort(-np.std(per_group, axis=1), kind="stable"):
+        trial = (per_fold[None, :, :] + place * per_group[group]) / y_count
+        spread = np.std(trial, axis=1).mean(axis=1)
+        sizes = per_fold.sum(axis=1)
+        best, best_spread, best_size = 0, np.inf, np.inf
+        for i in range(n_splits):  # scikit-learn's rule, in its order
+            if spread[i] < best_spread or (np.isclose(spread[i], best_spread) and sizes[i] < best_size):
+                best, best_spread, best_size = i, spread[i], sizes[i]
+        per_fold[best] += per_group[group]
+        fold_of_group[group] = best
+    fold_of = fold_of_group[g_inv]
+    return [np.flatnonzero(fold_of == i) for i in range(n_splits)]
 
 
 def fit_linear_probe(x: np.ndarray, y: np.ndarray, groups, class_weight: str, seed: int):
@@ -83,15 +122,42 @@ def fit_linear_probe(x: np.ndarray, y: np.ndarray, groups, class_weight: str, se
     balanced = class_weight == "balanced"
     labels = np.unique(y)
     splits, how = inner_splits(y, groups, seed)
-    c = 1.0
+    c, processes = 1.0, 1
     if splits:
-        scores = np.array([split_scores(x[tr], y[tr], x[va], y[va], balanced, labels) for tr, va in splits])
+        scores, processes = inner_scores(x, y, splits, balanced, labels, probe_processes())
         c = float(C_GRID[int(np.argmax(scores.mean(axis=0)))])  # the first best, as GridSearchCV ranks
     with threadpool_limits(limits=1, user_api="blas"):
         space = RowSpace(x)
         fit = logistic_lbfgs(space.rows, y, c, balanced, space.basis)
     model = make_pipeline(space.scaler, fit.estimator(space.basis, x.shape[1], c, balanced))
-    return model, {"probe_C": c, "probe_C_grid": [float(v) for v in C_GRID], "inner_cv": how}
+    info = {"probe_C": c, "probe_C_grid": [float(v) for v in C_GRID], "inner_cv": how, "probe_processes": processes}
+    return model, info
+
+
+def probe_processes() -> int:
+    """How many processes score a fold's inner splits: the threads ``--threads`` chose for this run
+    (OMP_NUM_THREADS; benchbox/execute/environment.py), since each fit is single-threaded and small, so
+    the free cores are used by splitting the work, not a thread pool; 1 where nothing was chosen."""
+    text = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return max(1, int(text)) if text.isdigit() else 1
+
+
+def inner_scores(x, y, splits, balanced: bool, labels: np.ndarray, processes: int) -> tuple[np.ndarray, int]:
+    """(each inner split's ``split_scores``, the processes that computed them). With ``processes`` > 1 the
+    splits go to that many joblib (loky) worker processes, kept for the next fold; each computes exactly
+    what this process would (the same code, BLAS on one thread), so the chosen C does not depend on it.
+    Where worker processes cannot start (a sandbox, no shared memory) or fail, this process computes them."""
+    jobs = [(x[tr], y[tr], x[va], y[va], balanced, labels) for tr, va in splits]
+    processes = min(processes, len(jobs))
+    if processes > 1:
+        try:
+            from joblib import Parallel, delayed
+
+            scores = Parallel(n_jobs=processes, backend="loky")(delayed(split_scores)(*job) for job in jobs)
+            return np.array(scores), processes
+        except Exception:  # noqa: BLE001 - computed here instead; a real fault shows there again
+            pass
+    return np.array([split_scores(*job) for job in jobs]), 1
 
 
 def split_scores(x_train, y_train, x_held_out, y_held_out, balanced: bool, labels: np.ndarray) -> np.ndarray:
@@ -134,11 +200,12 @@ class RowSpace:
         self.basis = None  # (d, r)
         self.rows = z
         if z.shape[1] > 2 * z.shape[0]:
-            u, s, vt = np.linalg.svd(z, full_matrices=False)
-            rank = int((s > s[0] * max(z.shape) * np.finfo(np.float64).eps).sum()) if len(s) and s[0] > 0 else 0
-            rank = max(rank, 1)
-            self.basis = vt[:rank].T
-            self.rows = u[:, :rank] * s[:rank]  # = z @ basis
+            # z.T = Q R: Q's n orthonormal columns span the rows (and, where the rows are dependent, as the
+            # standardised ones are, a direction or so more, in which the loss's gradient is zero up to
+            # rounding: the weights stay there as they start, at zero), and the rows' coordinates in them are R's columns; a QR costs a third of an SVD
+            q, r = np.linalg.qr(z.T)
+            self.basis = q
+            self.rows = r.T  # = z @ basis
 
     def transform(self, x: np.ndarray) -> np.ndarray:
         z = self.scaler.transform(np.asarray(x, dtype=np.float64))
@@ -309,4 +376,5 @@ def fit_linear_probe_direct(x: np.ndarray, y: np.ndarray, groups, class_weight: 
             model, c = search.best_estimator_, float(search.best_params_["logisticregression__C"])
         else:
             model, c = pipe.fit(x, y), 1.0
-    return model, {"probe_C": c, "probe_C_grid": [float(v) for v in C_GRID], "inner_cv": how}
+    info = {"probe_C": c, "probe_C_grid": [float(v) for v in C_GRID], "inner_cv": how, "probe_processes": 1}
+    return model, info
