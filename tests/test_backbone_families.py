@@ -84,7 +84,7 @@ def test_backbones_list_filters_by_framework_and_pattern(capsys, monkeypatch):
     out = capsys.readouterr().out.split()
     assert out == ["toy/convnext_atto", "toy/convnext_nano"]
     try:
-        main(["backbones", "list", "--filter", "nothing-like-this*"])
+        main(["backbones", "list", "--framework", "toy", "--filter", "nothing-like-this*"])
     except SystemExit as exc:
         assert exc.code == 1
     assert "no backbone matches" in capsys.readouterr().err

@@ -93,9 +93,12 @@ def test_errors_are_one_message_without_traceback(tmp_path):
     assert res.returncode == 1 and "not a benchbox run" in res.stderr and "Traceback" not in res.stderr
 
 
-def test_validate_and_plugins_commands():
-    res = run_cli("validate", ROOT / "suites" / "quickstart.toml")
-    assert res.returncode == 0 and "valid" in res.stdout
+@needs_torch
+def test_validate_and_plugins_commands(tmp_path):
+    """The commands, end to end. (The shipped suites, the quick start's among them, are validated in-process
+    by test_suite_validation.py: its Keras checks import TensorFlow, ~12 s of a fresh process.)"""
+    res = run_cli("validate", tiny_suite(tmp_path, TORCH_MNV2))
+    assert res.returncode == 0 and "valid" in res.stdout and "t-mnv2 (torch/mobilenet_v2)" in res.stdout
     res = run_cli("plugins")
     assert res.returncode == 0
     for name in ("synthetic", "keras/mobilenet_v2", "torch/mobilenet_v2", "paper"):

@@ -7,7 +7,7 @@ from PIL import Image
 
 from benchbox.define.suite import load_suite
 from benchbox.errors import SuiteError
-from conftest import run_cli, write_suite
+from conftest import TORCH_MNV2, needs_torch, run_cli, tiny_suite, write_suite
 
 CROSS = """
 name = "x"
@@ -30,10 +30,11 @@ input_size = [32, 32]
 """
 
 
+@needs_torch
 def test_validate_prints_each_data_sets_classes_images_and_patients(tmp_path):
-    res = run_cli("validate", "suites/quickstart.toml")
+    res = run_cli("validate", tiny_suite(tmp_path, TORCH_MNV2))
     assert res.returncode == 0, res.stderr
-    assert "data set synthetic: 96 images, 36 patients — covid 31 (12 patients)" in res.stdout
+    assert "data set syn: 30 images, 12 patients — covid 8 (4 patients), pneumonia 11 (4 patients)" in res.stdout
 
 
 def test_the_same_images_under_two_aliases_are_not_an_external_test(tmp_path, registry):
