@@ -279,15 +279,59 @@ def file_lock(path: Path):
 
 def once_per_session(tmp_path_factory, name: str, compute):
     """``compute()`` (a JSON value) once per test session, shared by the xdist workers: a module fixture
-    that both workers need would otherwise run in each (worksteal splits a module's tests between them)."""
+    that both workers need would otherwise run in each (worksteal splits a module's tests between them).
+    Registered with ``start_early``, it was started in the background when the session began."""
     root = shared_root(tmp_path_factory)
     done = root / f"{name}.json"
     with file_lock(root / f"{name}.lock"):
         if not done.exists():
-            value = compute()
+            value = compute(tmp_path_factory)
             done.write_text(json.dumps(value))
             return value
     return json.loads(done.read_text())
+
+
+#: module name -> (name, compute(tmp_path_factory)): long shared computations to start when the session does
+EARLY: dict = {}
+
+
+def start_early(module: str, name: str, compute) -> None:
+    """Register ``once_per_session(..., name, compute)`` of test module ``module`` to start in a background
+    thread as soon as a session that runs the module's tests begins, in the first worker to get there: the
+    other worker would otherwise sit idle on the lock while it runs (the Keras backends' probes: ~45 s)."""
+    EARLY[module] = (name, compute)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def early_shared_work(request, tmp_path_factory):
+    import fcntl
+    import threading
+
+    modules = {item.module.__name__ for item in request.session.items if getattr(item, "module", None)}
+    for module, (name, compute) in EARLY.items():
+        if module not in modules:
+            continue  # deselected (-m "not slow", -k ...): nothing to compute
+        root = shared_root(tmp_path_factory)
+        lock = open(root / f"{name}.lock", "w")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # another worker has it in hand
+            lock.close()
+            continue
+
+        def work(lock=lock, done=root / f"{name}.json", compute=compute):
+            try:
+                if not done.exists():
+                    value = compute(tmp_path_factory)  # a failure leaves no result: the fixture computes and shows it
+                    done.write_text(json.dumps(value))
+            except Exception:  # noqa: BLE001
+                pass
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+                lock.close()
+
+        threading.Thread(target=work, name=f"early {name}", daemon=True).start()
+    yield
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from benchbox.errors import BenchboxError
-from conftest import ROOT, needs_keras, once_per_session
+from conftest import ROOT, needs_keras, once_per_session, start_early
 
 BACKENDS = ("tensorflow", "jax", "torch")
 #: the Keras layers frozen here: deep in MobileNet v2 (154 layers; the study's 10 is tested in test_backbones.py),
@@ -103,23 +103,27 @@ def _probe(backend: str, out_path, ref_path="") -> dict:
     return json.loads(lines[-1][len("PROBE") :])
 
 
+def compute_probes(tmp_path_factory) -> dict:
+    """The TensorFlow child first (its weights file is the shared one), then JAX and PyTorch side by side."""
+    tmp = tmp_path_factory.mktemp("keras_backends")
+    ref = tmp / "tensorflow.weights.h5"
+    results = {"tensorflow": _probe("tensorflow", ref)}
+    others = [b for b in BACKENDS[1:] if _installed(b)]
+    with ThreadPoolExecutor(len(others) or 1) as pool:
+        futures = {b: pool.submit(_probe, b, tmp / f"{b}.weights.h5", ref) for b in others}
+        results.update({b: f.result() for b, f in futures.items()})
+    return results
+
+
+if _installed("tensorflow"):  # ~45-60 s of child processes: started when the session starts, not waited for
+    start_early(__name__, "keras-backend-probes", compute_probes)
+
+
 @pytest.fixture(scope="module")
 def probes(tmp_path_factory):
-    """The TensorFlow child first (its weights file is the shared one), then JAX and PyTorch side by side."""
     if not _installed("tensorflow"):
         pytest.skip("Keras + TensorFlow not installed: no reference weights file")
-
-    def compute():
-        tmp = tmp_path_factory.mktemp("keras_backends")
-        ref = tmp / "tensorflow.weights.h5"
-        results = {"tensorflow": _probe("tensorflow", ref)}
-        others = [b for b in BACKENDS[1:] if _installed(b)]
-        with ThreadPoolExecutor(len(others) or 1) as pool:
-            futures = {b: pool.submit(_probe, b, tmp / f"{b}.weights.h5", ref) for b in others}
-            results.update({b: f.result() for b, f in futures.items()})
-        return results
-
-    return once_per_session(tmp_path_factory, "keras-backend-probes", compute)  # ~60 s: not once per worker
+    return once_per_session(tmp_path_factory, "keras-backend-probes", compute_probes)  # once, not per worker
 
 
 @pytest.mark.slow
