@@ -11,7 +11,6 @@ import pytest
 
 from conftest import (
     KERAS_MNV2,
-    ROOT,
     TORCH_MNV2,
     needs_keras,
     needs_torch,
