@@ -145,3 +145,16 @@ def test_a_protocol_option_of_another_strategy_is_named_as_such(tmp_path, regist
     text = str(exc.value)
     assert 'protocol.test_fraction: applies to kind = "holdout" only' in text
     assert "protocol.bogus: unknown key; allowed: grouped, k, kind, repeats, stratified" in text
+
+
+def test_ray_missing_is_a_clear_error(monkeypatch):
+    """The ray executor where Ray is not installed: the install command, not an ImportError (a fast test:
+    it starts no Ray, unlike tests/test_ray.py)."""
+    import sys
+
+    from benchbox.errors import BenchboxError
+    from benchbox_executors import Ray
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(BenchboxError, match=r"pip install 'benchbox\[ray\]'"):
+        Ray().run([], {}, {}, None, None, None, dict(Ray.defaults), None)

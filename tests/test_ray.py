@@ -107,15 +107,6 @@ def test_killed_driver_resumes_with_every_fold_exactly_once(tmp_path):
         assert (folds_dir / name).read_text() == text
 
 
-def test_ray_missing_is_a_clear_error(tmp_path, monkeypatch):
-    from benchbox.errors import BenchboxError
-    from benchbox_executors import Ray
-
-    monkeypatch.setitem(sys.modules, "ray", None)
-    with pytest.raises(BenchboxError, match=r"pip install 'benchbox\[ray\]'"):
-        Ray().run([], {}, {}, None, None, None, dict(Ray.defaults), None)
-
-
 def test_frozen_schemes_under_ray_share_the_embedding_cache(tmp_path):
     """A linear probe and a kNN of one encoder as Ray tasks: the workers compute the features and write them to
     the driver's cache (BENCHBOX_CACHE); a rerun reads every feature and the encoder's inference time from it,

@@ -229,6 +229,18 @@ def test_inner_splits_on_two_processes_choose_what_one_process_chooses(monkeypat
     assert np.array_equal(alone.predict_proba(x), one.predict_proba(x))
 
 
+def test_probe_processes_follow_the_threads_chosen_or_a_ray_folds_cpus(monkeypatch):
+    from benchbox.execute.probe import probe_processes
+
+    monkeypatch.delenv("BENCHBOX_PROBE_PROCESSES", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert probe_processes() == 1  # nothing chosen (a library call): one process
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    assert probe_processes() == 4  # --threads 4, or auto on 4 free cores
+    monkeypatch.setenv("BENCHBOX_PROBE_PROCESSES", "1")
+    assert probe_processes() == 1  # a Ray worker whose fold asked for one CPU
+
+
 def test_logistic_lbfgs_is_scikit_learns_fit():
     from sklearn.linear_model import LogisticRegression
 

@@ -137,9 +137,13 @@ def fit_linear_probe(x: np.ndarray, y: np.ndarray, groups, class_weight: str, se
 def probe_processes() -> int:
     """How many processes score a fold's inner splits: the threads ``--threads`` chose for this run
     (OMP_NUM_THREADS; benchbox/execute/environment.py), since each fit is single-threaded and small, so
-    the free cores are used by splitting the work, not a thread pool; 1 where nothing was chosen."""
-    text = os.environ.get("OMP_NUM_THREADS", "").strip()
-    return max(1, int(text)) if text.isdigit() else 1
+    the free cores are used by splitting the work, not a thread pool; on a Ray worker, the CPUs its fold
+    asked for (``BENCHBOX_PROBE_PROCESSES``, set by the ray executor); 1 where nothing was chosen."""
+    for name in ("BENCHBOX_PROBE_PROCESSES", "OMP_NUM_THREADS"):
+        text = os.environ.get(name, "").strip()
+        if text.isdigit():
+            return max(1, int(text))
+    return 1
 
 
 def inner_scores(x, y, splits, balanced: bool, labels: np.ndarray, processes: int) -> tuple[np.ndarray, int]:

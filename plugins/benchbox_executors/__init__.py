@@ -109,6 +109,8 @@ class Ray(Executor):
                 "env_vars": {
                     "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
                     **{name: os.environ[name] for name in (*THREAD_VARIABLES, *CACHE_VARIABLES) if name in os.environ},
+                    # a linear probe's inner splits: as many processes as CPUs a fold asks for, not the driver's
+                    "BENCHBOX_PROBE_PROCESSES": str(max(1, int(float(options.get("cpus_per_fold") or 1)))),
                 }
             },
         }
