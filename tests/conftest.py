@@ -291,15 +291,17 @@ def once_per_session(tmp_path_factory, name: str, compute):
     return json.loads(done.read_text())
 
 
-#: module name -> (name, compute(tmp_path_factory)): long shared computations to start when the session does
+#: (module name, fixture name) -> (name, compute(tmp_path_factory)): long shared computations to start
+#: when a session that runs a test using that fixture begins
 EARLY: dict = {}
 
 
-def start_early(module: str, name: str, compute) -> None:
-    """Register ``once_per_session(..., name, compute)`` of test module ``module`` to start in a background
-    thread as soon as a session that runs the module's tests begins, in the first worker to get there: the
-    other worker would otherwise sit idle on the lock while it runs (the Keras backends' probes: ~45 s)."""
-    EARLY[module] = (name, compute)
+def start_early(module: str, fixture: str, name: str, compute) -> None:
+    """Register ``once_per_session(..., name, compute)``, which fixture ``fixture`` of test module ``module``
+    returns, to start in a background thread as soon as a session that runs a test using the fixture begins,
+    in the first worker to get there: the other worker would otherwise sit idle on the lock while it runs
+    (the Keras backends' probes: ~45 s). A session that runs none of those tests (the fast tier) starts none."""
+    EARLY[(module, fixture)] = (name, compute)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -307,10 +309,15 @@ def early_shared_work(request, tmp_path_factory):
     import fcntl
     import threading
 
-    modules = {item.module.__name__ for item in request.session.items if getattr(item, "module", None)}
-    for module, (name, compute) in EARLY.items():
-        if module not in modules:
-            continue  # deselected (-m "not slow", -k ...): nothing to compute
+    used = {
+        (item.module.__name__, fixture)
+        for item in request.session.items
+        if getattr(item, "module", None)
+        for fixture in getattr(item, "fixturenames", ())
+    }
+    for key, (name, compute) in EARLY.items():
+        if key not in used:
+            continue  # its tests are deselected (-m "not slow", -k ...): nothing to compute
         root = shared_root(tmp_path_factory)
         lock = open(root / f"{name}.lock", "w")
         try:

@@ -116,7 +116,7 @@ def compute_probes(tmp_path_factory) -> dict:
 
 
 if _installed("tensorflow"):  # ~45-60 s of child processes: started when the session starts, not waited for
-    start_early(__name__, "keras-backend-probes", compute_probes)
+    start_early(__name__, "probes", "keras-backend-probes", compute_probes)
 
 
 @pytest.fixture(scope="module")
