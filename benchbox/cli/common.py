@@ -42,7 +42,7 @@ app.add_typer(export_app, name="export")
 _COLUMNS_SET = os.environ.get("COLUMNS", "").isdigit()
 THREADS_HELP = (
     "Framework threads per process (OMP_NUM_THREADS, TF_NUM_INTRAOP_THREADS, BLAS pools): auto (default) sizes "
-    "them to the cores free at the start (affinity, CPU quota, load average), or a number."
+    "them to the cores free at the start (affinity, CPU quota, cores busy with other work), or a number."
 )
 console = Console(width=None if sys.stdout.isatty() or _COLUMNS_SET else 200)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() or _COLUMNS_SET else 200)
